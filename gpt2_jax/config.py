@@ -1,0 +1,96 @@
+"""Model configuration: the book's names, OpenAI's sizes, and the mapping between them.
+
+OpenAI's ``hparams.json`` (the lab's ``settings``) uses ``n_vocab, n_ctx, n_embd,
+n_head, n_layer``; the book and this package use ``vocab_size, context_length,
+emb_dim, n_heads, n_layers``. ``OPENAI_TO_CONFIG`` is the one place that says which
+is which.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+# OpenAI hparams key -> GPTConfig field.
+OPENAI_TO_CONFIG: dict[str, str] = {
+    "n_vocab": "vocab_size",
+    "n_ctx": "context_length",
+    "n_embd": "emb_dim",
+    "n_head": "n_heads",
+    "n_layer": "n_layers",
+}
+
+# The four released models, in OpenAI's own hparams form (what hparams.json holds).
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "124M": {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12},
+    "355M": {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 1024, "n_head": 16, "n_layer": 24},
+    "774M": {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 1280, "n_head": 20, "n_layer": 36},
+    "1558M": {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 1600, "n_head": 25, "n_layer": 48},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of a GPT-2 model.
+
+    ``num_classes=None`` gives the language model (output head tied to ``wte``);
+    an integer replaces that head by a fresh ``Dense(num_classes)`` named ``head``.
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.0
+    qkv_bias: bool = True  # OpenAI's checkpoints have query/key/value biases
+    num_classes: int | None = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.emb_dim % self.n_heads:
+            raise ValueError(
+                f"GPTConfig.emb_dim={self.emb_dim} is not divisible by n_heads={self.n_heads}"
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"GPTConfig.num_classes must be >= 2, got {self.num_classes}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.emb_dim // self.n_heads
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> "GPTConfig":
+        """Build a config from OpenAI's hparams dict, then apply ``overrides``.
+
+        Unknown extra keys in ``settings`` are ignored; a missing one is an error.
+        """
+        missing = [key for key in OPENAI_TO_CONFIG if key not in settings]
+        if missing:
+            raise KeyError(
+                f"settings lack {missing}; expected OpenAI hparams keys {list(OPENAI_TO_CONFIG)}"
+            )
+        fields = {ours: int(settings[theirs]) for theirs, ours in OPENAI_TO_CONFIG.items()}
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def from_size(cls, model_size: str, **overrides: Any) -> "GPTConfig":
+        """Config of one of OpenAI's released sizes ("124M", "355M", "774M", "1558M")."""
+        return cls.from_settings(settings_for_size(model_size), **overrides)
+
+    def to_settings(self) -> dict[str, int]:
+        """The inverse mapping: this config as OpenAI's hparams dict."""
+        return {theirs: getattr(self, ours) for theirs, ours in OPENAI_TO_CONFIG.items()}
+
+
+def settings_for_size(model_size: str) -> dict[str, int]:
+    if model_size not in MODEL_SIZES:
+        raise ValueError(
+            f"unknown GPT-2 model size {model_size!r}; choose one of {list(MODEL_SIZES)}"
+        )
+    return dict(MODEL_SIZES[model_size])

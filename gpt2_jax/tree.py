@@ -1,0 +1,37 @@
+"""Small helpers over parameter trees, keyed by slash-joined names like ``h11/attn/c_attn/kernel``."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def path_name(path) -> str:
+    """``(DictKey('h0'), DictKey('attn'), ...)`` -> ``"h0/attn/..."``."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def named_tree_map(fn: Callable[[str, Any], Any], tree, *rest):
+    """Like ``jax.tree.map`` but ``fn`` also receives each leaf's slash-joined name."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf, *others: fn(path_name(path), leaf, *others), tree, *rest
+    )
+
+
+def named_leaves(tree) -> dict[str, Any]:
+    """Flat ``{name: leaf}`` in tree order."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {path_name(path): leaf for path, leaf in flat}
+
+
+def count_params(tree) -> int:
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
