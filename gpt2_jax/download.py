@@ -107,7 +107,7 @@ def _download(url: str, dest: Path, expected: int | None, timeout: float, progre
         total = int(length) if length is not None else expected
         with open(part, "wb") as out, tqdm(
             total=total, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=dest.name, disable=not progress, leave=False,
+            desc=dest.name, disable=None if progress else True, leave=False,
         ) as bar:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)

@@ -1,0 +1,163 @@
+"""The SMS Spam Collection: fetch, read, split, encode, batch.
+
+Reads the file the way the lab does (pandas, tab-separated, no header, default
+quoting: 5,572 rows), shuffles with ``df.sample(frac=1, random_state=seed)`` and
+cuts consecutive train / validation / test slices from the shuffled frame.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .download import DownloadError, fetch
+from .tokenizer import END_OF_TEXT_ID
+
+SMS_URLS = (
+    "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+    # mirror used by the book's code when UCI is down
+    "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",
+)
+SMS_FILE_NAME = "SMSSpamCollection"
+LABELS = ("ham", "spam")  # index = class id
+PAD_ID = END_OF_TEXT_ID
+
+
+def fetch_sms_spam(data_dir: str | os.PathLike, *, offline: bool | None = None,
+                   urls: tuple[str, ...] = SMS_URLS, **fetch_kwargs) -> Path:
+    """Path of ``data_dir/sms_spam_collection/SMSSpamCollection``, downloading and
+    unzipping it first if needed (trying each URL in turn)."""
+    folder = Path(data_dir) / "sms_spam_collection"
+    target = folder / SMS_FILE_NAME
+    if target.is_file():
+        return target
+    zip_path = folder / "sms_spam_collection.zip"
+    missing = []
+    for url in urls:
+        try:
+            fetch(url, zip_path, offline=offline, **fetch_kwargs)
+            break
+        except DownloadError as err:
+            missing.extend(err.missing)
+    else:
+        raise DownloadError(missing)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            part = target.with_name(target.name + ".part")
+            part.write_bytes(archive.read(SMS_FILE_NAME))
+            os.replace(part, target)
+    except (zipfile.BadZipFile, KeyError) as err:
+        zip_path.unlink()
+        raise ValueError(f"{zip_path}: not the SMS Spam Collection zip ({err}); deleted it, "
+                         "run again to download it afresh") from err
+    return target
+
+
+def read_sms_spam(path: str | os.PathLike) -> pd.DataFrame:
+    """``Label`` (str), ``Text`` (str) and ``label`` (0 = ham, 1 = spam) per message."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SMS Spam Collection file not found: {path}")
+    df = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"], dtype=str,
+                     keep_default_na=False)
+    unknown = ~df["Label"].isin(LABELS)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise ValueError(f"{path}: row {i + 1} has label {df['Label'].iloc[i]!r}; "
+                         f"expected one of {LABELS}")
+    df["label"] = df["Label"].map({name: k for k, name in enumerate(LABELS)}).astype(np.int32)
+    return df
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+    def items(self):
+        return (("train", self.train), ("val", self.val), ("test", self.test))
+
+
+def balance_classes(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Undersample ham to the number of spam messages (the book's balanced set)."""
+    spam = df[df["label"] == 1]
+    ham = df[df["label"] == 0].sample(len(spam), random_state=seed)
+    return pd.concat([ham, spam]).reset_index(drop=True)
+
+
+def split(df: pd.DataFrame, train_size: int, val_size: int, test_size: int | None,
+          seed: int = 123, balance: bool = False) -> Splits:
+    """Shuffle once with ``seed`` and cut consecutive slices. ``test_size=None`` takes
+    every row after validation."""
+    if balance:
+        df = balance_classes(df, seed)
+    shuffled = df.sample(frac=1, random_state=seed).reset_index(drop=True)
+    n = len(shuffled)
+    wanted = train_size + val_size + (test_size or 0)
+    if train_size <= 0 or val_size < 0 or (test_size is not None and test_size < 0):
+        raise ValueError(f"split sizes must be positive: train {train_size}, val {val_size}, "
+                         f"test {test_size}")
+    if wanted > n:
+        raise ValueError(f"train {train_size} + val {val_size} + test {test_size} = {wanted} "
+                         f"rows wanted, but the data has only {n}")
+    a, b = train_size, train_size + val_size
+    c = n if test_size is None else b + test_size
+    return Splits(shuffled.iloc[:a], shuffled.iloc[a:b], shuffled.iloc[b:c])
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids right-padded with <|endoftext|>: ``ids`` [N, L] int32, ``lengths`` [N]
+    (real tokens after truncation), ``labels`` [N] int32, ``truncated``: how many
+    messages were cut to L."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+    truncated: int
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def token_lists(tokenizer, texts) -> list[list[int]]:
+    return [tokenizer.encode(text) for text in texts]
+
+
+def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:
+    ids = np.full((len(tokens), max_length), PAD_ID, np.int32)
+    lengths = np.zeros(len(tokens), np.int32)
+    for row, toks in enumerate(tokens):
+        toks = toks[:max_length]
+        ids[row, : len(toks)] = toks
+        lengths[row] = len(toks)
+    truncated = sum(len(t) > max_length for t in tokens)
+    return Encoded(ids, lengths, np.asarray(labels, np.int32), truncated)
+
+
+def encode_splits(splits: Splits, tokenizer, context_length: int,
+                  max_length: int | None = None) -> tuple[dict[str, Encoded], int]:
+    """Encode every split to one length: ``max_length`` or the longest training message,
+    capped at the model's context. Returns ``({"train": ..., ...}, length)``."""
+    tokens = {name: token_lists(tokenizer, df["Text"]) for name, df in splits.items()}
+    if max_length is None:
+        max_length = max(len(t) for t in tokens["train"])
+    if max_length <= 0:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    length = min(max_length, context_length)
+    encoded = {name: encode(tokens[name], df["label"].to_numpy(), length)
+               for name, df in splits.items()}
+    return encoded, length
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                drop_last: bool = True) -> list[np.ndarray]:
+    """Index arrays of the batches of one epoch; the order depends only on (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
