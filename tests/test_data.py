@@ -1,0 +1,94 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import BPE_DIR, SMS_FILE, needs
+from gpt2_jax import data as sms
+from gpt2_jax.download import DownloadError
+from gpt2_jax.tokenizer import get_tokenizer
+from http_server import serve
+from synthetic import write_sms_file
+
+
+@needs(SMS_FILE)
+def test_real_file_split_is_the_labs():
+    df = sms.read_sms_spam(SMS_FILE)
+    assert len(df) == 5572
+    assert df["label"].value_counts().to_dict() == {0: 4825, 1: 747}
+    splits = sms.split(df, 2000, 500, 1000, seed=123)
+    assert np.bincount(splits.train["label"]).tolist() == [1726, 274]
+    assert (len(splits.val), len(splits.test)) == (500, 1000)
+    shuffled = df.sample(frac=1, random_state=123)
+    assert splits.train["Text"].tolist() == shuffled["Text"].iloc[:2000].tolist()
+    assert len(sms.split(df, 2000, 500, None).test) == 5572 - 2500
+    assert len(sms.epoch_order(2000, 16, 123, 1)) == 125
+
+
+@needs(SMS_FILE)
+@needs(BPE_DIR)
+def test_real_file_pads_to_the_longest_training_message():
+    splits = sms.split(sms.read_sms_spam(SMS_FILE), 2000, 500, 1000, seed=123)
+    encoded, length = sms.encode_splits(splits, get_tokenizer(BPE_DIR), 1024)
+    assert length == 257
+    assert encoded["train"].ids.shape == (2000, 257) and encoded["train"].truncated == 0
+    assert encoded["train"].lengths.max() == 257
+    capped, length = sms.encode_splits(splits, get_tokenizer(BPE_DIR), 1024, max_length=64)
+    assert length == 64
+    assert capped["train"].truncated == int((encoded["train"].lengths > 64).sum()) > 0
+
+
+def test_encode_pads_with_end_of_text_and_truncates():
+    enc = sms.encode([[1, 2], [3, 4, 5, 6, 7], []], [0, 1, 0], max_length=4)
+    assert enc.ids.tolist() == [[1, 2, 50256, 50256], [3, 4, 5, 6], [50256] * 4]
+    assert enc.lengths.tolist() == [2, 4, 0] and enc.truncated == 1
+
+
+def test_epoch_order_is_seeded_drops_last_and_reshuffles():
+    a = sms.epoch_order(50, 16, seed=7, epoch=1)
+    assert len(a) == 3 and all(len(b) == 16 for b in a)
+    assert [b.tolist() for b in a] == [b.tolist() for b in sms.epoch_order(50, 16, 7, 1)]
+    assert [b.tolist() for b in a] != [b.tolist() for b in sms.epoch_order(50, 16, 7, 2)]
+    assert len(set(np.concatenate(a).tolist())) == 48
+    assert sum(map(len, sms.epoch_order(50, 16, 7, 1, drop_last=False))) == 50
+
+
+def test_split_sizes_and_balance(tmp_path):
+    df = sms.read_sms_spam(write_sms_file(tmp_path / "s.txt", n_ham=90, n_spam=30))
+    with pytest.raises(ValueError, match="130 rows wanted, but the data has only 120"):
+        sms.split(df, 100, 20, 10)
+    balanced = sms.split(df, 40, 10, None, balance=True)
+    together = np.concatenate([s["label"] for _, s in balanced.items()])
+    assert np.bincount(together).tolist() == [30, 30]
+
+
+def test_unknown_label_names_the_row(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("ham\thello\nspam\tWIN\nmaybe\twhat\n")
+    with pytest.raises(ValueError, match=r"row 3 has label 'maybe'"):
+        sms.read_sms_spam(path)
+
+
+def _zip_bytes(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("SMSSpamCollection", payload)
+        z.writestr("readme", "test")
+    return buf.getvalue()
+
+
+def test_fetch_unzips_and_falls_back_to_the_mirror(tmp_path):
+    payload = b"ham\thi there\nspam\tWIN now\n"
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "mirror.zip").write_bytes(_zip_bytes(payload))
+    with serve(remote) as (url, log):
+        urls = (f"{url}/missing.zip", f"{url}/mirror.zip")
+        path = sms.fetch_sms_spam(tmp_path / "cache", urls=urls, progress=False)
+        assert path.read_bytes() == payload
+        log.clear()
+        assert sms.fetch_sms_spam(tmp_path / "cache", urls=urls) == path
+        assert log == []  # cached: no request at all
+        with pytest.raises(DownloadError, match="missing.zip"):
+            sms.fetch_sms_spam(tmp_path / "other", urls=(f"{url}/missing.zip",))

@@ -1,0 +1,126 @@
+"""The main job end to end on a tiny checkpoint and a small synthetic spam/ham file."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import BPE_DIR, REPO, needs
+from experiments import spam
+from gpt2_jax.classifier import load_classifier, predict_proba
+from gpt2_jax.data import read_sms_spam, split
+from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.tokenizer import get_tokenizer
+from gpt2_jax.train import TrainConfig
+from synthetic import write_sms_file
+
+pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+SIZES = dict(train_size=160, val_size=40, test_size=40)
+
+
+@pytest.fixture(scope="module")
+def sms_file(tmp_path_factory):
+    return write_sms_file(tmp_path_factory.mktemp("data") / "SMSSpamCollection")
+
+
+def _config(model_dir, sms_file, run_dir, **train):
+    return RunConfig(model_dir=str(model_dir), data_file=str(sms_file), run_dir=str(run_dir),
+                     train=TrainConfig(**{"epochs": 3, "lr": 1e-3, **train}), **SIZES)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_model_dir, sms_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    reports = [run(_config(tiny_model_dir, sms_file, root / f"run{i}"), log=lambda s: None)
+               for i in range(2)]
+    return root, reports
+
+
+def _strip_times(report):
+    return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in report["epochs"]]
+
+
+def test_learns(two_runs):
+    _, (report, _) = two_runs
+    first, last = report["epochs"][0], report["epochs"][-1]
+    splits = report["data"]["splits"]
+    majority = {name: max(s["ham"], s["spam"]) / s["n"] for name, s in splits.items()}
+    assert last["train_step_loss"] < first["train_step_loss"]
+    assert last["train"]["loss"] < first["train"]["loss"]
+    assert last["test"]["accuracy"] > majority["test"]
+    assert last["train"]["accuracy"] > majority["train"]
+    assert report["data"]["batches_per_epoch"] == 10
+    assert report["parameters"]["trainable"] < report["parameters"]["frozen"]
+
+
+def test_same_seed_same_metrics(two_runs):
+    _, (a, b) = two_runs
+    assert _strip_times(a) == _strip_times(b)
+
+
+def test_run_folder_contents(two_runs):
+    root, (report, _) = two_runs
+    run_dir = root / "run0"
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["status"] == "finished" and len(on_disk["epochs"]) == 3
+    assert on_disk["config"]["train"]["seed"] == 123
+    for key in ("loss", "accuracy", "ham_accuracy", "spam_accuracy", "spam_precision",
+                "spam_recall", "spam_f1", "confusion"):
+        assert key in on_disk["epochs"][-1]["val"]
+    for png in ("loss.png", "accuracy.png", "spam_recall.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_classifier_gives_the_reported_predictions(two_runs, sms_file):
+    root, (report, _) = two_runs
+    model, params, meta = load_classifier(root / "run0")
+    test_df = split(read_sms_spam(sms_file), seed=123, **SIZES).test
+    probs = predict_proba(model, params, get_tokenizer(root / "run0"), test_df["Text"].tolist(),
+                          meta["max_length"], meta["pool"])
+    preds = probs.argmax(1)
+    labels = test_df["label"].to_numpy()
+    confusion = [[int(((labels == t) & (preds == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    assert confusion == report["epochs"][-1]["test"]["confusion"]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+
+
+def test_classify_cli(two_runs):
+    root, _ = two_runs
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-m", "experiments.classify", "--run", str(root / "run0"),
+                          "WIN a FREE prize now, call 0800 12", "see you at home around 5"],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
+    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+
+
+def test_run_folder_is_not_overwritten(two_runs, tiny_model_dir, sms_file):
+    root, _ = two_runs
+    before = (root / "run0" / "metrics.json").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run(_config(tiny_model_dir, sms_file, root / "run0"), log=lambda s: None)
+    assert (root / "run0" / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "batch_size must be positive"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--train-size", "8"], "train_size 8 < batch_size 16"),
+    (["--model-size", "2B"], "invalid choice"),
+    (["--class-weights", "1,2,3"], "two positive weights"),
+])
+def test_cli_rejects_impossible_flags(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        spam.main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_explains():
+    text = spam.parser().format_help()
+    for flag in ("--train-size", "--lr", "--weights", "--offline", "--trainable", "--pool"):
+        assert flag in text
