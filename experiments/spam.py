@@ -33,6 +33,15 @@ def _class_weights(text: str):
     return values
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for on/off switches and unset options."""
+
+    def _get_help_string(self, action):
+        if isinstance(action.default, bool) or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     d, t = RunConfig(), TrainConfig()
     p = argparse.ArgumentParser(
@@ -44,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Results go to RUNS_ROOT/spam-<size>-<time>/ (or --run-dir): metrics.json, "
         "loss.png, accuracy.png, spam_recall.png and the classifier, which "
         "`python -m experiments.classify --run DIR TEXT` uses.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     g = p.add_argument_group("model")
     g.add_argument("--model-size", default=d.model_size, choices=list(MODEL_SIZES))
@@ -79,10 +88,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--trainable", action="append", default=None, metavar="REGEX",
                    help="parameter names to train, e.g. 'h11/.*' (repeatable; default: last "
                    "block, ln_f and head)")
-    g.add_argument("--class-weights", type=_class_weights, default=(), metavar="auto|none|H,S",
+    g.add_argument("--class-weights", type=_class_weights, default="auto", metavar="auto|none|H,S",
                    help="auto: n/(2*count) from the training labels")
     g.add_argument("--pool", default=t.pool, choices=POOLS,
                    help="classify from the last position (the lab's) or the last real token")
+    g = p.add_argument_group("speed (all exact except --prefix-dtype bfloat16)")
+    g.add_argument("--no-prefix-cache", dest="cache_prefix", action="store_false",
+                   help="recompute the frozen blocks every step (the book's way) instead of "
+                   "once per message")
+    g.add_argument("--full-logits", dest="pooled_only", action="store_false",
+                   help="compute every position in the last block, not just the pooled one")
+    g.add_argument("--no-buckets", dest="buckets", action="store_false",
+                   help="with --pool last-real, still pad every batch to the full length")
+    g.add_argument("--prefix-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="matmul inputs of the frozen prefix (bfloat16: float32 accumulation)")
     g = p.add_argument_group("output")
     g.add_argument("--runs-root", default=d.runs_root)
     g.add_argument("--run-dir", default=None)
@@ -94,7 +113,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     train = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
                         weight_decay=args.weight_decay, seed=args.seed,
                         trainable=tuple(args.trainable or ()),
-                        class_weights=args.class_weights, pool=args.pool)
+                        class_weights=args.class_weights, pool=args.pool,
+                        cache_prefix=args.cache_prefix, pooled_only=args.pooled_only,
+                        buckets=args.buckets,
+                        prefix_dtype=None if args.prefix_dtype == "float32" else args.prefix_dtype)
     return RunConfig(
         model_size=args.model_size, models_dir=args.models_dir, model_dir=args.model_dir,
         weights=args.weights, drop_rate=args.drop_rate, data_file=args.data_file,

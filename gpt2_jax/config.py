@@ -44,6 +44,7 @@ class GPTConfig:
     drop_rate: float = 0.0
     qkv_bias: bool = True  # OpenAI's checkpoints have query/key/value biases
     num_classes: int | None = None
+    matmul_dtype: str | None = None  # "bfloat16": bf16 matmul inputs, float32 accumulation
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -56,6 +57,9 @@ class GPTConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"GPTConfig.matmul_dtype must be float32, bfloat16 or float16, "
+                             f"got {self.matmul_dtype!r}")
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"GPTConfig.num_classes must be >= 2, got {self.num_classes}")
 

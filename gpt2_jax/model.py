@@ -11,6 +11,7 @@ D = E / H, V = ``vocab_size``, C = ``num_classes``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -26,23 +27,79 @@ def _layer_norm(name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=LAYER_NORM_EPS, name=name)
 
 
+def matmul_dtype(cfg: GPTConfig):
+    return None if cfg.matmul_dtype in (None, "float32") else jnp.dtype(cfg.matmul_dtype)
+
+
+def _dot(x, w, dtype, spec: str | None = None):
+    """``x @ w`` (or an einsum); with ``dtype`` set the inputs are cast to it and the
+    products accumulate in float32 (e.g. bfloat16 inputs, float32 results)."""
+    if dtype is not None:
+        x, w = x.astype(dtype), w.astype(dtype)
+    extra = {} if dtype is None else {"preferred_element_type": jnp.float32}
+    if spec is None:
+        return jnp.dot(x, w, **extra)
+    return jnp.einsum(spec, x, w, **extra)
+
+
+def _take(x, index):
+    """[B, T, E], [B] -> [B, 1, E]: the row of each sequence at ``index``."""
+    return jnp.take_along_axis(x, index[:, None, None], axis=1)
+
+
+class Linear(nn.Module):
+    """``x @ kernel + bias`` with ``nn.Dense``'s parameter names (kernel [in, out]).
+
+    ``cols`` applies only a slice of the output columns, e.g. just the key/value part
+    of ``c_attn``.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = None  # matmul input dtype; None = float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cols: slice | None = None) -> jax.Array:
+        kernel = self.param("kernel", _init, (x.shape[-1], self.features), jnp.float32)
+        bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+                if self.use_bias else None)
+        if cols is not None:
+            kernel = kernel[:, cols]
+            bias = None if bias is None else bias[cols]
+        y = _dot(x, kernel, self.dtype)
+        return y if bias is None else y + bias
+
+
 class CausalSelfAttention(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        """[B, T, E] -> [B, T, E]; position t attends to positions <= t."""
-        cfg = self.cfg
-        b, t, e = x.shape
-        qkv = nn.Dense(3 * e, use_bias=cfg.qkv_bias, kernel_init=_init, name="c_attn")(x)
-        q, k, v = (a.reshape(b, t, cfg.n_heads, cfg.head_dim) for a in jnp.split(qkv, 3, -1))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.head_dim)
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+    def __call__(self, h: jax.Array, deterministic: bool = True,
+                 query_index: jax.Array | None = None) -> jax.Array:
+        """[B, T, E] -> [B, T, E]; position t attends to positions <= t.
+
+        With ``query_index`` [B], only that position of each sequence is a query (keys
+        and values still come from every position) and the result is [B, 1, E].
+        """
+        cfg, dtype = self.cfg, matmul_dtype(self.cfg)
+        b, t, e = h.shape
+        c_attn = Linear(3 * e, use_bias=cfg.qkv_bias, dtype=dtype, name="c_attn")
+        keys = jnp.arange(t)
+        if query_index is None:
+            q, k, v = jnp.split(c_attn(h), 3, axis=-1)
+            visible = (keys[:, None] >= keys[None, :])[None, None]  # [1, 1, T, T]
+        else:
+            k, v = jnp.split(c_attn(h, cols=slice(e, 3 * e)), 2, axis=-1)
+            q = c_attn(_take(h, query_index), cols=slice(0, e))
+            visible = (query_index[:, None] >= keys[None, :])[:, None, None, :]  # [B, 1, 1, T]
+        heads = lambda a: a.reshape(b, a.shape[1], cfg.n_heads, cfg.head_dim)
+        q, k, v = heads(q), heads(k), heads(v)
+        scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
+        scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
         weights = jax.nn.softmax(scores, axis=-1)
         weights = nn.Dropout(cfg.drop_rate)(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, e)
-        out = nn.Dense(e, kernel_init=_init, name="c_proj")(out)
+        out = _dot(weights, v, dtype, "bhqk,bkhd->bqhd").reshape(b, q.shape[1], e)
+        out = Linear(e, dtype=dtype, name="c_proj")(out)
         return nn.Dropout(cfg.drop_rate)(out, deterministic=deterministic)
 
 
@@ -52,23 +109,28 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """[B, T, E] -> [B, T, E] through a 4E hidden layer with tanh-approximated GELU."""
-        e = self.cfg.emb_dim
-        h = nn.Dense(4 * e, kernel_init=_init, name="c_fc")(x)
+        e, dtype = self.cfg.emb_dim, matmul_dtype(self.cfg)
+        h = Linear(4 * e, dtype=dtype, name="c_fc")(x)
         h = jax.nn.gelu(h, approximate=True)
-        h = nn.Dense(e, kernel_init=_init, name="c_proj")(h)
+        h = Linear(e, dtype=dtype, name="c_proj")(h)
         return nn.Dropout(self.cfg.drop_rate)(h, deterministic=deterministic)
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    With ``query_index`` [B] only that position is computed: [B, T, E] -> [B, 1, E].
+    """
 
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        x = x + CausalSelfAttention(self.cfg, name="attn")(_layer_norm("ln_1")(x), deterministic)
-        x = x + MLP(self.cfg, name="mlp")(_layer_norm("ln_2")(x), deterministic)
-        return x
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 query_index: jax.Array | None = None) -> jax.Array:
+        attn = CausalSelfAttention(self.cfg, name="attn")(
+            _layer_norm("ln_1")(x), deterministic, query_index)
+        x = (x if query_index is None else _take(x, query_index)) + attn
+        return x + MLP(self.cfg, name="mlp")(_layer_norm("ln_2")(x), deterministic)
 
 
 class GPTModel(nn.Module):
@@ -76,29 +138,52 @@ class GPTModel(nn.Module):
 
     Dropout is active only when ``deterministic=False``; then ``apply`` needs a
     ``"dropout"`` rng.
+
+    The forward pass can be cut into pieces that share one parameter tree:
+
+    * ``stop=k`` runs embeddings and blocks ``h0 .. h{k-1}`` and returns the hidden
+      states [B, T, E] (the input of block k, or of ``ln_f`` when k = n_layers);
+    * ``start=k`` takes such hidden states instead of token ids and runs the rest;
+    * ``pool_index`` [B] computes only that position in the last block, the final
+      norm and the head: logits [B, V] or [B, C]. Keys and values still use every
+      position, so the result equals the full computation read at ``pool_index``.
     """
 
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, token_ids: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, inputs: jax.Array, deterministic: bool = True, *, start: int = 0,
+                 stop: int | None = None, pool_index: jax.Array | None = None) -> jax.Array:
         cfg = self.cfg
-        t = token_ids.shape[-1]
+        last = cfg.n_layers if stop is None else stop
+        if not 0 <= start <= last <= cfg.n_layers:
+            raise ValueError(f"need 0 <= start {start} <= stop {last} <= n_layers {cfg.n_layers}")
+        t = inputs.shape[1]
         if t > cfg.context_length:
             raise ValueError(
                 f"sequence length {t} exceeds the model's context_length {cfg.context_length}"
             )
         wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=_init, name="wte")
-        wpe = nn.Embed(cfg.context_length, cfg.emb_dim,
-                       embedding_init=nn.initializers.normal(0.01), name="wpe")
-        x = wte(token_ids) + wpe(jnp.arange(t))
-        x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
-        for i in range(cfg.n_layers):
-            x = Block(cfg, name=f"h{i}")(x, deterministic)
+        if start == 0:
+            wpe = nn.Embed(cfg.context_length, cfg.emb_dim,
+                           embedding_init=nn.initializers.normal(0.01), name="wpe")
+            x = wte(inputs) + wpe(jnp.arange(t))
+            x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
+        else:
+            x = inputs
+        for i in range(start, last):
+            pooled = pool_index is not None and i == cfg.n_layers - 1
+            x = Block(cfg, name=f"h{i}")(x, deterministic, pool_index if pooled else None)
+        if stop is not None:
+            return x  # hidden states entering block `stop` (before ln_f even if stop = n)
+        if pool_index is not None and start == cfg.n_layers:
+            x = _take(x, pool_index)  # no block ran here: pick the position now
         x = _layer_norm("ln_f")(x)
         if cfg.num_classes is None:
-            return wte.attend(x)  # output head tied to the token embedding
-        return nn.Dense(cfg.num_classes, kernel_init=_init, name="head")(x)
+            logits = wte.attend(x)  # output head tied to the token embedding
+        else:
+            logits = nn.Dense(cfg.num_classes, kernel_init=_init, name="head")(x)
+        return logits if pool_index is None else logits[:, 0, :]
 
 
 def init_params(cfg: GPTConfig, seed: int = 0, seq_len: int = 8) -> dict:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
+from .prefix import bucket_length, compute_prefix, first_trainable_block
 from .tree import named_leaves, named_tree_map
 
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -36,6 +37,11 @@ class TrainConfig:
     trainable: tuple[str, ...] = ()  # empty: last block + final norm + head
     class_weights: tuple[float, ...] | None = ()  # (): n / (k * count_c); None: unweighted
     pool: str = "last"
+    # Speed, all exact except prefix_dtype (see gpt2_jax.prefix):
+    cache_prefix: bool = True  # compute the frozen blocks once per message
+    pooled_only: bool = True  # last block: only the pooled position
+    buckets: bool = True  # last-real pooling: pad each batch only to its longest message
+    prefix_dtype: str | None = None  # "bfloat16": mixed-precision frozen prefix
 
     def __post_init__(self):
         if self.batch_size <= 0:
@@ -48,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.prefix_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"prefix_dtype must be float32 or bfloat16, got {self.prefix_dtype!r}")
 
 
 def default_trainable(n_layers: int) -> tuple[str, ...]:
@@ -99,11 +107,17 @@ def weighted_cross_entropy(logits, labels, weights):
     return jnp.sum(w * nll) / jnp.sum(w)
 
 
-def pool_logits(logits, lengths, pool: str):
-    """[B, T, C] -> [B, C]: the last position ("last", the lab's) or the last real token."""
+def pool_positions(lengths, width: int, pool: str):
+    """[B] positions read by the classifier: the last one ("last", the lab's) or the
+    last real token ("last-real")."""
     if pool == "last":
-        return logits[:, -1, :]
-    index = jnp.maximum(lengths - 1, 0)
+        return jnp.full(lengths.shape, width - 1, jnp.int32)
+    return jnp.clip(lengths - 1, 0, width - 1).astype(jnp.int32)
+
+
+def pool_logits(logits, lengths, pool: str):
+    """[B, T, C] -> [B, C] at ``pool_positions``."""
+    index = pool_positions(lengths, logits.shape[1], pool)
     return jnp.take_along_axis(logits, index[:, None, None], axis=1)[:, 0, :]
 
 
@@ -114,23 +128,31 @@ class Steps:
 
 
 def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
-               class_weights: np.ndarray, seed: int) -> Steps:
-    """``train(params, opt_state, ids, lengths, labels, step) -> (params, opt_state, loss, correct)``
-    and ``eval(params, ids, lengths, labels) -> (per-example weighted nll, weights, preds)``."""
+               class_weights: np.ndarray, seed: int, *, start: int = 0,
+               pooled_only: bool = True) -> Steps:
+    """``train(params, opt_state, x, lengths, labels, step) -> (params, opt_state, loss, correct)``
+    and ``eval(params, x, lengths, labels) -> (per-example nll, weights, preds)``.
+
+    ``x`` is token ids [B, T] or, with ``start=k``, the hidden states entering block k
+    [B, T, E]. ``pooled_only`` computes just the pooled position in the last block.
+    """
     weights = jnp.asarray(class_weights, jnp.float32)
     dropout = model.cfg.drop_rate > 0
     base_rng = jax.random.PRNGKey(seed)
 
-    def forward(params, ids, lengths, rng=None):
+    def forward(params, x, lengths, rng=None):
         rngs = {"dropout": rng} if rng is not None else {}
-        logits = model.apply({"params": params}, ids, deterministic=rng is None, rngs=rngs)
-        return pool_logits(logits, lengths, pool)
+        kwargs = dict(deterministic=rng is None, rngs=rngs, start=start)
+        if pooled_only:
+            index = pool_positions(lengths, x.shape[1], pool)
+            return model.apply({"params": params}, x, pool_index=index, **kwargs)
+        return pool_logits(model.apply({"params": params}, x, **kwargs), lengths, pool)
 
-    def train_step(params, opt_state, ids, lengths, labels, step):
+    def train_step(params, opt_state, x, lengths, labels, step):
         rng = jax.random.fold_in(base_rng, step) if dropout else None
 
         def loss_fn(p):
-            logits = forward(p, ids, lengths, rng)
+            logits = forward(p, x, lengths, rng)
             return weighted_cross_entropy(logits, labels, weights), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -139,24 +161,35 @@ def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return params, opt_state, loss, correct
 
-    def eval_step(params, ids, lengths, labels):
-        logits = forward(params, ids, lengths)
+    def eval_step(params, x, lengths, labels):
+        logits = forward(params, x, lengths)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
         return nll, weights[labels], jnp.argmax(logits, -1)
 
     return Steps(jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step))
 
 
-def evaluate(steps: Steps, params, data: Encoded, batch_size: int, desc: str = "eval") -> dict:
-    """Metrics on all of ``data``; the last batch is padded to full size (one compile)."""
-    nll, w, preds = [], [], []
-    batches = epoch_order(len(data), batch_size, 0, 0, shuffle=False, drop_last=False)
-    for idx in tqdm(batches, desc=desc, leave=False, unit="batch", disable=None):
-        full = np.resize(idx, batch_size)  # repeat rows to fill; sliced off below
-        out = steps.eval(params, data.ids[full], data.lengths[full], data.labels[full])
+def batch_width(lengths: np.ndarray, full: int, bucketed: bool) -> int:
+    return bucket_length(int(lengths.max()), full) if bucketed else full
+
+
+def evaluate(steps: Steps, params, x: np.ndarray, data: Encoded, batch_size: int,
+             bucketed: bool = False, desc: str = "eval") -> dict:
+    """Metrics on all of ``data`` (model inputs ``x``); the last batch is padded to full
+    size by repeating rows. Bucketed: messages go in length order, so batches are short."""
+    n = len(data)
+    order = np.argsort(data.lengths, kind="stable") if bucketed else np.arange(n)
+    outputs = []
+    for i in tqdm(range(0, n, batch_size), desc=desc, leave=False, unit="batch", disable=None):
+        idx = order[i:i + batch_size]
+        rows = np.resize(idx, batch_size)
+        width = batch_width(data.lengths[rows], x.shape[1], bucketed)
+        outputs.append((idx, steps.eval(params, x[rows, :width], data.lengths[rows],
+                                        data.labels[rows])))
+    nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
+    for idx, out in outputs:  # read back only after every batch is queued
         for acc, value in zip((nll, w, preds), out):
-            acc.append(np.asarray(value)[: len(idx)])
-    nll, w, preds = (np.concatenate(a) for a in (nll, w, preds))
+            acc[idx] = np.asarray(value)[: len(idx)]
     loss = float(np.sum(w * nll) / np.sum(w))
     return classification_metrics(data.labels, preds, loss)
 
@@ -172,39 +205,58 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
     labels = trainable_labels(params, trainable)
     tx = make_optimizer(labels, cfg.lr, cfg.weight_decay)
     opt_state = tx.init(params)
-    steps = make_steps(model, tx, cfg.pool, class_weights, cfg.seed)
-    train = data["train"]
+    n_layers = model.cfg.n_layers
+    start = first_trainable_block(labels, n_layers) if cfg.cache_prefix else 0
+    if start and model.cfg.drop_rate > 0:
+        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
+        start = 0
+    bucketed = cfg.buckets and cfg.pool == "last-real"
+    steps = make_steps(model, tx, cfg.pool, class_weights, cfg.seed, start=start,
+                       pooled_only=cfg.pooled_only)
+    inputs = {name: split.ids for name, split in data.items()}
+    if start:
+        t0 = time.perf_counter()
+        log(f"computing the frozen blocks h0..h{start - 1} once per message "
+            f"({cfg.prefix_dtype or 'float32'})")
+        inputs = {name: compute_prefix(model.cfg, params, split.ids, split.lengths, start,
+                                       bucketed=bucketed, matmul_dtype=cfg.prefix_dtype,
+                                       desc=f"prefix {name}")
+                  for name, split in data.items()}
+        log(f"prefix computed in {time.perf_counter() - t0:.1f} s")
+    train, x_train = data["train"], inputs["train"]
     history, step = [], 0
     for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         batches = epoch_order(len(train), cfg.batch_size, cfg.seed, epoch)
         losses, correct = [], []
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False, disable=None)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                   disable=None)
         for i, idx in enumerate(bar):
+            width = batch_width(train.lengths[idx], x_train.shape[1], bucketed)
             params, opt_state, loss, right = steps.train(
-                params, opt_state, train.ids[idx], train.lengths[idx], train.labels[idx],
+                params, opt_state, x_train[idx, :width], train.lengths[idx], train.labels[idx],
                 np.int32(step))
             losses.append(loss)
             correct.append(right)
             step += 1
-            if i % 10 == 0:
+            if bar.disable is False and i % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
-        train_seconds = time.perf_counter() - start
+        losses, correct = jax.device_get((losses, correct))
         record = {
             "epoch": epoch,
             "step": step,
-            "train_step_loss": float(np.mean(jax.device_get(losses))) if losses else float("nan"),
-            "train_step_accuracy": (float(np.sum(jax.device_get(correct)))
-                                    / (len(batches) * cfg.batch_size)) if batches else float("nan"),
-            "train_seconds": train_seconds,
+            "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_step_accuracy": (float(np.sum(correct)) / (len(batches) * cfg.batch_size)
+                                    if batches else float("nan")),
+            "train_seconds": time.perf_counter() - t0,
         }
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         for name, split in data.items():
             if len(split):
-                record[name] = evaluate(steps, params, split, cfg.batch_size, desc=f"eval {name}")
-        record["eval_seconds"] = time.perf_counter() - start
+                record[name] = evaluate(steps, params, inputs[name], split, cfg.batch_size,
+                                        bucketed, desc=f"eval {name}")
+        record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
     return params, history
-

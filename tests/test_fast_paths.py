@@ -1,0 +1,122 @@
+"""The speed-ups are exact: same logits, gradients and metrics as the plain computation."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpt2_jax.config import GPTConfig
+from gpt2_jax.data import encode
+from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.prefix import bucket_length, compute_prefix, first_trainable_block
+from gpt2_jax.train import (TrainConfig, default_trainable, fit, pool_logits, pool_positions,
+                            trainable_labels, weighted_cross_entropy)
+
+CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
+                num_classes=2)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 40, 17, 1], np.int32)
+    ids = rng.integers(0, CFG.vocab_size, (4, 48)).astype(np.int32)
+    for row, n in zip(ids, lengths):
+        row[n:] = 499
+    return ids, lengths, np.array([0, 1, 1, 0], np.int32)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, seed=5)
+
+
+@pytest.mark.parametrize("pool", ["last", "last-real"])
+def test_pooled_only_equals_full_logits_and_gradients(params, batch, pool):
+    ids, lengths, labels = batch
+    model = GPTModel(CFG)
+    index = pool_positions(jnp.asarray(lengths), ids.shape[1], pool)
+    weights = jnp.array([1.0, 3.0])
+
+    def full(p):
+        return pool_logits(model.apply({"params": p}, ids), jnp.asarray(lengths), pool)
+
+    def pooled(p):
+        return model.apply({"params": p}, ids, pool_index=index)
+
+    np.testing.assert_allclose(pooled(params), full(params), atol=1e-5, rtol=0)
+    g_full = jax.grad(lambda p: weighted_cross_entropy(full(p), labels, weights))(params)
+    g_pool = jax.grad(lambda p: weighted_cross_entropy(pooled(p), labels, weights))(params)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_pool)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(g_pool["h0"]))
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_prefix_then_rest_equals_whole(params, batch, k):
+    ids, lengths, _ = batch
+    model = GPTModel(CFG)
+    whole = model.apply({"params": params}, ids)
+    hidden = model.apply({"params": params}, ids, stop=k) if k else ids
+    rest = model.apply({"params": params}, hidden, start=k)
+    np.testing.assert_allclose(rest, whole, atol=1e-5, rtol=0)
+    index = jnp.asarray(lengths - 1)
+    pooled = model.apply({"params": params}, hidden, start=k, pool_index=index)
+    np.testing.assert_allclose(pooled, whole[np.arange(4), lengths - 1], atol=1e-5, rtol=0)
+
+
+def test_bucketed_prefix_agrees_on_real_positions(params, batch):
+    ids, lengths, _ = batch
+    full = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2)
+    bucketed = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2, bucketed=True)
+    for row, n in enumerate(lengths):
+        np.testing.assert_allclose(bucketed[row, :n], full[row, :n], atol=1e-5, rtol=0)
+    mixed = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2, matmul_dtype="bfloat16")
+    diff = np.abs(mixed - full).max()
+    assert 0 < diff < 0.1 * np.abs(full).max()  # close, not equal
+
+
+def test_first_trainable_block(params):
+    labels = lambda pats: trainable_labels(params, pats)
+    assert first_trainable_block(labels(default_trainable(3)), 3) == 2
+    assert first_trainable_block(labels(["ln_f/.*", "head/.*"]), 3) == 3
+    assert first_trainable_block(labels(["h1/mlp/.*", "head/.*"]), 3) == 1
+    assert first_trainable_block(labels(["wpe/.*", "head/.*"]), 3) == 0
+    assert bucket_length(5, 257) == 32 and bucket_length(33, 257) == 64
+    assert bucket_length(250, 257) == 256 and bucket_length(257, 257) == 257
+
+
+def _data(seed, n):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 40, n)
+    labels = rng.integers(0, 2, n)
+    # spam-like messages start with token 7, so there is something to learn
+    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
+              for m, y in zip(lengths, labels)]
+    return encode(tokens, labels, 48)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["last", "last-real"])
+def test_cached_training_matches_the_plain_path(params, pool):
+    data = {"train": _data(1, 64), "test": _data(2, 24)}
+    model = GPTModel(CFG)
+    base = TrainConfig(batch_size=8, epochs=2, lr=1e-3, pool=pool)
+    plain = dataclasses.replace(base, cache_prefix=False, pooled_only=False, buckets=False)
+    weights, trainable = np.array([1.0, 1.5], np.float32), default_trainable(CFG.n_layers)
+
+    def train(cfg):  # fit donates its params, so each run gets a copy
+        return fit(model, jax.tree.map(jnp.array, params), data, cfg, weights, trainable,
+                   log=lambda s: None)
+
+    p_fast, h_fast = train(base)
+    p_plain, h_plain = train(plain)
+    for a, b in zip(h_fast, h_plain):
+        assert a["train_step_loss"] == pytest.approx(b["train_step_loss"], abs=1e-5)
+        for split in ("train", "test"):
+            assert a[split]["loss"] == pytest.approx(b[split]["loss"], abs=1e-5)
+            assert a[split]["confusion"] == b[split]["confusion"]
+    # Adam divides by sqrt(nu): float noise in near-zero gradients shows up at ~lr * 1e-2
+    for x, y in zip(jax.tree.leaves(p_fast), jax.tree.leaves(p_plain)):
+        np.testing.assert_allclose(x, y, atol=1e-4, rtol=0)
