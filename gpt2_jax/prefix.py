@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import GPTConfig
-from .model import GPTModel
+from .model import Block, GPTModel
 from .tree import named_leaves
 
 BUCKET_STEP = 32  # batches are padded to a multiple of this many tokens
@@ -40,24 +40,51 @@ def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
     return min(full, max(step, -(-longest // step) * step))
 
 
+def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
+                    bucketed: bool) -> list[tuple[np.ndarray, int]]:
+    """``(row indices, width)`` of each batch of the prefix pass. Bucketed: rows in
+    length order, each batch cut to its bucket length; else every batch is ``full`` wide."""
+    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
+    batches = []
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        batches.append((idx, bucket_length(int(lengths[idx].max()), full) if bucketed else full))
+    return batches
+
+
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int = 32, bucketed: bool = False,
                    matmul_dtype: str | None = None, desc: str = "prefix") -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
     ``bucketed`` (only valid when no later computation reads padding positions, i.e.
-    last-real pooling): messages are processed in length order, each batch cut to its
-    bucket length; positions past a message's bucket are left zero.
+    last-real pooling): see ``prefix_schedule``; positions past a message's bucket are
+    left zero.
     """
-    model = GPTModel(dataclasses.replace(cfg, matmul_dtype=matmul_dtype))
-    run = jax.jit(lambda p, x: model.apply({"params": p}, x, stop=stop))
-    n, full = ids.shape
-    out = np.zeros((n, full, cfg.emb_dim), np.float32)
-    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(n)
-    for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, disable=None):
-        idx = order[i:i + batch_size]
-        width = bucket_length(int(lengths[idx].max()), full) if bucketed else full
+    cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
+    # Embeddings, then one jitted block applied `stop` times: one block compiles per
+    # batch width instead of the whole unrolled prefix.
+    embed = jax.jit(lambda p, x: GPTModel(cfg).apply({"params": p}, x, stop=0))
+    block = jax.jit(lambda p, x: Block(cfg).apply({"params": p}, x))
+
+    def run(p, x):
+        x = embed(p, x)
+        for i in range(stop):
+            x = block(p[f"h{i}"], x)
+        return x
+
+    out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
+    schedule = prefix_schedule(lengths, ids.shape[1], batch_size, bucketed)
+    pending = []
+    for idx, width in tqdm(schedule, desc=desc, unit="batch", leave=False, disable=None):
         rows = np.resize(idx, batch_size)  # fixed batch shape: repeat rows, drop below
-        hidden = np.asarray(run(params, ids[rows, :width]))
-        out[idx, :width] = hidden[: len(idx)]
+        pending.append((idx, width, run(params, ids[rows, :width])))
+        if len(pending) > 2:  # keep a couple of batches in flight, bound the memory
+            _store(out, *pending.pop(0))
+    for item in pending:
+        _store(out, *item)
     return out
+
+
+def _store(out, idx, width, hidden):
+    out[idx, :width] = np.asarray(hidden)[: len(idx)]

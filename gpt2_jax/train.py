@@ -200,7 +200,8 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
     """Train for ``cfg.epochs`` and evaluate every split after each epoch.
 
     Returns ``(params, history)``; ``history[e]`` holds the epoch's mean training-step
-    loss and accuracy, each split's metrics, and timings.
+    loss and accuracy, each split's metrics, and timings (epoch 1 also the time of the
+    one-off frozen-prefix pass).
     """
     labels = trainable_labels(params, trainable)
     tx = make_optimizer(labels, cfg.lr, cfg.weight_decay)
@@ -214,6 +215,7 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
     steps = make_steps(model, tx, cfg.pool, class_weights, cfg.seed, start=start,
                        pooled_only=cfg.pooled_only)
     inputs = {name: split.ids for name, split in data.items()}
+    prefix_seconds = 0.0
     if start:
         t0 = time.perf_counter()
         log(f"computing the frozen blocks h0..h{start - 1} once per message "
@@ -222,7 +224,8 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
                                        bucketed=bucketed, matmul_dtype=cfg.prefix_dtype,
                                        desc=f"prefix {name}")
                   for name, split in data.items()}
-        log(f"prefix computed in {time.perf_counter() - t0:.1f} s")
+        prefix_seconds = time.perf_counter() - t0
+        log(f"prefix computed in {prefix_seconds:.1f} s")
     train, x_train = data["train"], inputs["train"]
     history, step = [], 0
     for epoch in range(1, cfg.epochs + 1):
@@ -250,6 +253,8 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
                                     if batches else float("nan")),
             "train_seconds": time.perf_counter() - t0,
         }
+        if epoch == 1:
+            record["prefix_seconds"] = prefix_seconds  # the one-off pass, before epoch 1
         t0 = time.perf_counter()
         for name, split in data.items():
             if len(split):

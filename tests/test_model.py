@@ -80,36 +80,13 @@ def test_matches_numpy_reference(loaded, flax_logits, pad):
 
 
 # ---- (b) Hugging Face transformers' GPT2LMHeadModel, built locally, same weights ----
-def _hf_model(cfg, params):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    hf_cfg = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-        n_layer=cfg.n_layers, n_head=cfg.n_heads, activation_function="gelu_new",
-        layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )
-    model = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    t = lambda a: torch.tensor(np.asarray(a))
-    state = {"transformer.wte.weight": t(params["wte"]), "transformer.wpe.weight": t(params["wpe"]),
-             "transformer.ln_f.weight": t(params["g"]), "transformer.ln_f.bias": t(params["b"]),
-             "lm_head.weight": t(params["wte"])}
-    for i, blk in enumerate(params["blocks"]):
-        for scope in ("ln_1", "ln_2"):
-            state[f"transformer.h.{i}.{scope}.weight"] = t(blk[scope]["g"])
-            state[f"transformer.h.{i}.{scope}.bias"] = t(blk[scope]["b"])
-        for scope, layer in (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj")):
-            # HF's Conv1D keeps TF's [in, out] layout, so no transpose.
-            state[f"transformer.h.{i}.{scope}.{layer}.weight"] = t(blk[scope][layer]["w"])
-            state[f"transformer.h.{i}.{scope}.{layer}.bias"] = t(blk[scope][layer]["b"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(".attn.bias" in m or "masked_bias" in m for m in missing), missing
-    return model, torch
-
-
 @pytest.mark.parametrize("pad", [False, True])
 def test_matches_hugging_face(loaded, flax_logits, pad):
     cfg, params, _ = loaded
-    model, torch = _hf_model(cfg, params)
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from gpt2_jax.interop import hf_lm
+    model = hf_lm(cfg, params)
     ids = _inputs(cfg, seed=10 + int(pad), batch=4, pad_to=cfg.context_length if pad else None)
     with torch.no_grad():
         ref = model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
