@@ -124,3 +124,13 @@ def test_help_explains():
     text = spam.parser().format_help()
     for flag in ("--train-size", "--lr", "--weights", "--offline", "--trainable", "--pool"):
         assert flag in text
+
+
+def test_random_weights_train_everything(tiny_model_dir, sms_file, tmp_path):
+    cfg = RunConfig(model_dir=str(tiny_model_dir), weights="random", data_file=str(sms_file),
+                    run_dir=str(tmp_path / "r"), train=TrainConfig(epochs=1, lr=1e-3), **SIZES)
+    lines = []
+    report = run(cfg, log=lines.append)
+    assert report["parameters"]["frozen"] == 0
+    assert report["trainable_patterns"] == [".*"]
+    assert not any("loading GPT-2" in line for line in lines)  # the checkpoint is not read

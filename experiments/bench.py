@@ -1,0 +1,276 @@
+"""Benchmark the lab's fine-tuning: Hugging Face vs this project, in one run.
+
+    python -m experiments.bench --model-dir models/124M \\
+        --data-file ../shared/data/sms_spam_collection/SMSSpamCollection
+
+Every variant does the same work: the lab's setup (GPT-2 124M layout, batch 16, the
+first 2000 shuffled messages for training, last block + final norm + head trainable,
+class-weighted loss, AdamW) for EPOCHS epochs, each followed by loss and accuracy on
+the full train and test sets (1000 messages). Each variant runs in its own process
+(so peak memory is its own). Hugging Face and this project without caches are timed
+on --steps training steps and --steps evaluation batches and extrapolated; the cached
+variants run whole, compile time included. Writes bench/results.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {
+    # name: (description, pool, cached, prefix dtype)
+    "hf": ("Hugging Face GPT2ForSequenceClassification (PyTorch)", "last", None, None),
+    "book": ("gpt2_jax, no caches (the book's way)", "last", False, None),
+    "last-f32": ("gpt2_jax, cached, --pool last", "last", True, None),
+    "last-bf16": ("gpt2_jax, cached, --pool last, bf16 prefix", "last", True, "bfloat16"),
+    "real-f32": ("gpt2_jax, cached, --pool last-real", "last-real", True, None),
+    "real-bf16": ("gpt2_jax, cached, --pool last-real, bf16 prefix", "last-real", True,
+                  "bfloat16"),
+}
+
+
+def _setup(args):
+    """Model config, lab params, encoded train/test data and class weights."""
+    from gpt2_jax import data as sms
+    from gpt2_jax.checkpoint import load_gpt2
+    from gpt2_jax.config import GPTConfig
+    from gpt2_jax.tokenizer import get_tokenizer
+    from gpt2_jax.train import class_weights_for
+
+    settings, params = load_gpt2(args.model_dir)
+    cfg = GPTConfig.from_settings(settings, num_classes=2)
+    splits = sms.split(sms.read_sms_spam(args.data_file), 2000, 0, 1000, seed=123)
+    encoded, _ = sms.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
+    data = {"train": encoded["train"], "test": encoded["test"]}
+    return cfg, params, data, class_weights_for(data["train"].labels)
+
+
+def _extrapolate(epochs, n_train, n_test, batch, step_s, eval_s, fixed_s):
+    steps = n_train // batch
+    evals = -(-n_train // batch) + -(-n_test // batch)
+    return {"epoch_s": steps * step_s, "eval_epoch_s": evals * eval_s,
+            "total_s": fixed_s + epochs * (steps * step_s + evals * eval_s),
+            "step_s": step_s, "eval_batch_s": eval_s, "extrapolated": True}
+
+
+def run_hf(args):
+    import torch
+    import transformers
+
+    from gpt2_jax.interop import hf_config, hf_state_dict, load_into
+
+    t0 = time.perf_counter()
+    cfg, params, data, weights = _setup(args)
+    torch.manual_seed(0)
+    model = transformers.GPT2ForSequenceClassification(
+        hf_config(cfg, num_labels=2, pad_token_id=50256))
+    load_into(model, hf_state_dict(params))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = [*model.transformer.h[-1].parameters(), *model.transformer.ln_f.parameters(),
+                 *model.score.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.1)
+    w = torch.tensor(weights)
+    train = data["train"]
+    fixed = time.perf_counter() - t0
+
+    def step(i):
+        idx = slice(i * 16, (i + 1) * 16)
+        model.train()
+        logits = model(input_ids=torch.tensor(train.ids[idx], dtype=torch.long)).logits
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(train.labels[idx],
+                                                                      dtype=torch.long), weight=w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def evaluate(i):
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=torch.tensor(train.ids[i * 16:(i + 1) * 16], dtype=torch.long))
+
+    step(0), evaluate(0)  # warm-up
+    t = time.perf_counter()
+    for i in range(args.steps):
+        step(i + 1)
+    step_s = (time.perf_counter() - t) / args.steps
+    t = time.perf_counter()
+    for i in range(args.steps):
+        evaluate(i + 1)
+    eval_s = (time.perf_counter() - t) / args.steps
+    return _extrapolate(args.epochs, len(train), len(data["test"]), 16, step_s, eval_s, fixed)
+
+
+def run_book(args):
+    import jax
+
+    from gpt2_jax.checkpoint import load_weights
+    from gpt2_jax.classifier import with_class_head
+    from gpt2_jax.model import GPTModel
+    from gpt2_jax.train import (default_trainable, make_optimizer, make_steps,
+                                trainable_labels)
+
+    t0 = time.perf_counter()
+    cfg, params, data, weights = _setup(args)
+    tree, _ = with_class_head(load_weights(params), cfg, 123)
+    labels = trainable_labels(tree, default_trainable(cfg.n_layers))
+    tx = make_optimizer(labels, 5e-5, 0.1)
+    opt_state = tx.init(tree)
+    steps = make_steps(GPTModel(cfg), tx, "last", weights, 123, pooled_only=False)
+    train = data["train"]
+    batch = lambda i: (train.ids[i * 16:(i + 1) * 16], train.lengths[i * 16:(i + 1) * 16],
+                       train.labels[i * 16:(i + 1) * 16])
+    tree, opt_state, loss, _ = steps.train(tree, opt_state, *batch(0), np.int32(0))
+    jax.block_until_ready(steps.eval(tree, *batch(0)))
+    fixed = time.perf_counter() - t0  # loading + both compiles
+    t = time.perf_counter()
+    for i in range(args.steps):
+        tree, opt_state, loss, _ = steps.train(tree, opt_state, *batch(i + 1), np.int32(i + 1))
+    jax.block_until_ready(loss)
+    step_s = (time.perf_counter() - t) / args.steps
+    t = time.perf_counter()
+    for i in range(args.steps):
+        out = steps.eval(tree, *batch(i + 1))
+    jax.block_until_ready(out)
+    eval_s = (time.perf_counter() - t) / args.steps
+    return _extrapolate(args.epochs, len(train), len(data["test"]), 16, step_s, eval_s, fixed)
+
+
+def run_cached(args, pool, prefix_dtype):
+    from gpt2_jax.checkpoint import load_weights
+    from gpt2_jax.classifier import with_class_head
+    from gpt2_jax.model import GPTModel
+    from gpt2_jax.prefix import prefix_schedule
+    from gpt2_jax.train import TrainConfig, default_trainable, fit
+
+    t0 = time.perf_counter()
+    cfg, params, data, weights = _setup(args)
+    tree, _ = with_class_head(load_weights(params), cfg, 123)
+    tc = TrainConfig(epochs=args.epochs, pool=pool, prefix_dtype=prefix_dtype)
+    _, history = fit(GPTModel(cfg), tree, data, tc, weights, default_trainable(cfg.n_layers),
+                     log=lambda s: None)
+    total = time.perf_counter() - t0
+    k, e = cfg.n_layers - 1, cfg.emb_dim
+    flops = 0.0  # frozen blocks only: 24 E^2 per token for the matmuls, 4 T E for attention
+    for split in data.values():
+        for idx, width in prefix_schedule(split.lengths, split.ids.shape[1], 32,
+                                          pool == "last-real"):
+            flops += 32 * width * k * (24 * e * e + 4 * width * e)
+    prefix_s = history[0]["prefix_seconds"]
+    return {"total_s": total, "prefix_s": prefix_s, "prefix_gflops": flops / prefix_s / 1e9,
+            "epoch_s": float(np.mean([h["train_seconds"] for h in history])),
+            "eval_epoch_s": float(np.mean([h["eval_seconds"] for h in history])),
+            "extrapolated": False,
+            "final_test": {k2: history[-1]["test"][k2] for k2 in ("loss", "accuracy",
+                                                                   "spam_recall")},
+            "final_train_loss": history[-1]["train"]["loss"]}
+
+
+def matmul_gflops(dtype: str | None, m=4112, k=768, n=3072, reps=10) -> float:
+    """Throughput of one [m, k] x [k, n] matmul as XLA runs it on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
+    b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
+    if dtype:
+        a, b = a.astype(dtype), b.astype(dtype)
+        f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    else:
+        f = jax.jit(jnp.dot)
+    f(a, b).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(reps):
+        out = f(a, b)
+    out.block_until_ready()
+    return 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9
+
+
+def one(args) -> None:
+    desc, pool, cached, dtype = VARIANTS[args.one]
+    if args.one == "hf":
+        result = run_hf(args)
+    elif not cached:
+        result = run_book(args)
+    else:
+        result = run_cached(args, pool, dtype)
+        result["matmul_gflops"] = matmul_gflops(dtype)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result.update(variant=args.one, description=desc)
+    Path(args.result).write_text(json.dumps(result, indent=2))
+
+
+def table(results: dict, epochs: int) -> str:
+    hf = results.get("hf", {}).get("total_s")
+    lines = [f"| variant | s / training epoch | s / eval pass (train+test) | {epochs}-epoch run, s "
+             "| × vs HF | peak RSS GiB | prefix GFLOP/s (matmul peak) | test acc |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {r['description']} | failed: {r['error'][:80]} |||||||")
+            continue
+        gf = (f"{r['prefix_gflops']:.0f} ({r['matmul_gflops']:.0f})" if "prefix_gflops" in r
+              else "")
+        acc = f"{r['final_test']['accuracy']:.4f}" if "final_test" in r else ""
+        star = "*" if r["extrapolated"] else ""
+        ratio = f"{hf / r['total_s']:.1f}" if hf else "n/a"
+        lines.append(f"| {r['description']} | {r['epoch_s']:.1f}{star} | "
+                     f"{r['eval_epoch_s']:.1f}{star} | {r['total_s']:.0f}{star} | {ratio} | "
+                     f"{r['peak_rss_gib']:.2f} | {gf} | {acc} |")
+    lines.append("")
+    lines.append("\\* extrapolated from timed steps (see --steps); the others ran whole, "
+                 "compile and the one-off prefix pass included.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="models/124M",
+                   help="GPT-2 folder in OpenAI's layout (random weights do for timing)")
+    p.add_argument("--data-file", default="../shared/data/sms_spam_collection/SMSSpamCollection")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5,
+                   help="timed training steps and eval batches for extrapolated variants")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", default="bench")
+    p.add_argument("--one", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        return one(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in args.variants:
+        print(f"running {name}: {VARIANTS[name][0]} ...", flush=True)
+        path = out / f"{name}.json"
+        cmd = [sys.executable, "-m", "experiments.bench", "--one", name, "--result", str(path),
+               "--model-dir", args.model_dir, "--data-file", args.data_file,
+               "--epochs", str(args.epochs), "--steps", str(args.steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            results[name] = {"description": VARIANTS[name][0], "error": proc.stderr[-2000:]}
+            print(proc.stderr[-2000:], file=sys.stderr)
+        else:
+            results[name] = json.loads(path.read_text())
+            print(f"  {results[name]['total_s']:.0f} s", flush=True)
+    machine = f"{os.cpu_count()} CPUs, {os.uname().machine}"
+    md = f"Machine: {machine}\n\n" + table(results, args.epochs)
+    (out / "results.json").write_text(json.dumps({"machine": machine, "results": results},
+                                                 indent=2))
+    (out / "results.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
