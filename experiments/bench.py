@@ -9,7 +9,9 @@ class-weighted loss, AdamW) for EPOCHS epochs, each followed by loss and accurac
 the full train and test sets (1000 messages). Each variant runs in its own process
 (so peak memory is its own). Hugging Face and this project without caches are timed
 on --steps training steps and --steps evaluation batches and extrapolated; the cached
-variants run whole, compile time included. Writes bench/results.{json,md}.
+variants run whole, compile time included. Writes bench/<variant>.json and
+bench/results.{json,md}; the table also takes in results already in that folder, so
+variants can be run in separate calls.
 """
 from __future__ import annotations
 
@@ -264,6 +266,11 @@ def main(argv=None) -> None:
         else:
             results[name] = json.loads(path.read_text())
             print(f"  {results[name]['total_s']:.0f} s", flush=True)
+    for name in VARIANTS:  # earlier runs' results in the same folder join the table
+        path = out / f"{name}.json"
+        if name not in results and path.is_file():
+            results[name] = json.loads(path.read_text())
+    results = {name: results[name] for name in VARIANTS if name in results}
     machine = f"{os.cpu_count()} CPUs, {os.uname().machine}"
     md = f"Machine: {machine}\n\n" + table(results, args.epochs)
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results},
