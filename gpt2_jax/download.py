@@ -8,7 +8,6 @@ each with its URL and the path to put it at.
 from __future__ import annotations
 
 import os
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -153,12 +152,3 @@ def download_and_load_gpt2(model_size: str, models_dir: str | os.PathLike, *,
     """Download (if needed) and read GPT-2 ``model_size`` -> ``(settings, params)``."""
     return load_gpt2(download_gpt2(model_size, models_dir, base_url=base_url, **kwargs))
 
-
-def copy_into(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Copy a local file into the cache under its final name, atomically."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, part)
-    os.replace(part, dest)
-    return dest
