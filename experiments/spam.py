@@ -102,6 +102,10 @@ def parser() -> argparse.ArgumentParser:
                    help="with --pool last-real, still pad every batch to the full length")
     g.add_argument("--prefix-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="matmul inputs of the frozen prefix (bfloat16: float32 accumulation)")
+    g.add_argument("--prefix-cache-dir", default=None, metavar="DIR",
+                   help="keep the frozen-prefix outputs in DIR (about 2.8 GB for the lab's "
+                   "splits at 124M), keyed by weights, data and length, so a rerun or another "
+                   "learning rate skips that pass")
     g = p.add_argument_group("output")
     g.add_argument("--runs-root", default=d.runs_root)
     g.add_argument("--run-dir", default=None)
@@ -115,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                         trainable=tuple(args.trainable or ()),
                         class_weights=args.class_weights, pool=args.pool,
                         cache_prefix=args.cache_prefix, pooled_only=args.pooled_only,
-                        buckets=args.buckets,
+                        buckets=args.buckets, prefix_cache_dir=args.prefix_cache_dir,
                         prefix_dtype=None if args.prefix_dtype == "float32" else args.prefix_dtype)
     return RunConfig(
         model_size=args.model_size, models_dir=args.models_dir, model_dir=args.model_dir,

@@ -7,6 +7,9 @@ per message and training runs only blocks ``k ..`` plus the final norm and head.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -88,3 +91,43 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
 
 def _store(out, idx, width, hidden):
     out[idx, :width] = np.asarray(hidden)[: len(idx)]
+
+
+def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
+               bucketed: bool, matmul_dtype: str | None) -> str:
+    """Hash of everything the prefix output depends on: the weights it reads (embeddings
+    and blocks before ``stop``), the token ids and lengths, and how it is computed."""
+    h = hashlib.sha256()
+    h.update(repr((cfg.emb_dim, cfg.n_heads, stop, bucketed, matmul_dtype, ids.shape)).encode())
+    for name, leaf in sorted(named_leaves(params).items()):
+        top = name.split("/")[0]
+        if top in ("wte", "wpe") or (top[0] == "h" and top[1:].isdigit() and int(top[1:]) < stop):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    h.update(np.ascontiguousarray(ids).tobytes())
+    h.update(np.ascontiguousarray(lengths).tobytes())
+    return h.hexdigest()[:24]
+
+
+def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, ids, lengths,
+                  stop: int, *, bucketed: bool = False, matmul_dtype: str | None = None,
+                  desc: str = "prefix", log=print) -> np.ndarray:
+    """``compute_prefix``, kept in ``cache_dir`` as ``prefix-<key>.npy`` (read back
+    memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only."""
+    if cache_dir is None:
+        return compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
+                              matmul_dtype=matmul_dtype, desc=desc)
+    key = prefix_key(cfg, params, ids, lengths, stop, bucketed, matmul_dtype)
+    path = Path(cache_dir) / f"prefix-{key}.npy"
+    if path.is_file():
+        log(f"{desc}: reusing {path}")
+        return np.load(path, mmap_mode="r")
+    out = compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
+                         matmul_dtype=matmul_dtype, desc=desc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as f:
+        np.save(f, out)
+    os.replace(part, path)  # a crash never leaves a half cache file under the final name
+    log(f"{desc}: saved to {path}")
+    return out

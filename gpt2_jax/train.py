@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
-from .prefix import bucket_length, compute_prefix, first_trainable_block
+from .prefix import bucket_length, cached_prefix, first_trainable_block
 from .tree import named_leaves, named_tree_map
 
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -42,6 +42,7 @@ class TrainConfig:
     pooled_only: bool = True  # last block: only the pooled position
     buckets: bool = True  # last-real pooling: pad each batch only to its longest message
     prefix_dtype: str | None = None  # "bfloat16": mixed-precision frozen prefix
+    prefix_cache_dir: str | None = None  # keep prefix outputs on disk for later runs
 
     def __post_init__(self):
         if self.batch_size <= 0:
@@ -220,9 +221,10 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
         t0 = time.perf_counter()
         log(f"computing the frozen blocks h0..h{start - 1} once per message "
             f"({cfg.prefix_dtype or 'float32'})")
-        inputs = {name: compute_prefix(model.cfg, params, split.ids, split.lengths, start,
-                                       bucketed=bucketed, matmul_dtype=cfg.prefix_dtype,
-                                       desc=f"prefix {name}")
+        inputs = {name: cached_prefix(cfg.prefix_cache_dir, model.cfg, params, split.ids,
+                                      split.lengths, start, bucketed=bucketed,
+                                      matmul_dtype=cfg.prefix_dtype, desc=f"prefix {name}",
+                                      log=log)
                   for name, split in data.items()}
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")

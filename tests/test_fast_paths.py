@@ -120,3 +120,23 @@ def test_cached_training_matches_the_plain_path(params, pool):
     # Adam divides by sqrt(nu): float noise in near-zero gradients shows up at ~lr * 1e-2
     for x, y in zip(jax.tree.leaves(p_fast), jax.tree.leaves(p_plain)):
         np.testing.assert_allclose(x, y, atol=1e-4, rtol=0)
+
+
+def test_prefix_cache_on_disk(params, batch, tmp_path):
+    from gpt2_jax.prefix import cached_prefix, prefix_key
+
+    ids, lengths, _ = batch
+    logs = []
+    first = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
+    again = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
+    assert "saved to" in logs[0] and "reusing" in logs[1]
+    np.testing.assert_array_equal(again, first)
+    assert len(list(tmp_path.glob("prefix-*.npy"))) == 1
+    key = prefix_key(CFG, params, ids, lengths, 2, False, None)
+    head_changed = jax.tree.map(lambda a: a, params)
+    head_changed["head"] = {"kernel": params["head"]["kernel"] + 1, "bias": params["head"]["bias"]}
+    assert prefix_key(CFG, head_changed, ids, lengths, 2, False, None) == key  # not read
+    frozen_changed = dict(params, h1=jax.tree.map(lambda a: a + 1e-3, params["h1"]))
+    assert prefix_key(CFG, frozen_changed, ids, lengths, 2, False, None) != key
+    assert prefix_key(CFG, params, ids[:, ::-1].copy(), lengths, 2, False, None) != key
+    assert prefix_key(CFG, params, ids, lengths, 2, False, "bfloat16") != key
