@@ -151,7 +151,7 @@ def run_cached(args, pool, prefix_dtype):
     from gpt2_jax.checkpoint import load_weights
     from gpt2_jax.classifier import with_class_head
     from gpt2_jax.model import GPTModel
-    from gpt2_jax.prefix import prefix_schedule
+    from gpt2_jax.prefix import prefix_batch_size, prefix_schedule
     from gpt2_jax.train import TrainConfig, default_trainable, fit
 
     t0 = time.perf_counter()
@@ -164,9 +164,10 @@ def run_cached(args, pool, prefix_dtype):
     k, e = cfg.n_layers - 1, cfg.emb_dim
     flops = 0.0  # frozen blocks only: 24 E^2 per token for the matmuls, 4 T E for attention
     for split in data.values():
-        for idx, width in prefix_schedule(split.lengths, split.ids.shape[1], 32,
-                                          pool == "last-real"):
-            flops += 32 * width * k * (24 * e * e + 4 * width * e)
+        bucketed = pool == "last-real"
+        rows = prefix_batch_size(bucketed)
+        for idx, width in prefix_schedule(split.lengths, split.ids.shape[1], rows, bucketed):
+            flops += rows * width * k * (24 * e * e + 4 * width * e)
     prefix_s = history[0]["prefix_seconds"]
     return {"total_s": total, "prefix_s": prefix_s, "prefix_gflops": flops / prefix_s / 1e9,
             "epoch_s": float(np.mean([h["train_seconds"] for h in history])),

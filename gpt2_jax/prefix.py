@@ -19,7 +19,8 @@ from .config import GPTConfig
 from .model import Block, GPTModel
 from .tree import named_leaves
 
-BUCKET_STEP = 32  # batches are padded to a multiple of this many tokens
+BUCKET_STEP = 32  # training/eval batches are padded to a multiple of this many tokens
+PREFIX_STEP = 8  # the prefix pass goes in length order, so finer buckets pay there
 
 
 def first_trainable_block(labels, n_layers: int) -> int:
@@ -43,20 +44,26 @@ def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
     return min(full, max(step, -(-longest // step) * step))
 
 
+def prefix_batch_size(bucketed: bool) -> int:
+    """Rows per prefix batch: short length-sorted batches waste less padding."""
+    return 16 if bucketed else 32
+
+
 def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
-                    bucketed: bool) -> list[tuple[np.ndarray, int]]:
+                    bucketed: bool, step: int = PREFIX_STEP) -> list[tuple[np.ndarray, int]]:
     """``(row indices, width)`` of each batch of the prefix pass. Bucketed: rows in
     length order, each batch cut to its bucket length; else every batch is ``full`` wide."""
     order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
     batches = []
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
-        batches.append((idx, bucket_length(int(lengths[idx].max()), full) if bucketed else full))
+        width = bucket_length(int(lengths[idx].max()), full, step) if bucketed else full
+        batches.append((idx, width))
     return batches
 
 
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
-                   *, batch_size: int = 32, bucketed: bool = False,
+                   *, batch_size: int | None = None, bucketed: bool = False,
                    matmul_dtype: str | None = None, desc: str = "prefix") -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
@@ -64,6 +71,7 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     last-real pooling): see ``prefix_schedule``; positions past a message's bucket are
     left zero.
     """
+    batch_size = batch_size or prefix_batch_size(bucketed)
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     # Embeddings, then one jitted block applied `stop` times: one block compiles per
     # batch width instead of the whole unrolled prefix.
