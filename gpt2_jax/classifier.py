@@ -14,7 +14,7 @@ import numpy as np
 from .config import GPTConfig
 from .data import encode, token_lists
 from .model import GPTModel, init_params
-from .train import pool_logits
+from .train import pool_positions
 from .tree import named_leaves, path_name
 
 META_FILE = "classifier.json"
@@ -88,8 +88,9 @@ def predict_proba(model: GPTModel, params, tokenizer, texts: list[str], max_leng
 
     @jax.jit
     def probs(ids, lengths):
-        logits = model.apply({"params": params}, ids)
-        return jax.nn.softmax(pool_logits(logits, lengths, pool), axis=-1)
+        index = pool_positions(lengths, ids.shape[1], pool)  # only that position is computed
+        logits = model.apply({"params": params}, ids, pool_index=index)
+        return jax.nn.softmax(logits, axis=-1)
 
     out = []
     for start in range(0, len(texts), batch_size):

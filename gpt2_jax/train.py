@@ -101,9 +101,14 @@ def class_weights_for(labels: np.ndarray, num_classes: int = 2) -> np.ndarray:
     return (len(labels) / (num_classes * counts)).astype(np.float32)
 
 
+def per_example_nll(logits, labels):
+    """[B, C], [B] -> [B]: -log softmax(logits)[label]."""
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+
+
 def weighted_cross_entropy(logits, labels, weights):
     """Mean of ``w[y] * nll`` divided by the mean of ``w[y]`` (PyTorch's weighted mean)."""
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+    nll = per_example_nll(logits, labels)
     w = weights[labels]
     return jnp.sum(w * nll) / jnp.sum(w)
 
@@ -164,8 +169,7 @@ def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
 
     def eval_step(params, x, lengths, labels):
         logits = forward(params, x, lengths)
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-        return nll, weights[labels], jnp.argmax(logits, -1)
+        return per_example_nll(logits, labels), weights[labels], jnp.argmax(logits, -1)
 
     return Steps(jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step))
 
