@@ -6,6 +6,7 @@ cuts consecutive train / validation / test slices from the shuffled frame.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .download import DownloadError, fetch
+from .download import fetch
 from .tokenizer import END_OF_TEXT_ID
 
 SMS_URLS = (
@@ -23,37 +24,39 @@ SMS_URLS = (
     "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",
 )
 SMS_FILE_NAME = "SMSSpamCollection"
+# SHA-256 of SMSSpamCollection as it is in the UCI zip (v.1, 5,574 lines)
+SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 LABELS = ("ham", "spam")  # index = class id
 PAD_ID = END_OF_TEXT_ID
 
 
 def fetch_sms_spam(data_dir: str | os.PathLike, *, offline: bool | None = None,
-                   urls: tuple[str, ...] = SMS_URLS, **fetch_kwargs) -> Path:
-    """Path of ``data_dir/sms_spam_collection/SMSSpamCollection``, downloading and
-    unzipping it first if needed (trying each URL in turn)."""
+                   urls: tuple[str, ...] = SMS_URLS, sha256: str | None = SMS_SHA256,
+                   **fetch_kwargs) -> Path:
+    """Path of ``data_dir/sms_spam_collection/SMSSpamCollection``, downloading the zip
+    (each URL in turn) and unzipping it first if needed. The unpacked file must have
+    ``sha256``; a zip that does not hold it is deleted, so the next run fetches afresh."""
     folder = Path(data_dir) / "sms_spam_collection"
     target = folder / SMS_FILE_NAME
     if target.is_file():
         return target
-    zip_path = folder / "sms_spam_collection.zip"
-    missing = []
-    for url in urls:
-        try:
-            fetch(url, zip_path, offline=offline, **fetch_kwargs)
-            break
-        except DownloadError as err:
-            missing.extend(err.missing)
-    else:
-        raise DownloadError(missing)
+    zip_path = fetch(urls, folder / "sms_spam_collection.zip", offline=offline, **fetch_kwargs)
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            part = target.with_name(target.name + ".part")
-            part.write_bytes(archive.read(SMS_FILE_NAME))
-            os.replace(part, target)
+            payload = archive.read(SMS_FILE_NAME)
     except (zipfile.BadZipFile, KeyError) as err:
         zip_path.unlink()
         raise ValueError(f"{zip_path}: not the SMS Spam Collection zip ({err}); deleted it, "
                          "run again to download it afresh") from err
+    got = hashlib.sha256(payload).hexdigest()
+    if sha256 is not None and got != sha256:
+        zip_path.unlink()
+        raise ValueError(f"{zip_path}: its {SMS_FILE_NAME} has SHA-256 {got}, expected {sha256} "
+                         "(a different or damaged copy); deleted it, run again to download "
+                         "it afresh")
+    part = target.with_name(target.name + ".part")
+    part.write_bytes(payload)
+    os.replace(part, target)
     return target
 
 

@@ -85,10 +85,26 @@ def test_fetch_unzips_and_falls_back_to_the_mirror(tmp_path):
     (remote / "mirror.zip").write_bytes(_zip_bytes(payload))
     with serve(remote) as (url, log):
         urls = (f"{url}/missing.zip", f"{url}/mirror.zip")
-        path = sms.fetch_sms_spam(tmp_path / "cache", urls=urls, progress=False)
+        path = sms.fetch_sms_spam(tmp_path / "cache", urls=urls, sha256=None, progress=False)
         assert path.read_bytes() == payload
         log.clear()
         assert sms.fetch_sms_spam(tmp_path / "cache", urls=urls) == path
         assert log == []  # cached: no request at all
         with pytest.raises(DownloadError, match="missing.zip"):
             sms.fetch_sms_spam(tmp_path / "other", urls=(f"{url}/missing.zip",))
+
+
+@needs(SMS_FILE)
+def test_fetch_checks_the_unzipped_files_hash(tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    real = SMS_FILE.read_bytes()
+    (remote / "real.zip").write_bytes(_zip_bytes(real))
+    (remote / "edited.zip").write_bytes(_zip_bytes(real.replace(b"ham\t", b"spam\t", 1)))
+    with serve(remote) as (url, _):
+        path = sms.fetch_sms_spam(tmp_path / "a", urls=(f"{url}/real.zip",), progress=False)
+        assert path.read_bytes() == real
+        with pytest.raises(ValueError, match="SHA-256 .* expected 7d039a24"):
+            sms.fetch_sms_spam(tmp_path / "b", urls=(f"{url}/edited.zip",), progress=False)
+    folder = tmp_path / "b" / "sms_spam_collection"
+    assert list(folder.iterdir()) == []  # neither the zip nor a file a later run would trust

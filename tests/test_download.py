@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 
 from gpt2_jax.checkpoint import load_gpt2
-from gpt2_jax.download import (GPT2_FILES, DownloadError, download_and_load_gpt2,
-                               download_gpt2, fetch)
+from conftest import BPE_DIR, needs
+from gpt2_jax.checkpoint import expected_shapes
+from gpt2_jax.config import settings_for_size
+from gpt2_jax.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
+                               DownloadError, Expected, download_and_load_gpt2, download_gpt2,
+                               fetch, gpt2_files, sha256_of)
 from http_server import serve
 
 
@@ -23,7 +27,7 @@ def remote(tmp_path, tiny_model_dir):
 
 
 def _gets(log):
-    return sorted(path.rsplit("/", 1)[1] for cmd, path in log if cmd == "GET")
+    return sorted(path.rsplit("/", 1)[1] for cmd, path, _ in log if cmd == "GET")
 
 
 def test_fresh_download_then_skip(tmp_path, remote):
@@ -99,3 +103,132 @@ def test_http_404_is_reported(tmp_path, remote):
 def test_unknown_size(tmp_path):
     with pytest.raises(ValueError, match="unknown GPT-2 model size '2B'"):
         download_gpt2("2B", tmp_path)
+
+
+# ---- misbehaving servers: each case ends in a whole verified file or a clear error ----
+
+FAST = dict(progress=False, backoff=0.01, timeout=5)
+
+
+@pytest.fixture()
+def blob(tmp_path):
+    """A 300 kB file of random bytes on the server's disk, and its Expected."""
+    root = tmp_path / "remote"
+    root.mkdir()
+    data = np.random.default_rng(0).bytes(300_000)
+    (root / "f.bin").write_bytes(data)
+    return root, data, Expected(len(data), sha256_of(root / "f.bin"))
+
+
+def _no_leftovers(dest):
+    assert not dest.exists()
+    assert not dest.with_name(dest.name + ".part").exists()
+
+
+def test_cut_connection_resumes_with_a_range_request(tmp_path, blob):
+    root, data, expected = blob
+    with serve(root, faults={"/f.bin": ["cut"]}) as (url, log):
+        dest = fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=expected, **FAST)
+    assert dest.read_bytes() == data
+    gets = [(path, rng) for cmd, path, rng in log if cmd == "GET"]
+    assert gets == [("/f.bin", None), ("/f.bin", f"bytes={len(data) // 2}-")]
+
+
+def test_cut_connection_without_range_support_starts_over(tmp_path, blob):
+    root, data, _ = blob
+    with serve(root, faults={"/f.bin": ["cut", "cut"]}, ranges=False) as (url, log):
+        dest = fetch(f"{url}/f.bin", tmp_path / "f.bin", **FAST)  # nothing known: trust the server
+    assert dest.read_bytes() == data
+    assert len([c for c, _, _ in log if c == "GET"]) == 3
+
+
+def test_server_error_then_success(tmp_path, blob):
+    root, data, expected = blob
+    with serve(root, faults={"/f.bin": ["500", "500"]}) as (url, log):
+        dest = fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=expected, **FAST)
+    assert dest.read_bytes() == data
+    assert len(log) == 3
+
+
+def test_persistent_server_error_gives_up_with_the_reason(tmp_path, blob):
+    root, _, expected = blob
+    with serve(root, faults={"/f.bin": ["500"] * 10}) as (url, log):
+        with pytest.raises(DownloadError, match=r"HTTP 500 .*gave up after 3 attempts"):
+            fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=expected, retries=2, **FAST)
+    _no_leftovers(tmp_path / "f.bin")
+
+
+def test_not_found_moves_to_the_mirror(tmp_path, blob):
+    root, data, expected = blob
+    with serve(root) as (url, log):
+        urls = (f"{url}/gone.bin", f"{url}/f.bin")
+        dest = fetch(urls, tmp_path / "f.bin", expected=expected, **FAST)
+        assert dest.read_bytes() == data
+        assert [p for _, p, _ in log] == ["/gone.bin", "/f.bin"]  # a 404 is not retried
+        with pytest.raises(DownloadError) as err:
+            fetch((f"{url}/gone.bin", f"{url}/also-gone.bin"), tmp_path / "g.bin", **FAST)
+    message = str(err.value)
+    assert "2 file(s)" in message and "gone.bin" in message and "also-gone.bin" in message
+    assert message.count("HTTP 404") == 2
+    _no_leftovers(tmp_path / "g.bin")
+
+
+def test_slow_server_times_out_then_retries(tmp_path, blob):
+    root, data, expected = blob
+    options = dict(FAST, timeout=0.5)
+    with serve(root, faults={"/f.bin": ["slow"]}, slow_s=1.5) as (url, log):
+        dest = fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=expected, **options)
+        assert dest.read_bytes() == data
+    with serve(root, faults={"/f.bin": ["slow"] * 5}, slow_s=1.5) as (url, log):
+        with pytest.raises(DownloadError, match="timeout"):
+            fetch(f"{url}/f.bin", tmp_path / "g.bin", expected=expected, retries=1, **options)
+    _no_leftovers(tmp_path / "g.bin")
+
+
+def test_wrong_length_is_never_kept(tmp_path, blob):
+    root, _, expected = blob
+    with serve(root, faults={"/f.bin": ["short-length"]}) as (url, _):
+        with pytest.raises(DownloadError, match="299,900 bytes; the known file has 300,000"):
+            fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=expected, **FAST)
+    _no_leftovers(tmp_path / "f.bin")
+
+
+def test_wrong_hash_is_never_kept(tmp_path, blob):
+    root, _, expected = blob
+    wrong = Expected(expected.size, "0" * 64)
+    with serve(root) as (url, _):
+        with pytest.raises(DownloadError, match="damaged: SHA-256"):
+            fetch(f"{url}/f.bin", tmp_path / "f.bin", expected=wrong, **FAST)
+    _no_leftovers(tmp_path / "f.bin")
+
+
+def test_damaged_file_on_disk_is_replaced_online_and_refused_offline(tmp_path, blob):
+    root, data, expected = blob
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(data[:-1] + b"x")  # right size, wrong bytes
+    with pytest.raises(DownloadError, match="on disk but damaged"):
+        fetch("http://example.invalid/f.bin", dest, expected=expected, offline=True)
+    with serve(root) as (url, log):
+        fetch(f"{url}/f.bin", dest, expected=expected, **FAST)
+        assert dest.read_bytes() == data
+        log.clear()
+        fetch(f"{url}/f.bin", dest, expected=expected, **FAST)
+        assert log == []  # known size and hash: verified locally, no request at all
+
+
+def test_known_sizes_are_the_models_parameter_counts():
+    for size, nbytes in GPT2_DATA_BYTES.items():
+        shapes = expected_shapes(settings_for_size(size))
+        assert nbytes == 4 * sum(int(np.prod(s)) for s in shapes.values()), size
+    official = {dest.name: exp for _, dest, exp in gpt2_files("355M", "m")}
+    assert official["model.ckpt.data-00000-of-00001"].size == 1_419_292_672
+    assert official["vocab.bpe"] == GPT2_BPE["vocab.bpe"]
+    assert all(e == Expected() for _, _, e in gpt2_files("355M", "m", base_url="http://x"))
+    assert gpt2_files("355M", "m")[0][0] == f"{GPT2_BASE_URL}/355M/checkpoint"
+
+
+@needs(BPE_DIR)
+def test_known_bpe_hashes_match_the_real_files():
+    for name, expected in GPT2_BPE.items():
+        path = BPE_DIR / name
+        assert (path.stat().st_size, sha256_of(path)) == (expected.size, expected.sha256)
