@@ -60,19 +60,56 @@ def fetch_sms_spam(data_dir: str | os.PathLike, *, offline: bool | None = None,
     return target
 
 
+def check_lines(path: Path, raw: bytes, max_problems: int = 5) -> None:
+    """Each line must be UTF-8 ``label<TAB>message`` with a known label and a non-empty
+    message; raise one ``ValueError`` naming the file and the first problem lines."""
+    problems = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.append(f"line {number}, byte {err.start + 1}: {line[err.start]:#04x} is not "
+                            "UTF-8 (save the file as UTF-8)")
+            continue
+        if not text.strip():
+            continue  # blank lines are skipped by the reader
+        label, tab, message = text.partition("\t")
+        if not tab:
+            problems.append(f"line {number}: no tab; expected 'ham' or 'spam', a tab, then the "
+                            f"message (got {text[:40]!r})")
+        elif label not in LABELS:
+            problems.append(f"line {number}: label {label!r}; expected one of {LABELS}")
+        elif not message.strip():
+            problems.append(f"line {number}: empty message after the {label!r} label")
+        if len(problems) == max_problems:
+            problems.append("(stopped after the first ones)")
+            break
+    if problems:
+        raise ValueError(f"{path}: not in the SMS Spam Collection format:\n  "
+                         + "\n  ".join(problems))
+
+
 def read_sms_spam(path: str | os.PathLike) -> pd.DataFrame:
-    """``Label`` (str), ``Text`` (str) and ``label`` (0 = ham, 1 = spam) per message."""
+    """``Label`` (str), ``Text`` (str) and ``label`` (0 = ham, 1 = spam) per message.
+
+    Lines are checked first (see ``check_lines``), then parsed as the lab does."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SMS Spam Collection file not found: {path}")
+    check_lines(path, path.read_bytes())
     df = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"], dtype=str,
                      keep_default_na=False)
-    unknown = ~df["Label"].isin(LABELS)
-    if unknown.any():
-        i = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise ValueError(f"{path}: row {i + 1} has label {df['Label'].iloc[i]!r}; "
-                         f"expected one of {LABELS}")
+    empty = df["Text"].str.strip() == ""
+    if empty.any():  # possible through quoting even when every line has text
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise ValueError(f"{path}: message {i + 1} (as pandas reads it, quotes joining lines) "
+                         "is empty")
     df["label"] = df["Label"].map({name: k for k, name in enumerate(LABELS)}).astype(np.int32)
+    present = set(df["label"].tolist())
+    if len(present) < len(LABELS):
+        only = [LABELS[k] for k in sorted(present)]
+        raise ValueError(f"{path}: every message is labelled {only}; a classifier needs "
+                         f"examples of each of {LABELS}")
     return df
 
 
@@ -110,7 +147,13 @@ def split(df: pd.DataFrame, train_size: int, val_size: int, test_size: int | Non
                          f"rows wanted, but the data has only {n}")
     a, b = train_size, train_size + val_size
     c = n if test_size is None else b + test_size
-    return Splits(shuffled.iloc[:a], shuffled.iloc[a:b], shuffled.iloc[b:c])
+    train = shuffled.iloc[:a]
+    counts = np.bincount(train["label"], minlength=len(LABELS))
+    if (counts == 0).any():
+        raise ValueError(f"the {train_size} training messages hold no "
+                         f"{LABELS[int(np.argmin(counts))]!r} message (counts {counts.tolist()}); "
+                         "use a larger train size")
+    return Splits(train, shuffled.iloc[a:b], shuffled.iloc[b:c])
 
 
 @dataclass(frozen=True)
@@ -144,7 +187,8 @@ def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:
 
 
 def encode_splits(splits: Splits, tokenizer, context_length: int,
-                  max_length: int | None = None) -> tuple[dict[str, Encoded], int]:
+                  max_length: int | None = None,
+                  vocab_size: int | None = None) -> tuple[dict[str, Encoded], int]:
     """Encode every split to one length: ``max_length`` or the longest training message,
     capped at the model's context. Returns ``({"train": ..., ...}, length)``."""
     tokens = {name: token_lists(tokenizer, df["Text"]) for name, df in splits.items()}
@@ -153,6 +197,13 @@ def encode_splits(splits: Splits, tokenizer, context_length: int,
     if max_length <= 0:
         raise ValueError(f"max_length must be positive, got {max_length}")
     length = min(max_length, context_length)
+    if vocab_size is not None:
+        for name, lists in tokens.items():
+            for row, toks in enumerate(lists):
+                if toks and max(toks) >= vocab_size:
+                    raise ValueError(f"{name} message {row + 1} has token id {max(toks)}, but the "
+                                     f"model's vocabulary has only {vocab_size} ids: tokenizer "
+                                     "and model do not belong together")
     encoded = {name: encode(tokens[name], df["label"].to_numpy(), length)
                for name, df in splits.items()}
     return encoded, length

@@ -123,7 +123,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
 
     tokenizer = get_tokenizer(bpe_dir)
     encoded, length = sms.encode_splits(splits, tokenizer, model_cfg.context_length,
-                                        cfg.max_length)
+                                        cfg.max_length, vocab_size=model_cfg.vocab_size)
     data_info = {"file": str(data_file), "rows": len(df), "max_length": length, "splits": {}}
     for name, split in encoded.items():
         counts = np.bincount(split.labels, minlength=2).tolist()

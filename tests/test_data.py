@@ -63,11 +63,42 @@ def test_split_sizes_and_balance(tmp_path):
     assert np.bincount(together).tolist() == [30, 30]
 
 
-def test_unknown_label_names_the_row(tmp_path):
+@pytest.mark.parametrize("content, message", [
+    (b"ham\thello\nspam\tWIN\nmaybe\twhat\n", r"line 3: label 'maybe'; expected one of"),
+    (b"ham\thello\nspam WIN now\n", r"line 2: no tab; expected 'ham' or 'spam', a tab"),
+    (b"ham\thello\nspam\t  \nham\tok\n", r"line 2: empty message after the 'spam' label"),
+    (b"ham\thello\nspam\tWIN \xa3100\n", r"line 2, byte 10: 0xa3 is not UTF-8"),
+    (b"ham\thello\nham\tbye\n", r"every message is labelled \['ham'\]; a classifier needs"),
+])
+def test_bad_rows_are_named_by_file_and_line(tmp_path, content, message):
     path = tmp_path / "bad.txt"
-    path.write_text("ham\thello\nspam\tWIN\nmaybe\twhat\n")
-    with pytest.raises(ValueError, match=r"row 3 has label 'maybe'"):
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
         sms.read_sms_spam(path)
+    assert str(path) in str(err.value)
+
+
+def test_several_problems_are_listed_together(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"ham\tok\nx\ty\nno tab\nspam\t\n" * 3)
+    message = str(pytest.raises(ValueError, sms.read_sms_spam, path).value)
+    assert message.count("\n  line ") == 5 and "stopped after the first ones" in message
+    assert "line 2:" in message and "line 3:" in message and "line 4:" in message
+
+
+def test_training_split_without_a_class(tmp_path):
+    df = sms.read_sms_spam(write_sms_file(tmp_path / "s.txt", n_ham=100, n_spam=2))
+    with pytest.raises(ValueError, match="training messages hold no 'spam' message"):
+        sms.split(df, 3, 10, 10, seed=1)
+
+
+@needs(BPE_DIR)
+def test_token_ids_beyond_the_models_vocabulary(tmp_path):
+    df = sms.read_sms_spam(write_sms_file(tmp_path / "s.txt"))
+    splits = sms.split(df, 100, 20, 20)
+    with pytest.raises(ValueError, match=r"train message 1 has token id \d+, but the model's "
+                                         r"vocabulary has only 1000 ids"):
+        sms.encode_splits(splits, get_tokenizer(BPE_DIR), 64, vocab_size=1000)
 
 
 def _zip_bytes(payload: bytes) -> bytes:
