@@ -131,12 +131,12 @@ def run_book(args):
     train = data["train"]
     batch = lambda i: (train.ids[i * 16:(i + 1) * 16], train.lengths[i * 16:(i + 1) * 16],
                        train.labels[i * 16:(i + 1) * 16])
-    tree, opt_state, loss, _ = steps.train(tree, opt_state, *batch(0), np.int32(0))
+    tree, opt_state, loss, _, _ = steps.train(tree, opt_state, *batch(0), np.int32(0))
     jax.block_until_ready(steps.eval(tree, *batch(0)))
     fixed = time.perf_counter() - t0  # loading + both compiles
     t = time.perf_counter()
     for i in range(args.steps):
-        tree, opt_state, loss, _ = steps.train(tree, opt_state, *batch(i + 1), np.int32(i + 1))
+        tree, opt_state, loss, _, _ = steps.train(tree, opt_state, *batch(i + 1), np.int32(i + 1))
     jax.block_until_ready(loss)
     step_s = (time.perf_counter() - t) / args.steps
     t = time.perf_counter()

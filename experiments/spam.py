@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from gpt2_jax.config import MODEL_SIZES
-from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.finetune import RunConfig, resume_config, run
 from gpt2_jax.train import POOLS, TrainConfig
 
 
@@ -110,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--runs-root", default=d.runs_root)
     g.add_argument("--run-dir", default=None)
     g.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="K",
+                   help="keep the training state of the last K epochs in RUN_DIR/checkpoints "
+                   "(about 0.56 GB each at 124M)")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="go on with an interrupted run from its last finished epoch, with the "
+                   "settings it started with (give no other flags); the result equals an "
+                   "uninterrupted run")
     return p
 
 
@@ -127,20 +134,31 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         data_dir=args.data_dir, train_size=args.train_size, val_size=args.val_size,
         test_size=args.test_size, balance=args.balance, max_length=args.max_length,
         offline=args.offline, train=train, runs_root=args.runs_root, run_dir=args.run_dir,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints)
 
 
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.resume is not None:
+        defaults = vars(p.parse_args([]))
+        extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k != "resume" and v != defaults[k]]
+        if extra:
+            p.error(f"--resume takes the settings the run started with; drop {' '.join(extra)}")
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args) if args.resume is None else None
     except ValueError as err:  # impossible flag combinations, before any heavy work
         p.error(str(err))
     try:
-        run(cfg)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
+        if cfg is None:
+            cfg = resume_config(args.resume)
+        run(cfg, resume=args.resume is not None)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
+            FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        for note in getattr(err, "__notes__", []):
+            print(f"       {note}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,9 +24,10 @@ from .config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
 from .model import GPTModel
 from .report import epoch_table, plot_history, write_json
+from .resume import CHECKPOINTS_DIR, EpochCheckpoints
 from .tokenizer import get_tokenizer
-from .train import (TrainConfig, class_weights_for, default_trainable, fit, split_counts,
-                    trainable_labels)
+from .train import (NonFiniteError, TrainConfig, class_weights_for, default_trainable, fit,
+                    split_counts, trainable_labels)
 from .tree import count_params
 
 
@@ -51,6 +54,7 @@ class RunConfig:
     runs_root: str = "runs"
     run_dir: str | None = None
     overwrite: bool = False
+    keep_checkpoints: int = 2  # training state of the last K epochs, for --resume
 
     def __post_init__(self):
         if self.weights not in ("pretrained", "random"):
@@ -62,10 +66,38 @@ class RunConfig:
                 "incomplete last batch dropped, an epoch would have no steps")
         if self.max_length is not None and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """Inverse of ``dataclasses.asdict`` (as stored in ``metrics.json``)."""
+        d = dict(d)
+        t = dict(d.pop("train"))
+        for key in ("trainable", "class_weights"):
+            if isinstance(t.get(key), list):
+                t[key] = tuple(t[key])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}, train=TrainConfig(**t))
 
 
-def prepare_run_dir(cfg: RunConfig) -> Path:
-    """A fresh folder for this run; an existing one is kept unless ``overwrite``."""
+def resume_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The configuration an earlier run in ``run_dir`` started with."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --resume takes the folder of a run that "
+                                "was started earlier")
+    report = json.loads(path.read_text())
+    if report.get("status") == "finished":
+        raise ValueError(f"{run_dir}: that run finished already; nothing to resume")
+    return dataclasses.replace(RunConfig.from_dict(report["config"]), run_dir=str(run_dir))
+
+
+def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
+    """A fresh folder for this run; an existing one is kept unless ``overwrite``.
+    Resuming, the run's own folder."""
+    if resume:
+        return Path(cfg.run_dir)
     if cfg.run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path(cfg.runs_root) / f"spam-{cfg.model_size}-{stamp}"
@@ -100,11 +132,13 @@ def _load_backbone(cfg: RunConfig, log) -> tuple[dict, dict | None, Path | None]
     return settings, params, model_dir
 
 
-def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
-    """Fine-tune and evaluate; returns the contents of ``metrics.json``."""
+def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
+        on_step: Callable[[int], None] | None = None) -> dict:
+    """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
+    go on from the last epoch saved in ``cfg.run_dir`` (see ``resume_config``)."""
     started = time.perf_counter()
-    run_dir = prepare_run_dir(cfg)
-    log(f"run folder: {run_dir}")
+    run_dir = prepare_run_dir(cfg, resume)
+    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
     tc = cfg.train
 
     # ---- data first: cheap, and its errors should come before loading 500 MB ----
@@ -161,16 +195,36 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         "class_weights": weights.tolist(), "backend": jax.default_backend(),
         "epochs": [], "status": "running",
     }
+    checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.keep_checkpoints)
+    if resume:
+        previous = json.loads((run_dir / "metrics.json").read_text())
+        report["epochs"] = previous.get("epochs", [])
+        report["resumed"] = previous.get("resumed", []) + [
+            {"after_epoch": checkpoints.latest_epoch() or 0,
+             "at": dt.datetime.now().isoformat(timespec="seconds")}]
     write_json(run_dir / "metrics.json", report)
 
-    def on_epoch(record):
-        report["epochs"].append(record)
+    def on_epoch(history):
+        report["epochs"] = history
         write_json(run_dir / "metrics.json", report)
-        plot_history(report["epochs"], run_dir)
-        log(epoch_table(record))
+        plot_history(history, run_dir)
+        log(epoch_table(history[-1]))
 
     model = GPTModel(model_cfg)
-    params, _ = fit(model, params, encoded, tc, weights, trainable, on_epoch=on_epoch, log=log)
+    try:
+        params, _ = fit(model, params, encoded, tc, weights, trainable, on_epoch=on_epoch,
+                        log=log, checkpoints=checkpoints, resume=resume, on_step=on_step)
+    except (NonFiniteError, KeyboardInterrupt) as err:
+        kept = checkpoints.latest_epoch()
+        where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
+                 f"`python -m experiments.spam --resume {run_dir}` goes on from there"
+                 if kept else "no epoch had finished, so no training state was saved")
+        report["status"] = f"stopped: {err or 'interrupted'}; {where}"
+        write_json(run_dir / "metrics.json", report)
+        err.add_note(where)
+        raise
+    finally:
+        checkpoints.close()
     save_classifier(run_dir, params, model_cfg, max_length=length, pool=tc.pool,
                     bpe_dir=bpe_dir)
     report["status"] = "finished"

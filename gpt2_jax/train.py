@@ -21,6 +21,7 @@ from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
 from .prefix import bucket_length, cached_prefix, first_trainable_block
+from .resume import EpochCheckpoints, data_fingerprint
 from .tree import named_leaves, named_tree_map
 
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -135,15 +136,19 @@ class Steps:
 
 def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
                class_weights: np.ndarray, seed: int, *, start: int = 0,
-               pooled_only: bool = True) -> Steps:
-    """``train(params, opt_state, x, lengths, labels, step) -> (params, opt_state, loss, correct)``
-    and ``eval(params, x, lengths, labels) -> (per-example nll, weights, preds)``.
+               pooled_only: bool = True, labels=None) -> Steps:
+    """``train(params, opt_state, x, lengths, labels, step) -> (params, opt_state, loss,
+    correct, finite)`` and ``eval(params, x, lengths, labels) -> (per-example nll, weights,
+    preds)``.
 
     ``x`` is token ids [B, T] or, with ``start=k``, the hidden states entering block k
     [B, T, E]. ``pooled_only`` computes just the pooled position in the last block.
+    ``finite`` says whether the loss and the gradients of the trainable leaves (per
+    ``labels``; all leaves when None) are finite.
     """
     weights = jnp.asarray(class_weights, jnp.float32)
     dropout = model.cfg.drop_rate > 0
+    trainable_mask = None if labels is None else [lab == TRAINABLE for lab in jax.tree.leaves(labels)]
     base_rng = jax.random.PRNGKey(seed)
 
     def forward(params, x, lengths, rng=None):
@@ -165,7 +170,13 @@ def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        return params, opt_state, loss, correct
+        return params, opt_state, loss, correct, _all_finite(loss, grads)
+
+    def _all_finite(loss, grads):
+        leaves = jax.tree.leaves(grads)
+        if trainable_mask is not None:
+            leaves = [g for g, keep in zip(leaves, trainable_mask) if keep]
+        return jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in leaves]))
 
     def eval_step(params, x, lengths, labels):
         logits = forward(params, x, lengths)
@@ -199,18 +210,46 @@ def evaluate(steps: Steps, params, x: np.ndarray, data: Encoded, batch_size: int
     return classification_metrics(data.labels, preds, loss)
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient."""
+
+    def __init__(self, step: int, epoch: int):
+        self.step, self.epoch = step, epoch
+        super().__init__(f"loss or gradients not finite at step {step} (epoch {epoch}); "
+                         "training stopped. A lower --lr, or class weights that are not "
+                         "extreme, usually avoid this.")
+
+
 def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
         class_weights: np.ndarray, trainable: tuple[str, ...],
-        on_epoch: Callable[[dict], None] | None = None, log: Callable[[str], None] = print):
+        on_epoch: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print,
+        checkpoints: EpochCheckpoints | None = None, resume: bool = False,
+        on_step: Callable[[int], None] | None = None):
     """Train for ``cfg.epochs`` and evaluate every split after each epoch.
 
     Returns ``(params, history)``; ``history[e]`` holds the epoch's mean training-step
     loss and accuracy, each split's metrics, and timings (epoch 1 also the time of the
-    one-off frozen-prefix pass).
+    one-off frozen-prefix pass). ``on_epoch(history)`` runs after each epoch, once its
+    state is in ``checkpoints`` (when given); ``resume`` first restores the latest
+    epoch saved there. ``on_step(step)`` runs after each step is queued.
     """
     labels = trainable_labels(params, trainable)
     tx = make_optimizer(labels, cfg.lr, cfg.weight_decay)
     opt_state = tx.init(params)
+    train = data["train"]
+    fingerprint = data_fingerprint(train.ids, train.labels)
+    history, step, first_epoch = [], 0, 1
+    if resume and checkpoints is not None and checkpoints.latest_epoch() is not None:
+        last = checkpoints.latest_epoch()
+        restored = checkpoints.restore(last, params, opt_state)
+        if restored.meta["data_fingerprint"] != fingerprint:
+            raise ValueError(f"{checkpoints.directory}: saved for other training data (token "
+                             "ids or labels differ); resume with the data the run started with")
+        params, opt_state = restored.params, restored.opt_state
+        history, step = restored.meta["history"], restored.meta["step"]
+        first_epoch = last + 1
+        log(f"resuming after epoch {last} (step {step}) from {checkpoints.directory}")
+
     n_layers = model.cfg.n_layers
     start = first_trainable_block(labels, n_layers) if cfg.cache_prefix else 0
     if start and model.cfg.drop_rate > 0:
@@ -218,10 +257,10 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
         start = 0
     bucketed = cfg.buckets and cfg.pool == "last-real"
     steps = make_steps(model, tx, cfg.pool, class_weights, cfg.seed, start=start,
-                       pooled_only=cfg.pooled_only)
+                       pooled_only=cfg.pooled_only, labels=labels)
     inputs = {name: split.ids for name, split in data.items()}
     prefix_seconds = 0.0
-    if start:
+    if start and first_epoch <= cfg.epochs:
         t0 = time.perf_counter()
         log(f"computing the frozen blocks h0..h{start - 1} once per message "
             f"({cfg.prefix_dtype or 'float32'})")
@@ -232,24 +271,31 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
                   for name, split in data.items()}
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")
-    train, x_train = data["train"], inputs["train"]
-    history, step = [], 0
-    for epoch in range(1, cfg.epochs + 1):
+    x_train = inputs["train"]
+    for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = epoch_order(len(train), cfg.batch_size, cfg.seed, epoch)
         losses, correct = [], []
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                    disable=None)
+        pending = None  # (step, finite flag) of the step before: read while this one runs
         for i, idx in enumerate(bar):
             width = batch_width(train.lengths[idx], x_train.shape[1], bucketed)
-            params, opt_state, loss, right = steps.train(
+            params, opt_state, loss, right, finite = steps.train(
                 params, opt_state, x_train[idx, :width], train.lengths[idx], train.labels[idx],
                 np.int32(step))
+            if pending is not None and not bool(pending[1]):
+                raise NonFiniteError(pending[0], epoch)
+            pending = (step, finite)
             losses.append(loss)
             correct.append(right)
             step += 1
+            if on_step is not None:
+                on_step(step)
             if bar.disable is False and i % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
+        if pending is not None and not bool(pending[1]):
+            raise NonFiniteError(pending[0], epoch)
         losses, correct = jax.device_get((losses, correct))
         record = {
             "epoch": epoch,
@@ -259,8 +305,8 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
                                     if batches else float("nan")),
             "train_seconds": time.perf_counter() - t0,
         }
-        if epoch == 1:
-            record["prefix_seconds"] = prefix_seconds  # the one-off pass, before epoch 1
+        if epoch == first_epoch:
+            record["prefix_seconds"] = prefix_seconds  # the one-off pass, before this epoch
         t0 = time.perf_counter()
         for name, split in data.items():
             if len(split):
@@ -268,6 +314,12 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
                                         bucketed, desc=f"eval {name}")
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
+        if checkpoints is not None:
+            checkpoints.save(epoch, params, opt_state, {
+                "epoch": epoch, "step": step, "seed": cfg.seed, "history": history,
+                "data_fingerprint": fingerprint,
+                "random_state": "batch order drawn from (seed, epoch), dropout keys from "
+                                "(seed, step): nothing else to save"})
         if on_epoch is not None:
-            on_epoch(record)
+            on_epoch(history)
     return params, history

@@ -74,7 +74,7 @@ def stepped():
     rng = np.random.default_rng(0)
     for step in range(3):
         ids = rng.integers(0, CFG.vocab_size, (4, 8)).astype(np.int32)
-        params, opt_state, loss, _ = steps.train(params, opt_state, ids, np.full(4, 8, np.int32),
+        params, opt_state, loss, _, _ = steps.train(params, opt_state, ids, np.full(4, 8, np.int32),
                                                  np.array([0, 1, 0, 1], np.int32), np.int32(step))
     return start, params, opt_state, labels
 

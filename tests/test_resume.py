@@ -1,0 +1,147 @@
+"""Interruption and resume: epoch checkpoints, SIGKILL mid-epoch, non-finite losses."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import BPE_DIR, REPO, needs
+from experiments import spam
+from gpt2_jax.classifier import load_classifier
+from gpt2_jax.config import GPTConfig
+from gpt2_jax.data import encode, epoch_order
+from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.resume import EpochCheckpoints
+from gpt2_jax.train import (NonFiniteError, TrainConfig, default_trainable, fit, make_optimizer,
+                            trainable_labels)
+from synthetic import write_sms_file
+
+CFG = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2,
+                num_classes=2)
+SIZES = dict(train_size=160, val_size=40, test_size=40)  # 10 steps per epoch at batch 16
+
+
+def _data(seed, n, length=24):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    lengths = rng.integers(2, length + 1, n)
+    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
+              for m, y in zip(lengths, labels)]
+    return encode(tokens, labels, length)
+
+
+def _fit(data, tmp_path, resume=False, epochs=2):
+    cfg = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
+    return fit(GPTModel(CFG), init_params(CFG, seed=3), data, cfg, np.array([1.0, 2.0], np.float32),
+               default_trainable(CFG.n_layers), log=lambda s: None,
+               checkpoints=EpochCheckpoints(tmp_path / "ckpt", keep=2), resume=resume)
+
+
+def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_path):
+    data = {"train": _data(0, 44), "test": _data(1, 8)}
+    # A token id past the vocabulary makes the embedding lookup NaN. Put it in a message
+    # that epoch 1 drops (44 = 5 batches of 8 + 4 left over) and epoch 2 trains on.
+    dropped_1 = set(range(44)) - set(np.concatenate(epoch_order(44, 8, 123, 1)).tolist())
+    batches_2 = epoch_order(44, 8, 123, 2)
+    bad, batch = next((i, b) for i in sorted(dropped_1) for b, idx in enumerate(batches_2)
+                      if i in idx)
+    data["train"].ids[bad, 0] = CFG.vocab_size + 5
+    with pytest.raises(NonFiniteError) as err:
+        _fit(data, tmp_path)
+    assert (err.value.step, err.value.epoch) == (5 + batch, 2)
+    assert f"not finite at step {5 + batch} (epoch 2)" in str(err.value)
+    checkpoints = EpochCheckpoints(tmp_path / "ckpt")
+    assert checkpoints.latest_epoch() == 1
+    params = init_params(CFG)
+    tx = make_optimizer(trainable_labels(params, default_trainable(CFG.n_layers)), 1e-3, 0.1)
+    restored = checkpoints.restore(1, params, tx.init(params))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
+
+
+def test_resume_refuses_other_training_data(tmp_path):
+    _fit({"train": _data(0, 32)}, tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="saved for other training data"):
+        _fit({"train": _data(9, 32)}, tmp_path, resume=True)
+
+
+def test_resume_in_process_equals_one_go(tmp_path):
+    data = {"train": _data(0, 32), "test": _data(1, 8)}
+    whole_params, whole = _fit(data, tmp_path / "a", epochs=3)
+    _fit(data, tmp_path / "b", epochs=1)
+    resumed_params, resumed = _fit(data, tmp_path / "b", epochs=3, resume=True)
+    assert _strip_times(resumed) == _strip_times(whole)
+    for x, y in zip(jax.tree.leaves(resumed_params), jax.tree.leaves(whole_params)):
+        np.testing.assert_array_equal(x, y)
+    assert sorted(p.name for p in (tmp_path / "b" / "ckpt").iterdir()) == ["2", "3"]  # keep=2
+
+
+def _strip_times(history):
+    return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in history]
+
+
+# ---- the whole command, killed with SIGKILL in the middle of epoch 2 ----
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.train import TrainConfig
+
+def die(step):
+    if step == 15:  # 10 steps per epoch: half-way through epoch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+
+cfg = RunConfig(**{config!r}, train=TrainConfig(epochs=3, lr=1e-3))
+run(cfg, on_step=die)
+"""
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
+    common = dict(model_dir=str(tiny_model_dir), data_file=str(sms_file), **SIZES)
+    whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
+    whole = run(RunConfig(**common, run_dir=str(whole_dir),
+                          train=TrainConfig(epochs=3, lr=1e-3)), log=lambda s: None)
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = KILLED_RUN.format(tests=str(REPO / "tests"),
+                               config=dict(common, run_dir=str(killed_dir)))
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    report = json.loads((killed_dir / "metrics.json").read_text())
+    assert report["status"] == "running" and len(report["epochs"]) == 1
+    assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["1"]
+
+    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
+                              str(killed_dir)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1 (step 10)" in resumed.stdout
+    report = json.loads((killed_dir / "metrics.json").read_text())
+    assert report["status"] == "finished" and report["resumed"][0]["after_epoch"] == 1
+    assert _strip_times(report["epochs"]) == _strip_times(whole["epochs"])
+    _, p_whole, _ = load_classifier(whole_dir)
+    _, p_resumed, _ = load_classifier(killed_dir)
+    for x, y in zip(jax.tree.leaves(p_resumed), jax.tree.leaves(p_whole)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit-identical
+
+    finished_again = spam.main(["--resume", str(killed_dir)])
+    assert finished_again != 0
+
+
+def test_resume_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        spam.main(["--resume", str(tmp_path), "--lr", "0.1"])
+    assert "drop --lr" in capsys.readouterr().err
+    assert spam.main(["--resume", str(tmp_path / "nothing")]) == 1
+    assert "metrics.json not found" in capsys.readouterr().err
