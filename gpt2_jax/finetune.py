@@ -219,7 +219,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
                  f"`python -m experiments.spam --resume {run_dir}` goes on from there"
                  if kept else "no epoch had finished, so no training state was saved")
-        report["status"] = f"stopped: {err or 'interrupted'}; {where}"
+        report["status"] = f"stopped: {str(err) or 'interrupted'}; {where}"
         write_json(run_dir / "metrics.json", report)
         err.add_note(where)
         raise

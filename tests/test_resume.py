@@ -145,3 +145,22 @@ def test_resume_cli_errors(tmp_path, capsys):
     assert "drop --lr" in capsys.readouterr().err
     assert spam.main(["--resume", str(tmp_path / "nothing")]) == 1
     assert "metrics.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_interrupt_records_where_to_resume(tiny_model_dir, tmp_path):
+    sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
+    cfg = RunConfig(model_dir=str(tiny_model_dir), data_file=str(sms_file),
+                    run_dir=str(tmp_path / "run"), train=TrainConfig(epochs=3, lr=1e-3), **SIZES)
+
+    def ctrl_c(step):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, log=lambda s: None, on_step=ctrl_c)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["status"].startswith("stopped: interrupted; the last good state (epoch 1)")
+    assert f"--resume {tmp_path / 'run'}" in report["status"]
+    assert len(report["epochs"]) == 1
