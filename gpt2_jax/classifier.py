@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import GPTConfig
 from .data import encode, token_lists
-from .model import GPTModel, init_params
+from .model import GPTModel, init_params, param_shapes
 from .train import pool_positions
 from .tree import named_leaves, path_name
 
@@ -22,23 +22,30 @@ PARAMS_DIR = "classifier"
 
 
 def with_class_head(pretrained, cfg: GPTConfig, seed: int) -> tuple[dict, list[str]]:
-    """Fresh parameters for ``GPTModel(cfg)`` (``cfg.num_classes`` set) with every leaf
-    that ``pretrained`` has copied from it. Returns ``(params, names kept from init)``."""
-    fresh = init_params(cfg, seed)
+    """Parameters for ``GPTModel(cfg)`` (``cfg.num_classes`` set): every leaf that
+    ``pretrained`` has is taken from it, the others (the class head) are initialised
+    from ``seed``. Returns ``(params, names initialised)``.
+
+    Only the missing leaves are initialised: the init runs under ``jit`` and returns
+    just those, so XLA drops the rest and no second copy of the backbone is made."""
     if pretrained is None:
+        fresh = init_params(cfg, seed)
         return fresh, list(named_leaves(fresh))
     have = named_leaves(pretrained)
-    want = named_leaves(fresh)
+    want = named_leaves(param_shapes(cfg))
     wrong = [f"{n}: checkpoint {have[n].shape} vs model {want[n].shape}"
-             for n in want if n in have and have[n].shape != want[n].shape]
+             for n in want if n in have and tuple(have[n].shape) != want[n].shape]
     extra = [n for n in have if n not in want]
     if wrong or extra:
         raise ValueError("pretrained weights do not fit the classifier: "
                          + "; ".join(wrong + [f"{n}: not in the model" for n in extra]))
-    kept_from_init = [n for n in want if n not in have]
+    missing = [n for n in want if n not in have]
+    fresh = jax.jit(lambda: {n: leaf for n, leaf in named_leaves(init_params(cfg, seed)).items()
+                             if n in missing})()
     merged = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: jnp.asarray(have.get(path_name(path), leaf)), fresh)
-    return merged, kept_from_init
+        lambda path, _: fresh[path_name(path)] if path_name(path) in fresh
+        else jnp.asarray(have[path_name(path)]), param_shapes(cfg))
+    return merged, missing
 
 
 def save_classifier(run_dir: str | os.PathLike, params, cfg: GPTConfig, *, max_length: int,

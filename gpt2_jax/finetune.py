@@ -170,12 +170,14 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
 
     # ---- model and what trains ----
-    tree = load_weights(pretrained) if pretrained is not None else None
-    params, from_init = with_class_head(tree, model_cfg, tc.seed)
-    if tree is not None:
+    has_pretrained = pretrained is not None
+    params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,
+                                        model_cfg, tc.seed)
+    del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
+    if has_pretrained:
         log(f"from the checkpoint: all but {from_init} (new, seeded init)")
     trainable = tc.trainable or (default_trainable(model_cfg.n_layers)
-                                 if pretrained is not None else (".*",))
+                                 if has_pretrained else (".*",))
     counts = split_counts(params, trainable_labels(params, trainable))
     log(f"trainable patterns {list(trainable)}: {counts['trainable']:,} trainable / "
         f"{counts['frozen']:,} frozen parameters (total {count_params(params):,})")
