@@ -31,6 +31,8 @@ from .checkpoint import load_gpt2
 from .config import MODEL_SIZES
 
 GPT2_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
+# a second home of the two BPE files (the one tiktoken reads)
+GPT2_BPE_MIRROR = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
 GPT2_FILES = (
     "checkpoint",
     "encoder.json",
@@ -93,9 +95,19 @@ class DownloadError(RuntimeError):
 
     def __init__(self, missing: list[MissingFile]):
         self.missing = missing
-        lines = [f"{len(missing)} file(s) could not be downloaded:"]
+        by_dest: dict[Path, list[MissingFile]] = {}
         for m in missing:
-            lines.append(f"  {m.dest.name}: {m.reason}\n    get it from {m.url}\n    and put it at {m.dest}")
+            by_dest.setdefault(m.dest, []).append(m)
+        lines = [f"{len(by_dest)} file(s) could not be downloaded:"]
+        for dest, tries in by_dest.items():
+            if len({m.reason for m in tries}) == 1:
+                lines.append(f"  {dest.name}: {tries[0].reason}")
+                lines += [f"    {'get it from' if k == 0 else '         or'} {m.url}"
+                          for k, m in enumerate(tries)]
+            else:
+                lines.append(f"  {dest.name}:")
+                lines += [f"    {m.url}: {m.reason}" for m in tries]
+            lines.append(f"    and put it at {dest}")
         lines.append("Download them on a machine with internet access and copy them there, "
                      "or point the program at a directory that already has them.")
         super().__init__("\n".join(lines))
@@ -262,13 +274,13 @@ def _download(url: str, dest: Path, expected: Expected, timeout: float, progress
     os.replace(part, dest)
 
 
-def fetch_all(items: list[tuple[str, Path, Expected]], **kwargs) -> list[Path]:
-    """``fetch`` each ``(url, dest, expected)``; report every failure together."""
+def fetch_all(items: list[tuple[str | tuple[str, ...], Path, Expected]], **kwargs) -> list[Path]:
+    """``fetch`` each ``(url or urls, dest, expected)``; report every failure together."""
     missing: list[MissingFile] = []
     paths = []
-    for url, dest, expected in items:
+    for urls, dest, expected in items:
         try:
-            paths.append(fetch(url, dest, expected=expected, **kwargs))
+            paths.append(fetch(urls, dest, expected=expected, **kwargs))
         except DownloadError as err:
             missing.extend(err.missing)
     if missing:
@@ -277,17 +289,25 @@ def fetch_all(items: list[tuple[str, Path, Expected]], **kwargs) -> list[Path]:
 
 
 def gpt2_files(model_size: str, models_dir: str | os.PathLike, base_url: str = GPT2_BASE_URL,
-               verify_known: bool | None = None) -> list[tuple[str, Path, Expected]]:
-    """``(url, dest, expected)`` for the seven files. Known sizes and hashes are applied
-    to OpenAI's server (``verify_known=None``) or when asked for."""
+               verify_known: bool | None = None
+               ) -> list[tuple[tuple[str, ...], Path, Expected]]:
+    """``(urls, dest, expected)`` for the seven files. On OpenAI's server
+    (``verify_known=None``) known sizes and hashes are checked and the BPE files have a
+    second URL."""
     if model_size not in MODEL_SIZES:
         raise ValueError(f"unknown GPT-2 model size {model_size!r}; choose one of {list(MODEL_SIZES)}")
+    official = base_url == GPT2_BASE_URL
     if verify_known is None:
-        verify_known = base_url == GPT2_BASE_URL
+        verify_known = official
     model_dir = Path(models_dir) / model_size
-    return [(f"{base_url}/{model_size}/{name}", model_dir / name,
-             gpt2_expected(model_size, name) if verify_known else Expected())
-            for name in GPT2_FILES]
+    items = []
+    for name in GPT2_FILES:
+        urls = (f"{base_url}/{model_size}/{name}",)
+        if official and name in GPT2_BPE:
+            urls += (f"{GPT2_BPE_MIRROR}/{name}",)
+        items.append((urls, model_dir / name,
+                      gpt2_expected(model_size, name) if verify_known else Expected()))
+    return items
 
 
 def download_gpt2(model_size: str, models_dir: str | os.PathLike, *,

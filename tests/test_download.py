@@ -168,8 +168,8 @@ def test_not_found_moves_to_the_mirror(tmp_path, blob):
         with pytest.raises(DownloadError) as err:
             fetch((f"{url}/gone.bin", f"{url}/also-gone.bin"), tmp_path / "g.bin", **FAST)
     message = str(err.value)
-    assert "2 file(s)" in message and "gone.bin" in message and "also-gone.bin" in message
-    assert message.count("HTTP 404") == 2
+    assert message.startswith("1 file(s)") and "g.bin: server answered HTTP 404" in message
+    assert f"get it from {url}/gone.bin\n" in message and f" or {url}/also-gone.bin\n" in message
     _no_leftovers(tmp_path / "g.bin")
 
 
@@ -224,7 +224,9 @@ def test_known_sizes_are_the_models_parameter_counts():
     assert official["model.ckpt.data-00000-of-00001"].size == 1_419_292_672
     assert official["vocab.bpe"] == GPT2_BPE["vocab.bpe"]
     assert all(e == Expected() for _, _, e in gpt2_files("355M", "m", base_url="http://x"))
-    assert gpt2_files("355M", "m")[0][0] == f"{GPT2_BASE_URL}/355M/checkpoint"
+    urls = {dest.name: u for u, dest, _ in gpt2_files("355M", "m")}
+    assert urls["checkpoint"] == (f"{GPT2_BASE_URL}/355M/checkpoint",)
+    assert urls["vocab.bpe"][1].endswith("/gpt-2/encodings/main/vocab.bpe")
 
 
 @needs(BPE_DIR)
@@ -232,3 +234,12 @@ def test_known_bpe_hashes_match_the_real_files():
     for name, expected in GPT2_BPE.items():
         path = BPE_DIR / name
         assert (path.stat().st_size, sha256_of(path)) == (expected.size, expected.sha256)
+
+
+def test_offline_message_for_openais_files_lists_each_file_once(tmp_path):
+    with pytest.raises(DownloadError) as err:
+        download_gpt2("124M", tmp_path, offline=True)
+    message = str(err.value)
+    assert message.startswith("7 file(s) could not be downloaded")
+    assert f"get it from {GPT2_BASE_URL}/124M/vocab.bpe\n" in message
+    assert " or https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe" in message
