@@ -35,3 +35,25 @@ def named_leaves(tree) -> dict[str, Any]:
 
 def count_params(tree) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
+def subtree(tree: dict, keep: Callable[[str], bool], prefix: str = "") -> dict:
+    """The nested dict of the leaves whose names ``keep`` accepts (empty branches dropped)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            part = subtree(value, keep, name + "/")
+            if part:
+                out[key] = part
+        elif keep(name):
+            out[key] = value
+    return out
+
+
+def overlay(tree: dict, part: dict) -> dict:
+    """``tree`` with the leaves that ``part`` (a ``subtree`` of it) holds replaced."""
+    out = dict(tree)
+    for key, value in part.items():
+        out[key] = overlay(tree[key], value) if isinstance(value, dict) else value
+    return out

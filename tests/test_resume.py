@@ -19,6 +19,7 @@ from gpt2_jax.data import encode, epoch_order
 from gpt2_jax.finetune import RunConfig, run
 from gpt2_jax.model import GPTModel, init_params
 from gpt2_jax.resume import EpochCheckpoints
+from gpt2_jax.tree import named_leaves, subtree
 from gpt2_jax.train import (NonFiniteError, TrainConfig, default_trainable, fit, make_optimizer,
                             trainable_labels)
 from synthetic import write_sms_file
@@ -37,9 +38,9 @@ def _data(seed, n, length=24):
     return encode(tokens, labels, length)
 
 
-def _fit(data, tmp_path, resume=False, epochs=2):
+def _fit(data, tmp_path, resume=False, epochs=2, seed=3):
     cfg = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
-    return fit(GPTModel(CFG), init_params(CFG, seed=3), data, cfg, np.array([1.0, 2.0], np.float32),
+    return fit(GPTModel(CFG), init_params(CFG, seed), data, cfg, np.array([1.0, 2.0], np.float32),
                default_trainable(CFG.n_layers), log=lambda s: None,
                checkpoints=EpochCheckpoints(tmp_path / "ckpt", keep=2), resume=resume)
 
@@ -60,8 +61,11 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_pat
     checkpoints = EpochCheckpoints(tmp_path / "ckpt")
     assert checkpoints.latest_epoch() == 1
     params = init_params(CFG)
-    tx = make_optimizer(trainable_labels(params, default_trainable(CFG.n_layers)), 1e-3, 0.1)
-    restored = checkpoints.restore(1, params, tx.init(params))
+    labels = trainable_labels(params, default_trainable(CFG.n_layers))
+    tx = make_optimizer(labels, 1e-3, 0.1)
+    trainable = subtree(params, lambda n: named_leaves(labels)[n] == "trainable")
+    restored = checkpoints.restore(1, trainable, tx.init(params))
+    assert sorted(restored.params) == ["h1", "head", "ln_f"]  # frozen leaves are not saved
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
 
 
@@ -69,6 +73,8 @@ def test_resume_refuses_other_training_data(tmp_path):
     _fit({"train": _data(0, 32)}, tmp_path, epochs=1)
     with pytest.raises(ValueError, match="saved for other training data"):
         _fit({"train": _data(9, 32)}, tmp_path, resume=True)
+    with pytest.raises(ValueError, match="frozen weights differ from those the run started with"):
+        _fit({"train": _data(0, 32)}, tmp_path, resume=True, seed=4)
 
 
 def test_resume_in_process_equals_one_go(tmp_path):
