@@ -59,7 +59,7 @@ def save_classifier(run_dir: str | os.PathLike, params, cfg: GPTConfig, *, max_l
     if target.exists():
         shutil.rmtree(target)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(target, jax.device_get(params))
+    checkpointer.save(target, params)
     checkpointer.wait_until_finished()
     meta = {"config": dataclasses.asdict(cfg), "max_length": max_length, "pool": pool,
             "labels": ["ham", "spam"]}
