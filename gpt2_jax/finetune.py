@@ -22,6 +22,7 @@ from .checkpoint import load_gpt2, load_weights, read_settings
 from .classifier import save_classifier, with_class_head
 from .config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
+from .memory import memory_check
 from .model import GPTModel
 from .report import epoch_table, plot_history, write_json
 from .resume import CHECKPOINTS_DIR, EpochCheckpoints
@@ -116,20 +117,17 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
     return path
 
 
-def _load_backbone(cfg: RunConfig, log) -> tuple[dict, dict | None, Path | None]:
-    """``(settings, lab params or None, folder with the BPE files or None)``."""
+def _backbone_files(cfg: RunConfig) -> tuple[dict, Path | None]:
+    """``(settings, folder with hparams.json, the checkpoint and the BPE files)``,
+    downloading GPT-2 first if needed; nothing heavy is read yet."""
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if cfg.weights == "random":
         if model_dir is not None and (model_dir / "hparams.json").is_file():
-            settings = read_settings(model_dir)
-        else:
-            settings = settings_for_size(cfg.model_size)
-        return settings, None, model_dir or Path(cfg.models_dir) / cfg.model_size
+            return read_settings(model_dir), model_dir
+        return settings_for_size(cfg.model_size), model_dir or Path(cfg.models_dir) / cfg.model_size
     if model_dir is None:
         model_dir = download_gpt2(cfg.model_size, cfg.models_dir, offline=cfg.offline or None)
-    log(f"loading GPT-2 from {model_dir}")
-    settings, params = load_gpt2(model_dir)
-    return settings, params, model_dir
+    return read_settings(model_dir), model_dir
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
@@ -147,15 +145,13 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     df = sms.read_sms_spam(data_file)
     splits = sms.split(df, cfg.train_size, cfg.val_size, cfg.test_size, tc.seed, cfg.balance)
 
-    settings, pretrained, bpe_dir = _load_backbone(cfg, log)
+    settings, model_dir = _backbone_files(cfg)
     log(f"settings: {settings}")
-    if pretrained is not None:
-        log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
     log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
     model_cfg = GPTConfig.from_settings(settings, num_classes=2, drop_rate=cfg.drop_rate)
     log(f"model config: {model_cfg}")
 
-    tokenizer = get_tokenizer(bpe_dir)
+    tokenizer = get_tokenizer(model_dir)
     encoded, length = sms.encode_splits(splits, tokenizer, model_cfg.context_length,
                                         cfg.max_length, vocab_size=model_cfg.vocab_size)
     data_info = {"file": str(data_file), "rows": len(df), "max_length": length, "splits": {}}
@@ -168,6 +164,14 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     batches = len(encoded["train"]) // tc.batch_size
     data_info["batches_per_epoch"] = batches
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+    log(memory_check(settings, sum(map(len, encoded.values())), length, tc.cache_prefix))
+
+    # ---- weights: the heavy part ----
+    pretrained = None
+    if cfg.weights == "pretrained":
+        log(f"loading GPT-2 from {model_dir}")
+        settings, pretrained = load_gpt2(model_dir)
+        log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
 
     # ---- model and what trains ----
     has_pretrained = pretrained is not None
@@ -228,7 +232,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     finally:
         checkpoints.close()
     save_classifier(run_dir, params, model_cfg, max_length=length, pool=tc.pool,
-                    bpe_dir=bpe_dir)
+                    bpe_dir=model_dir)
     report["status"] = "finished"
     report["total_seconds"] = time.perf_counter() - started
     write_json(run_dir / "metrics.json", report)

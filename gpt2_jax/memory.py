@@ -1,0 +1,63 @@
+"""Peak host memory of a fine-tuning run, estimated before the weights are loaded.
+
+The run holds, at its peak, the larger of
+* loading: the weights twice (the NumPy arrays read from the checkpoint and the JAX
+  tree made from them), and again at the end while orbax writes the classifier;
+* training: the weights once plus the frozen-prefix outputs, float32
+  [messages x length x n_embd] (fewer pages are touched with ``--pool last-real``,
+  which leaves positions past each message's bucket untouched),
+plus what Python, JAX, XLA and TensorFlow take themselves (``RUNTIME_BYTES``).
+Measured peaks are in the README; this is what the run logs and checks.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .checkpoint import expected_shapes
+
+GIB = 1 << 30
+RUNTIME_BYTES = int(0.6 * GIB)
+
+
+def parameter_count(settings: dict) -> int:
+    return int(sum(np.prod(s) for s in expected_shapes(settings).values()))
+
+
+def estimate_peak_bytes(settings: dict, n_messages: int, length: int,
+                        cache_prefix: bool = True) -> int:
+    weights = 4 * parameter_count(settings)
+    prefix = 4 * n_messages * length * settings["n_embd"] if cache_prefix else 0
+    return RUNTIME_BYTES + max(2 * weights, weights + prefix)
+
+
+def available_bytes() -> int | None:
+    """``MemAvailable`` from /proc/meminfo (Linux); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_check(settings: dict, n_messages: int, length: int, cache_prefix: bool) -> str:
+    """One line for the log; starts with ``WARNING`` when the estimate exceeds what the
+    machine has free."""
+    need = estimate_peak_bytes(settings, n_messages, length, cache_prefix)
+    free = available_bytes()
+    line = f"estimated peak memory {need / GIB:.1f} GiB"
+    if free is None:
+        return line
+    line += f" ({free / GIB:.1f} GiB available)"
+    if need > free:
+        line = ("WARNING: " + line + ": the system may kill this run when memory runs out "
+                "(then --resume RUN_DIR goes on from the last finished epoch). Fewer messages "
+                "(--test-size), a shorter --max-length or --pool last-real need less.")
+    return line
