@@ -107,6 +107,13 @@ def load_gpt2(model_dir: str | os.PathLike) -> tuple[dict, dict]:
     try:
         variables = _read_tf_variables(prefix)
     except Exception as err:  # TF raises several types for damaged files
+        data_file = Path(prefix + ".data-00000-of-00001")
+        need = 4 * sum(int(np.prod(s)) for s in expected_shapes(settings).values())
+        if data_file.stat().st_size < need:  # every variable is float32, stored end to end
+            raise CheckpointError(
+                f"{data_file}: {data_file.stat().st_size:,} bytes, but the variables of "
+                f"hparams.json {settings} take {need:,}: a truncated download? Delete it and "
+                "download again") from err
         raise CheckpointError(f"cannot read TF checkpoint {prefix}: {err}") from err
 
     expected = expected_shapes(settings)

@@ -95,8 +95,15 @@ def test_truncated_data_file(tmp_path, tiny_model_dir):
     copy = tmp_path / "m"
     shutil.copytree(tiny_model_dir, copy)
     data = copy / "model.ckpt.data-00000-of-00001"
-    data.write_bytes(data.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="cannot read TF checkpoint"):
+    whole = data.read_bytes()
+    data.write_bytes(whole[:1000])
+    with pytest.raises(CheckpointError, match=f"1,000 bytes, but the variables of hparams.json "
+                                              rf".* take {len(whole):,}: a truncated download"):
+        load_gpt2(copy)
+    data.write_bytes(whole)
+    index = copy / "model.ckpt.index"
+    index.write_bytes(index.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="cannot read TF checkpoint .*model.ckpt"):
         load_gpt2(copy)
 
 

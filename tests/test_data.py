@@ -139,3 +139,21 @@ def test_fetch_checks_the_unzipped_files_hash(tmp_path):
             sms.fetch_sms_spam(tmp_path / "b", urls=(f"{url}/edited.zip",), progress=False)
     folder = tmp_path / "b" / "sms_spam_collection"
     assert list(folder.iterdir()) == []  # neither the zip nor a file a later run would trust
+
+
+def test_messages_longer_than_the_context_are_truncated_and_counted(tmp_path):
+    df = sms.read_sms_spam(write_sms_file(tmp_path / "s.txt"))
+    splits = sms.split(df, 100, 20, 20)
+    tokenizer = _WordTokenizer()
+    encoded, length = sms.encode_splits(splits, tokenizer, context_length=4)
+    longest = max(len(t.split()) for t in splits.train["Text"])
+    assert length == 4 < longest
+    assert encoded["train"].truncated == sum(len(t.split()) > 4 for t in splits.train["Text"]) > 0
+    assert encoded["train"].lengths.max() == 4
+
+
+class _WordTokenizer:
+    """One id per word: enough to count tokens without the BPE files."""
+
+    def encode(self, text):
+        return [len(word) for word in text.split()]
