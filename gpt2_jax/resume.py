@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from .tree import named_leaves, overlay, subtree
+
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -56,6 +58,14 @@ def sampled_fingerprint(leaves: dict[str, Any], samples: int = 4096) -> str:
         digest.update(f"{name}{flat.dtype}{np.shape(leaves[name])}".encode())
         digest.update(np.ascontiguousarray(flat[::stride]).tobytes())
     return digest.hexdigest()
+
+
+def run_fingerprints(params, trainable: set[str], train_ids, train_labels) -> dict:
+    """What a checkpoint must match to be resumed: the training data and the frozen
+    weights (which are not saved in it)."""
+    return {"data_fingerprint": data_fingerprint(train_ids, train_labels),
+            "frozen_fingerprint": sampled_fingerprint(
+                {n: leaf for n, leaf in named_leaves(params).items() if n not in trainable})}
 
 
 class EpochCheckpoints:
@@ -95,6 +105,26 @@ class EpochCheckpoints:
             raise ValueError(f"cannot restore epoch {epoch} from {self.directory / str(epoch)}: "
                              f"{err}") from err
         return Restored(out.state["params"], out.state["opt_state"], dict(out.meta))
+
+    def resume(self, params, opt_state, trainable: set[str], fingerprints: dict
+               ) -> tuple[Any, Any, dict] | None:
+        """The latest epoch's ``(params, opt_state, meta)``: the saved trainable leaves
+        laid over ``params`` (the frozen ones, read afresh). None when nothing is saved.
+        Refuses a checkpoint whose ``fingerprints`` (data, frozen weights) differ."""
+        last = self.latest_epoch()
+        if last is None:
+            return None
+        restored = self.restore(last, subtree(params, trainable.__contains__), opt_state)
+        for key, what in (("data_fingerprint", "training data (token ids or labels)"),
+                          ("frozen_fingerprint", "frozen weights (model files or seed)")):
+            if restored.meta.get(key) != fingerprints[key]:
+                raise ValueError(f"{self.directory / str(last)}: saved for other {what} than "
+                                 "this run has; resume with what the run started with")
+        return overlay(params, restored.params), restored.opt_state, restored.meta
+
+    def save_epoch(self, epoch: int, params, opt_state, trainable: set[str], meta: dict) -> None:
+        """Save the trainable leaves of ``params`` and ``opt_state`` for ``epoch``."""
+        self.save(epoch, subtree(params, trainable.__contains__), opt_state, meta)
 
     def close(self) -> None:
         self._manager.close()

@@ -21,8 +21,8 @@ from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
 from .prefix import bucket_length, cached_prefix, first_trainable_block
-from .resume import EpochCheckpoints, data_fingerprint, sampled_fingerprint
-from .tree import named_leaves, named_tree_map, overlay, subtree
+from .resume import EpochCheckpoints, run_fingerprints
+from .tree import named_leaves, named_tree_map
 
 TRAINABLE, FROZEN = "trainable", "frozen"
 POOLS = ("last", "last-real")
@@ -238,24 +238,14 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
     opt_state = tx.init(params)
     train = data["train"]
     trains = {name for name, label in named_leaves(labels).items() if label == TRAINABLE}
-    fingerprints = {
-        "data_fingerprint": data_fingerprint(train.ids, train.labels),
-        "frozen_fingerprint": sampled_fingerprint(
-            {n: leaf for n, leaf in named_leaves(params).items() if n not in trains})}
+    fingerprints = run_fingerprints(params, trains, train.ids, train.labels)
     history, step, first_epoch = [], 0, 1
-    if resume and checkpoints is not None and checkpoints.latest_epoch() is not None:
-        last = checkpoints.latest_epoch()
-        restored = checkpoints.restore(last, subtree(params, trains.__contains__), opt_state)
-        if restored.meta["data_fingerprint"] != fingerprints["data_fingerprint"]:
-            raise ValueError(f"{checkpoints.directory}: saved for other training data (token "
-                             "ids or labels differ); resume with the data the run started with")
-        if restored.meta["frozen_fingerprint"] != fingerprints["frozen_fingerprint"]:
-            raise ValueError(f"{checkpoints.directory}: the frozen weights differ from those "
-                             "the run started with (other model files or seed?)")
-        params, opt_state = overlay(params, restored.params), restored.opt_state
-        history, step = restored.meta["history"], restored.meta["step"]
-        first_epoch = last + 1
-        log(f"resuming after epoch {last} (step {step}) from {checkpoints.directory}")
+    saved = checkpoints.resume(params, opt_state, trains, fingerprints) \
+        if resume and checkpoints is not None else None
+    if saved is not None:
+        params, opt_state, meta = saved
+        history, step, first_epoch = meta["history"], meta["step"], meta["epoch"] + 1
+        log(f"resuming after epoch {meta['epoch']} (step {step}) from {checkpoints.directory}")
 
     n_layers = model.cfg.n_layers
     start = first_trainable_block(labels, n_layers) if cfg.cache_prefix else 0
@@ -322,7 +312,7 @@ def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
         if checkpoints is not None:
-            checkpoints.save(epoch, subtree(params, trains.__contains__), opt_state, {
+            checkpoints.save_epoch(epoch, params, opt_state, trains, {
                 "epoch": epoch, "step": step, "seed": cfg.seed, "history": history,
                 **fingerprints,
                 "random_state": "batch order drawn from (seed, epoch), dropout keys from "
