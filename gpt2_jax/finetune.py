@@ -22,7 +22,7 @@ from .checkpoint import load_gpt2, load_weights, read_settings
 from .classifier import save_classifier, with_class_head
 from .config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
-from .memory import memory_check
+from .memory import GIB, memory_check, peak_memory_bytes
 from .model import GPTModel
 from .report import epoch_table, plot_history, write_json
 from .resume import CHECKPOINTS_DIR, EpochCheckpoints
@@ -235,7 +235,9 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                     bpe_dir=model_dir)
     report["status"] = "finished"
     report["total_seconds"] = time.perf_counter() - started
+    report["peak_memory_gib"] = peak_memory_bytes() / GIB
     write_json(run_dir / "metrics.json", report)
-    log(f"done in {report['total_seconds']:.1f} s; metrics.json, plots and the classifier "
+    log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
+        f"GiB); metrics.json, plots and the classifier "
         f"are in {run_dir}")
     return report

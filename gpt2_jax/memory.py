@@ -61,3 +61,12 @@ def memory_check(settings: dict, n_messages: int, length: int, cache_prefix: boo
                 "(then --resume RUN_DIR goes on from the last finished epoch). Fewer messages "
                 "(--test-size), a shorter --max-length or --pool last-real need less.")
     return line
+
+
+def peak_memory_bytes() -> int:
+    """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

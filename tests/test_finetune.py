@@ -71,6 +71,8 @@ def test_run_folder_contents(two_runs):
         assert key in on_disk["epochs"][-1]["val"]
     for png in ("loss.png", "accuracy.png", "spam_recall.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["2", "3"]  # keep 2
+    assert 0.1 < on_disk["peak_memory_gib"] < 64
 
 
 def test_saved_classifier_gives_the_reported_predictions(two_runs, sms_file):
