@@ -157,16 +157,27 @@ def test_resume_cli_errors(tmp_path, capsys):
 @needs(BPE_DIR)
 def test_interrupt_records_where_to_resume(tiny_model_dir, tmp_path):
     sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
-    cfg = RunConfig(model_dir=str(tiny_model_dir), data_file=str(sms_file),
-                    run_dir=str(tmp_path / "run"), train=TrainConfig(epochs=3, lr=1e-3), **SIZES)
+    run_dir = tmp_path / "run"
+    cfg = RunConfig(model_dir=str(tiny_model_dir), data_file=str(sms_file), run_dir=str(run_dir),
+                    train=TrainConfig(epochs=3, lr=1e-3), **SIZES)
 
-    def ctrl_c(step):
-        if step == 12:
-            raise KeyboardInterrupt
+    def ctrl_c_at(when):
+        def hook(step):
+            if step == when:
+                raise KeyboardInterrupt
+        return hook
 
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, log=lambda s: None, on_step=ctrl_c)
-    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    def status():
+        return json.loads((run_dir / "metrics.json").read_text())
+
+    with pytest.raises(KeyboardInterrupt):  # during epoch 1: nothing to resume from yet
+        run(cfg, log=lambda s: None, on_step=ctrl_c_at(3))
+    assert status()["status"].endswith("no epoch had finished, so no training state was saved")
+    with pytest.raises(KeyboardInterrupt):  # resumed from scratch, stopped in epoch 2
+        run(cfg, log=lambda s: None, resume=True, on_step=ctrl_c_at(12))
+    report = status()
     assert report["status"].startswith("stopped: interrupted; the last good state (epoch 1)")
-    assert f"--resume {tmp_path / 'run'}" in report["status"]
-    assert len(report["epochs"]) == 1
+    assert f"--resume {run_dir}" in report["status"] and len(report["epochs"]) == 1
+    report = run(cfg, log=lambda s: None, resume=True)
+    assert report["status"] == "finished" and [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+    assert [r["after_epoch"] for r in report["resumed"]] == [0, 1]
