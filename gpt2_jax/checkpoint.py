@@ -53,6 +53,11 @@ def expected_shapes(settings: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def parameter_count(settings: dict) -> int:
+    """How many numbers the checkpoint of ``settings`` holds (all float32, 4 bytes each)."""
+    return sum(int(np.prod(s)) for s in expected_shapes(settings).values())
+
+
 def read_settings(model_dir: str | os.PathLike) -> dict:
     path = Path(model_dir) / "hparams.json"
     if not path.is_file():
@@ -108,7 +113,7 @@ def load_gpt2(model_dir: str | os.PathLike) -> tuple[dict, dict]:
         variables = _read_tf_variables(prefix)
     except Exception as err:  # TF raises several types for damaged files
         data_file = Path(prefix + ".data-00000-of-00001")
-        need = 4 * sum(int(np.prod(s)) for s in expected_shapes(settings).values())
+        need = 4 * parameter_count(settings)
         if data_file.stat().st_size < need:  # every variable is float32, stored end to end
             raise CheckpointError(
                 f"{data_file}: {data_file.stat().st_size:,} bytes, but the variables of "

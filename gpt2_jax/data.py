@@ -7,6 +7,7 @@ cuts consecutive train / validation / test slices from the shuffled frame.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -96,8 +97,9 @@ def read_sms_spam(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SMS Spam Collection file not found: {path}")
-    check_lines(path, path.read_bytes())
-    df = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"], dtype=str,
+    raw = path.read_bytes()
+    check_lines(path, raw)
+    df = pd.read_csv(io.BytesIO(raw), sep="\t", header=None, names=["Label", "Text"], dtype=str,
                      keep_default_na=False)
     empty = df["Text"].str.strip() == ""
     if empty.any():  # possible through quoting even when every line has text

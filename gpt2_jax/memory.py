@@ -14,16 +14,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from .checkpoint import expected_shapes
+from .checkpoint import parameter_count
 
 GIB = 1 << 30
 RUNTIME_BYTES = int(1.6 * GIB)
-
-
-def parameter_count(settings: dict) -> int:
-    return int(sum(np.prod(s) for s in expected_shapes(settings).values()))
 
 
 def estimate_peak_bytes(settings: dict, n_messages: int, length: int,

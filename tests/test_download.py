@@ -6,7 +6,7 @@ import pytest
 
 from gpt2_jax.checkpoint import load_gpt2
 from conftest import BPE_DIR, needs
-from gpt2_jax.checkpoint import expected_shapes
+from gpt2_jax.checkpoint import parameter_count
 from gpt2_jax.config import settings_for_size
 from gpt2_jax.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
                                DownloadError, Expected, download_and_load_gpt2, download_gpt2,
@@ -218,8 +218,7 @@ def test_damaged_file_on_disk_is_replaced_online_and_refused_offline(tmp_path, b
 
 def test_known_sizes_are_the_models_parameter_counts():
     for size, nbytes in GPT2_DATA_BYTES.items():
-        shapes = expected_shapes(settings_for_size(size))
-        assert nbytes == 4 * sum(int(np.prod(s)) for s in shapes.values()), size
+        assert nbytes == 4 * parameter_count(settings_for_size(size)), size
     official = {dest.name: exp for _, dest, exp in gpt2_files("355M", "m")}
     assert official["model.ckpt.data-00000-of-00001"].size == 1_419_292_672
     assert official["vocab.bpe"] == GPT2_BPE["vocab.bpe"]
