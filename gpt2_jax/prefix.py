@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -64,12 +65,14 @@ def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
 
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int | None = None, bucketed: bool = False,
-                   matmul_dtype: str | None = None, desc: str = "prefix") -> np.ndarray:
+                   matmul_dtype: str | None = None, desc: str = "prefix",
+                   log=None) -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
     ``bucketed`` (only valid when no later computation reads padding positions, i.e.
     last-real pooling): see ``prefix_schedule``; positions past a message's bucket are
-    left zero.
+    left zero. ``log``: where to report progress every tenth of the work when no
+    progress bar can be shown (output not a terminal, e.g. a logged batch job).
     """
     batch_size = batch_size or prefix_batch_size(bucketed)
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
@@ -87,7 +90,11 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
     schedule = prefix_schedule(lengths, ids.shape[1], batch_size, bucketed)
     pending = []
-    for idx, width in tqdm(schedule, desc=desc, unit="batch", leave=False, disable=None):
+    bar = tqdm(schedule, desc=desc, unit="batch", leave=False, disable=None)
+    report = progress_lines(len(schedule), desc, log) if bar.disable and log else None
+    for idx, width in bar:
+        if report:
+            report()
         rows = np.resize(idx, batch_size)  # fixed batch shape: repeat rows, drop below
         pending.append((idx, width, run(params, ids[rows, :width])))
         if len(pending) > 2:  # keep a couple of batches in flight, bound the memory
@@ -95,6 +102,19 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     for item in pending:
         _store(out, *item)
     return out
+
+
+def progress_lines(total: int, desc: str, log):
+    """A callable to call once per item: logs ``desc: k/total (p %), t s`` at each tenth."""
+    start, count = time.perf_counter(), [0]
+    marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
+
+    def tick():
+        count[0] += 1
+        if count[0] in marks:
+            log(f"{desc}: {count[0]}/{total} batches ({100 * count[0] // total} %), "
+                f"{time.perf_counter() - start:.0f} s")
+    return tick
 
 
 def _store(out, idx, width, hidden):
@@ -124,14 +144,14 @@ def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, i
     memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only."""
     if cache_dir is None:
         return compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
-                              matmul_dtype=matmul_dtype, desc=desc)
+                              matmul_dtype=matmul_dtype, desc=desc, log=log)
     key = prefix_key(cfg, params, ids, lengths, stop, bucketed, matmul_dtype)
     path = Path(cache_dir) / f"prefix-{key}.npy"
     if path.is_file():
         log(f"{desc}: reusing {path}")
         return np.load(path, mmap_mode="r")
     out = compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
-                         matmul_dtype=matmul_dtype, desc=desc)
+                         matmul_dtype=matmul_dtype, desc=desc, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     with open(part, "wb") as f:

@@ -129,7 +129,8 @@ def test_prefix_cache_on_disk(params, batch, tmp_path):
     logs = []
     first = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
     again = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
-    assert "saved to" in logs[0] and "reusing" in logs[1]
+    cache_lines = [line for line in logs if " batches (" not in line]  # not progress lines
+    assert "saved to" in cache_lines[0] and "reusing" in cache_lines[1]
     np.testing.assert_array_equal(again, first)
     assert len(list(tmp_path.glob("prefix-*.npy"))) == 1
     key = prefix_key(CFG, params, ids, lengths, 2, False, None)
@@ -140,3 +141,12 @@ def test_prefix_cache_on_disk(params, batch, tmp_path):
     assert prefix_key(CFG, frozen_changed, ids, lengths, 2, False, None) != key
     assert prefix_key(CFG, params, ids[:, ::-1].copy(), lengths, 2, False, None) != key
     assert prefix_key(CFG, params, ids, lengths, 2, False, "bfloat16") != key
+
+
+def test_prefix_progress_is_logged_without_a_terminal(params, batch):
+    ids, lengths, _ = batch  # under pytest stderr is not a terminal: no bar, log lines instead
+    logs = []
+    compute_prefix(CFG, params, ids, lengths, 2, batch_size=1, desc="prefix train", log=logs.append)
+    assert [line.split(",")[0] for line in logs] == [
+        "prefix train: 1/4 batches (25 %)", "prefix train: 2/4 batches (50 %)",
+        "prefix train: 3/4 batches (75 %)", "prefix train: 4/4 batches (100 %)"]
