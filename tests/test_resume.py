@@ -4,10 +4,8 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
