@@ -32,7 +32,8 @@ def with_class_head(pretrained, cfg: GPTConfig, seed: int) -> tuple[dict, list[s
         fresh = init_params(cfg, seed)
         return fresh, list(named_leaves(fresh))
     have = named_leaves(pretrained)
-    want = named_leaves(param_shapes(cfg))
+    shapes = param_shapes(cfg)
+    want = named_leaves(shapes)
     wrong = [f"{n}: checkpoint {have[n].shape} vs model {want[n].shape}"
              for n in want if n in have and tuple(have[n].shape) != want[n].shape]
     extra = [n for n in have if n not in want]
@@ -44,7 +45,7 @@ def with_class_head(pretrained, cfg: GPTConfig, seed: int) -> tuple[dict, list[s
                              if n in missing})()
     merged = jax.tree_util.tree_map_with_path(
         lambda path, _: fresh[path_name(path)] if path_name(path) in fresh
-        else jnp.asarray(have[path_name(path)]), param_shapes(cfg))
+        else jnp.asarray(have[path_name(path)]), shapes)
     return merged, missing
 
 

@@ -117,7 +117,7 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
     return path
 
 
-def _backbone_files(cfg: RunConfig) -> tuple[dict, Path | None]:
+def _backbone_files(cfg: RunConfig) -> tuple[dict, Path]:
     """``(settings, folder with hparams.json, the checkpoint and the BPE files)``,
     downloading GPT-2 first if needed; nothing heavy is read yet."""
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None

@@ -53,10 +53,11 @@ def sampled_fingerprint(leaves: dict[str, Any], samples: int = 4096) -> str:
     reading gigabytes."""
     digest = hashlib.sha256()
     for name in sorted(leaves):
-        flat = np.asarray(leaves[name]).reshape(-1)
+        leaf = leaves[name]
+        flat = leaf.reshape(-1)  # sampled where it lives: only the samples reach the host
         stride = max(1, flat.size // samples)
-        digest.update(f"{name}{flat.dtype}{np.shape(leaves[name])}".encode())
-        digest.update(np.ascontiguousarray(flat[::stride]).tobytes())
+        digest.update(f"{name}{np.dtype(leaf.dtype)}{tuple(leaf.shape)}".encode())
+        digest.update(np.ascontiguousarray(np.asarray(flat[::stride])).tobytes())
     return digest.hexdigest()
 
 
