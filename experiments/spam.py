@@ -12,7 +12,8 @@ import sys
 
 from gpt2_jax.config import MODEL_SIZES
 from gpt2_jax.finetune import RunConfig, resume_config, run
-from gpt2_jax.train import POOLS, TrainConfig
+from gpt2_jax.pooling import POOLS
+from gpt2_jax.train import TrainConfig
 
 
 def _test_size(text: str) -> int | None:

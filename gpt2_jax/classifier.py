@@ -14,7 +14,7 @@ import numpy as np
 from .config import GPTConfig
 from .data import encode, token_lists
 from .model import GPTModel, init_params, param_shapes
-from .train import pool_positions
+from .pooling import pool_positions
 from .tree import named_leaves, path_name
 
 META_FILE = "classifier.json"

@@ -20,12 +20,12 @@ from tqdm import tqdm
 from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
+from .pooling import POOLS, pool_logits, pool_positions
 from .prefix import bucket_length, cached_prefix, first_trainable_block
 from .resume import EpochCheckpoints, run_fingerprints
 from .tree import named_leaves, named_tree_map
 
 TRAINABLE, FROZEN = "trainable", "frozen"
-POOLS = ("last", "last-real")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,20 +112,6 @@ def weighted_cross_entropy(logits, labels, weights):
     nll = per_example_nll(logits, labels)
     w = weights[labels]
     return jnp.sum(w * nll) / jnp.sum(w)
-
-
-def pool_positions(lengths, width: int, pool: str):
-    """[B] positions read by the classifier: the last one ("last", the lab's) or the
-    last real token ("last-real")."""
-    if pool == "last":
-        return jnp.full(lengths.shape, width - 1, jnp.int32)
-    return jnp.clip(lengths - 1, 0, width - 1).astype(jnp.int32)
-
-
-def pool_logits(logits, lengths, pool: str):
-    """[B, T, C] -> [B, C] at ``pool_positions``."""
-    index = pool_positions(lengths, logits.shape[1], pool)
-    return jnp.take_along_axis(logits, index[:, None, None], axis=1)[:, 0, :]
 
 
 @dataclasses.dataclass

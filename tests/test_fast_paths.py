@@ -10,7 +10,8 @@ from gpt2_jax.config import GPTConfig
 from gpt2_jax.data import encode
 from gpt2_jax.model import GPTModel, init_params
 from gpt2_jax.prefix import bucket_length, compute_prefix, first_trainable_block
-from gpt2_jax.train import (TrainConfig, default_trainable, fit, pool_logits, pool_positions,
+from gpt2_jax.pooling import pool_logits, pool_positions
+from gpt2_jax.train import (TrainConfig, default_trainable, fit,
                             trainable_labels, weighted_cross_entropy)
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,

@@ -8,8 +8,9 @@ import pytest
 
 from gpt2_jax.config import GPTConfig
 from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.pooling import pool_logits
 from gpt2_jax.train import (class_weights_for, default_trainable, make_optimizer, make_steps,
-                            pool_logits, split_counts, trainable_labels, weighted_cross_entropy)
+                            split_counts, trainable_labels, weighted_cross_entropy)
 from gpt2_jax.tree import named_leaves
 
 CFG = GPTConfig(vocab_size=300, context_length=16, emb_dim=16, n_heads=2, n_layers=3,
