@@ -1,7 +1,9 @@
-"""The lab end to end: GPT-2 + SMS Spam Collection -> fine-tuned spam classifier + report.
+"""A fine-tuning run end to end: GPT-2 + labelled text -> classifier + report in a run folder.
 
-``run(RunConfig(...))`` is what ``python -m experiments.spam`` calls; every flag of
-that command is a field here.
+``run(RunConfig(...))`` is what ``python -m experiments.spam`` (the lab: its defaults)
+and ``python -m experiments.finetune`` (your own data) call. Every command-line flag is
+a field of one of the config dataclasses below (``gpt2_jax.cli`` makes the flags from
+them), so each setting is written once.
 """
 from __future__ import annotations
 
@@ -17,69 +19,199 @@ from typing import Callable
 import jax
 import numpy as np
 
-from . import data as sms
+from . import data as tables
+from . import sms
 from .checkpoint import load_gpt2, load_weights, read_settings
-from .classifier import save_classifier, with_class_head
-from .config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
+from .classifier import ClassifierConfig, save_classifier, with_class_head
+from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
-from .memory import GIB, memory_check, peak_memory_bytes
+from .memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
 from .model import GPTModel
+from .pooling import POOLS, check_pool
+from .prefix import prefix_inputs
 from .report import epoch_table, plot_history, write_json
-from .resume import CHECKPOINTS_DIR, EpochCheckpoints
 from .tokenizer import get_tokenizer
-from .train import (NonFiniteError, TrainConfig, class_weights_for, default_trainable, fit,
-                    split_counts, trainable_labels)
-from .tree import count_params
+from .train import (NonFiniteError, Partition, TrainConfig, Trainer, class_weights, fit,
+                    make_optimizer, merge, resolve_trainable)
+from .train_checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, run_fingerprints
+
+field = dataclasses.field
+
+
+def _size(text: str) -> int | float:
+    """A split size: a count (``500``) or a fraction of the rows (``0.1``)."""
+    value = float(text)
+    return int(value) if value.is_integer() and value >= 1 else value
+
+
+def _size_or_rest(text: str) -> int | float | str:
+    return "rest" if text == "rest" else _size(text)
+
+
+def _length(text: str) -> int | str:
+    return text if text in ("longest", "context") else int(text)
+
+
+def _budget(text: str) -> float | str:
+    return text if text == "available" else float(text)
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    # model
-    model_size: str = "124M"
-    models_dir: str = "models"
-    model_dir: str | None = None  # a GPT-2 folder to use as is (no download)
-    weights: str = "pretrained"  # or "random": GPT-2 sizes, random init
-    drop_rate: float = 0.0
-    # data
-    data_file: str | None = None  # a local SMSSpamCollection file
-    data_dir: str = "data"  # download cache for the dataset
-    train_size: int = 2000
-    val_size: int = 500
-    test_size: int | None = 1000  # None: every row after validation
-    balance: bool = False
-    max_length: int | None = None  # None: the longest training message
-    offline: bool = False
-    # training
-    train: TrainConfig = TrainConfig()
-    # output
-    runs_root: str = "runs"
-    run_dir: str | None = None
-    overwrite: bool = False
-    keep_checkpoints: int = 2  # training state of the last K epochs, for --resume
+class ModelConfig:
+    """Which GPT-2 and what kind of classifier on top."""
+
+    model_size: str = field(default="124M", metadata={"choices": list(MODEL_SIZES)})
+    models_dir: str = field(default="models", metadata={
+        "help": "cache of GPT-2 folders; files are downloaded into MODELS_DIR/SIZE"})
+    model_dir: str | None = field(default=None, metadata={
+        "help": "use this GPT-2 folder as it is (hparams.json, model.ckpt.*, BPE files)"})
+    weights: str = field(default="pretrained", metadata={
+        "choices": ["pretrained", "random"],
+        "help": "random: GPT-2's sizes with random init; then every layer trains unless "
+        "--trainable says otherwise"})
+    drop_rate: float = field(default=0.0, metadata={"help": "dropout while training"})
+    pool: str = field(default="last", metadata={
+        "choices": list(POOLS), "help": "classify from the last position (the lab's) or the "
+        "last real token; saved with the classifier"})
+    offline: bool = field(default=False, metadata={
+        "help": "never touch the network; fail if a file is missing"})
 
     def __post_init__(self):
         if self.weights not in ("pretrained", "random"):
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
         settings_for_size(self.model_size)  # raises on an unknown size
-        if self.train_size < self.train.batch_size:
-            raise ValueError(
-                f"train_size {self.train_size} < batch_size {self.train.batch_size}: with the "
-                "incomplete last batch dropped, an epoch would have no steps")
-        if self.max_length is not None and self.max_length <= 0:
+        check_pool(self.pool)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled texts come from and how they are split and encoded."""
+
+    data_file: str | None = field(default=None, metadata={
+        "help": "labelled texts: CSV/TSV with a header, JSON Lines, Parquet, or the SMS "
+        "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"})
+    data_format: str = field(default="auto", metadata={
+        "flag": "--format", "choices": ["auto", *tables.FORMATS],
+        "help": "auto: by the file's extension (SMSSpamCollection: sms)"})
+    text_column: str = field(default="text", metadata={"help": "column holding the text"})
+    label_column: str = field(default="label", metadata={"help": "column holding the class"})
+    labels: str = field(default="sorted", metadata={
+        "metavar": "sorted|A,B,...", "help": "class order (class ids): 'sorted' = integer "
+        "labels in numeric order, other labels in string order; or the names in order"})
+    val_file: str | None = field(default=None, metadata={
+        "help": "validation texts from their own file (then --val-size is not cut)"})
+    test_file: str | None = field(default=None, metadata={
+        "help": "test texts from their own file (then --test-size is not cut)"})
+    train_size: int | float = field(default=2000, metadata={
+        "parse": _size, "help": "training rows: a count or a fraction (0.8)"})
+    val_size: int | float = field(default=500, metadata={"parse": _size})
+    test_size: int | float | str = field(default=1000, metadata={
+        "parse": _size_or_rest, "help": "a count, a fraction, or 'rest' (every row after "
+        "training and validation)"})
+    stratify: bool = field(default=False, metadata={
+        "help": "cut every split with the class proportions of the whole file"})
+    balance: bool = field(default=False, metadata={
+        "help": "undersample every class to the rarest one before splitting"})
+    max_length: int | str = field(default="longest", metadata={
+        "parse": _length, "metavar": "longest|context|N",
+        "help": "pad/truncate to the longest training text, the model's context, or N tokens"})
+    data_dir: str = field(default="data", metadata={
+        "help": "download cache for the SMS Spam Collection"})
+
+    def __post_init__(self):
+        if isinstance(self.max_length, int) and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
+            raise ValueError(f"max_length must be 'longest', 'context' or a number, "
+                             f"got {self.max_length!r}")
+
+    def class_order(self) -> tuple[str, ...] | None:
+        return None if self.labels == "sorted" else tuple(self.labels.split(","))
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedConfig:
+    """How the computation is organised; all exact except --prefix-dtype bfloat16."""
+
+    prefix_cache: bool = field(default=True, metadata={
+        "flag": "--no-prefix-cache", "help": "recompute the frozen blocks every step (the "
+        "book's way) instead of once per text"})
+    pooled_only: bool = field(default=True, metadata={
+        "flag": "--full-logits", "help": "compute every position in the last block, not "
+        "just the pooled one"})
+    buckets: bool = field(default=True, metadata={
+        "flag": "--no-buckets", "help": "with --pool last-real, still pad every batch to "
+        "the full length"})
+    prefix_dtype: str = field(default="float32", metadata={
+        "choices": ["float32", "bfloat16"],
+        "help": "matmul inputs of the frozen prefix (bfloat16: float32 accumulation)"})
+    prefix_cache_dir: str | None = field(default=None, metadata={
+        "metavar": "DIR", "help": "keep the frozen-prefix outputs in DIR (2.8 GB for the "
+        "lab's splits at 124M), keyed by weights, data and length, so a rerun skips that pass"})
+    prefix_storage: str = field(default="auto", metadata={
+        "choices": ["auto", "memory", "disk"],
+        "help": "where the frozen-prefix outputs live: disk = memory-mapped files in the run "
+        "folder; auto = disk when the memory estimate exceeds --memory-budget-gib"})
+    memory_budget_gib: float | str = field(default="available", metadata={
+        "parse": _budget, "metavar": "available|GIB",
+        "help": "memory the run may use, for --prefix-storage auto"})
+
+    def matmul_dtype(self) -> str | None:
+        return None if self.prefix_dtype == "float32" else self.prefix_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    runs_root: str = field(default="runs", metadata={"help": "run folders go here"})
+    run_dir: str | None = field(default=None, metadata={
+        "help": "the run folder (default: RUNS_ROOT/<data>-<size>-<time>)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --run-dir"})
+    keep_checkpoints: int = field(default=2, metadata={
+        "metavar": "K", "help": "keep the training state of the last K epochs in "
+        "RUN_DIR/checkpoints (trainable weights and Adam state: 80 MB each at 124M)"})
+
+    def __post_init__(self):
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
 
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    speed: SpeedConfig = SpeedConfig()
+    output: OutputConfig = OutputConfig()
+
+    def __post_init__(self):
+        d, t = self.data, self.train
+        if isinstance(d.train_size, int) and d.train_size < t.batch_size:
+            raise ValueError(
+                f"train_size {d.train_size} < batch_size {t.batch_size}: with the incomplete "
+                "last batch dropped, an epoch would have no steps")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        """Inverse of ``dataclasses.asdict`` (as stored in ``metrics.json``)."""
-        d = dict(d)
-        t = dict(d.pop("train"))
-        for key in ("trainable", "class_weights"):
-            if isinstance(t.get(key), list):
-                t[key] = tuple(t[key])
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names}, train=TrainConfig(**t))
+        """Inverse of ``to_dict`` (as stored in ``metrics.json`` and ``config.json``);
+        unknown keys are an error naming them."""
+        groups = {}
+        for f in dataclasses.fields(cls):
+            sub = dict(d.get(f.name, {}))
+            known = {g.name for g in dataclasses.fields(type(f.default))}
+            unknown = sorted(set(sub) - set(known))
+            if unknown:
+                raise ValueError(f"config section {f.name!r} has unknown setting(s) {unknown}")
+            for key, value in sub.items():
+                if isinstance(value, list):
+                    sub[key] = tuple(value)
+            groups[f.name] = type(f.default)(**sub)
+        unknown = sorted(set(d) - set(groups))
+        if unknown:
+            raise ValueError(f"config has unknown section(s) {unknown}")
+        return cls(**groups)
 
 
 def resume_config(run_dir: str | os.PathLike) -> RunConfig:
@@ -91,25 +223,49 @@ def resume_config(run_dir: str | os.PathLike) -> RunConfig:
     report = json.loads(path.read_text())
     if report.get("status") == "finished":
         raise ValueError(f"{run_dir}: that run finished already; nothing to resume")
-    return dataclasses.replace(RunConfig.from_dict(report["config"]), run_dir=str(run_dir))
+    cfg = RunConfig.from_dict(report["config"])
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=str(run_dir)))
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """A saved run's configuration: its ``config.json`` or ``metrics.json`` (or the folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file (give a run folder, its "
+                                "config.json or its metrics.json)")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: not JSON ({err})") from None
+    return RunConfig.from_dict(d.get("config", d))
+
+
+def run_name(cfg: RunConfig) -> str:
+    d = cfg.data
+    stem = "spam" if d.data_file is None or d.data_format == "sms" or \
+        Path(d.data_file).name == sms.SMS_FILE_NAME else Path(d.data_file).stem
+    return f"{stem}-{cfg.model.model_size}"
 
 
 def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
     """A fresh folder for this run; an existing one is kept unless ``overwrite``.
     Resuming, the run's own folder."""
+    out = cfg.output
     if resume:
-        return Path(cfg.run_dir)
-    if cfg.run_dir is None:
+        return Path(out.run_dir)
+    if out.run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = Path(cfg.runs_root) / f"spam-{cfg.model_size}-{stamp}"
+        base = Path(out.runs_root) / f"{run_name(cfg)}-{stamp}"
         path, k = base, 1
         while path.exists():
             k += 1
             path = base.with_name(f"{base.name}-{k}")
     else:
-        path = Path(cfg.run_dir)
+        path = Path(out.run_dir)
         if path.exists() and any(path.iterdir()):
-            if not cfg.overwrite:
+            if not out.overwrite:
                 raise FileExistsError(f"run folder {path} exists and is not empty; pick another "
                                       "--run-dir or pass --overwrite")
             shutil.rmtree(path)
@@ -117,91 +273,206 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
     return path
 
 
-def _backbone_files(cfg: RunConfig) -> tuple[dict, Path]:
+def _backbone_files(m: ModelConfig) -> tuple[dict, Path]:
     """``(settings, folder with hparams.json, the checkpoint and the BPE files)``,
     downloading GPT-2 first if needed; nothing heavy is read yet."""
-    model_dir = Path(cfg.model_dir) if cfg.model_dir else None
-    if cfg.weights == "random":
+    model_dir = Path(m.model_dir) if m.model_dir else None
+    if m.weights == "random":
         if model_dir is not None and (model_dir / "hparams.json").is_file():
             return read_settings(model_dir), model_dir
-        return settings_for_size(cfg.model_size), model_dir or Path(cfg.models_dir) / cfg.model_size
+        return settings_for_size(m.model_size), model_dir or Path(m.models_dir) / m.model_size
     if model_dir is None:
-        model_dir = download_gpt2(cfg.model_size, cfg.models_dir, offline=cfg.offline or None)
+        model_dir = download_gpt2(m.model_size, m.models_dir, offline=m.offline or None)
     return read_settings(model_dir), model_dir
+
+
+@dataclasses.dataclass
+class LabelledData:
+    """The splits as frames (``text``, ``label``, ``where``, ``y``) and the class names."""
+
+    splits: tables.Splits
+    classes: tuple[str, ...]
+    files: dict[str, str]
+    rows: int
+
+
+def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
+    """Read, order the classes, split: every data error comes before the weights load."""
+    if d.data_file is None:
+        path = sms.fetch_sms_spam(d.data_dir, offline=offline or None)
+        fmt = "sms"
+    else:
+        path, fmt = Path(d.data_file), d.data_format
+    read = lambda p: tables.read_table(p, fmt=fmt, text_column=d.text_column,  # noqa: E731
+                                       label_column=d.label_column)
+    df = read(path)
+    classes = tables.class_names(df["label"], d.class_order())
+    df = tables.add_class_ids(df, classes, what="training")
+    cut_val, cut_test = d.val_file is None, d.test_file is None
+    splits = tables.split(df, d.train_size, d.val_size if cut_val else 0,
+                          d.test_size if cut_test else 0, seed, d.balance, d.stratify)
+    extra = {}
+    for name, file in (("val", d.val_file), ("test", d.test_file)):
+        if file is not None:
+            extra[name] = tables.add_class_ids(read(Path(file)), classes, what=name)
+    splits = dataclasses.replace(splits, **extra)
+    files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
+    return LabelledData(splits, classes, files, len(df))
+
+
+def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str, ...],
+                     tc: TrainConfig, speed: SpeedConfig, pool: str, weights: np.ndarray,
+                     partition: Partition, *, checkpoints: EpochCheckpoints | None = None,
+                     resume: bool = False, prefix_disk_dir: Path | None = None,
+                     on_epoch: Callable[[list[dict]], None] | None = None,
+                     on_step: Callable[[int], None] | None = None,
+                     log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+    """Fine-tune ``params`` (the parameter tree with its class head) on ``encoded``
+    (``{"train": Encoded, ...}``) and evaluate every split after each epoch.
+
+    Puts the pieces together: the partition into trainable and frozen trees, the
+    inputs (token ids, or the frozen prefix computed once), the jitted steps, epoch
+    checkpoints (``resume``: first restore the latest), the loop. Returns the trained
+    parameter tree and the history (epoch 1 also holds ``prefix_seconds``)."""
+    cfg = model.cfg
+    frozen, trainable = partition.frozen(params), partition.trainable(params)
+    del params
+    start = partition.first_block(cfg.n_layers) if speed.prefix_cache else 0
+    if start and cfg.drop_rate > 0:
+        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
+        start = 0
+    bucketed = speed.buckets and pool == "last-real"
+    trainer = Trainer(model, make_optimizer(tc.lr, tc.weight_decay), weights, pool=pool,
+                      seed=tc.seed, start=start, pooled_only=speed.pooled_only)
+    state = trainer.init(trainable)
+    fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
+    history, first_epoch = [], 1
+    restored = checkpoints.resume(state, fingerprints) if resume and checkpoints else None
+    if restored is not None:
+        state, history = restored.state, restored.meta["history"]
+        first_epoch = restored.meta["epoch"] + 1
+        log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
+            f"from {checkpoints.directory}")
+
+    inputs = {name: split.ids for name, split in encoded.items()}
+    prefix_seconds = 0.0
+    if start and first_epoch <= tc.epochs:
+        t0 = time.perf_counter()
+        log(f"computing the frozen blocks h0..h{start - 1} once per text "
+            f"({speed.prefix_dtype})")
+        inputs = prefix_inputs(cfg, merge(frozen, trainable), encoded, start,
+                               bucketed=bucketed, matmul_dtype=speed.matmul_dtype(),
+                               cache_dir=speed.prefix_cache_dir, disk_dir=prefix_disk_dir,
+                               log=log)
+        prefix_seconds = time.perf_counter() - t0
+        log(f"prefix computed in {prefix_seconds:.1f} s")
+
+    def after_epoch(state, history):
+        if history[-1]["epoch"] == first_epoch:
+            history[-1]["prefix_seconds"] = prefix_seconds  # the one-off pass, before it
+        if checkpoints is not None:
+            epoch = history[-1]["epoch"]
+            checkpoints.save(epoch, state, {
+                "epoch": epoch, "step": int(state.step), "seed": tc.seed, "history": history,
+                **fingerprints,
+                "random_state": "batch order drawn from (seed, epoch), dropout keys from "
+                                "(seed, step): nothing else to save"})
+        if on_epoch is not None:
+            on_epoch(history)
+
+    state, history = fit(trainer, state, frozen, inputs, encoded, classes, epochs=tc.epochs,
+                         batch_size=tc.batch_size, seed=tc.seed, bucketed=bucketed,
+                         first_epoch=first_epoch, history=history, on_epoch=after_epoch,
+                         on_step=on_step)
+    return merge(frozen, state.trainable), history
+
+
+def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int,
+                    log: Callable[[str], None]) -> str:
+    """``memory`` or ``disk`` for the frozen-prefix outputs, said in the log."""
+    s = cfg.speed
+    if not s.prefix_cache or s.prefix_storage != "auto":
+        return s.prefix_storage if s.prefix_storage != "auto" else "memory"
+    need = estimate_peak_bytes(settings, n_texts, length, True)
+    budget = (available_bytes() if s.memory_budget_gib == "available"
+              else s.memory_budget_gib * GIB)
+    if budget is not None and need > budget:
+        log(f"prefix outputs on disk (memory-mapped): the estimated peak {need / GIB:.1f} GiB "
+            f"exceeds the budget {budget / GIB:.1f} GiB")
+        return "disk"
+    return "memory"
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
         on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
-    go on from the last epoch saved in ``cfg.run_dir`` (see ``resume_config``)."""
+    go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``)."""
     started = time.perf_counter()
-    run_dir = prepare_run_dir(cfg, resume)
-    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-    tc = cfg.train
+    m, tc = cfg.model, cfg.train
 
     # ---- data first: cheap, and its errors should come before loading 500 MB ----
-    data_file = Path(cfg.data_file) if cfg.data_file else sms.fetch_sms_spam(
-        cfg.data_dir, offline=cfg.offline or None)
-    df = sms.read_sms_spam(data_file)
-    splits = sms.split(df, cfg.train_size, cfg.val_size, cfg.test_size, tc.seed, cfg.balance)
+    labelled = read_data(cfg.data, tc.seed, m.offline)
+    classes, splits = labelled.classes, labelled.splits
+    settings, model_dir = _backbone_files(m)
+    model_cfg = GPTConfig.from_settings(settings, num_classes=len(classes),
+                                        drop_rate=m.drop_rate)
+    tokenizer = get_tokenizer(model_dir)
+    max_length = {"longest": None, "context": model_cfg.context_length}.get(
+        cfg.data.max_length, cfg.data.max_length)
+    encoded, length = tables.encode_splits(splits, tokenizer, model_cfg.context_length,
+                                           max_length, vocab_size=model_cfg.vocab_size)
+    weights = class_weights(tc.class_weights, encoded["train"].labels, classes)
+    patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
 
-    settings, model_dir = _backbone_files(cfg)
+    run_dir = prepare_run_dir(cfg, resume)
+    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
     log(f"settings: {settings}")
     log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
-    model_cfg = GPTConfig.from_settings(settings, num_classes=2, drop_rate=cfg.drop_rate)
     log(f"model config: {model_cfg}")
-
-    tokenizer = get_tokenizer(model_dir)
-    encoded, length = sms.encode_splits(splits, tokenizer, model_cfg.context_length,
-                                        cfg.max_length, vocab_size=model_cfg.vocab_size)
-    data_info = {"file": str(data_file), "rows": len(df), "max_length": length, "splits": {}}
+    log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
+        f"{list(classes)}")
+    data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
+                 "max_length": length, "splits": {}}
     for name, split in encoded.items():
-        counts = np.bincount(split.labels, minlength=2).tolist()
-        data_info["splits"][name] = {"n": len(split), "ham": counts[0], "spam": counts[1],
+        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
+        data_info["splits"][name] = {"n": len(split), **dict(zip(classes, counts)),
                                      "truncated": split.truncated}
-        log(f"{name:5}: {len(split):5} messages ({counts[0]} ham / {counts[1]} spam)"
+        log(f"{name:5}: {len(split):5} texts ("
+            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts)) + ")"
             + (f", {split.truncated} truncated to {length} tokens" if split.truncated else ""))
     batches = len(encoded["train"]) // tc.batch_size
     data_info["batches_per_epoch"] = batches
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
-    log(memory_check(settings, sum(map(len, encoded.values())), length, tc.cache_prefix))
+    n_texts = sum(map(len, encoded.values()))
+    log(memory_check(settings, n_texts, length, cfg.speed.prefix_cache))
+    storage = _prefix_storage(cfg, settings, n_texts, length, log)
 
     # ---- weights: the heavy part ----
     pretrained = None
-    if cfg.weights == "pretrained":
+    if m.weights == "pretrained":
         log(f"loading GPT-2 from {model_dir}")
         settings, pretrained = load_gpt2(model_dir)
         log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
-
-    # ---- model and what trains ----
     has_pretrained = pretrained is not None
     params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,
                                         model_cfg, tc.seed)
     del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
     if has_pretrained:
         log(f"from the checkpoint: all but {from_init} (new, seeded init)")
-    trainable = tc.trainable or (default_trainable(model_cfg.n_layers)
-                                 if has_pretrained else (".*",))
-    counts = split_counts(params, trainable_labels(params, trainable))
-    log(f"trainable patterns {list(trainable)}: {counts['trainable']:,} trainable / "
-        f"{counts['frozen']:,} frozen parameters (total {count_params(params):,})")
-
-    if tc.class_weights is None:
-        weights = np.ones(2, np.float32)
-    elif tc.class_weights:
-        weights = np.asarray(tc.class_weights, np.float32)
-    else:
-        weights = class_weights_for(encoded["train"].labels)
-    log(f"class weights (ham, spam): {weights.round(4).tolist()}")
+    partition = Partition.from_patterns(params, patterns)
+    counts = partition.counts
+    log(f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
+        f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})")
+    log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
 
     report = {
-        "config": dataclasses.asdict(cfg), "seed": tc.seed, "settings": settings,
+        "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
         "model_config": dataclasses.asdict(model_cfg), "data": data_info,
-        "trainable_patterns": list(trainable), "parameters": counts,
+        "trainable_patterns": list(patterns), "parameters": counts,
         "class_weights": weights.tolist(), "backend": jax.default_backend(),
-        "epochs": [], "status": "running",
+        "prefix_storage": storage, "epochs": [], "status": "running",
     }
-    checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.keep_checkpoints)
+    checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
     if resume:
         previous = json.loads((run_dir / "metrics.json").read_text())
         report["epochs"] = previous.get("epochs", [])
@@ -209,21 +480,24 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             {"after_epoch": checkpoints.latest_epoch() or 0,
              "at": dt.datetime.now().isoformat(timespec="seconds")}]
     write_json(run_dir / "metrics.json", report)
+    write_json(run_dir / "config.json", cfg.to_dict())
 
     def on_epoch(history):
         report["epochs"] = history
         write_json(run_dir / "metrics.json", report)
-        plot_history(history, run_dir)
-        log(epoch_table(history[-1]))
+        plot_history(history, run_dir, classes)
+        log(epoch_table(history[-1], classes))
 
-    model = GPTModel(model_cfg)
+    disk_dir = run_dir / "prefix" if storage == "disk" else None
     try:
-        params, _ = fit(model, params, encoded, tc, weights, trainable, on_epoch=on_epoch,
-                        log=log, checkpoints=checkpoints, resume=resume, on_step=on_step)
+        params, _ = train_classifier(
+            GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
+            partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
+            on_epoch=on_epoch, on_step=on_step, log=log)
     except (NonFiniteError, KeyboardInterrupt) as err:
         kept = checkpoints.latest_epoch()
         where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
-                 f"`python -m experiments.spam --resume {run_dir}` goes on from there"
+                 f"`python -m experiments.finetune --resume {run_dir}` goes on from there"
                  if kept else "no epoch had finished, so no training state was saved")
         report["status"] = f"stopped: {str(err) or 'interrupted'}; {where}"
         write_json(run_dir / "metrics.json", report)
@@ -231,13 +505,14 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         raise
     finally:
         checkpoints.close()
-    save_classifier(run_dir, params, model_cfg, max_length=length, pool=tc.pool,
-                    bpe_dir=model_dir)
+    if disk_dir is not None:
+        shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
+    spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool, max_length=length)
+    save_classifier(run_dir, params, spec, bpe_dir=model_dir)
     report["status"] = "finished"
     report["total_seconds"] = time.perf_counter() - started
     report["peak_memory_gib"] = peak_memory_bytes() / GIB
     write_json(run_dir / "metrics.json", report)
     log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
-        f"GiB); metrics.json, plots and the classifier "
-        f"are in {run_dir}")
+        f"GiB); metrics.json, plots and the classifier are in {run_dir}")
     return report

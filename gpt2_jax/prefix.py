@@ -24,21 +24,6 @@ BUCKET_STEP = 32  # training/eval batches are padded to a multiple of this many 
 PREFIX_STEP = 8  # the prefix pass goes in length order, so finer buckets pay there
 
 
-def first_trainable_block(labels, n_layers: int) -> int:
-    """Index of the first block with a trainable leaf (``n_layers`` if none; 0 when an
-    embedding trains, since then nothing before block 0 is fixed either)."""
-    first = n_layers
-    for name, label in named_leaves(labels).items():
-        if label != "trainable":
-            continue
-        top = name.split("/")[0]
-        if top in ("wte", "wpe"):
-            return 0
-        if top.startswith("h") and top[1:].isdigit():
-            first = min(first, int(top[1:]))
-    return first
-
-
 def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
     """Smallest multiple of ``step`` >= ``longest`` (at most ``full``): few shapes to
     compile, little padding."""
@@ -66,13 +51,14 @@ def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int | None = None, bucketed: bool = False,
                    matmul_dtype: str | None = None, desc: str = "prefix",
-                   log=None) -> np.ndarray:
+                   log=None, out: np.ndarray | None = None) -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
     ``bucketed`` (only valid when no later computation reads padding positions, i.e.
     last-real pooling): see ``prefix_schedule``; positions past a message's bucket are
     left zero. ``log``: where to report progress every tenth of the work when no
     progress bar can be shown (output not a terminal, e.g. a logged batch job).
+    ``out``: where to write (e.g. a memory-mapped file for data larger than memory).
     """
     batch_size = batch_size or prefix_batch_size(bucketed)
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
@@ -87,7 +73,8 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
             x = block(p[f"h{i}"], x)
         return x
 
-    out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
+    if out is None:
+        out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
     schedule = prefix_schedule(lengths, ids.shape[1], batch_size, bucketed)
     pending = []
     bar = tqdm(schedule, desc=desc, unit="batch", leave=False, disable=None)
@@ -158,4 +145,31 @@ def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, i
         np.save(f, out)
     os.replace(part, path)  # a crash never leaves a half cache file under the final name
     log(f"{desc}: saved to {path}")
+    return out
+
+
+def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bool,
+                  matmul_dtype: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  disk_dir: str | os.PathLike | None = None, log=print) -> dict[str, np.ndarray]:
+    """The hidden states entering block ``stop`` for every split of ``data``
+    (``{name: Encoded}``): in memory, or with ``disk_dir`` written straight into
+    memory-mapped ``disk_dir/prefix-<split>.npy`` files (for data whose prefix outputs
+    do not fit in memory; the OS pages them in as batches are read). ``cache_dir``
+    keeps them for later runs instead (see ``cached_prefix``), also memory-mapped."""
+    out = {}
+    for name, split in data.items():
+        desc = f"prefix {name}"
+        if cache_dir is not None or disk_dir is None:
+            out[name] = cached_prefix(cache_dir, cfg, params, split.ids, split.lengths, stop,
+                                      bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc,
+                                      log=log)
+            continue
+        path = Path(disk_dir) / f"prefix-{name}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                           shape=(*split.ids.shape, cfg.emb_dim))
+        compute_prefix(cfg, params, split.ids, split.lengths, stop, bucketed=bucketed,
+                       matmul_dtype=matmul_dtype, desc=desc, log=log, out=target)
+        target.flush()
+        out[name] = np.load(path, mmap_mode="r")
     return out

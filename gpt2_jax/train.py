@@ -1,15 +1,25 @@
-"""Fine-tuning: which parameters train, the optimizer, the loss, the jitted steps, the loop.
+"""Fine-tuning core: what trains, the optimizer, the loss, one jitted step, one epoch.
 
-Freezing is data: ``trainable`` is a tuple of regular expressions matched against
-slash-joined parameter names (``h11/attn/c_attn/kernel``). Matching leaves get AdamW,
-the others ``optax.set_to_zero`` and therefore no optimizer state.
+Freezing is data, decided once: ``Partition.from_patterns(params, patterns)`` matches
+regular expressions against slash-joined parameter names (``h11/attn/c_attn/kernel``)
+and splits the tree into a *trainable* and a *frozen* tree. The step differentiates
+only the trainable tree (so no gradient flows into frozen blocks, and the optimizer
+holds state for trainable leaves only); the frozen tree is an ordinary argument.
+
+    partition = Partition.from_patterns(params, resolve_trainable(("auto",), n_layers))
+    trainer = Trainer(model, tx, weights, pool=..., seed=..., start=...)
+    state = trainer.init(partition.trainable(params))
+    state, metrics = trainer.train_step(state, partition.frozen(params), batch)
+
+The state and the batch are plain pytrees, so a later sharding of them over a device
+mesh adds shardings to these jits and leaves the loop as it is.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,30 +30,35 @@ from tqdm import tqdm
 from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
-from .pooling import POOLS, pool_logits, pool_positions
-from .prefix import bucket_length, cached_prefix, first_trainable_block
-from .resume import EpochCheckpoints, run_fingerprints
-from .tree import named_leaves, named_tree_map
+from .pooling import pool_logits, pool_positions
+from .prefix import bucket_length
+from .tree import count_params, named_leaves, subtree
 
-TRAINABLE, FROZEN = "trainable", "frozen"
+# Words accepted among --trainable patterns; anything else is a regular expression.
+TRAINABLE_PRESETS = {
+    "last_block": "the last transformer block, the final LayerNorm and the head (the lab's)",
+    "all": "every parameter",
+    "auto": "last_block with pretrained weights, all with random ones",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 16
-    epochs: int = 4
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    seed: int = 123
-    trainable: tuple[str, ...] = ()  # empty: last block + final norm + head
-    class_weights: tuple[float, ...] | None = ()  # (): n / (k * count_c); None: unweighted
-    pool: str = "last"
-    # Speed, all exact except prefix_dtype (see gpt2_jax.prefix):
-    cache_prefix: bool = True  # compute the frozen blocks once per message
-    pooled_only: bool = True  # last block: only the pooled position
-    buckets: bool = True  # last-real pooling: pad each batch only to its longest message
-    prefix_dtype: str | None = None  # "bfloat16": mixed-precision frozen prefix
-    prefix_cache_dir: str | None = None  # keep prefix outputs on disk for later runs
+    """Training policy: what trains, how, for how long."""
+
+    batch_size: int = dataclasses.field(default=16, metadata={"help": "examples per step"})
+    epochs: int = dataclasses.field(default=4, metadata={"help": "passes over the training split"})
+    lr: float = dataclasses.field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = dataclasses.field(default=0.1, metadata={"help": "AdamW weight decay"})
+    seed: int = dataclasses.field(default=123, metadata={
+        "help": "shuffle, head init, batch order, dropout; same seed, same results"})
+    trainable: tuple[str, ...] = dataclasses.field(default=("auto",), metadata={
+        "help": "what trains: a preset (" + ", ".join(TRAINABLE_PRESETS) + ") or regular "
+        "expressions over parameter names such as 'h11/.*' (repeat the flag)",
+        "metavar": "PRESET|REGEX"})
+    class_weights: str = dataclasses.field(default="balanced", metadata={
+        "help": "balanced: n/(k*count_c) from the training labels; none; or per class by "
+        "name, e.g. 'ham=1,spam=3.5'", "metavar": "balanced|none|NAME=W,..."})
 
     def __post_init__(self):
         if self.batch_size <= 0:
@@ -54,52 +69,131 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        if self.prefix_dtype not in (None, "float32", "bfloat16"):
-            raise ValueError(f"prefix_dtype must be float32 or bfloat16, got {self.prefix_dtype!r}")
+        if not self.trainable:
+            raise ValueError("trainable needs at least one preset or pattern")
+        if self.class_weights not in ("balanced", "none"):
+            parse_class_weights(self.class_weights)  # raises on a malformed spec
 
 
-def default_trainable(n_layers: int) -> tuple[str, ...]:
-    """The lab's choice: the last transformer block, the final LayerNorm and the head."""
-    return (f"h{n_layers - 1}/.*", "ln_f/.*", "head/.*")
+def parse_class_weights(spec: str) -> dict[str, float]:
+    """``"ham=1,spam=3.5"`` -> ``{"ham": 1.0, "spam": 3.5}``."""
+    out = {}
+    for item in spec.split(","):
+        name, eq, value = item.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not eq or not name or weight is None or not weight > 0:
+            raise ValueError(f"class weights {spec!r}: expected 'balanced', 'none' or "
+                             f"NAME=POSITIVE_NUMBER pairs separated by commas (at {item!r})")
+        out[name] = weight
+    return out
 
 
-def trainable_labels(params, patterns: Iterable[str]):
-    """A tree like ``params`` with ``"trainable"`` or ``"frozen"`` at each leaf."""
-    patterns = tuple(patterns)
-    compiled = [re.compile(p) for p in patterns]
-    names = list(named_leaves(params))
-    unused = [p for p, c in zip(patterns, compiled) if not any(c.fullmatch(n) for n in names)]
-    if unused:
-        tops = sorted({n.split("/")[0] for n in names}, key=lambda s: (len(s), s))
-        raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like "
-                         f"{names[0]!r}, top-level scopes are {tops}")
-    return named_tree_map(
-        lambda name, _: TRAINABLE if any(c.fullmatch(name) for c in compiled) else FROZEN, params)
-
-
-def split_counts(params, labels) -> dict[str, int]:
-    counts = {TRAINABLE: 0, FROZEN: 0}
-    for p, label in zip(jax.tree.leaves(params), jax.tree.leaves(labels)):
-        counts[label] += int(np.prod(p.shape))
-    return counts
-
-
-def make_optimizer(labels, lr: float, weight_decay: float) -> optax.GradientTransformation:
-    return optax.multi_transform(
-        {TRAINABLE: optax.adamw(lr, weight_decay=weight_decay), FROZEN: optax.set_to_zero()},
-        labels,
-    )
-
-
-def class_weights_for(labels: np.ndarray, num_classes: int = 2) -> np.ndarray:
+def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``n / (k * count_c)``: each class contributes equally to the loss."""
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         raise ValueError(f"training labels lack class(es) {np.flatnonzero(counts == 0).tolist()}; "
                          f"cannot weight classes (counts {counts.tolist()})")
     return (len(labels) / (num_classes * counts)).astype(np.float32)
+
+
+def class_weights(spec: str, labels: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
+    """The loss weight of each class [k] from ``TrainConfig.class_weights``."""
+    k = len(class_names)
+    if spec == "balanced":
+        return class_weights_for(labels, k)
+    if spec == "none":
+        return np.ones(k, np.float32)
+    given = parse_class_weights(spec)
+    unknown = sorted(set(given) - set(class_names))
+    missing = [c for c in class_names if c not in given]
+    if unknown or missing:
+        raise ValueError(f"class weights {spec!r}: " + "; ".join(
+            ([f"no class named {unknown}"] if unknown else [])
+            + ([f"no weight for {missing}"] if missing else []))
+            + f" (classes: {list(class_names)})")
+    return np.asarray([given[c] for c in class_names], np.float32)
+
+
+def resolve_trainable(items: Iterable[str], n_layers: int, pretrained: bool = True
+                      ) -> tuple[str, ...]:
+    """Presets expanded to regular expressions over parameter names."""
+    out = []
+    for item in items:
+        if item == "auto":
+            item = "last_block" if pretrained else "all"
+        if item == "last_block":
+            out += [f"h{n_layers - 1}/.*", "ln_f/.*", "head/.*"]
+        elif item == "all":
+            out.append(".*")
+        else:
+            try:
+                re.compile(item)
+            except re.error as err:
+                raise ValueError(f"--trainable {item!r} is neither a preset "
+                                 f"({', '.join(TRAINABLE_PRESETS)}) nor a valid regular "
+                                 f"expression: {err}") from None
+            out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+    """Which leaves train. Everything that depends on that choice asks this object."""
+
+    patterns: tuple[str, ...]
+    names: frozenset[str]  # slash-joined names of the trainable leaves
+    counts: dict[str, int]  # parameters: {"trainable": ..., "frozen": ...}
+
+    @classmethod
+    def from_patterns(cls, params, patterns: Iterable[str]) -> "Partition":
+        patterns = tuple(patterns)
+        compiled = [re.compile(p) for p in patterns]
+        leaves = named_leaves(params)
+        unused = [p for p, c in zip(patterns, compiled)
+                  if not any(c.fullmatch(n) for n in leaves)]
+        if unused:
+            tops = sorted({n.split("/")[0] for n in leaves}, key=lambda s: (len(s), s))
+            raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like "
+                             f"{next(iter(leaves))!r}, top-level scopes are {tops}")
+        names = frozenset(n for n in leaves if any(c.fullmatch(n) for c in compiled))
+        n_train = sum(int(np.prod(leaves[n].shape)) for n in names)
+        return cls(patterns, names, {"trainable": n_train,
+                                     "frozen": count_params(params) - n_train})
+
+    def trainable(self, params) -> dict:
+        return subtree(params, self.names.__contains__)
+
+    def frozen(self, params) -> dict:
+        return subtree(params, lambda n: n not in self.names)
+
+    def first_block(self, n_layers: int) -> int:
+        """Index of the first block with a trainable leaf (``n_layers`` if none; 0 when
+        an embedding trains, since then nothing before block 0 is fixed either)."""
+        first = n_layers
+        for name in self.names:
+            top = name.split("/")[0]
+            if top in ("wte", "wpe"):
+                return 0
+            if top.startswith("h") and top[1:].isdigit():
+                first = min(first, int(top[1:]))
+        return first
+
+
+def merge(a: dict, b: dict) -> dict:
+    """The union of two disjoint nested dicts (e.g. trainable and frozen trees)."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = merge(out[key], value) if key in out else value
+    return out
+
+
+def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
+    """AdamW, as in the lab; it only ever sees the trainable tree."""
+    return optax.adamw(lr, weight_decay=weight_decay)
 
 
 def per_example_nll(logits, labels):
@@ -114,69 +208,82 @@ def weighted_cross_entropy(logits, labels, weights):
     return jnp.sum(w * nll) / jnp.sum(w)
 
 
-@dataclasses.dataclass
-class Steps:
-    train: Callable
-    eval: Callable
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: steps taken (dropout keys are folded from it)
+    trainable: Any  # nested dict of the trainable leaves
+    opt_state: Any
 
 
-def make_steps(model: GPTModel, tx: optax.GradientTransformation, pool: str,
-               class_weights: np.ndarray, seed: int, *, start: int = 0,
-               pooled_only: bool = True, labels=None) -> Steps:
-    """``train(params, opt_state, x, lengths, labels, step) -> (params, opt_state, loss,
-    correct, finite)`` and ``eval(params, x, lengths, labels) -> (per-example nll, weights,
-    preds)``.
+class Batch(NamedTuple):
+    x: Any  # token ids [B, T] int32, or hidden states entering block `start` [B, T, E]
+    lengths: Any  # [B] real tokens per row
+    labels: Any  # [B] class ids
 
-    ``x`` is token ids [B, T] or, with ``start=k``, the hidden states entering block k
-    [B, T, E]. ``pooled_only`` computes just the pooled position in the last block.
-    ``finite`` says whether the loss and the gradients of the trainable leaves (per
-    ``labels``; all leaves when None) are finite.
+
+class Trainer:
+    """The jitted steps of one fine-tuning setup.
+
+    ``train_step(state, frozen, batch) -> (state, metrics)`` with metrics ``loss``,
+    ``correct`` (predictions right in the batch) and ``finite`` (loss and every
+    gradient finite); ``eval_step(trainable, frozen, batch) -> (nll [B], weight [B],
+    preds [B])``. ``start=k``: inputs are the hidden states entering block k (the
+    frozen prefix computed once); ``pooled_only``: the last block computes only the
+    pooled position (exact).
     """
-    weights = jnp.asarray(class_weights, jnp.float32)
-    dropout = model.cfg.drop_rate > 0
-    trainable_mask = None if labels is None else [lab == TRAINABLE for lab in jax.tree.leaves(labels)]
-    base_rng = jax.random.PRNGKey(seed)
 
-    def forward(params, x, lengths, rng=None):
-        rngs = {"dropout": rng} if rng is not None else {}
-        kwargs = dict(deterministic=rng is None, rngs=rngs, start=start)
-        if pooled_only:
-            index = pool_positions(lengths, x.shape[1], pool)
-            return model.apply({"params": params}, x, pool_index=index, **kwargs)
-        return pool_logits(model.apply({"params": params}, x, **kwargs), lengths, pool)
+    def __init__(self, model: GPTModel, tx: optax.GradientTransformation,
+                 class_weights: np.ndarray, *, pool: str, seed: int, start: int = 0,
+                 pooled_only: bool = True):
+        self.model, self.tx, self.pool, self.start = model, tx, pool, start
+        self.pooled_only = pooled_only
+        self.weights = jnp.asarray(class_weights, jnp.float32)
+        self.base_rng = jax.random.PRNGKey(seed)
+        self.train_step = jax.jit(self._train_step, donate_argnums=0)
+        self.eval_step = jax.jit(self._eval_step)
 
-    def train_step(params, opt_state, x, lengths, labels, step):
-        rng = jax.random.fold_in(base_rng, step) if dropout else None
+    def init(self, trainable) -> TrainState:
+        return TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
 
-        def loss_fn(p):
-            logits = forward(p, x, lengths, rng)
-            return weighted_cross_entropy(logits, labels, weights), logits
+    def logits(self, params, batch: Batch, rng=None):
+        """[B, C] at the pooled position; dropout on when ``rng`` is given."""
+        kwargs = dict(deterministic=rng is None, start=self.start,
+                      rngs={} if rng is None else {"dropout": rng})
+        if self.pooled_only:
+            index = pool_positions(batch.lengths, batch.x.shape[1], self.pool)
+            return self.model.apply({"params": params}, batch.x, pool_index=index, **kwargs)
+        full = self.model.apply({"params": params}, batch.x, **kwargs)
+        return pool_logits(full, batch.lengths, self.pool)
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        return params, opt_state, loss, correct, _all_finite(loss, grads)
+    def _train_step(self, state: TrainState, frozen, batch: Batch):
+        dropout = self.model.cfg.drop_rate > 0
+        rng = jax.random.fold_in(self.base_rng, state.step) if dropout else None
 
-    def _all_finite(loss, grads):
-        leaves = jax.tree.leaves(grads)
-        if trainable_mask is not None:
-            leaves = [g for g, keep in zip(leaves, trainable_mask) if keep]
-        return jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in leaves]))
+        def loss_fn(trainable):
+            logits = self.logits(merge(trainable, frozen), batch, rng)
+            return weighted_cross_entropy(logits, batch.labels, self.weights), logits
 
-    def eval_step(params, x, lengths, labels):
-        logits = forward(params, x, lengths)
-        return per_example_nll(logits, labels), weights[labels], jnp.argmax(logits, -1)
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        finite = jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all()
+                                                            for g in jax.tree.leaves(grads)]))
+        metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
+                   "finite": finite}
+        return TrainState(state.step + 1, trainable, opt_state), metrics
 
-    return Steps(jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step))
+    def _eval_step(self, trainable, frozen, batch: Batch):
+        logits = self.logits(merge(trainable, frozen), batch)
+        return (per_example_nll(logits, batch.labels), self.weights[batch.labels],
+                jnp.argmax(logits, -1))
 
 
 def batch_width(lengths: np.ndarray, full: int, bucketed: bool) -> int:
     return bucket_length(int(lengths.max()), full) if bucketed else full
 
 
-def evaluate(steps: Steps, params, x: np.ndarray, data: Encoded, batch_size: int,
-             bucketed: bool = False, desc: str = "eval") -> dict:
+def evaluate(trainer: Trainer, trainable, frozen, x: np.ndarray, data: Encoded,
+             batch_size: int, class_names: tuple[str, ...], bucketed: bool = False,
+             desc: str = "eval") -> dict:
     """Metrics on all of ``data`` (model inputs ``x``); the last batch is padded to full
     size by repeating rows. Bucketed: messages go in length order, so batches are short."""
     n = len(data)
@@ -186,14 +293,14 @@ def evaluate(steps: Steps, params, x: np.ndarray, data: Encoded, batch_size: int
         idx = order[i:i + batch_size]
         rows = np.resize(idx, batch_size)
         width = batch_width(data.lengths[rows], x.shape[1], bucketed)
-        outputs.append((idx, steps.eval(params, x[rows, :width], data.lengths[rows],
-                                        data.labels[rows])))
+        batch = Batch(x[rows, :width], data.lengths[rows], data.labels[rows])
+        outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     for idx, out in outputs:  # read back only after every batch is queued
         for acc, value in zip((nll, w, preds), out):
             acc[idx] = np.asarray(value)[: len(idx)]
     loss = float(np.sum(w * nll) / np.sum(w))
-    return classification_metrics(data.labels, preds, loss)
+    return classification_metrics(data.labels, preds, loss, class_names)
 
 
 class NonFiniteError(FloatingPointError):
@@ -206,103 +313,66 @@ class NonFiniteError(FloatingPointError):
                          "extreme, usually avoid this.")
 
 
-def fit(model: GPTModel, params, data: dict[str, Encoded], cfg: TrainConfig,
-        class_weights: np.ndarray, trainable: tuple[str, ...],
-        on_epoch: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print,
-        checkpoints: EpochCheckpoints | None = None, resume: bool = False,
-        on_step: Callable[[int], None] | None = None):
-    """Train for ``cfg.epochs`` and evaluate every split after each epoch.
-
-    Returns ``(params, history)``; ``history[e]`` holds the epoch's mean training-step
-    loss and accuracy, each split's metrics, and timings (epoch 1 also the time of the
-    one-off frozen-prefix pass). ``on_epoch(history)`` runs after each epoch, once its
-    state is in ``checkpoints`` (when given); ``resume`` first restores the latest
-    epoch saved there. ``on_step(step)`` runs after each step is queued.
-    """
-    labels = trainable_labels(params, trainable)
-    tx = make_optimizer(labels, cfg.lr, cfg.weight_decay)
-    opt_state = tx.init(params)
-    train = data["train"]
-    trains = {name for name, label in named_leaves(labels).items() if label == TRAINABLE}
-    fingerprints = run_fingerprints(params, trains, train.ids, train.labels)
-    history, step, first_epoch = [], 0, 1
-    saved = checkpoints.resume(params, opt_state, trains, fingerprints) \
-        if resume and checkpoints is not None else None
-    if saved is not None:
-        params, opt_state, meta = saved
-        history, step, first_epoch = meta["history"], meta["step"], meta["epoch"] + 1
-        log(f"resuming after epoch {meta['epoch']} (step {step}) from {checkpoints.directory}")
-
-    n_layers = model.cfg.n_layers
-    start = first_trainable_block(labels, n_layers) if cfg.cache_prefix else 0
-    if start and model.cfg.drop_rate > 0:
-        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
-        start = 0
-    bucketed = cfg.buckets and cfg.pool == "last-real"
-    steps = make_steps(model, tx, cfg.pool, class_weights, cfg.seed, start=start,
-                       pooled_only=cfg.pooled_only, labels=labels)
-    inputs = {name: split.ids for name, split in data.items()}
-    prefix_seconds = 0.0
-    if start and first_epoch <= cfg.epochs:
-        t0 = time.perf_counter()
-        log(f"computing the frozen blocks h0..h{start - 1} once per message "
-            f"({cfg.prefix_dtype or 'float32'})")
-        inputs = {name: cached_prefix(cfg.prefix_cache_dir, model.cfg, params, split.ids,
-                                      split.lengths, start, bucketed=bucketed,
-                                      matmul_dtype=cfg.prefix_dtype, desc=f"prefix {name}",
-                                      log=log)
-                  for name, split in data.items()}
-        prefix_seconds = time.perf_counter() - t0
-        log(f"prefix computed in {prefix_seconds:.1f} s")
-    x_train = inputs["train"]
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        batches = epoch_order(len(train), cfg.batch_size, cfg.seed, epoch)
-        losses, correct = [], []
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
-                   disable=None)
-        pending = None  # (step, finite flag) of the step before: read while this one runs
-        for i, idx in enumerate(bar):
-            width = batch_width(train.lengths[idx], x_train.shape[1], bucketed)
-            params, opt_state, loss, right, finite = steps.train(
-                params, opt_state, x_train[idx, :width], train.lengths[idx], train.labels[idx],
-                np.int32(step))
-            if pending is not None and not bool(pending[1]):
-                raise NonFiniteError(pending[0], epoch)
-            pending = (step, finite)
-            losses.append(loss)
-            correct.append(right)
-            step += 1
-            if on_step is not None:
-                on_step(step)
-            if bar.disable is False and i % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+def train_epoch(trainer: Trainer, state: TrainState, frozen, x: np.ndarray, data: Encoded,
+                batch_size: int, seed: int, epoch: int, *, bucketed: bool = False,
+                desc: str = "epoch", on_step: Callable[[int], None] | None = None
+                ) -> tuple[TrainState, dict]:
+    """One pass over ``data`` in the batch order of ``(seed, epoch)`` (the incomplete
+    last batch dropped). Returns the new state and the epoch's mean step loss and
+    accuracy. Raises ``NonFiniteError`` naming the first step whose loss or gradients
+    are not finite (the flag is read one step late, so the device never waits)."""
+    batches = epoch_order(len(data), batch_size, seed, epoch)
+    losses, correct, pending = [], [], None
+    bar = tqdm(batches, desc=desc, unit="step", leave=False, disable=None)
+    for i, idx in enumerate(bar):
+        width = batch_width(data.lengths[idx], x.shape[1], bucketed)
+        step = int(state.step) if pending is None else pending[0] + 1
+        state, metrics = trainer.train_step(
+            state, frozen, Batch(x[idx, :width], data.lengths[idx], data.labels[idx]))
         if pending is not None and not bool(pending[1]):
             raise NonFiniteError(pending[0], epoch)
-        losses, correct = jax.device_get((losses, correct))
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
-            "train_step_accuracy": (float(np.sum(correct)) / (len(batches) * cfg.batch_size)
-                                    if batches else float("nan")),
-            "train_seconds": time.perf_counter() - t0,
-        }
-        if epoch == first_epoch:
-            record["prefix_seconds"] = prefix_seconds  # the one-off pass, before this epoch
+        pending = (step, metrics["finite"])
+        losses.append(metrics["loss"])
+        correct.append(metrics["correct"])
+        if on_step is not None:
+            on_step(step + 1)
+        if bar.disable is False and i % 10 == 0:
+            bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+    if pending is not None and not bool(pending[1]):
+        raise NonFiniteError(pending[0], epoch)
+    losses, correct = jax.device_get((losses, correct))
+    return state, {
+        "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
+        "train_step_accuracy": (float(np.sum(correct)) / (len(batches) * batch_size)
+                                if batches else float("nan")),
+    }
+
+
+def fit(trainer: Trainer, state: TrainState, frozen, inputs: dict[str, np.ndarray],
+        data: dict[str, Encoded], class_names: tuple[str, ...], *, epochs: int,
+        batch_size: int, seed: int, bucketed: bool = False, first_epoch: int = 1,
+        history: list[dict] | None = None,
+        on_epoch: Callable[[TrainState, list[dict]], None] | None = None,
+        on_step: Callable[[int], None] | None = None) -> tuple[TrainState, list[dict]]:
+    """Train epochs ``first_epoch .. epochs``; after each, evaluate every split of
+    ``data`` (model inputs ``inputs``) and call ``on_epoch(state, history)`` (where the
+    caller saves checkpoints and reports). ``history[e]``: the epoch's mean step loss
+    and accuracy, each split's metrics, timings."""
+    history = list(history or [])
+    for epoch in range(first_epoch, epochs + 1):
+        t0 = time.perf_counter()
+        state, record = train_epoch(trainer, state, frozen, inputs["train"], data["train"],
+                                    batch_size, seed, epoch, bucketed=bucketed,
+                                    desc=f"epoch {epoch}/{epochs}", on_step=on_step)
+        record = {"epoch": epoch, "step": int(state.step), **record,
+                  "train_seconds": time.perf_counter() - t0}
         t0 = time.perf_counter()
         for name, split in data.items():
             if len(split):
-                record[name] = evaluate(steps, params, inputs[name], split, cfg.batch_size,
-                                        bucketed, desc=f"eval {name}")
+                record[name] = evaluate(trainer, state.trainable, frozen, inputs[name], split,
+                                        batch_size, class_names, bucketed, desc=f"eval {name}")
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
-        if checkpoints is not None:
-            checkpoints.save_epoch(epoch, params, opt_state, trains, {
-                "epoch": epoch, "step": step, "seed": cfg.seed, "history": history,
-                **fingerprints,
-                "random_state": "batch order drawn from (seed, epoch), dropout keys from "
-                                "(seed, step): nothing else to save"})
         if on_epoch is not None:
-            on_epoch(history)
-    return params, history
+            on_epoch(state, history)
+    return state, history

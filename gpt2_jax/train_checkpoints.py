@@ -1,7 +1,7 @@
 """Training state at the end of each epoch, on disk, so an interrupted run can go on.
 
 One orbax checkpoint per finished epoch under ``<run>/checkpoints/<epoch>/``:
-``state`` (the trainable parameters and the optimizer state, as arrays) and ``meta``
+``state`` (the ``TrainState``: step, trainable parameters, optimizer state) and ``meta``
 (JSON: epoch, global step, the metrics history so far, and fingerprints of the
 training data and of the frozen parameters). Frozen parameters never change, so they
 are not saved again: a resumed run loads them from the model files, as at the start,
@@ -26,15 +26,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from .tree import named_leaves, overlay, subtree
+from .tree import named_leaves
 
 CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass
 class Restored:
-    params: Any
-    opt_state: Any
+    state: Any  # TrainState
     meta: dict
 
 
@@ -61,12 +60,11 @@ def sampled_fingerprint(leaves: dict[str, Any], samples: int = 4096) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprints(params, trainable: set[str], train_ids, train_labels) -> dict:
+def run_fingerprints(frozen, train_ids, train_labels) -> dict:
     """What a checkpoint must match to be resumed: the training data and the frozen
     weights (which are not saved in it)."""
     return {"data_fingerprint": data_fingerprint(train_ids, train_labels),
-            "frozen_fingerprint": sampled_fingerprint(
-                {n: leaf for n, leaf in named_leaves(params).items() if n not in trainable})}
+            "frozen_fingerprint": sampled_fingerprint(named_leaves(frozen))}
 
 
 class EpochCheckpoints:
@@ -87,45 +85,39 @@ class EpochCheckpoints:
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, epoch: int, params, opt_state, meta: dict) -> None:
+    def save(self, epoch: int, state, meta: dict) -> None:
+        """``state``: the ``TrainState`` (step, trainable leaves, optimizer state)."""
         ocp = self._ocp
-        state = {"params": params, "opt_state": opt_state}
         self._manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+            state=ocp.args.StandardSave(state._asdict()), meta=ocp.args.JsonSave(meta)))
         self._manager.wait_until_finished()
 
-    def restore(self, epoch: int, params_like, opt_state_like) -> Restored:
-        """``params_like`` / ``opt_state_like``: trees (or their ``eval_shape``) giving
-        the structure, shapes and dtypes to restore into."""
+    def restore(self, epoch: int, state_like) -> Restored:
+        """``state_like``: a ``TrainState`` (or its ``eval_shape``) giving the structure,
+        shapes and dtypes to restore into."""
         ocp = self._ocp
-        abstract = jax.eval_shape(lambda: {"params": params_like, "opt_state": opt_state_like})
+        abstract = jax.eval_shape(lambda: state_like._asdict())
         try:
             out = self._manager.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except (ValueError, KeyError, FileNotFoundError) as err:
             raise ValueError(f"cannot restore epoch {epoch} from {self.directory / str(epoch)}: "
                              f"{err}") from err
-        return Restored(out.state["params"], out.state["opt_state"], dict(out.meta))
+        return Restored(type(state_like)(**out.state), dict(out.meta))
 
-    def resume(self, params, opt_state, trainable: set[str], fingerprints: dict
-               ) -> tuple[Any, Any, dict] | None:
-        """The latest epoch's ``(params, opt_state, meta)``: the saved trainable leaves
-        laid over ``params`` (the frozen ones, read afresh). None when nothing is saved.
-        Refuses a checkpoint whose ``fingerprints`` (data, frozen weights) differ."""
+    def resume(self, state_like, fingerprints: dict) -> Restored | None:
+        """The latest epoch's state and meta; None when nothing is saved. Refuses a
+        checkpoint whose ``fingerprints`` (data, frozen weights) differ from this run's."""
         last = self.latest_epoch()
         if last is None:
             return None
-        restored = self.restore(last, subtree(params, trainable.__contains__), opt_state)
+        restored = self.restore(last, state_like)
         for key, what in (("data_fingerprint", "training data (token ids or labels)"),
                           ("frozen_fingerprint", "frozen weights (model files or seed)")):
             if restored.meta.get(key) != fingerprints[key]:
                 raise ValueError(f"{self.directory / str(last)}: saved for other {what} than "
                                  "this run has; resume with what the run started with")
-        return overlay(params, restored.params), restored.opt_state, restored.meta
-
-    def save_epoch(self, epoch: int, params, opt_state, trainable: set[str], meta: dict) -> None:
-        """Save the trainable leaves of ``params`` and ``opt_state`` for ``epoch``."""
-        self.save(epoch, subtree(params, trainable.__contains__), opt_state, meta)
+        return restored
 
     def close(self) -> None:
         self._manager.close()

@@ -1,0 +1,119 @@
+"""Command-line flags made from the run's config dataclasses, so each setting is written once.
+
+Every field of the groups of ``RunConfig`` becomes ``--field-name`` (or the field's
+``metadata["flag"]``); its help, choices, metavar and parser come from the field's
+metadata and its default from the dataclass (or from an entry point's preset, or from
+``--config FILE``). On/off fields: a ``False`` default gives a switch that turns it
+on, a ``True`` default a switch (named in ``flag``) that turns it off.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Callable
+
+from .finetune import RunConfig, load_config, resume_config, run
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for on/off switches and unset options."""
+
+    def _get_help_string(self, action):
+        if isinstance(action.default, bool) or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _groups():
+    return [(f.name, type(f.default)) for f in dataclasses.fields(RunConfig)]
+
+
+def _flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+
+
+def add_config_flags(p: argparse.ArgumentParser, defaults: RunConfig) -> None:
+    for group_name, cls in _groups():
+        g = p.add_argument_group(group_name, (cls.__doc__ or "").strip().split("\n")[0] or None)
+        current = getattr(defaults, group_name)
+        for f in dataclasses.fields(cls):
+            meta, default = f.metadata, getattr(current, f.name)
+            kwargs: dict[str, Any] = {"dest": f"{group_name}.{f.name}", "help": meta.get("help")}
+            if isinstance(f.default, bool):
+                kwargs["action"] = "store_false" if f.default else "store_true"
+                kwargs["default"] = default
+            elif isinstance(f.default, tuple):
+                kwargs.update(action="append", default=None, metavar=meta.get("metavar"))
+                kwargs["help"] = (kwargs["help"] or "") + f" (default: {' '.join(default)})"
+            else:
+                parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
+                kwargs.update(type=parse, default=default, metavar=meta.get("metavar"))
+                if "choices" in meta:
+                    kwargs["choices"] = meta["choices"]
+            g.add_argument(_flag(f), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, defaults: RunConfig) -> RunConfig:
+    groups = {}
+    for group_name, cls in _groups():
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f"{group_name}.{f.name}")
+            if isinstance(f.default, tuple):
+                value = tuple(value) if value else getattr(getattr(defaults, group_name), f.name)
+            values[f.name] = value
+        groups[group_name] = cls(**values)
+    return RunConfig(**groups)
+
+
+def parser(prog: str, description: str, epilog: str, defaults: RunConfig
+           ) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=_Help)
+    p.add_argument("--config", metavar="FILE",
+                   help="start from a saved run's settings (its folder, config.json or "
+                   "metrics.json); flags given as well override them")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="go on with an interrupted run from its last finished epoch, with the "
+                   "settings it started with (give no other flags); the result equals an "
+                   "uninterrupted run")
+    add_config_flags(p, defaults)
+    return p
+
+
+def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
+         check: Callable[[RunConfig], None] | None = None) -> int:
+    """Parse flags, build the RunConfig, run. Expected failures print one ``error:``
+    line (and notes) and return 1; impossible flags exit 2 through argparse."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = parser(prog, description, epilog, defaults)
+    args = p.parse_args(argv)
+    if args.config is not None:
+        try:
+            defaults = load_config(args.config)
+        except (FileNotFoundError, ValueError, TypeError) as err:
+            p.error(str(err))
+        p = parser(prog, description, epilog, defaults)
+        args = p.parse_args(argv)
+    if args.resume is not None:
+        given = [a for a in argv if a.startswith("--") and a.split("=")[0] != "--resume"]
+        if given:
+            p.error(f"--resume takes the settings the run started with; drop {' '.join(given)}")
+    try:
+        cfg = config_from_args(args, defaults) if args.resume is None else None
+        if cfg is not None and check is not None:
+            check(cfg)
+    except (ValueError, TypeError) as err:  # impossible combinations, before any heavy work
+        p.error(str(err))
+    try:
+        if cfg is None:
+            cfg = resume_config(args.resume)
+        run(cfg, resume=args.resume is not None)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
+            FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        for note in getattr(err, "__notes__", []):
+            print(f"       {note}", file=sys.stderr)
+        return 1
+    return 0
