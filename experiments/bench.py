@@ -40,18 +40,32 @@ VARIANTS = {
 
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
-    from gpt2_jax import data as sms
+    from gpt2_jax import data as tables
     from gpt2_jax.checkpoint import load_gpt2
     from gpt2_jax.config import GPTConfig
+    from gpt2_jax.sms import read_sms_spam
     from gpt2_jax.tokenizer import get_tokenizer
     from gpt2_jax.train import class_weights_for
 
     settings, params = load_gpt2(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
-    splits = sms.split(sms.read_sms_spam(args.data_file), 2000, 0, 1000, seed=123)
-    encoded, _ = sms.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
+    splits = tables.split(read_sms_spam(args.data_file), 2000, 0, 1000, seed=123)
+    encoded, _ = tables.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
     data = {"train": encoded["train"], "test": encoded["test"]}
-    return cfg, params, data, class_weights_for(data["train"].labels)
+    return cfg, params, data, class_weights_for(data["train"].labels, 2)
+
+
+def _lab_setup(args):
+    """What ``experiments.spam`` builds before training: the classifier tree and the
+    partition of the lab's trainable leaves."""
+    from gpt2_jax.checkpoint import load_weights
+    from gpt2_jax.classifier import with_class_head
+    from gpt2_jax.train import Partition, resolve_trainable
+
+    cfg, params, data, weights = _setup(args)
+    tree, _ = with_class_head(load_weights(params), cfg, 123)
+    partition = Partition.from_patterns(tree, resolve_trainable(["auto"], cfg.n_layers))
+    return cfg, tree, partition, data, weights
 
 
 def _extrapolate(epochs, n_train, n_test, batch, step_s, eval_s, fixed_s):
@@ -113,53 +127,51 @@ def run_hf(args):
 
 
 def run_book(args):
+    """The CLI's step with --no-prefix-cache --full-logits (``build_trainer``), timed."""
     import jax
 
-    from gpt2_jax.checkpoint import load_weights
-    from gpt2_jax.classifier import with_class_head
+    from gpt2_jax.finetune import SpeedConfig, build_trainer
     from gpt2_jax.model import GPTModel
-    from gpt2_jax.train import (default_trainable, make_optimizer, make_steps,
-                                trainable_labels)
+    from gpt2_jax.train import Batch, TrainConfig
 
     t0 = time.perf_counter()
-    cfg, params, data, weights = _setup(args)
-    tree, _ = with_class_head(load_weights(params), cfg, 123)
-    labels = trainable_labels(tree, default_trainable(cfg.n_layers))
-    tx = make_optimizer(labels, 5e-5, 0.1)
-    opt_state = tx.init(tree)
-    steps = make_steps(GPTModel(cfg), tx, "last", weights, 123, pooled_only=False)
+    cfg, tree, partition, data, weights = _lab_setup(args)
+    speed = SpeedConfig(prefix_cache=False, pooled_only=False)
+    trainer = build_trainer(GPTModel(cfg), TrainConfig(), speed, "last", weights, partition)
+    frozen, state = partition.frozen(tree), trainer.init(partition.trainable(tree))
+    del tree
     train = data["train"]
-    batch = lambda i: (train.ids[i * 16:(i + 1) * 16], train.lengths[i * 16:(i + 1) * 16],
-                       train.labels[i * 16:(i + 1) * 16])
-    tree, opt_state, loss, _, _ = steps.train(tree, opt_state, *batch(0), np.int32(0))
-    jax.block_until_ready(steps.eval(tree, *batch(0)))
+    batch = lambda i: Batch(*(a[i * 16:(i + 1) * 16]  # noqa: E731
+                              for a in (train.ids, train.lengths, train.labels)))
+    state, metrics = trainer.train_step(state, frozen, batch(0))
+    jax.block_until_ready(trainer.eval_step(state.trainable, frozen, batch(0)))
     fixed = time.perf_counter() - t0  # loading + both compiles
     t = time.perf_counter()
     for i in range(args.steps):
-        tree, opt_state, loss, _, _ = steps.train(tree, opt_state, *batch(i + 1), np.int32(i + 1))
-    jax.block_until_ready(loss)
+        state, metrics = trainer.train_step(state, frozen, batch(i + 1))
+    jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t) / args.steps
     t = time.perf_counter()
     for i in range(args.steps):
-        out = steps.eval(tree, *batch(i + 1))
+        out = trainer.eval_step(state.trainable, frozen, batch(i + 1))
     jax.block_until_ready(out)
     eval_s = (time.perf_counter() - t) / args.steps
     return _extrapolate(args.epochs, len(train), len(data["test"]), 16, step_s, eval_s, fixed)
 
 
 def run_cached(args, pool, prefix_dtype):
-    from gpt2_jax.checkpoint import load_weights
-    from gpt2_jax.classifier import with_class_head
+    """The CLI's own training function (``train_classifier``), the whole run."""
+    from gpt2_jax.finetune import SpeedConfig, train_classifier
     from gpt2_jax.model import GPTModel
     from gpt2_jax.prefix import prefix_batch_size, prefix_schedule
-    from gpt2_jax.train import TrainConfig, default_trainable, fit
+    from gpt2_jax.train import TrainConfig
 
     t0 = time.perf_counter()
-    cfg, params, data, weights = _setup(args)
-    tree, _ = with_class_head(load_weights(params), cfg, 123)
-    tc = TrainConfig(epochs=args.epochs, pool=pool, prefix_dtype=prefix_dtype)
-    _, history = fit(GPTModel(cfg), tree, data, tc, weights, default_trainable(cfg.n_layers),
-                     log=lambda s: None)
+    cfg, tree, partition, data, weights = _lab_setup(args)
+    _, history = train_classifier(GPTModel(cfg), tree, data, ("ham", "spam"),
+                                  TrainConfig(epochs=args.epochs),
+                                  SpeedConfig(prefix_dtype=prefix_dtype or "float32"), pool,
+                                  weights, partition, log=lambda s: None)
     total = time.perf_counter() - t0
     k, e = cfg.n_layers - 1, cfg.emb_dim
     flops = 0.0  # frozen blocks only: 24 E^2 per token for the matmuls, 4 T E for attention
@@ -210,6 +222,23 @@ def one(args) -> None:
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result.update(variant=args.one, description=desc)
     Path(args.result).write_text(json.dumps(result, indent=2))
+
+
+def machine_name() -> str:
+    """CPU model, core count and whether it has bfloat16 units (timings depend on all three)."""
+    model, flags = os.uname().machine, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return (f"{model}, {os.cpu_count()} CPUs, "
+            + (f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"))
 
 
 def table(results: dict, epochs: int) -> str:
@@ -272,7 +301,7 @@ def main(argv=None) -> None:
         if name not in results and path.is_file():
             results[name] = json.loads(path.read_text())
     results = {name: results[name] for name in VARIANTS if name in results}
-    machine = f"{os.cpu_count()} CPUs, {os.uname().machine}"
+    machine = machine_name()
     md = f"Machine: {machine}\n\n" + table(results, args.epochs)
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results},
                                                  indent=2))

@@ -1,0 +1,24 @@
+"""GPT-2 in JAX/Flax: load OpenAI's checkpoints, fine-tune a classifier of your texts.
+
+    from gpt2_jax import Classifier, RunConfig, DataConfig, run
+
+    report = run(RunConfig(data=DataConfig(data_file="tickets.csv", text_column="body",
+                                           label_column="team")))
+    clf = Classifier.load(report["run_dir"])
+    clf.predict(["my invoice is wrong"]).labels
+"""
+from .classifier import Classifier, ClassifierConfig, Predictions, load_classifier
+from .config import MODEL_SIZES, GPTConfig
+from .download import download_and_load_gpt2, download_gpt2
+from .finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
+                       load_config, run)
+from .model import GPTModel, init_params
+from .tokenizer import get_tokenizer
+from .train import Partition, TrainConfig
+
+__all__ = [
+    "Classifier", "ClassifierConfig", "Predictions", "load_classifier", "MODEL_SIZES",
+    "GPTConfig", "download_and_load_gpt2", "download_gpt2", "DataConfig", "ModelConfig",
+    "OutputConfig", "RunConfig", "SpeedConfig", "load_config", "run", "GPTModel",
+    "init_params", "get_tokenizer", "Partition", "TrainConfig",
+]

@@ -306,11 +306,12 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     read = lambda p: tables.read_table(p, fmt=fmt, text_column=d.text_column,  # noqa: E731
                                        label_column=d.label_column)
     df = read(path)
-    classes = tables.class_names(df["label"], d.class_order())
+    classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
     df = tables.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
+    test_size = None if d.test_size == "rest" else d.test_size
     splits = tables.split(df, d.train_size, d.val_size if cut_val else 0,
-                          d.test_size if cut_test else 0, seed, d.balance, d.stratify)
+                          test_size if cut_test else 0, seed, d.balance, d.stratify)
     extra = {}
     for name, file in (("val", d.val_file), ("test", d.test_file)):
         if file is not None:
@@ -318,6 +319,19 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     splits = dataclasses.replace(splits, **extra)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     return LabelledData(splits, classes, files, len(df))
+
+
+def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
+                  weights: np.ndarray, partition: Partition,
+                  log: Callable[[str], None] = print) -> Trainer:
+    """The jitted steps for this setup; ``trainer.start`` is the first block computed per
+    step (the blocks before it are the frozen prefix, computed once per text)."""
+    start = partition.first_block(model.cfg.n_layers) if speed.prefix_cache else 0
+    if start and model.cfg.drop_rate > 0:
+        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
+        start = 0
+    return Trainer(model, make_optimizer(tc.lr, tc.weight_decay), weights, pool=pool,
+                   seed=tc.seed, start=start, pooled_only=speed.pooled_only)
 
 
 def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str, ...],
@@ -337,13 +351,8 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     cfg = model.cfg
     frozen, trainable = partition.frozen(params), partition.trainable(params)
     del params
-    start = partition.first_block(cfg.n_layers) if speed.prefix_cache else 0
-    if start and cfg.drop_rate > 0:
-        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
-        start = 0
-    bucketed = speed.buckets and pool == "last-real"
-    trainer = Trainer(model, make_optimizer(tc.lr, tc.weight_decay), weights, pool=pool,
-                      seed=tc.seed, start=start, pooled_only=speed.pooled_only)
+    trainer = build_trainer(model, tc, speed, pool, weights, partition, log)
+    start, bucketed = trainer.start, speed.buckets and pool == "last-real"
     state = trainer.init(trainable)
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
     history, first_epoch = [], 1
@@ -413,6 +422,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     # ---- data first: cheap, and its errors should come before loading 500 MB ----
     labelled = read_data(cfg.data, tc.seed, m.offline)
     classes, splits = labelled.classes, labelled.splits
+    weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
     settings, model_dir = _backbone_files(m)
     model_cfg = GPTConfig.from_settings(settings, num_classes=len(classes),
                                         drop_rate=m.drop_rate)
@@ -421,7 +431,6 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         cfg.data.max_length, cfg.data.max_length)
     encoded, length = tables.encode_splits(splits, tokenizer, model_cfg.context_length,
                                            max_length, vocab_size=model_cfg.vocab_size)
-    weights = class_weights(tc.class_weights, encoded["train"].labels, classes)
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
 
     run_dir = prepare_run_dir(cfg, resume)
@@ -466,7 +475,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
 
     report = {
-        "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
+        "run_dir": str(run_dir), "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
         "model_config": dataclasses.asdict(model_cfg), "data": data_info,
         "trainable_patterns": list(patterns), "parameters": counts,
         "class_weights": weights.tolist(), "backend": jax.default_backend(),

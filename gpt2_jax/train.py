@@ -71,6 +71,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not self.trainable:
             raise ValueError("trainable needs at least one preset or pattern")
+        resolve_trainable(self.trainable, 1)  # raises on an invalid regular expression
         if self.class_weights not in ("balanced", "none"):
             parse_class_weights(self.class_weights)  # raises on a malformed spec
 

@@ -1,5 +1,5 @@
 """The speed-ups are exact: same logits, gradients and metrics as the plain computation."""
-import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +9,10 @@ import pytest
 from gpt2_jax.config import GPTConfig
 from gpt2_jax.data import encode
 from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.prefix import bucket_length, compute_prefix, first_trainable_block
+from gpt2_jax.finetune import SpeedConfig, train_classifier
 from gpt2_jax.pooling import pool_logits, pool_positions
-from gpt2_jax.train import (TrainConfig, default_trainable, fit,
-                            trainable_labels, weighted_cross_entropy)
+from gpt2_jax.prefix import bucket_length, compute_prefix
+from gpt2_jax.train import Partition, TrainConfig, resolve_trainable, weighted_cross_entropy
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
                 num_classes=2)
@@ -78,12 +78,7 @@ def test_bucketed_prefix_agrees_on_real_positions(params, batch):
     assert 0 < diff < 0.1 * np.abs(full).max()  # close, not equal
 
 
-def test_first_trainable_block(params):
-    labels = lambda pats: trainable_labels(params, pats)
-    assert first_trainable_block(labels(default_trainable(3)), 3) == 2
-    assert first_trainable_block(labels(["ln_f/.*", "head/.*"]), 3) == 3
-    assert first_trainable_block(labels(["h1/mlp/.*", "head/.*"]), 3) == 1
-    assert first_trainable_block(labels(["wpe/.*", "head/.*"]), 3) == 0
+def test_bucket_length():
     assert bucket_length(5, 257) == 32 and bucket_length(33, 257) == 64
     assert bucket_length(250, 257) == 256 and bucket_length(257, 257) == 257
 
@@ -98,21 +93,27 @@ def _data(seed, n):
     return encode(tokens, labels, 48)
 
 
+def _train(params, data, pool, speed, **kwargs):
+    tc = TrainConfig(batch_size=8, epochs=2, lr=1e-3)
+    part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
+    # the step donates the trainable leaves, so each run gets a copy
+    return train_classifier(GPTModel(CFG), jax.tree.map(jnp.array, params), data, ("a", "b"),
+                            tc, speed, pool, np.array([1.0, 1.5], np.float32), part,
+                            log=lambda s: None, **kwargs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pool", ["last", "last-real"])
-def test_cached_training_matches_the_plain_path(params, pool):
+def test_cached_training_matches_the_plain_path(params, pool, tmp_path):
     data = {"train": _data(1, 64), "test": _data(2, 24)}
-    model = GPTModel(CFG)
-    base = TrainConfig(batch_size=8, epochs=2, lr=1e-3, pool=pool)
-    plain = dataclasses.replace(base, cache_prefix=False, pooled_only=False, buckets=False)
-    weights, trainable = np.array([1.0, 1.5], np.float32), default_trainable(CFG.n_layers)
-
-    def train(cfg):  # fit donates its params, so each run gets a copy
-        return fit(model, jax.tree.map(jnp.array, params), data, cfg, weights, trainable,
-                   log=lambda s: None)
-
-    p_fast, h_fast = train(base)
-    p_plain, h_plain = train(plain)
+    plain = SpeedConfig(prefix_cache=False, pooled_only=False, buckets=False)
+    p_fast, h_fast = _train(params, data, pool, SpeedConfig())
+    p_plain, h_plain = _train(params, data, pool, plain)
+    p_disk, h_disk = _train(params, data, pool, SpeedConfig(), prefix_disk_dir=tmp_path / "p")
+    assert len(list((tmp_path / "p").glob("prefix-*.npy"))) == 2  # train and test
+    strip = lambda h: json.dumps([{k: v for k, v in e.items() if "seconds" not in k}  # noqa
+                                  for e in h])  # as text, so that NaN equals NaN
+    assert strip(h_disk) == strip(h_fast)  # memory-mapped inputs: the very same run
     for a, b in zip(h_fast, h_plain):
         assert a["train_step_loss"] == pytest.approx(b["train_step_loss"], abs=1e-5)
         for split in ("train", "test"):

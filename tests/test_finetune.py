@@ -9,10 +9,10 @@ import pytest
 
 from conftest import BPE_DIR, REPO, needs
 from experiments import spam
-from gpt2_jax.classifier import load_classifier, predict_proba
-from gpt2_jax.data import read_sms_spam, split
-from gpt2_jax.finetune import RunConfig, run
-from gpt2_jax.tokenizer import get_tokenizer
+from gpt2_jax.classifier import Classifier
+from gpt2_jax.data import add_class_ids, split
+from gpt2_jax.finetune import DataConfig, ModelConfig, OutputConfig, RunConfig, run
+from gpt2_jax.sms import read_sms_spam
 from gpt2_jax.train import TrainConfig
 from synthetic import write_sms_file
 
@@ -25,9 +25,11 @@ def sms_file(tmp_path_factory):
     return write_sms_file(tmp_path_factory.mktemp("data") / "SMSSpamCollection")
 
 
-def _config(model_dir, sms_file, run_dir, **train):
-    return RunConfig(model_dir=str(model_dir), data_file=str(sms_file), run_dir=str(run_dir),
-                     train=TrainConfig(**{"epochs": 3, "lr": 1e-3, **train}), **SIZES)
+def _config(model_dir, sms_file, run_dir, weights="pretrained", **train):
+    return RunConfig(model=ModelConfig(model_dir=str(model_dir), weights=weights),
+                     data=DataConfig(data_file=str(sms_file), **SIZES),
+                     train=TrainConfig(**{"epochs": 3, "lr": 1e-3, **train}),
+                     output=OutputConfig(run_dir=str(run_dir)))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,9 @@ def two_runs(tiny_model_dir, sms_file, tmp_path_factory):
 
 
 def _strip_times(report):
-    return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in report["epochs"]]
+    """Every epoch's record but its timings, as JSON text (so that NaN equals NaN)."""
+    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")}
+                       for e in report["epochs"]])
 
 
 def test_learns(two_runs):
@@ -77,12 +81,13 @@ def test_run_folder_contents(two_runs):
 
 def test_saved_classifier_gives_the_reported_predictions(two_runs, sms_file):
     root, (report, _) = two_runs
-    model, params, meta = load_classifier(root / "run0")
-    test_df = split(read_sms_spam(sms_file), seed=123, **SIZES).test
-    probs = predict_proba(model, params, get_tokenizer(root / "run0"), test_df["Text"].tolist(),
-                          meta["max_length"], meta["pool"])
+    classifier = Classifier.load(root / "run0")
+    assert classifier.labels == ("ham", "spam")
+    test_df = split(add_class_ids(read_sms_spam(sms_file), ("ham", "spam")), seed=123,
+                    **SIZES).test
+    probs = classifier.predict(test_df["text"].tolist()).probs
     preds = probs.argmax(1)
-    labels = test_df["label"].to_numpy()
+    labels = test_df["y"].to_numpy()
     confusion = [[int(((labels == t) & (preds == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     assert confusion == report["epochs"][-1]["test"]["confusion"]
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
@@ -95,9 +100,10 @@ def test_classify_cli(two_runs):
                           "WIN a FREE prize now, call 0800 12", "see you at home around 5"],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
-    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+    header, *rows = out.stdout.strip().splitlines()
+    assert header.split("\t")[:3] == ["label", "p(ham)", "p(spam)"]
+    assert [r.split("\t")[0] for r in rows] == ["spam", "ham"]
+    assert 0.5 <= float(rows[0].split("\t")[2]) <= 1.0
 
 
 def test_run_folder_is_not_overwritten(two_runs, tiny_model_dir, sms_file):
@@ -113,7 +119,9 @@ def test_run_folder_is_not_overwritten(two_runs, tiny_model_dir, sms_file):
     (["--lr", "-1"], "lr must be positive"),
     (["--train-size", "8"], "train_size 8 < batch_size 16"),
     (["--model-size", "2B"], "invalid choice"),
-    (["--class-weights", "1,2,3"], "two positive weights"),
+    (["--class-weights", "1,2,3"], "NAME=POSITIVE_NUMBER"),
+    (["--max-length", "0"], "max_length must be positive"),
+    (["--trainable", "h1/("], "is neither a preset"),
 ])
 def test_cli_rejects_impossible_flags(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -129,8 +137,7 @@ def test_help_explains():
 
 
 def test_random_weights_train_everything(tiny_model_dir, sms_file, tmp_path):
-    cfg = RunConfig(model_dir=str(tiny_model_dir), weights="random", data_file=str(sms_file),
-                    run_dir=str(tmp_path / "r"), train=TrainConfig(epochs=1, lr=1e-3), **SIZES)
+    cfg = _config(tiny_model_dir, sms_file, tmp_path / "r", weights="random", epochs=1)
     lines = []
     report = run(cfg, log=lines.append)
     assert report["parameters"]["frozen"] == 0

@@ -14,12 +14,12 @@ from experiments import spam
 from gpt2_jax.classifier import load_classifier
 from gpt2_jax.config import GPTConfig
 from gpt2_jax.data import encode, epoch_order
-from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
+                               run, train_classifier)
 from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.resume import EpochCheckpoints
-from gpt2_jax.tree import named_leaves, subtree
-from gpt2_jax.train import (NonFiniteError, TrainConfig, default_trainable, fit, make_optimizer,
-                            trainable_labels)
+from gpt2_jax.train import (NonFiniteError, Partition, TrainConfig, Trainer, make_optimizer,
+                            resolve_trainable)
+from gpt2_jax.train_checkpoints import EpochCheckpoints
 from synthetic import write_sms_file
 
 CFG = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2,
@@ -36,11 +36,27 @@ def _data(seed, n, length=24):
     return encode(tokens, labels, length)
 
 
+def _partition(params):
+    return Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
+
+
 def _fit(data, tmp_path, resume=False, epochs=2, seed=3):
-    cfg = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
-    return fit(GPTModel(CFG), init_params(CFG, seed), data, cfg, np.array([1.0, 2.0], np.float32),
-               default_trainable(CFG.n_layers), log=lambda s: None,
-               checkpoints=EpochCheckpoints(tmp_path / "ckpt", keep=2), resume=resume)
+    tc = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
+    params = init_params(CFG, seed)
+    checkpoints = EpochCheckpoints(tmp_path / "ckpt", keep=2)
+    try:
+        return train_classifier(GPTModel(CFG), params, data, ("ham", "spam"), tc, SpeedConfig(),
+                                "last", np.array([1.0, 2.0], np.float32), _partition(params),
+                                checkpoints=checkpoints, resume=resume, log=lambda s: None)
+    finally:
+        checkpoints.close()
+
+
+def _config(model_dir, data_file, run_dir, epochs=3):
+    return RunConfig(model=ModelConfig(model_dir=str(model_dir)),
+                     data=DataConfig(data_file=str(data_file), **SIZES),
+                     train=TrainConfig(epochs=epochs, lr=1e-3),
+                     output=OutputConfig(run_dir=str(run_dir)))
 
 
 def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_path):
@@ -59,12 +75,12 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_pat
     checkpoints = EpochCheckpoints(tmp_path / "ckpt")
     assert checkpoints.latest_epoch() == 1
     params = init_params(CFG)
-    labels = trainable_labels(params, default_trainable(CFG.n_layers))
-    tx = make_optimizer(labels, 1e-3, 0.1)
-    trainable = subtree(params, lambda n: named_leaves(labels)[n] == "trainable")
-    restored = checkpoints.restore(1, trainable, tx.init(params))
-    assert sorted(restored.params) == ["h1", "head", "ln_f"]  # frozen leaves are not saved
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
+    trainer = Trainer(GPTModel(CFG), make_optimizer(1e-3, 0.1), np.ones(2), pool="last", seed=0)
+    restored = checkpoints.restore(1, trainer.init(_partition(params).trainable(params)))
+    trainable = restored.state.trainable
+    assert sorted(trainable) == ["h1", "head", "ln_f"]  # frozen leaves are not saved
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(trainable))
+    assert int(restored.state.step) == 5
 
 
 def test_resume_refuses_other_training_data(tmp_path):
@@ -87,7 +103,9 @@ def test_resume_in_process_equals_one_go(tmp_path):
 
 
 def _strip_times(history):
-    return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in history]
+    """Every epoch's record but its timings, as JSON text (so that NaN equals NaN)."""
+    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")}
+                       for e in history])
 
 
 # ---- the whole command, killed with SIGKILL in the middle of epoch 2 ----
@@ -96,14 +114,12 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from gpt2_jax.finetune import RunConfig, run
-from gpt2_jax.train import TrainConfig
 
 def die(step):
     if step == 15:  # 10 steps per epoch: half-way through epoch 2
         os.kill(os.getpid(), signal.SIGKILL)
 
-cfg = RunConfig(**{config!r}, train=TrainConfig(epochs=3, lr=1e-3))
-run(cfg, on_step=die)
+run(RunConfig.from_dict({config!r}), on_step=die)
 """
 
 
@@ -111,14 +127,12 @@ run(cfg, on_step=die)
 @needs(BPE_DIR)
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
     sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
-    common = dict(model_dir=str(tiny_model_dir), data_file=str(sms_file), **SIZES)
     whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
-    whole = run(RunConfig(**common, run_dir=str(whole_dir),
-                          train=TrainConfig(epochs=3, lr=1e-3)), log=lambda s: None)
+    whole = run(_config(tiny_model_dir, sms_file, whole_dir), log=lambda s: None)
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = KILLED_RUN.format(tests=str(REPO / "tests"),
-                               config=dict(common, run_dir=str(killed_dir)))
+                               config=_config(tiny_model_dir, sms_file, killed_dir).to_dict())
     killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -156,8 +170,7 @@ def test_resume_cli_errors(tmp_path, capsys):
 def test_interrupt_records_where_to_resume(tiny_model_dir, tmp_path):
     sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
     run_dir = tmp_path / "run"
-    cfg = RunConfig(model_dir=str(tiny_model_dir), data_file=str(sms_file), run_dir=str(run_dir),
-                    train=TrainConfig(epochs=3, lr=1e-3), **SIZES)
+    cfg = _config(tiny_model_dir, sms_file, run_dir)
 
     def ctrl_c_at(when):
         def hook(step):

@@ -1,0 +1,308 @@
+"""A saved classifier knows what it is: save, load, predict, the CLI, damaged folders,
+and predictions compiled once per shape with the weights as arguments."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import gpt2_jax.classifier as clf
+from conftest import BPE_DIR, REPO, needs
+from experiments import classify
+from gpt2_jax.classifier import (Classifier, ClassifierConfig, load_classifier, predict_proba,
+                                 save_classifier)
+from gpt2_jax.config import GPTConfig
+from gpt2_jax.data import PAD_ID
+from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.tokenizer import get_tokenizer
+
+CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2,
+                num_classes=3)
+LABELS = ("billing", "bug", "praise")
+MAX_LENGTH = 40
+LONG = " ".join(["the invoice for march was charged twice to my card"] * 8)  # > 40 tokens
+TEXTS = ["thanks, love it", "the app crashes when I open settings", LONG,
+         "why was I billed twice?", "ok"]
+needs_bpe = needs(BPE_DIR)
+
+
+def spec(pool="last-real", **changes):
+    return ClassifierConfig(**{"model": CFG, "labels": LABELS, "pool": pool,
+                               "max_length": MAX_LENGTH, **changes})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``{pool: run folder}``: the same random weights saved with each pooling."""
+    params = init_params(CFG, seed=3)
+    root = tmp_path_factory.mktemp("classifiers")
+    return {pool: save_classifier(root / pool, params, spec(pool), bpe_dir=BPE_DIR).parent
+            for pool in ("last", "last-real")}
+
+
+def run_cli(*args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "experiments.classify", *map(str, args)],
+                          input=stdin, capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)
+
+
+def reference_probs(params, tokenizer, text, pool):
+    """The plain computation: full forward of one text, read at the pooled position."""
+    toks = tokenizer.encode(text)[:MAX_LENGTH]
+    if pool == "last":  # the last position of the text padded to max_length
+        ids, at = toks + [PAD_ID] * (MAX_LENGTH - len(toks)), MAX_LENGTH - 1
+    else:  # the last real token: padding plays no part
+        ids, at = toks, len(toks) - 1
+    logits = GPTModel(CFG).apply({"params": params}, np.array([ids], np.int32))[0, at]
+    return np.asarray(jax.nn.softmax(logits))
+
+
+# ----------------------------------------------------------------- ClassifierConfig
+
+def test_config_round_trips_through_json():
+    s = spec("last")
+    again = ClassifierConfig.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again == s and hash(again) == hash(s) and again.labels == LABELS
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(labels=("a", "b")), "num_classes=3 but 2 labels"),
+    (dict(labels=("a", "a", "b")), "distinct"),
+    (dict(pool="first"), "pool must be one of"),
+    (dict(max_length=0), "max_length must be an int in 1..64"),
+    (dict(max_length=65), "max_length must be an int in 1..64"),
+    (dict(model=dataclasses.replace(CFG, num_classes=None)), "num_classes=None"),
+])
+def test_config_rejects_what_cannot_work(changes, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**changes)
+
+
+@pytest.mark.parametrize("mangle, message", [
+    (lambda d: d.pop("labels"), r"missing key\(s\) \['labels'\]"),
+    (lambda d: d["model"].pop("emb_dim"), "key 'model'"),
+    (lambda d: d["model"].update(n_heads=5), "key 'model'.*not divisible"),
+    (lambda d: d.update(labels="abc"), "key 'labels'"),
+])
+def test_from_dict_names_the_bad_key(mangle, message):
+    d = spec().to_dict()
+    mangle(d)
+    with pytest.raises(ValueError, match=message):
+        ClassifierConfig.from_dict(d)
+
+
+def test_save_refuses_params_of_another_model(tmp_path):
+    with pytest.raises(ValueError, match="head/kernel: .*\\(32, 2\\) vs \\(32, 3\\)"):
+        save_classifier(tmp_path, init_params(dataclasses.replace(CFG, num_classes=2)), spec())
+    assert not (tmp_path / "classifier.json").exists()
+
+
+# ----------------------------------------------------------------- save / load / predict
+
+@needs_bpe
+def test_run_folder_holds_everything(runs):
+    run_dir = runs["last"]
+    meta = json.loads((run_dir / "classifier.json").read_text())
+    assert meta["format"] == 1 and meta["labels"] == list(LABELS) and meta["pool"] == "last"
+    assert meta["max_length"] == MAX_LENGTH and meta["model"]["num_classes"] == 3
+    assert "encoder.json" in meta["tokenizer"]
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["classifier", "classifier.json", "encoder.json", "vocab.bpe"]  # no .part
+
+
+@needs_bpe
+@pytest.mark.parametrize("pool", ["last", "last-real"])
+def test_predict_equals_the_full_forward(runs, pool):
+    classifier = Classifier.load(runs[pool])
+    assert classifier.labels == LABELS and classifier.spec == spec(pool)
+    pred = classifier.predict(TEXTS, batch_size=2)  # 3 batches, the last one padded
+    want = np.stack([reference_probs(classifier.params, classifier.tokenizer, t, pool)
+                     for t in TEXTS])
+    np.testing.assert_allclose(pred.probs, want, atol=2e-6)
+    np.testing.assert_allclose(pred.probs.sum(1), 1.0, rtol=1e-6)
+    assert pred.labels == [LABELS[k] for k in want.argmax(1)]
+    assert pred.truncated.tolist() == [False, False, True, False, False]
+    assert pred.class_names == LABELS and len(pred) == len(TEXTS)
+
+
+@needs_bpe
+def test_module_predict_proba_agrees(runs):
+    model, params, s = load_classifier(runs["last-real"])
+    got = predict_proba(model, params, get_tokenizer(runs["last-real"]), TEXTS, s.max_length,
+                        s.pool)
+    np.testing.assert_allclose(got, Classifier.load(runs["last-real"]).predict_proba(TEXTS),
+                               atol=1e-6)
+
+
+@needs_bpe
+def test_empty_list_and_bad_texts(runs):
+    classifier = Classifier.load(runs["last"])
+    pred = classifier.predict([])
+    assert pred.labels == [] and pred.probs.shape == (0, 3) and pred.truncated.shape == (0,)
+    with pytest.raises(TypeError, match="not one string"):
+        classifier.predict("one text")
+    with pytest.raises(TypeError, match=r"texts\[1\] is float"):
+        classifier.predict(["fine", float("nan")])
+    with pytest.raises(ValueError, match="batch_size"):
+        classifier.predict(["x"], batch_size=0)
+
+
+@needs_bpe
+def test_predictions_compile_once_per_shape(runs, monkeypatch):
+    """Equal shapes reuse the compiled program, whatever the weights: a trace would
+    call pool_positions (looked up when the function is traced)."""
+    traces = []
+    real = clf.pool_positions
+    monkeypatch.setattr(clf, "pool_positions", lambda *a: (traces.append(1), real(*a))[1])
+    classifier = Classifier.load(runs["last"])
+    first = classifier.predict_proba(TEXTS, batch_size=2)  # may trace (a new shape)
+    traces.clear()
+    size = clf.class_probs._cache_size() if hasattr(clf.class_probs, "_cache_size") else None
+    np.testing.assert_array_equal(classifier.predict_proba(TEXTS, batch_size=2), first)
+    other = Classifier(classifier.spec, init_params(CFG, seed=4), classifier.tokenizer)
+    second = other.predict_proba(TEXTS, batch_size=2)
+    assert traces == []
+    if size is not None:
+        assert clf.class_probs._cache_size() == size
+    assert not np.allclose(first, second)  # the weights are arguments, not constants
+
+
+# ----------------------------------------------------------------- damaged folders
+
+def damage(run_dir, how):
+    meta = run_dir / "classifier.json"
+    if how == "no json":
+        meta.unlink()
+    elif how == "invalid json":
+        meta.write_text('{"format": 1, "labels": [')
+    elif how == "key missing":
+        meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items()
+                                    if k != "pool"}))
+    elif how == "no weights":
+        import shutil
+        shutil.rmtree(run_dir / "classifier")
+
+
+@pytest.mark.parametrize("how, message", [
+    ("no json", "is not a finished run: no classifier.json"),
+    ("invalid json", "classifier.json: not valid JSON"),
+    ("key missing", r"classifier.json: missing key\(s\) \['pool'\]"),
+    ("no weights", "holds no weights"),
+])
+def test_damaged_folder_is_one_clear_line(tmp_path, how, message, capsys):
+    run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec()).parent
+    damage(run_dir, how)
+    with pytest.raises((OSError, ValueError), match=message) as err:
+        load_classifier(run_dir)
+    assert str(run_dir) in str(err.value) and "\n" not in str(err.value)
+    assert classify.main(["--run", str(run_dir), "some text"]) == 1
+    stderr = capsys.readouterr().err.strip()
+    assert stderr.startswith("error: ") and message.replace("\\", "") in stderr.replace("\\", "")
+    assert len(stderr.splitlines()) == 1
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_classifier(tmp_path / "nowhere")
+
+
+def test_classifier_json_of_before_format_1_still_loads(tmp_path):
+    run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec("last")).parent
+    meta = json.loads((run_dir / "classifier.json").read_text())
+    old = {"config": meta["model"], "max_length": MAX_LENGTH, "pool": "last",
+           "labels": list(LABELS)}
+    (run_dir / "classifier.json").write_text(json.dumps(old))
+    assert load_classifier(run_dir)[2] == spec("last")
+
+
+# ----------------------------------------------------------------- CLI
+
+def parse_stdout(stdout):
+    header, *rows = stdout.rstrip("\n").split("\n")
+    return header.split("\t"), [row.split("\t") for row in rows]
+
+
+@needs_bpe
+def test_cli_with_arguments(runs):
+    out = run_cli("--run", runs["last-real"], *TEXTS[:3])
+    assert out.returncode == 0, out.stderr
+    header, rows = parse_stdout(out.stdout)
+    assert header == ["label", "p(billing)", "p(bug)", "p(praise)", "text"]
+    want = Classifier.load(runs["last-real"]).predict(TEXTS[:3])
+    assert [r[0] for r in rows] == want.labels and [r[4] for r in rows] == TEXTS[:3]
+    np.testing.assert_allclose([[float(x) for x in r[1:4]] for r in rows], want.probs, atol=1e-4)
+    assert "1 of 3 texts were longer than 40 tokens" in out.stderr
+
+
+@needs_bpe
+def test_cli_reads_stdin(runs):
+    out = run_cli("--run", runs["last"], stdin="first line\n\nsecond\tline with a tab\n")
+    assert out.returncode == 0, out.stderr
+    _, rows = parse_stdout(out.stdout)
+    assert [r[-1] for r in rows] == ["first line", "second\\tline with a tab"]
+    assert "0 of 2 texts" in out.stderr
+
+
+@needs_bpe
+def test_cli_csv_in_jsonl_out(runs, tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"id": range(len(TEXTS)), "message": TEXTS}).to_csv(tmp_path / "in.csv",
+                                                                    index=False)
+    out = run_cli("--run", runs["last"], "--input", tmp_path / "in.csv", "--text-column",
+                  "message", "--output", tmp_path / "out.jsonl")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert list(rows[0]) == ["text", "label", "p_billing", "p_bug", "p_praise", "truncated"]
+    want = Classifier.load(runs["last"]).predict(TEXTS)
+    assert [r["text"] for r in rows] == TEXTS and [r["label"] for r in rows] == want.labels
+    assert [r["truncated"] for r in rows] == want.truncated.tolist()
+    np.testing.assert_allclose([[r[f"p_{n}"] for n in LABELS] for r in rows], want.probs,
+                               atol=1e-6)
+    assert "1 of 5 texts were longer than 40 tokens" in out.stderr
+
+
+@needs_bpe
+@pytest.mark.parametrize("name, content", [
+    ("in.csv", None),  # no such file
+    ("in.csv", "id,message\n1,hello\n"),  # no text column
+    ("in.jsonl", "not json\n{also not\n"),  # several problems: still one line
+])
+def test_cli_unreadable_input(runs, tmp_path, capsys, name, content):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    assert classify.main(["--run", str(runs["last"]), "--input", str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / name) in err and err.count("\n") == 1
+
+
+@needs_bpe
+def test_cli_no_texts(runs):
+    out = run_cli("--run", runs["last"], stdin="\n  \n")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "error: no texts to classify: give them as arguments, with --input FILE, or one per "
+        "line on stdin"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run", "x", "a", "--input", "f.csv"], "not both"),
+    (["--run", "x", "a", "--output", "out.txt"], "must end in one of"),
+    (["--run", "x", "a", "--batch-size", "0"], "--batch-size must be positive"),
+    (["a"], "--run"),
+])
+def test_cli_rejects_impossible_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        classify.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_help_explains():
+    text = classify.parser().format_help()
+    for words in ("--run", "--input", "--format", "--text-column", "--output", "argmax", "stdin",
+                  "truncated", "p_<class>"):
+        assert words in text
