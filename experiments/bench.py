@@ -41,7 +41,7 @@ VARIANTS = {
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
     from gpt2_jax import data as tables
-    from gpt2_jax.checkpoint import load_gpt2
+    from gpt2_jax.openai_checkpoint import load_gpt2
     from gpt2_jax.config import GPTConfig
     from gpt2_jax.sms import read_sms_spam
     from gpt2_jax.tokenizer import get_tokenizer
@@ -49,7 +49,9 @@ def _setup(args):
 
     settings, params = load_gpt2(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
-    splits = tables.split(read_sms_spam(args.data_file), 2000, 0, 1000, seed=123)
+    df = read_sms_spam(args.data_file)
+    df = tables.add_class_ids(df, tables.class_names(df["label"]))
+    splits = tables.split(df, 2000, 0, 1000, seed=123)
     encoded, _ = tables.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
     data = {"train": encoded["train"], "test": encoded["test"]}
     return cfg, params, data, class_weights_for(data["train"].labels, 2)
@@ -58,7 +60,7 @@ def _setup(args):
 def _lab_setup(args):
     """What ``experiments.spam`` builds before training: the classifier tree and the
     partition of the lab's trainable leaves."""
-    from gpt2_jax.checkpoint import load_weights
+    from gpt2_jax.openai_checkpoint import load_weights
     from gpt2_jax.classifier import with_class_head
     from gpt2_jax.train import Partition, resolve_trainable
 

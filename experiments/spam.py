@@ -8,12 +8,16 @@ the logic lives in ``gpt2_jax.finetune`` and the flags come from its config clas
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from gpt2_jax.cli import main as cli_main
 from gpt2_jax.finetune import RunConfig
 
-LAB = RunConfig()  # the config classes' defaults are the lab's
+# The config classes' defaults are the lab's; its data file is read in the SMS format
+# whatever it is called.
+LAB = dataclasses.replace(RunConfig(), data=dataclasses.replace(RunConfig().data,
+                                                                data_format="sms"))
 
 DESCRIPTION = (
     "Fine-tune GPT-2 on the SMS Spam Collection: replace the LM head by a 2-class head, "

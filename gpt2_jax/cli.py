@@ -40,15 +40,22 @@ def add_config_flags(p: argparse.ArgumentParser, defaults: RunConfig) -> None:
         for f in dataclasses.fields(cls):
             meta, default = f.metadata, getattr(current, f.name)
             kwargs: dict[str, Any] = {"dest": f"{group_name}.{f.name}", "help": meta.get("help")}
-            if isinstance(f.default, bool):
-                kwargs["action"] = "store_false" if f.default else "store_true"
-                kwargs["default"] = default
-            elif isinstance(f.default, tuple):
-                kwargs.update(action="append", default=None, metavar=meta.get("metavar"))
+            if isinstance(f.default, bool):  # --x / --no-x, whatever the preset default
+                kwargs["help"] = f"{kwargs['help'] or ''} (default: {'on' if default else 'off'})"
+                g.add_argument("--" + f.name.replace("_", "-"), default=default,
+                               action=argparse.BooleanOptionalAction, **kwargs)
+                if meta.get("flag", f"--no-{f.name.replace('_', '-')}") != \
+                        f"--no-{f.name.replace('_', '-')}":  # the lab's older name for it
+                    g.add_argument(meta["flag"], dest=kwargs["dest"], action="store_false",
+                                   help=f"the same as --no-{f.name.replace('_', '-')}")
+                continue
+            metavar = meta.get("metavar", None if "choices" in meta else f.name.upper())
+            if isinstance(f.default, tuple):
+                kwargs.update(action="append", default=None, metavar=metavar)
                 kwargs["help"] = (kwargs["help"] or "") + f" (default: {' '.join(default)})"
             else:
                 parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
-                kwargs.update(type=parse, default=default, metavar=meta.get("metavar"))
+                kwargs.update(type=parse, default=default, metavar=metavar)
                 if "choices" in meta:
                     kwargs["choices"] = meta["choices"]
             g.add_argument(_flag(f), **kwargs)
@@ -70,7 +77,7 @@ def config_from_args(args: argparse.Namespace, defaults: RunConfig) -> RunConfig
 def parser(prog: str, description: str, epilog: str, defaults: RunConfig
            ) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                formatter_class=_Help)
+                                formatter_class=_Help, allow_abbrev=False)
     p.add_argument("--config", metavar="FILE",
                    help="start from a saved run's settings (its folder, config.json or "
                    "metrics.json); flags given as well override them")
@@ -110,8 +117,7 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
         if cfg is None:
             cfg = resume_config(args.resume)
         run(cfg, resume=args.resume is not None)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
-            FloatingPointError) as err:
+    except (OSError, ValueError, RuntimeError, FloatingPointError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         for note in getattr(err, "__notes__", []):
             print(f"       {note}", file=sys.stderr)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from .checkpoint import load_gpt2
+from .openai_checkpoint import load_gpt2
 from .config import MODEL_SIZES
 
 GPT2_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import data as tables
 from . import sms
-from .checkpoint import load_gpt2, load_weights, read_settings
+from .openai_checkpoint import load_gpt2, load_weights, read_settings
 from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
@@ -39,13 +39,14 @@ field = dataclasses.field
 
 
 def _size(text: str) -> int | float:
-    """A split size: a count (``500``) or a fraction of the rows (``0.1``)."""
+    """A split size: a count (``500``, ``0``) or a fraction of the rows (``0.1``)."""
     value = float(text)
-    return int(value) if value.is_integer() and value >= 1 else value
+    return int(value) if value.is_integer() else value
 
 
 def _size_or_rest(text: str) -> int | float | str:
-    return "rest" if text == "rest" else _size(text)
+    """A size, or ``rest`` (``all``, the lab's old word, means the same)."""
+    return "rest" if text in ("rest", "all") else _size(text)
 
 
 def _length(text: str) -> int | str:
@@ -220,10 +221,15 @@ def resume_config(run_dir: str | os.PathLike) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --resume takes the folder of a run that "
                                 "was started earlier")
-    report = json.loads(path.read_text())
-    if report.get("status") == "finished":
+    try:
+        report = json.loads(path.read_text())
+        status, saved = report.get("status"), report["config"]
+    except (json.JSONDecodeError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path}: not the metrics.json of a run ({err!r}); cannot resume "
+                         "from it") from None
+    if status == "finished":
         raise ValueError(f"{run_dir}: that run finished already; nothing to resume")
-    cfg = RunConfig.from_dict(report["config"])
+    cfg = RunConfig.from_dict(saved)
     return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=str(run_dir)))
 
 
@@ -239,7 +245,10 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"--config {path}: not JSON ({err})") from None
-    return RunConfig.from_dict(d.get("config", d))
+    cfg = RunConfig.from_dict(d.get("config", d))
+    # a rerun gets a folder of its own: never the saved run's, never overwriting
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=None,
+                                                               overwrite=False))
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -303,19 +312,26 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         fmt = "sms"
     else:
         path, fmt = Path(d.data_file), d.data_format
-    read = lambda p: tables.read_table(p, fmt=fmt, text_column=d.text_column,  # noqa: E731
-                                       label_column=d.label_column)
-    df = read(path)
+
+    def read(p: Path, fmt: str):
+        return tables.read_table(p, fmt=fmt, text_column=d.text_column,
+                                 label_column=d.label_column)
+
+    df = read(path, fmt)
     classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
     df = tables.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
     test_size = None if d.test_size == "rest" else d.test_size
-    splits = tables.split(df, d.train_size, d.val_size if cut_val else 0,
+    train_size = d.train_size
+    if not (cut_val or cut_test) and isinstance(train_size, float):
+        train_size = len(df)  # validation and test have files of their own: train on all
+    splits = tables.split(df, train_size, d.val_size if cut_val else 0,
                           test_size if cut_test else 0, seed, d.balance, d.stratify)
     extra = {}
     for name, file in (("val", d.val_file), ("test", d.test_file)):
-        if file is not None:
-            extra[name] = tables.add_class_ids(read(Path(file)), classes, what=name)
+        if file is not None:  # by their own extension unless --format says otherwise
+            frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
+            extra[name] = tables.add_class_ids(frame, classes, what=name)
     splits = dataclasses.replace(splits, **extra)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     return LabelledData(splits, classes, files, len(df))
@@ -347,7 +363,8 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     Puts the pieces together: the partition into trainable and frozen trees, the
     inputs (token ids, or the frozen prefix computed once), the jitted steps, epoch
     checkpoints (``resume``: first restore the latest), the loop. Returns the trained
-    parameter tree and the history (epoch 1 also holds ``prefix_seconds``)."""
+    parameter tree and the history (the first epoch trained in this call also holds
+    ``prefix_seconds``)."""
     cfg = model.cfg
     frozen, trainable = partition.frozen(params), partition.trainable(params)
     del params
@@ -450,6 +467,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             + " / ".join(f"{c} {k}" for k, c in zip(classes, counts)) + ")"
             + (f", {split.truncated} truncated to {length} tokens" if split.truncated else ""))
     batches = len(encoded["train"]) // tc.batch_size
+    if batches == 0:
+        raise ValueError(f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
+                         "an epoch would have no steps; use more training rows or a smaller "
+                         "--batch-size")
     data_info["batches_per_epoch"] = batches
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
     n_texts = sum(map(len, encoded.values()))
@@ -506,7 +527,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     except (NonFiniteError, KeyboardInterrupt) as err:
         kept = checkpoints.latest_epoch()
         where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
-                 f"`python -m experiments.finetune --resume {run_dir}` goes on from there"
+                 f"`python -m experiments.{'spam' if run_name(cfg).startswith('spam-') else 'finetune'} "
+                 f"--resume {run_dir}` goes on from there"
                  if kept else "no epoch had finished, so no training state was saved")
         report["status"] = f"stopped: {str(err) or 'interrupted'}; {where}"
         write_json(run_dir / "metrics.json", report)
@@ -514,8 +536,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         raise
     finally:
         checkpoints.close()
-    if disk_dir is not None:
-        shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
+        if disk_dir is not None:
+            shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
     spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool, max_length=length)
     save_classifier(run_dir, params, spec, bpe_dir=model_dir)
     report["status"] = "finished"

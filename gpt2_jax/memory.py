@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .checkpoint import parameter_count
+from .openai_checkpoint import parameter_count
 
 GIB = 1 << 30
 RUNTIME_BYTES = int(1.6 * GIB)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import CsvRecordError, csv_records  # (data imports this module only inside read_table)
+from .data import SMS_FILE_NAME, CsvRecordError, csv_records  # (data imports this module only inside read_table)
 from .download import fetch
 
 SMS_URLS = (
@@ -23,7 +23,6 @@ SMS_URLS = (
     # mirror used by the book's code when UCI is down
     "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",
 )
-SMS_FILE_NAME = "SMSSpamCollection"
 # SHA-256 of SMSSpamCollection as it is in the UCI zip (v.1, 5,574 lines)
 SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 SMS_LABELS = ("ham", "spam")  # the labels the file may hold; class_names() orders them the same

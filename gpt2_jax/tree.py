@@ -20,13 +20,6 @@ def path_name(path) -> str:
     return "/".join(parts)
 
 
-def named_tree_map(fn: Callable[[str, Any], Any], tree, *rest):
-    """Like ``jax.tree.map`` but ``fn`` also receives each leaf's slash-joined name."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf, *others: fn(path_name(path), leaf, *others), tree, *rest
-    )
-
-
 def named_leaves(tree) -> dict[str, Any]:
     """Flat ``{name: leaf}`` in tree order."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -48,12 +41,4 @@ def subtree(tree: dict, keep: Callable[[str], bool], prefix: str = "") -> dict:
                 out[key] = part
         elif keep(name):
             out[key] = value
-    return out
-
-
-def overlay(tree: dict, part: dict) -> dict:
-    """``tree`` with the leaves that ``part`` (a ``subtree`` of it) holds replaced."""
-    out = dict(tree)
-    for key, value in part.items():
-        out[key] = overlay(tree[key], value) if isinstance(value, dict) else value
     return out

@@ -1,7 +1,7 @@
 import jax
 import pytest
 
-from gpt2_jax.checkpoint import expected_shapes, load_weights, nest_variables
+from gpt2_jax.openai_checkpoint import expected_shapes, load_weights, nest_variables
 from gpt2_jax.config import MODEL_SIZES, GPTConfig, settings_for_size
 from gpt2_jax.model import param_shapes
 from gpt2_jax.tree import count_params

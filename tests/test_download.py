@@ -4,9 +4,9 @@ import socket
 import numpy as np
 import pytest
 
-from gpt2_jax.checkpoint import load_gpt2
+from gpt2_jax.openai_checkpoint import load_gpt2
 from conftest import BPE_DIR, needs
-from gpt2_jax.checkpoint import parameter_count
+from gpt2_jax.openai_checkpoint import parameter_count
 from gpt2_jax.config import settings_for_size
 from gpt2_jax.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
                                DownloadError, Expected, download_and_load_gpt2, download_gpt2,

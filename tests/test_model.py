@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpt2_jax.checkpoint import load_gpt2, load_weights
+from gpt2_jax.openai_checkpoint import load_gpt2, load_weights
 from gpt2_jax.config import GPTConfig
 from gpt2_jax.generate import generate
 from gpt2_jax.model import GPTModel, init_params

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SETTINGS
-from gpt2_jax.checkpoint import CheckpointError, load_gpt2, load_weights
+from gpt2_jax.openai_checkpoint import CheckpointError, load_gpt2, load_weights
 from gpt2_jax.testing import openai_variables, write_openai_model_dir, write_tf_checkpoint
 
 
