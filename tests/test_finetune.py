@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BPE_DIR, REPO, needs
+from conftest import BPE_DIR, REPO, SMS_FILE, needs
 from experiments import spam
 from gpt2_jax.classifier import Classifier
 from gpt2_jax.data import add_class_ids, split
@@ -143,3 +143,20 @@ def test_random_weights_train_everything(tiny_model_dir, sms_file, tmp_path):
     assert report["parameters"]["frozen"] == 0
     assert report["trainable_patterns"] == [".*"]
     assert not any("loading GPT-2" in line for line in lines)  # the checkpoint is not read
+
+
+@needs(SMS_FILE)
+def test_lab_states_its_facts(tiny_model_dir, tmp_path, capsys):
+    """`python -m experiments.spam` on the real file (no epoch trained, tiny model)."""
+    code = spam.main(["--offline", "--data-file", str(SMS_FILE), "--model-dir",
+                      str(tiny_model_dir), "--epochs", "0", "--run-dir", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "train:  2000 texts (1726 ham / 274 spam)" in out
+    assert "batch 16 -> 125 batches per epoch" in out
+    assert "classes (id order) ['ham', 'spam']" in out
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["config"]["data"]["data_format"] == "sms"
+    train = report["data"]["splits"]["train"]
+    assert (train["n"], train["ham"], train["spam"]) == (2000, 1726, 274)
+    assert train["truncated"] > 0  # the tiny model's context is 64 tokens
