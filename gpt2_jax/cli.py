@@ -81,6 +81,8 @@ def parser(prog: str, description: str, epilog: str, defaults: RunConfig
     p.add_argument("--config", metavar="FILE",
                    help="start from a saved run's settings (its folder, config.json or "
                    "metrics.json); flags given as well override them")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show the Python traceback as well as the message")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="go on with an interrupted run from its last finished epoch, with the "
                    "settings it started with (give no other flags); the result equals an "
@@ -104,7 +106,8 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
         p = parser(prog, description, epilog, defaults)
         args = p.parse_args(argv)
     if args.resume is not None:
-        given = [a for a in argv if a.startswith("--") and a.split("=")[0] != "--resume"]
+        given = [a for a in argv if a.startswith("--")
+                 and a.split("=")[0] not in ("--resume", "--debug")]
         if given:
             p.error(f"--resume takes the settings the run started with; drop {' '.join(given)}")
     try:
@@ -117,9 +120,22 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
         if cfg is None:
             cfg = resume_config(args.resume)
         run(cfg, resume=args.resume is not None)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: run() has recorded where it stopped
+        _explain(err, "stopped", args.debug)
+        return 130
     except (OSError, ValueError, RuntimeError, FloatingPointError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        for note in getattr(err, "__notes__", []):
-            print(f"       {note}", file=sys.stderr)
+        _explain(err, "error", args.debug)
         return 1
     return 0
+
+
+def _explain(err: BaseException, word: str, debug: bool) -> None:
+    """One line (plus the notes that say where the last good state is) on stderr."""
+    if debug:
+        import traceback
+        traceback.print_exception(err, file=sys.stderr)
+    text = str(err) or ("interrupted" if isinstance(err, KeyboardInterrupt)
+                        else type(err).__name__)
+    print(f"{word}: {text}", file=sys.stderr)
+    for note in getattr(err, "__notes__", []):
+        print(f"       {note}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import time
@@ -31,7 +32,7 @@ from .pooling import POOLS, check_pool
 from .prefix import prefix_inputs
 from .report import epoch_table, plot_history, write_json
 from .tokenizer import get_tokenizer
-from .train import (NonFiniteError, Partition, TrainConfig, Trainer, class_weights, fit,
+from .train import (Partition, TrainConfig, Trainer, class_weights, fit,
                     make_optimizer, merge, resolve_trainable)
 from .train_checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, run_fingerprints
 
@@ -82,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
         settings_for_size(self.model_size)  # raises on an unknown size
         check_pool(self.pool)
+        if not 0.0 <= self.drop_rate < 1.0:  # also false for NaN
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +123,12 @@ class DataConfig:
         "help": "download cache for the SMS Spam Collection"})
 
     def __post_init__(self):
+        for name in ("train_size", "val_size", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not (math.isfinite(value) and 0 < value < 1):
+                raise ValueError(f"{name} must be a count or a fraction in (0, 1), got {value}")
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
         if isinstance(self.max_length, int) and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
         if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
@@ -156,6 +165,12 @@ class SpeedConfig:
     memory_budget_gib: float | str = field(default="available", metadata={
         "parse": _budget, "metavar": "available|GIB",
         "help": "memory the run may use, for --prefix-storage auto"})
+
+    def __post_init__(self):
+        budget = self.memory_budget_gib
+        if budget != "available" and not (math.isfinite(budget) and budget > 0):
+            raise ValueError(f"memory_budget_gib must be 'available' or a positive number of "
+                             f"GiB, got {budget}")
 
     def matmul_dtype(self) -> str | None:
         return None if self.prefix_dtype == "float32" else self.prefix_dtype
@@ -258,12 +273,57 @@ def run_name(cfg: RunConfig) -> str:
     return f"{stem}-{cfg.model.model_size}"
 
 
-def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
-    """A fresh folder for this run; an existing one is kept unless ``overwrite``.
-    Resuming, the run's own folder."""
+LOCK_FILE = ".lock"
+
+
+class RunFolderLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.lock`` for as long as a run uses the folder.
+
+    The kernel drops it when the process ends, however it ends (SIGKILL included), so a
+    killed run can be resumed at once, while a second run aimed at a folder in use stops
+    before touching anything."""
+
+    def __init__(self, folder: Path):
+        import fcntl
+
+        self.path = folder / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            raise FileExistsError(f"run folder {folder} is in use by another run ({holder}); "
+                                  "wait for it to end or pick another --run-dir") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
+                  .encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+def _make_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--run-dir {path} is a file, not a folder; pick another "
+                              "--run-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create the run folder {path}: {err.strerror}; "
+                      "pick a writable --run-dir or --runs-root") from None
+
+
+def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, RunFolderLock]:
+    """A fresh folder for this run, claimed with a lock; an existing non-empty one is
+    kept unless ``overwrite`` (and never taken from a run that holds it). Resuming,
+    the run's own folder."""
     out = cfg.output
     if resume:
-        return Path(out.run_dir)
+        path = Path(out.run_dir)
+        return path, RunFolderLock(path)
     if out.run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path(out.runs_root) / f"{run_name(cfg)}-{stamp}"
@@ -273,13 +333,17 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
             path = base.with_name(f"{base.name}-{k}")
     else:
         path = Path(out.run_dir)
-        if path.exists() and any(path.iterdir()):
-            if not out.overwrite:
-                raise FileExistsError(f"run folder {path} exists and is not empty; pick another "
-                                      "--run-dir or pass --overwrite")
-            shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    _make_folder(path)
+    lock = RunFolderLock(path)
+    others = [p for p in path.iterdir() if p.name != LOCK_FILE]
+    if others:
+        if not out.overwrite:
+            lock.release()
+            raise FileExistsError(f"run folder {path} exists and is not empty; pick another "
+                                  "--run-dir or pass --overwrite")
+        for p in others:  # the lock stays: this run holds it
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return path, lock
 
 
 def _backbone_files(m: ModelConfig) -> tuple[dict, Path]:
@@ -429,6 +493,48 @@ def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int,
     return "memory"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run records where it stopped."""
+
+    def __str__(self) -> str:
+        return "terminated (SIGTERM)"
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Turn SIGTERM into ``Terminated`` while a run goes on (main thread only); returns
+    the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _record_stop(report: dict, run_dir: Path, checkpoints: EpochCheckpoints, cfg: RunConfig,
+                 err: BaseException) -> None:
+    """``metrics.json`` says why the run stopped and where its last good state is; the
+    error gets the same as a note. Best effort: the disk may be what failed."""
+    kept = checkpoints.latest_epoch()
+    entry = "spam" if run_name(cfg).startswith("spam-") else "finetune"
+    where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
+             f"`python -m experiments.{entry} --resume {run_dir}` goes on from there"
+             if kept else "no epoch had finished, so no training state was saved")
+    reason = (str(err).splitlines() or [""])[0] or (
+        "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__)
+    report["status"] = f"stopped: {reason}; {where}"
+    try:
+        write_json(run_dir / "metrics.json", report)
+    except OSError:
+        pass
+    err.add_note(where)
+
+
 def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
         on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
@@ -449,101 +555,108 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     encoded, length = tables.encode_splits(splits, tokenizer, model_cfg.context_length,
                                            max_length, vocab_size=model_cfg.vocab_size)
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
-
-    run_dir = prepare_run_dir(cfg, resume)
-    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-    log(f"settings: {settings}")
-    log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
-    log(f"model config: {model_cfg}")
-    log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
-        f"{list(classes)}")
-    data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
-                 "max_length": length, "splits": {}}
-    for name, split in encoded.items():
-        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
-        data_info["splits"][name] = {"n": len(split), **dict(zip(classes, counts)),
-                                     "truncated": split.truncated}
-        log(f"{name:5}: {len(split):5} texts ("
-            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts)) + ")"
-            + (f", {split.truncated} truncated to {length} tokens" if split.truncated else ""))
     batches = len(encoded["train"]) // tc.batch_size
     if batches == 0:
         raise ValueError(f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
                          "an epoch would have no steps; use more training rows or a smaller "
                          "--batch-size")
-    data_info["batches_per_epoch"] = batches
-    log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
-    n_texts = sum(map(len, encoded.values()))
-    log(memory_check(settings, n_texts, length, cfg.speed.prefix_cache))
-    storage = _prefix_storage(cfg, settings, n_texts, length, log)
 
-    # ---- weights: the heavy part ----
-    pretrained = None
-    if m.weights == "pretrained":
-        log(f"loading GPT-2 from {model_dir}")
-        settings, pretrained = load_gpt2(model_dir)
-        log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
-    has_pretrained = pretrained is not None
-    params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,
-                                        model_cfg, tc.seed)
-    del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
-    if has_pretrained:
-        log(f"from the checkpoint: all but {from_init} (new, seeded init)")
-    partition = Partition.from_patterns(params, patterns)
-    counts = partition.counts
-    log(f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
-        f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})")
-    log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
-
-    report = {
-        "run_dir": str(run_dir), "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
-        "model_config": dataclasses.asdict(model_cfg), "data": data_info,
-        "trainable_patterns": list(patterns), "parameters": counts,
-        "class_weights": weights.tolist(), "backend": jax.default_backend(),
-        "prefix_storage": storage, "epochs": [], "status": "running",
-    }
-    checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-    if resume:
-        previous = json.loads((run_dir / "metrics.json").read_text())
-        report["epochs"] = previous.get("epochs", [])
-        report["resumed"] = previous.get("resumed", []) + [
-            {"after_epoch": checkpoints.latest_epoch() or 0,
-             "at": dt.datetime.now().isoformat(timespec="seconds")}]
-    write_json(run_dir / "metrics.json", report)
-    write_json(run_dir / "config.json", cfg.to_dict())
-
-    def on_epoch(history):
-        report["epochs"] = history
-        write_json(run_dir / "metrics.json", report)
-        plot_history(history, run_dir, classes)
-        log(epoch_table(history[-1], classes))
-
-    disk_dir = run_dir / "prefix" if storage == "disk" else None
+    run_dir, lock = prepare_run_dir(cfg, resume)
+    stop_on_sigterm = _sigterm_as_interrupt()
     try:
-        params, _ = train_classifier(
-            GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
-            partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
-            on_epoch=on_epoch, on_step=on_step, log=log)
-    except (NonFiniteError, KeyboardInterrupt) as err:
-        kept = checkpoints.latest_epoch()
-        where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
-                 f"`python -m experiments.{'spam' if run_name(cfg).startswith('spam-') else 'finetune'} "
-                 f"--resume {run_dir}` goes on from there"
-                 if kept else "no epoch had finished, so no training state was saved")
-        report["status"] = f"stopped: {str(err) or 'interrupted'}; {where}"
+        log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
+        log(f"settings: {settings}")
+        log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
+        log(f"model config: {model_cfg}")
+        log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
+            f"{list(classes)}")
+        data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
+                     "max_length": length, "splits": {}}
+        for name, split in encoded.items():
+            counts = np.bincount(split.labels, minlength=len(classes)).tolist()
+            data_info["splits"][name] = {"n": len(split), **dict(zip(classes, counts)),
+                                         "truncated": split.truncated}
+            log(f"{name:5}: {len(split):5} texts ("
+                + " / ".join(f"{c} {k}" for k, c in zip(classes, counts)) + ")"
+                + (f", {split.truncated} truncated to {length} tokens" if split.truncated else ""))
+        data_info["batches_per_epoch"] = batches
+        log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+        n_texts = sum(map(len, encoded.values()))
+        log(memory_check(settings, n_texts, length, cfg.speed.prefix_cache))
+        storage = _prefix_storage(cfg, settings, n_texts, length, log)
+        if tc.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
+            report = {"run_dir": str(run_dir), "config": cfg.to_dict(), "settings": settings,
+                      "data": data_info, "epochs": [],
+                      "status": "checked: --epochs 0 reads and splits the data only; nothing "
+                                "was trained and no classifier was saved"}
+            write_json(run_dir / "metrics.json", report)
+            log(report["status"])
+            return report
+
+        # ---- weights: the heavy part ----
+        pretrained = None
+        if m.weights == "pretrained":
+            log(f"loading GPT-2 from {model_dir}")
+            settings, pretrained = load_gpt2(model_dir)
+            log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
+        has_pretrained = pretrained is not None
+        params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,
+                                            model_cfg, tc.seed)
+        del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
+        if has_pretrained:
+            log(f"from the checkpoint: all but {from_init} (new, seeded init)")
+        partition = Partition.from_patterns(params, patterns)
+        counts = partition.counts
+        log(f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
+            f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})")
+        log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
+
+        report = {
+            "run_dir": str(run_dir), "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
+            "model_config": dataclasses.asdict(model_cfg), "data": data_info,
+            "trainable_patterns": list(patterns), "parameters": counts,
+            "class_weights": weights.tolist(), "backend": jax.default_backend(),
+            "prefix_storage": storage, "epochs": [], "status": "running",
+        }
+        checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
+        if resume:
+            previous = json.loads((run_dir / "metrics.json").read_text())
+            report["epochs"] = previous.get("epochs", [])
+            report["resumed"] = previous.get("resumed", []) + [
+                {"after_epoch": checkpoints.latest_epoch() or 0,
+                 "at": dt.datetime.now().isoformat(timespec="seconds")}]
         write_json(run_dir / "metrics.json", report)
-        err.add_note(where)
-        raise
+        write_json(run_dir / "config.json", cfg.to_dict())
+
+        def on_epoch(history):
+            report["epochs"] = history
+            write_json(run_dir / "metrics.json", report)
+            plot_history(history, run_dir, classes)
+            log(epoch_table(history[-1], classes))
+
+        disk_dir = run_dir / "prefix" if storage == "disk" else None
+        try:
+            params, _ = train_classifier(
+                GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
+                partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
+                on_epoch=on_epoch, on_step=on_step, log=log)
+            spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool,
+                                    max_length=length)
+            save_classifier(run_dir, params, spec, bpe_dir=model_dir)
+        except BaseException as err:
+            _record_stop(report, run_dir, checkpoints, cfg, err)
+            raise
+        finally:
+            checkpoints.close()
+            if disk_dir is not None:
+                shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
+        report["status"] = "finished"
+        report["total_seconds"] = time.perf_counter() - started
+        report["peak_memory_gib"] = peak_memory_bytes() / GIB
+        write_json(run_dir / "metrics.json", report)
+        log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
+            f"GiB); metrics.json, plots and the classifier are in {run_dir}")
+        return report
     finally:
-        checkpoints.close()
-        if disk_dir is not None:
-            shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
-    spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool, max_length=length)
-    save_classifier(run_dir, params, spec, bpe_dir=model_dir)
-    report["status"] = "finished"
-    report["total_seconds"] = time.perf_counter() - started
-    report["peak_memory_gib"] = peak_memory_bytes() / GIB
-    write_json(run_dir / "metrics.json", report)
-    log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
-        f"GiB); metrics.json, plots and the classifier are in {run_dir}")
-    return report
+        lock.release()
+        stop_on_sigterm()

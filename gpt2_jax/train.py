@@ -17,6 +17,7 @@ mesh adds shardings to these jits and leaves the loop as it is.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from typing import Any, Callable, Iterable, NamedTuple
@@ -65,10 +66,10 @@ class TrainConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
         if not self.trainable:
             raise ValueError("trainable needs at least one preset or pattern")
         resolve_trainable(self.trainable, 1)  # raises on an invalid regular expression
@@ -85,7 +86,7 @@ def parse_class_weights(spec: str) -> dict[str, float]:
             weight = float(value)
         except ValueError:
             weight = None
-        if not eq or not name or weight is None or not weight > 0:
+        if not eq or not name or weight is None or not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"class weights {spec!r}: expected 'balanced', 'none' or "
                              f"NAME=POSITIVE_NUMBER pairs separated by commas (at {item!r})")
         out[name] = weight

@@ -157,6 +157,8 @@ def test_lab_states_its_facts(tiny_model_dir, tmp_path, capsys):
     assert "classes (id order) ['ham', 'spam']" in out
     report = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert report["config"]["data"]["data_format"] == "sms"
+    assert report["status"].startswith("checked: --epochs 0")  # a data check, not a result
+    assert not (tmp_path / "r" / "classifier.json").exists()
     train = report["data"]["splits"]["train"]
     assert (train["n"], train["ham"], train["spam"]) == (2000, 1726, 274)
     assert train["truncated"] > 0  # the tiny model's context is 64 tokens

@@ -1,0 +1,163 @@
+"""Expected failures end with one clear line, a non-zero exit and a true status in
+metrics.json; a run folder belongs to one run at a time."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BPE_DIR, REPO, needs
+from experiments import spam
+from gpt2_jax import finetune
+from gpt2_jax.finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, RunFolderLock,
+                               run)
+from gpt2_jax.train import TrainConfig
+from synthetic import write_sms_file
+
+SIZES = dict(train_size=160, val_size=40, test_size=40)
+
+
+@pytest.fixture(scope="module")
+def sms_file(tmp_path_factory):
+    return write_sms_file(tmp_path_factory.mktemp("data") / "SMSSpamCollection")
+
+
+def _args(model_dir, sms_file, run_dir, *extra):
+    return ["--model-dir", str(model_dir), "--data-file", str(sms_file), "--run-dir",
+            str(run_dir), "--train-size", "160", "--val-size", "40", "--test-size", "40",
+            "--epochs", "3", "--lr", "1e-3", *extra]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith(("error:", "stopped:"))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "nan"], "lr must be a positive number, got nan"),
+    (["--lr", "inf"], "lr must be a positive number, got inf"),
+    (["--weight-decay", "nan"], "weight_decay must be a number >= 0"),
+    (["--class-weights", "ham=inf,spam=1"], "at 'ham=inf'"),
+    (["--train-size", "nan"], "train_size must be a count or a fraction"),
+    (["--drop-rate", "nan"], "drop_rate must be in [0, 1)"),
+    (["--memory-budget-gib", "0"], "memory_budget_gib must be"),
+    (["--trainable", "h1/[a"], "--trainable 'h1/[a' is neither a preset"),
+])
+def test_impossible_flags_stop_before_any_work(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        spam.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@needs(BPE_DIR)
+def test_run_dir_that_is_a_file_or_cannot_be_made(tiny_model_dir, sms_file, tmp_path, capsys):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    assert spam.main(_args(tiny_model_dir, sms_file, a_file)) == 1
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
+    assert spam.main(_args(tiny_model_dir, sms_file, a_file / "run")) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot create the run folder {a_file / 'run'}" in line
+    assert a_file.read_text() == "keep me"
+
+
+@needs(BPE_DIR)
+def test_a_folder_in_use_is_refused(tiny_model_dir, sms_file, tmp_path):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    lock = RunFolderLock(folder)  # another run holds it
+    cfg = RunConfig(model=ModelConfig(model_dir=str(tiny_model_dir)),
+                    data=DataConfig(data_file=str(sms_file), **SIZES),
+                    output=OutputConfig(run_dir=str(folder), overwrite=True))
+    try:
+        with pytest.raises(FileExistsError, match=r"in use by another run \(pid \d+"):
+            run(cfg, log=lambda s: None)
+    finally:
+        lock.release()
+    assert [p.name for p in folder.iterdir()] == [".lock"]  # --overwrite removed nothing
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_two_runs_started_together_on_one_folder(tiny_model_dir, sms_file, tmp_path):
+    run_dir = tmp_path / "shared"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "experiments.spam",
+           *_args(tiny_model_dir, sms_file, run_dir, "--epochs", "1")]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    loser = next(err for code, err in results if code == 1)
+    assert str(run_dir) in _one_error_line(loser)
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["status"] == "finished" and (run_dir / "classifier.json").is_file()
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_full_disk_gives_one_line_and_a_true_status(tiny_model_dir, sms_file, tmp_path,
+                                                    monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(finetune, "plot_history", disk_full)  # after epoch 1 is saved
+    run_dir = tmp_path / "r"
+    assert spam.main(_args(tiny_model_dir, sms_file, run_dir)) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in _one_error_line(err)
+    status = json.loads((run_dir / "metrics.json").read_text())["status"]
+    assert status.startswith("stopped: [Errno 28] No space left on device; the last good "
+                             "state (epoch 1)")
+    assert f"--resume {run_dir}" in status and f"--resume {run_dir}" in err
+
+
+@needs(BPE_DIR)
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    args = ["--data-file", str(tmp_path / "missing.csv"), "--format", "csv"]
+    assert spam.main(args) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert spam.main(args + ["--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+TERMINATED_RUN = """
+import os, signal, sys
+from experiments import spam
+import gpt2_jax.cli as cli
+from gpt2_jax.finetune import run
+
+def sigterm_at_15(step):
+    if step == 15:  # 10 steps per epoch: half-way through epoch 2
+        os.kill(os.getpid(), signal.SIGTERM)
+
+cli.run = lambda cfg, **kw: run(cfg, on_step=sigterm_at_15, **kw)
+sys.exit(spam.main({argv!r}))
+"""
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
+    run_dir = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = TERMINATED_RUN.format(argv=_args(tiny_model_dir, sms_file, run_dir))
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert _one_error_line(done.stderr) == "stopped: terminated (SIGTERM)"
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["status"].startswith("stopped: terminated (SIGTERM); the last good state "
+                                       "(epoch 1)")
+    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
+                              str(run_dir)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["status"] == "finished"
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
