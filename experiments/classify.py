@@ -8,7 +8,9 @@ Everything about the classifier (label names, pooling, max length, tokenizer, mo
 is read from the run folder; no training flag is needed. Each text gets the label
 with the highest probability (argmax over the classes). Texts longer than the
 classifier's max_length tokens are cut to their first max_length tokens, as in
-training; stderr says how many were.
+training; stderr says how many were. Texts must be UTF-8 (arguments, stdin, --input);
+a byte that is not, or an empty text, stops with where it is (TEXT argument N, stdin
+line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
 
 Output without --output: a header line, then one line per text,
 tab-separated: label, one probability per class, the text (tabs and newlines in it
@@ -41,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
                    help="run folder written by experiments.spam (holds classifier.json)")
     p.add_argument("texts", nargs="*", metavar="TEXT",
                    help="texts to classify; none and no --input: read one per line from stdin "
-                        "(blank lines skipped)")
+                        "(UTF-8, blank lines skipped, \\n or \\r\\n line ends)")
     p.add_argument("--input", metavar="FILE",
                    help="read the texts from a CSV, TSV, JSONL or parquet file")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
@@ -68,16 +70,51 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
 def read_texts(args) -> list[str]:
     """Texts from the arguments, ``--input`` or stdin (in that order of preference)."""
     if args.texts:
-        texts = list(args.texts)
+        texts = argument_texts(args.texts)
     elif args.input:
         texts = read_input_file(args.input, args.text_column, args.format)
     else:
         if sys.stdin.isatty():  # otherwise it looks like a hang
             print("reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
-        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        texts = stdin_texts(sys.stdin.buffer)
     if not texts:
         raise InputError("no texts to classify: give them as arguments, with --input FILE, "
                          "or one per line on stdin")
+    return texts
+
+
+def argument_texts(texts: list[str]) -> list[str]:
+    """The TEXT arguments, each checked: not blank, and UTF-8 (a byte that is not
+    reaches Python as a lone surrogate)."""
+    for number, text in enumerate(texts, start=1):
+        where = f"TEXT argument {number}"
+        if not text.strip():
+            raise InputError(f"{where} is empty; give a text with at least one visible "
+                             "character, or leave the argument out")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InputError(f"{where}, character {err.start + 1}: a byte that is not UTF-8 "
+                             "(set the terminal to UTF-8)") from None
+    return list(texts)
+
+
+def stdin_texts(stream) -> list[str]:
+    """One text per line of the binary ``stream`` (stdin's bytes): UTF-8 (a leading
+    byte-order mark dropped), line ending (``\n`` or ``\r\n``) removed, blank lines
+    skipped. A byte that is not UTF-8 is an InputError naming its line and position."""
+    texts = []
+    for number, line in enumerate(stream, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"stdin line {number}, byte {err.start + 1}: "
+                             f"{line[err.start]:#04x} is not UTF-8 (send UTF-8 text)") from None
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        text = text.rstrip("\r\n")
+        if text.strip():
+            texts.append(text)
     return texts
 
 

@@ -18,6 +18,7 @@ padded token ids.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -38,6 +39,9 @@ FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
               ".ndjson": "jsonl", ".parquet": "parquet"}
 SMS_FILE_NAME = "SMSSpamCollection"  # the one extension-less name ``fmt="auto"`` knows
+# how the "sms" format treats quotes (gpt2_jax.sms.read_sms_spam): "pandas" = the lab's
+# (a message starting with " runs on to the next "), "none" = one message per line
+SMS_QUOTING = ("pandas", "none")
 MAX_PROBLEMS = 5  # a bad file reports this many problems at once, not thousands
 _INTEGER = re.compile(r"-?[0-9]+")  # an integer label as written (ASCII digits only)
 
@@ -87,7 +91,7 @@ def guess_format(path: str | os.PathLike) -> str:
 
 
 def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str = "text",
-               label_column: str | None = "label") -> pd.DataFrame:
+               label_column: str | None = "label", sms_quoting: str = "pandas") -> pd.DataFrame:
     """The standard frame (``text``, ``label``, ``where``; see the module docstring) of a
     labelled text file.
 
@@ -95,7 +99,11 @@ def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str =
     ``label_column`` name the columns (CSV/TSV header, JSONL keys, parquet columns);
     ``label_column=None`` reads only the texts (no ``label`` column). The "sms" format
     has no column names, so both are ignored for it (it always has labels). Other
-    columns are ignored. Every problem is a ValueError naming the file and line.
+    columns are ignored. ``sms_quoting`` (one of ``SMS_QUOTING``) is the "sms" format's
+    quoting (see ``gpt2_jax.sms.read_sms_spam``: its frame also carries
+    ``attrs["joined"]``, the messages that took several lines). A leading UTF-8
+    byte-order mark is dropped in every text format. Every problem is a ValueError
+    naming the file and line.
     """
     path = Path(path)
     if fmt == "auto":
@@ -103,11 +111,14 @@ def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str =
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} "
                          "or auto")
+    if sms_quoting not in SMS_QUOTING:
+        raise ValueError(f"unknown SMS quoting {sms_quoting!r}; expected one of "
+                         f"{', '.join(SMS_QUOTING)}")
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if fmt == "sms":
         from .sms import read_sms_spam  # sms imports this module, so not at the top
-        return read_sms_spam(path)
+        return read_sms_spam(path, quoting=sms_quoting)
     if label_column is not None and label_column == text_column:
         raise ValueError(f"{path}: text and label column are both {text_column!r}; name two "
                          "different columns with --text-column and --label-column")
@@ -185,13 +196,21 @@ def _is_null(value) -> bool:
 
 def _decode(path: Path, raw: bytes) -> str:
     """The file as text (UTF-8, a leading byte-order mark dropped); a byte that is not
-    UTF-8 is reported with its line."""
+    UTF-8 is reported with its line and its byte position in that line (the mark not
+    counted: editors do not show it)."""
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ValueError(f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 (save "
-                         "the file as UTF-8)") from None
+        line, column = byte_place(raw, err.start)
+        raise ValueError(f"{path} line {line}, byte {column}: {raw[err.start]:#04x} is not "
+                         "UTF-8 (save the file as UTF-8)") from None
+
+
+def byte_place(raw: bytes, offset: int) -> tuple[int, int]:
+    """(line, byte in that line) of ``raw[offset]``, both 1-based."""
+    line = raw.count(b"\n", 0, offset) + 1
+    return line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
 
 
 class CsvRecordError(ValueError):

@@ -97,6 +97,11 @@ class DataConfig:
     data_format: str = field(default="auto", metadata={
         "flag": "--format", "choices": ["auto", *tables.FORMATS],
         "help": "auto: by the file's extension (SMSSpamCollection: sms)"})
+    quoting: str = field(default="pandas", metadata={
+        "choices": list(tables.SMS_QUOTING),
+        "help": "SMS format only: 'pandas' reads as the lab does (a message starting with a "
+        "quote runs on to the next quote; every such join is logged), 'none' takes one "
+        "message per line"})
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
     label_column: str = field(default="label", metadata={"help": "column holding the class"})
     labels: str = field(default="sorted", metadata={
@@ -367,6 +372,7 @@ class LabelledData:
     classes: tuple[str, ...]
     files: dict[str, str]
     rows: int
+    joined: list[dict]  # records that quoting joined over several lines (SMS format)
 
 
 def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
@@ -379,7 +385,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
 
     def read(p: Path, fmt: str):
         return tables.read_table(p, fmt=fmt, text_column=d.text_column,
-                                 label_column=d.label_column)
+                                 label_column=d.label_column, sms_quoting=d.quoting)
 
     df = read(path, fmt)
     classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
@@ -398,7 +404,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
             extra[name] = tables.add_class_ids(frame, classes, what=name)
     splits = dataclasses.replace(splits, **extra)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
-    return LabelledData(splits, classes, files, len(df))
+    return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
 
 
 def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
@@ -549,7 +555,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     settings, model_dir = _backbone_files(m)
     model_cfg = GPTConfig.from_settings(settings, num_classes=len(classes),
                                         drop_rate=m.drop_rate)
-    tokenizer = get_tokenizer(model_dir)
+    tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
     max_length = {"longest": None, "context": model_cfg.context_length}.get(
         cfg.data.max_length, cfg.data.max_length)
     encoded, length = tables.encode_splits(splits, tokenizer, model_cfg.context_length,
@@ -571,7 +577,12 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
             f"{list(classes)}")
         data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
-                     "max_length": length, "splits": {}}
+                     "joined": labelled.joined, "max_length": length, "splits": {}}
+        if labelled.joined:
+            log(f"quoting joined {len(labelled.joined)} message(s) over several lines: "
+                + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
+                + (" ..." if len(labelled.joined) > 5 else "")
+                + " (--quoting none reads one message per line)")
         for name, split in encoded.items():
             counts = np.bincount(split.labels, minlength=len(classes)).tolist()
             data_info["splits"][name] = {"n": len(split), **dict(zip(classes, counts)),

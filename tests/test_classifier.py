@@ -45,10 +45,14 @@ def runs(tmp_path_factory):
 
 
 def run_cli(*args, stdin=None):
+    """The CLI in a subprocess; ``stdin`` as str, or as bytes sent unchanged (stdout and
+    stderr are decoded as UTF-8 either way)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "experiments.classify", *map(str, args)],
-                          input=stdin, capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=300)
+    out = subprocess.run([sys.executable, "-m", "experiments.classify", *map(str, args)],
+                         input=stdin.encode() if isinstance(stdin, str) else stdin,
+                         capture_output=True, cwd=REPO, env=env, timeout=300)
+    out.stdout, out.stderr = out.stdout.decode(), out.stderr.decode()
+    return out
 
 
 def reference_probs(params, tokenizer, text, pool):
@@ -287,6 +291,62 @@ def test_cli_no_texts(runs):
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: no texts to classify: give them as arguments, with --input FILE, or one per "
         "line on stdin"]
+
+
+@needs_bpe
+def test_cli_stdin_bytes_crlf_and_byte_order_mark(runs):
+    stdin = "\ufefffirst line\r\n\r\nsecond \u00a3 line\r\nthird\n".encode("utf-8")
+    out = run_cli("--run", runs["last"], stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    _, rows = parse_stdout(out.stdout)
+    assert [r[-1] for r in rows] == ["first line", "second \u00a3 line", "third"]  # no \\r
+    assert "0 of 3 texts" in out.stderr
+
+
+@needs_bpe
+def test_cli_refuses_stdin_that_is_not_utf8(runs):
+    out = run_cli("--run", runs["last"], stdin=b"fine\r\nWIN \xa3100 now\n")  # Latin-1 pound
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "error: stdin line 2, byte 5: 0xa3 is not UTF-8 (send UTF-8 text)"]
+
+
+@needs_bpe
+@pytest.mark.parametrize("name, content, message", [
+    ("in.csv", b"text\nfine\nWIN \xa3100\n", "in.csv line 3, byte 5: 0xa3 is not UTF-8 "
+                                               "(save the file as UTF-8)"),
+    ("in.jsonl", b'{"text": "ok"}\n{"text": "\xe9t\xe9"}\n', "in.jsonl line 2, byte 11: "
+                                                          "0xe9 is not UTF-8"),
+    ("in.csv", b"text\nfine\n  \n", "in.csv line 3, column 'text': empty text"),
+])
+def test_cli_input_file_problems_name_the_line(runs, tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    assert classify.main(["--run", str(runs["last"]), "--input", str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / name}") and message in err
+    assert err.count("\n") == 1
+
+
+@needs_bpe
+@pytest.mark.parametrize("texts, message", [
+    (["fine", ""], "error: TEXT argument 2 is empty; give a text with at least one visible "
+                   "character, or leave the argument out"),
+    ([" \t "], "error: TEXT argument 1 is empty"),
+    (["ok", "WIN \udca3100"], "error: TEXT argument 2, character 5: a byte that is not UTF-8"),
+])
+def test_cli_refuses_empty_or_undecodable_arguments(runs, capsys, texts, message):
+    assert classify.main(["--run", str(runs["last"]), *texts]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_stdin_texts_without_a_classifier():
+    import io
+
+    lines = io.BytesIO(b"\xef\xbb\xbfa\r\n\n  \r\nb\tc\nlast without newline")
+    assert classify.stdin_texts(lines) == ["a", "b\tc", "last without newline"]
+    with pytest.raises(classify.InputError, match=r"^stdin line 3, byte 1: 0xff is not UTF-8"):
+        classify.stdin_texts(io.BytesIO(b"a\nb\n\xff\n"))
 
 
 @pytest.mark.parametrize("argv, message", [

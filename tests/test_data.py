@@ -129,7 +129,7 @@ def test_empty_cells_are_named_by_line_together(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"", r"empty file; expected a header row"),
     (b"text,label\n", r"no rows"),
-    (b"text,label\nhi,\xe9t\xe9\n", r"x\.csv line 2: byte 0xe9 is not UTF-8"),
+    (b"text,label\nhi,\xe9t\xe9\n", r"x\.csv line 2, byte 4: 0xe9 is not UTF-8"),
     (b"text,text,label\na,b,c\n", r"names column 'text' 2 times"),
 ])
 def test_other_bad_csv_files(tmp_path, content, message):
@@ -137,6 +137,36 @@ def test_other_bad_csv_files(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         data.read_table(path)
+
+
+def test_a_non_utf8_byte_after_a_byte_order_mark_is_placed_as_an_editor_shows_it(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,la\xffbel\nhi,a\n")
+    with pytest.raises(ValueError, match=r"x\.csv line 1, byte 8: 0xff is not UTF-8"):
+        data.read_table(path)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("b.csv", "\ufefftext,label\nhello,a\nbye,b\n"),
+    ("b.tsv", "\ufefftext\tlabel\nhello\ta\nbye\tb\n"),
+    ("b.jsonl", '\ufeff{"text": "hello", "label": "a"}\n{"text": "bye", "label": "b"}\n'),
+    ("SMSSpamCollection", "\ufeffham\thello\nspam\tbye\n"),
+])
+def test_a_byte_order_mark_is_dropped(tmp_path, name, content):
+    """Spreadsheet programs and Windows editors start UTF-8 files with U+FEFF; it must
+    not become part of the first column name (CSV/TSV), JSON or label (SMS)."""
+    df = data.read_table(_write(tmp_path / name, content))
+    assert df["text"].tolist() == ["hello", "bye"]
+    assert df["label"].tolist() in (["a", "b"], ["ham", "spam"])
+    header = name.endswith((".csv", ".tsv"))
+    assert df["where"].iloc[0] == f"{name} line {2 if header else 1}"
+
+
+def test_sms_quoting_is_checked_for_every_format(tmp_path):
+    path = write_rows(tmp_path / "a.csv", [("a", "x"), ("b", "y")])
+    assert len(data.read_table(path, sms_quoting="none")) == 2  # only the "sms" format uses it
+    with pytest.raises(ValueError, match="unknown SMS quoting 'off'"):
+        data.read_table(path, sms_quoting="off")
 
 
 def test_format_by_extension_and_forced(tmp_path):

@@ -116,7 +116,7 @@ def test_run_folder_is_not_overwritten(two_runs, tiny_model_dir, sms_file):
 
 @pytest.mark.parametrize("flags, message", [
     (["--batch-size", "0"], "batch_size must be positive"),
-    (["--lr", "-1"], "lr must be positive"),
+    (["--lr", "-1"], "lr must be a positive number"),
     (["--train-size", "8"], "train_size 8 < batch_size 16"),
     (["--model-size", "2B"], "invalid choice"),
     (["--class-weights", "1,2,3"], "NAME=POSITIVE_NUMBER"),
@@ -155,6 +155,8 @@ def test_lab_states_its_facts(tiny_model_dir, tmp_path, capsys):
     assert "train:  2000 texts (1726 ham / 274 spam)" in out
     assert "batch 16 -> 125 batches per epoch" in out
     assert "classes (id order) ['ham', 'spam']" in out
+    assert "quoting joined 1 message(s) over several lines: SMSSpamCollection line 5082 " \
+        "(3 lines)" in out
     report = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert report["config"]["data"]["data_format"] == "sms"
     assert report["status"].startswith("checked: --epochs 0")  # a data check, not a result

@@ -88,6 +88,7 @@ def test_split_sizes_and_balance(tmp_path):
     (b"ham\thello\nspam\tWIN \xa3100\n", r"line 2, byte 10: 0xa3 is not UTF-8"),
     (b"ham\thello\nham\tbye\n", r"every message is labelled \['ham'\]; a classifier needs"),
     (b"ham\thello\nspam\t\"\"\n", r"s.txt line 2: empty message \(as pandas reads"),
+    (b"\xef\xbb\xbf\n  \n", r"s.txt: no messages; expected lines of 'ham' or 'spam', a tab"),
 ])
 def test_bad_rows_are_named_by_file_and_line(tmp_path, content, message):
     path = tmp_path / "s.txt"
@@ -169,3 +170,111 @@ def test_fetch_checks_the_unzipped_files_hash(tmp_path):
             sms.fetch_sms_spam(tmp_path / "b", urls=(f"{url}/edited.zip",), progress=False)
     folder = tmp_path / "b" / "sms_spam_collection"
     assert list(folder.iterdir()) == []  # neither the zip nor a file a later run would trust
+
+
+# ----------------------------------------------------------------- quoting and joins
+
+# line 3 opens a quote that closes on line 7: pandas' quoting makes lines 3-7 one message
+JOINED = (b"ham\tsee you at 6\n"                  # line 1
+          b"spam\tWIN a prize now\n"              # line 2
+          b"ham\t\"so he said\n"                  # line 3: the quote opens
+          b"ham\tok\n"                            # line 4
+          b"spam\tFREE entry\n"                   # line 5
+          b"ham\tlater\n"                         # line 6
+          b"spam\tclaim it\" today\n"             # line 7: the quote closes
+          b"ham\tbye\n")                          # line 8
+
+
+def test_a_quote_that_joins_lines_is_reported(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(JOINED)
+    df = sms.read_sms_spam(path)  # the default: the lab's quoting
+    assert df.attrs["quoting"] == "pandas"
+    assert df.attrs["joined"] == [{"where": "s.txt line 3", "lines": 5}]
+    assert df["where"].tolist() == ["s.txt line 1", "s.txt line 2", "s.txt line 3",
+                                    "s.txt line 8"]
+    assert df["text"].iloc[2] == ("so he said\nham\tok\nspam\tFREE entry\nham\tlater\n"
+                                  "spam\tclaim it today")
+    assert df["label"].tolist() == ["ham", "spam", "ham", "ham"]
+
+
+def test_quoting_none_reads_one_message_per_line(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(JOINED)
+    df = sms.read_sms_spam(path, quoting="none")
+    assert df.attrs == {"quoting": "none", "joined": []}
+    assert df["where"].tolist() == [f"s.txt line {n}" for n in range(1, 9)]
+    assert df["text"].iloc[2] == '"so he said' and df["text"].iloc[6] == 'claim it" today'
+    assert df["label"].tolist() == ["ham", "spam", "ham", "ham", "spam", "ham", "spam", "ham"]
+
+
+def test_read_table_passes_the_quoting_through(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(JOINED)
+    assert sms.SMS_QUOTING == data.SMS_QUOTING == ("pandas", "none")
+    assert len(data.read_table(path, fmt="sms")) == 4
+    assert len(data.read_table(path, fmt="sms", sms_quoting="pandas")) == 4
+    assert len(data.read_table(path, fmt="sms", sms_quoting="none")) == 8
+    with pytest.raises(ValueError, match=r"unknown SMS quoting 'csv'; expected one of pandas, "
+                                         r"none"):
+        data.read_table(path, fmt="sms", sms_quoting="csv")
+    with pytest.raises(ValueError, match=r"SMS quoting 'csv' is not one of \('pandas', 'none'\)"):
+        sms.read_sms_spam(path, quoting="csv")
+
+
+def test_joins_are_counted_without_line_numbers_if_the_parsers_disagree(tmp_path, monkeypatch):
+    path = tmp_path / "s.txt"
+    path.write_bytes(JOINED)
+    monkeypatch.setattr(sms, "csv_records", lambda *a, **k: [])
+    df = sms.read_sms_spam(path)
+    assert df.attrs["joined"] == [{"where": "s.txt message 3", "lines": 5}]
+
+
+@needs(SMS_FILE)
+def test_real_file_joins_are_reported_and_quoting_none_reads_every_line():
+    df = sms.read_sms_spam(SMS_FILE)
+    assert len(df) == 5572
+    assert df.attrs["joined"] == [{"where": "SMSSpamCollection line 5082", "lines": 3}]
+    plain = sms.read_sms_spam(SMS_FILE, quoting="none")
+    assert len(plain) == 5574 and plain.attrs["joined"] == []
+    assert plain["label"].value_counts().to_dict() == {"ham": 4827, "spam": 747}
+    assert plain["where"].iloc[-1] == "SMSSpamCollection line 5574"
+
+
+@pytest.mark.parametrize("content, quoting, message", [
+    (b"ham\ta\tb\nspam\tx\n", "pandas",  # pandas would take the first column as an index
+     r"s.txt line 1: 3 tab-separated fields, expected 2 \(label, message\); put a message "
+     r"that holds a tab in quotes"),
+    (b"ham\tok\nspam\tx\nham\ta\tb\n", "pandas",  # pandas: "Expected 2 fields in line 3"
+     r"s.txt line 3: 3 tab-separated fields, expected 2"),
+    (b"ham\tok\nspam\t\"x\nham\tb\tc\"\tq\n", "pandas",
+     r"s.txt line 2: the quote at the start of this message joins lines 2-3 into one "
+     r"record of 3 tab-separated fields"),
+    (b"ham\tok\nspam\tx\nham\ta\tb\n", "none",
+     r"line 3: 3 tab-separated fields, expected 2 \(label, message\); remove the tab"),
+    (b"ham\tok\nspam\t\"never closed\nham\tmore\n\nham\tq\n", "pandas",
+     r"s.txt line 2: the quote that opens this message is never closed, so it would "
+     r"swallow every line after it; remove the quote, or read the file with --quoting none"),
+])
+def test_records_of_the_wrong_shape_are_named(tmp_path, content, quoting, message):
+    path = tmp_path / "s.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        sms.read_sms_spam(path, quoting=quoting)
+    assert str(path) in str(err.value)
+
+
+def test_a_quoted_tab_is_part_of_the_message(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"ham\tok\nspam\t\"a\tb\"\n")
+    assert sms.read_sms_spam(path)["text"].tolist() == ["ok", "a\tb"]
+
+
+@pytest.mark.parametrize("quoting", sms.SMS_QUOTING)
+def test_byte_order_mark_and_blank_lines(tmp_path, quoting):
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"\xef\xbb\xbfham\thi\r\n\r\n   \nspam\tWIN\r\n")
+    df = sms.read_sms_spam(path, quoting=quoting)
+    assert df["label"].tolist() == ["ham", "spam"] and df["text"].tolist() == ["hi", "WIN"]
+    assert df["where"].tolist() == ["s.txt line 1", "s.txt line 4"]
+    assert df.attrs["joined"] == []

@@ -1,7 +1,12 @@
+import hashlib
+import shutil
+import socket
+
 import pytest
 
 from conftest import BPE_DIR, needs
-from gpt2_jax.tokenizer import END_OF_TEXT_ID, get_tokenizer
+from gpt2_jax import tokenizer
+from gpt2_jax.tokenizer import END_OF_TEXT_ID, TIKTOKEN_GPT2_URL, get_tokenizer
 
 
 @needs(BPE_DIR)
@@ -20,6 +25,109 @@ def test_missing_files_and_no_network_explain(tmp_path, monkeypatch):
 
     def offline(name):
         raise ConnectionError("no route to host")
+    monkeypatch.delenv("GPT2_JAX_OFFLINE", raising=False)
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    with pytest.raises(RuntimeError, match=f"no encoder.json \\+ vocab.bpe in {tmp_path}"):
+    with pytest.raises(RuntimeError, match=f"no encoder.json \\+ vocab.bpe in {tmp_path}, and "
+                                           "tiktoken could not download them \\(no route"):
         get_tokenizer(tmp_path)
+
+
+# ----------------------------------------------------------------- offline: no network at all
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Every way out is refused and recorded; tiktoken's cache is an empty folder."""
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)
+        raise OSError("network used in a test that must not use it")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(tokenizer.tiktoken, "get_encoding", refuse)
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.delenv("GPT2_JAX_OFFLINE", raising=False)
+    return tried, cache
+
+
+def _offline_message(folder):
+    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe in {folder}, nor in "
+            f"tiktoken's cache ({{cache}}), and offline mode downloads nothing; get "
+            f"them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
+            f"and put both in {folder}")
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_offline_without_files_names_the_folder_and_touches_no_network(no_network, tmp_path,
+                                                                       monkeypatch, how):
+    tried, cache = no_network
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if how == "environment":
+        monkeypatch.setenv("GPT2_JAX_OFFLINE", "1")
+    with pytest.raises(RuntimeError) as err:
+        get_tokenizer(folder, offline=True if how == "argument" else None)
+    assert str(err.value) == _offline_message(folder).format(cache=cache)
+    assert tried == []
+
+
+def test_offline_with_caching_disabled(no_network, monkeypatch):
+    tried, _ = no_network
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    with pytest.raises(RuntimeError, match=r"no encoder.json \+ vocab.bpe \(no model folder "
+                                           r"given\), nor in tiktoken's cache \(disabled\), "
+                                           r"and offline mode downloads nothing; get them from"):
+        get_tokenizer(offline=True)
+    assert tried == []
+
+
+def _fill_cache(cache, **changes):
+    """Copy the BPE files into ``cache`` under the names tiktoken gives them."""
+    for name in ("encoder.json", "vocab.bpe"):
+        key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
+        shutil.copyfile(BPE_DIR / name, cache / key)
+        if name in changes:
+            (cache / key).write_bytes(changes[name])
+
+
+@needs(BPE_DIR)
+def test_offline_reads_tiktokens_cache(no_network, tmp_path):
+    tried, cache = no_network
+    _fill_cache(cache)
+    tok = get_tokenizer(tmp_path / "nowhere", offline=True)
+    assert tok.encode("Hello, world") == [15496, 11, 995] and tok.n_vocab == 50257
+    assert tried == []
+
+
+@needs(BPE_DIR)
+def test_offline_ignores_a_damaged_cache(no_network, tmp_path):
+    tried, cache = no_network
+    _fill_cache(cache, **{"vocab.bpe": b"#version: 0.2\n"})
+    with pytest.raises(RuntimeError, match="nor in tiktoken's cache"):
+        get_tokenizer(tmp_path, offline=True)
+    assert tried == []
+
+
+@needs(BPE_DIR)
+def test_offline_with_local_files(no_network):
+    tried, _ = no_network
+    assert get_tokenizer(BPE_DIR, offline=True).encode("Hello, world") == [15496, 11, 995]
+    assert tried == []
+
+
+@needs(BPE_DIR)
+@pytest.mark.parametrize("name, content", [
+    ("vocab.bpe", b"#version: 0.2\nG t\n"),  # merges that do not fit the encoder
+    ("encoder.json", b'{"!": 0, '),           # not JSON
+])
+def test_damaged_local_files_are_named(tmp_path, name, content):
+    for other in ("encoder.json", "vocab.bpe"):
+        shutil.copyfile(BPE_DIR / other, tmp_path / other)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(RuntimeError, match=r"encoder.json \+ .*vocab.bpe: not GPT-2's "
+                                           r"byte-pair files \(.*\); replace both") as err:
+        get_tokenizer(tmp_path, offline=True)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
