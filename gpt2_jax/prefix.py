@@ -7,8 +7,12 @@ per message and training runs only blocks ``k ..`` plus the final norm and head.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import hashlib
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,24 +132,215 @@ def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, i
                   stop: int, *, bucketed: bool = False, matmul_dtype: str | None = None,
                   desc: str = "prefix", log=print) -> np.ndarray:
     """``compute_prefix``, kept in ``cache_dir`` as ``prefix-<key>.npy`` (read back
-    memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only."""
+    memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only.
+
+    Each entry has a record ``prefix-<key>.json`` (shape, dtype, byte size, SHA-256 of the
+    file); an entry is reused only when it matches its record, otherwise it is computed
+    again and replaced. A new entry is computed straight into a memory-mapped temporary
+    file (no RAM copy of the whole array). A cache folder that cannot be written (read-only,
+    full, no permission) is reported once and the run goes on without the cache."""
+    compute = functools.partial(compute_prefix, cfg, params, ids, lengths, stop,
+                                bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc, log=log)
     if cache_dir is None:
-        return compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
-                              matmul_dtype=matmul_dtype, desc=desc, log=log)
-    key = prefix_key(cfg, params, ids, lengths, stop, bucketed, matmul_dtype)
-    path = Path(cache_dir) / f"prefix-{key}.npy"
-    if path.is_file():
-        log(f"{desc}: reusing {path}")
-        return np.load(path, mmap_mode="r")
-    out = compute_prefix(cfg, params, ids, lengths, stop, bucketed=bucketed,
-                         matmul_dtype=matmul_dtype, desc=desc, log=log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as f:
-        np.save(f, out)
-    os.replace(part, path)  # a crash never leaves a half cache file under the final name
-    log(f"{desc}: saved to {path}")
-    return out
+        return compute()
+    entry = CacheEntry(Path(cache_dir), prefix_key(cfg, params, ids, lengths, stop, bucketed,
+                                                   matmul_dtype))
+    shape = (*ids.shape, cfg.emb_dim)
+    reused = _reuse(entry, shape, desc, log)
+    if reused is not None:
+        return reused
+    return _compute_and_save(entry, shape, compute, desc, log)
+
+
+# --- the on-disk cache: one entry = prefix-<key>.npy + its record prefix-<key>.json -------
+
+RECORD_FORMAT = 1
+# Checksum read size: a buffer that stays in the CPU cache between the read and the hash
+# (measured 1.5 GiB/s with 1 MiB against 0.7 GiB/s with 64 MiB on a Xeon).
+CHUNK_BYTES = 1 << 20
+# Errors that mean "this folder cannot hold the cache" rather than a bug: the run goes on.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    """Where one cache entry lives."""
+    folder: Path
+    key: str
+
+    @property
+    def array(self) -> Path:
+        return self.folder / f"prefix-{self.key}.npy"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / f"prefix-{self.key}.json"
+
+
+def file_sha256(path: Path, chunk: int = CHUNK_BYTES) -> str:
+    """SHA-256 of the whole file (header and data), read in chunks through one reused
+    buffer: plain reads, not a memory map, so a file that shrinks meanwhile cannot crash
+    the process (SIGBUS). About 1.5 GiB/s, far cheaper than the prefix it guards."""
+    h = hashlib.sha256()
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from a ``.npy`` header (ValueError if unreadable)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(f)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f".npy format version {version} is not one this cache writes")
+
+
+def entry_problem(entry: CacheEntry, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the entry (``None``: it matches its record and ``shape``).
+    Cheap checks first; the checksum, which reads the whole file, last. Fails closed:
+    anything missing or unreadable is a problem."""
+    try:
+        record = json.loads(entry.record.read_text())
+        expected = (tuple(record["shape"]), np.dtype(record["dtype"]), int(record["bytes"]),
+                    str(record["sha256"]))
+    except FileNotFoundError:
+        return (f"its record {entry.record.name} is missing (written by an older version, "
+                "or an interrupted write)")
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return f"its record {entry.record.name} is unreadable: {error!r}"
+    rec_shape, rec_dtype, rec_bytes, rec_sha = expected
+    if rec_shape != shape or rec_dtype != np.float32:
+        return f"its record says shape {rec_shape} {rec_dtype}, this data needs {shape} float32"
+    try:
+        size = entry.array.stat().st_size
+        if size != rec_bytes:
+            return f"{size} bytes, {rec_bytes} when it was written: truncated or overwritten"
+        try:
+            header = npy_header(entry.array)
+        except ValueError as error:
+            return f"unreadable header: {error}"
+        if header != (shape, False, np.dtype(np.float32)):
+            return f"its header says shape {header[0]} {header[2]}, this data needs {shape} float32"
+        if file_sha256(entry.array) != rec_sha:
+            return "checksum differs from the one recorded when it was written"
+    except OSError as error:  # removed meanwhile, or the disk cannot read it
+        return f"cannot be read: {error}"
+    return None
+
+
+def _reuse(entry: CacheEntry, shape: tuple[int, ...], desc: str, log) -> np.ndarray | None:
+    """The verified entry, memory-mapped read-only; ``None`` when there is none. A damaged
+    entry is reported in one line and removed so that it is computed and written afresh."""
+    if not entry.array.is_file():
+        return None  # a lone record (a write interrupted before its last step) is replaced
+    start = time.perf_counter()
+    problem = entry_problem(entry, shape)
+    if problem is None:
+        try:
+            array = np.load(entry.array, mmap_mode="r")
+        except (OSError, ValueError) as error:  # removed or replaced since it was checked
+            problem = f"cannot be opened: {error}"
+        else:
+            log(f"{desc}: reusing {entry.array} (size and checksum verified in "
+                f"{time.perf_counter() - start:.1f} s)")
+            return array
+    log(f"{desc}: cache file {entry.array} is damaged ({problem}); computing it again")
+    _discard(entry.array, entry.record)  # the array first: a lone record is never trusted
+    return None
+
+
+def _compute_and_save(entry: CacheEntry, shape: tuple[int, ...], compute, desc: str,
+                      log) -> np.ndarray:
+    """Compute into a memory-mapped temporary file, record it, then give it its name.
+
+    Order: array file complete and flushed -> record written under its final name ->
+    array renamed to its final name. The final-named array therefore appears only after a
+    record that describes it; a crash before that leaves at most a lone record or a stale
+    record beside an older array, and the checksum refuses either. Temporary names carry
+    the pid and a random part, so runs sharing the folder never write the same file."""
+    parts: list[Path] = []  # temporary files of this call still to remove, whatever happens
+    array = None
+    try:
+        entry.folder.mkdir(parents=True, exist_ok=True)
+        array_part = _temp_file(entry.folder, entry.array.name, parts)
+        array = _compute_into(array_part, shape, compute)
+        record = {"format": RECORD_FORMAT, "shape": list(shape), "dtype": np.dtype(np.float32).str,
+                  "bytes": array_part.stat().st_size, "sha256": file_sha256(array_part)}
+        record_part = _temp_file(entry.folder, entry.record.name, parts)
+        _write_json(record_part, record)
+        os.replace(record_part, entry.record)
+        parts.remove(record_part)
+        os.replace(array_part, entry.array)
+        parts.remove(array_part)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        log(f"{desc}: cannot write the prefix cache in {entry.folder} "
+            f"({error.strerror or error}); going on without the cache")
+        # A complete temporary array stays usable: its mapping outlives its name (POSIX).
+        return array if array is not None else compute()
+    finally:
+        _discard(*parts)
+    log(f"{desc}: saved to {entry.array}")
+    return array
+
+
+def _temp_file(folder: Path, name: str, parts: list[Path]) -> Path:
+    """A new empty file beside ``name``, unique to this process and call (pid and a random
+    part in its name), added to ``parts`` (the files to remove if the write stops)."""
+    fd, path = tempfile.mkstemp(dir=folder, prefix=f"{name}.{os.getpid()}.", suffix=".part")
+    os.close(fd)
+    parts.append(Path(path))
+    return parts[-1]
+
+
+def _compute_into(path: Path, shape: tuple[int, ...], compute) -> np.ndarray:
+    """Fill ``path`` as a float32 ``.npy`` of ``shape`` by ``compute(out=...)``; return it
+    memory-mapped read-only. The disk space is reserved first: a full disk then fails here
+    with ENOSPC instead of killing the process (SIGBUS) while writing into the mapping."""
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    _reserve(path)
+    compute(out=target)
+    target.flush()
+    del target
+    return np.load(path, mmap_mode="r")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole (so far sparse) file on disk, where the OS can."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # fs cannot: go on sparse
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    """Write ``record`` to ``path`` and make it durable before it is renamed into place."""
+    with open(path, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _discard(*paths: Path) -> None:
+    """Remove files, ignoring those already gone or not removable (reported elsewhere)."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bool,
