@@ -34,7 +34,7 @@ from .report import epoch_table, plot_history, write_json
 from .tokenizer import get_tokenizer
 from .train import (Partition, TrainConfig, Trainer, class_weights, fit,
                     make_optimizer, merge, resolve_trainable)
-from .train_checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, run_fingerprints
+from .train_checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, Restored, run_fingerprints
 
 field = dataclasses.field
 
@@ -426,6 +426,7 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
                      resume: bool = False, prefix_disk_dir: Path | None = None,
                      on_epoch: Callable[[list[dict]], None] | None = None,
                      on_step: Callable[[int], None] | None = None,
+                     on_resume: Callable[[Restored], None] | None = None,
                      log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
     """Fine-tune ``params`` (the parameter tree with its class head) on ``encoded``
     (``{"train": Encoded, ...}``) and evaluate every split after each epoch.
@@ -443,8 +444,11 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     state = trainer.init(trainable)
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
     history, first_epoch = [], 1
-    restored = checkpoints.resume(state, fingerprints) if resume and checkpoints else None
+    restored = (checkpoints.resume(state, fingerprints, log=log)
+                if resume and checkpoints else None)
     if restored is not None:
+        if on_resume is not None:
+            on_resume(restored)
         state, history = restored.state, restored.meta["history"]
         first_epoch = restored.meta["epoch"] + 1
         log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
@@ -634,8 +638,13 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             previous = json.loads((run_dir / "metrics.json").read_text())
             report["epochs"] = previous.get("epochs", [])
             report["resumed"] = previous.get("resumed", []) + [
-                {"after_epoch": checkpoints.latest_epoch() or 0,
-                 "at": dt.datetime.now().isoformat(timespec="seconds")}]
+                {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}]
+
+        def on_resume(restored: Restored) -> None:
+            report["resumed"][-1].update(after_epoch=restored.meta["epoch"],
+                                         skipped=[{"epoch": e, "why": why}
+                                                  for e, why in restored.skipped])
+            report["epochs"] = restored.meta["history"]
         write_json(run_dir / "metrics.json", report)
         write_json(run_dir / "config.json", cfg.to_dict())
 
@@ -650,7 +659,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             params, _ = train_classifier(
                 GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
                 partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
-                on_epoch=on_epoch, on_step=on_step, log=log)
+                on_epoch=on_epoch, on_step=on_step, on_resume=on_resume if resume else None,
+                log=log)
             spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool,
                                     max_length=length)
             save_classifier(run_dir, params, spec, bpe_dir=model_dir)

@@ -161,3 +161,28 @@ def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["status"] == "finished"
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@needs(BPE_DIR)
+def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_path):
+    from test_train_checkpoints import _damage
+
+    run_dir = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    argv = _args(tiny_model_dir, sms_file, run_dir, "--keep-checkpoints", "3")
+    script = TERMINATED_RUN.format(argv=argv).replace("step == 15", "step == 25")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 130, done.stderr[-2000:]  # stopped in epoch 3, epochs 1-2 saved
+    _damage(run_dir / "checkpoints" / "2", how="truncate")
+    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
+                              str(run_dir)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoints/2 is damaged" in resumed.stdout + resumed.stderr
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["status"] == "finished"
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+    (entry,) = report["resumed"]
+    assert entry["after_epoch"] == 1 and [s["epoch"] for s in entry["skipped"]] == [2]
