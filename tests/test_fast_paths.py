@@ -152,3 +152,20 @@ def test_prefix_progress_is_logged_without_a_terminal(params, batch):
     assert [line.split(",")[0] for line in logs] == [
         "prefix train: 1/4 batches (25 %)", "prefix train: 2/4 batches (50 %)",
         "prefix train: 3/4 batches (75 %)", "prefix train: 4/4 batches (100 %)"]
+
+
+@pytest.mark.parametrize("t, block", [(1, 96), (5, 2), (64, 96), (257, 96), (257, 32),
+                                      (1024, 96)])
+def test_blocked_causal_attention_equals_the_full_square(t, block):
+    from gpt2_jax.model import causal_attention
+
+    rng = np.random.default_rng(t)
+    q, k, v = (rng.standard_normal((2, t, 3, 8)).astype(np.float32) for _ in range(3))
+    # reference in float64 NumPy: softmax(q k^T / sqrt(D) + causal mask) v
+    s = np.einsum("bqhd,bkhd->bhqk", q, k).astype(np.float64) / np.sqrt(8)
+    s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bhqk,bkhd->bqhd", w, v)
+    got = jax.jit(lambda q, k, v: causal_attention(q, k, v, block=block))(q, k, v)
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
