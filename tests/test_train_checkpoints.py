@@ -7,33 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import encode
 from gpt2_jax.finetune import SpeedConfig, train_classifier
 from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.train import Partition, TrainConfig, Trainer, make_optimizer, resolve_trainable
+from gpt2_jax.train import TrainConfig, Trainer, make_optimizer
 from gpt2_jax.train_checkpoints import (LEAF_DIGESTS, META_DIGEST, DamagedCheckpoint,
                                         EpochCheckpoints, run_fingerprints, state_digests)
+from test_resume import CFG, _data, _partition  # the same tiny model and data
 
-CFG = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2,
-                num_classes=2)
 SEED = 3
-
-
-def _data(seed, n, length=24):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    lengths = rng.integers(2, length + 1, n)
-    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
-              for m, y in zip(lengths, labels)]
-    return encode(tokens, labels, length)
-
-
 DATA = {"train": _data(0, 32), "test": _data(1, 8)}  # 4 steps per epoch at batch 8
-
-
-def _partition(params):
-    return Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
 
 
 def _fit(run_dir, epochs, resume=False, lines=None):
