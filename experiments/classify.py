@@ -1,4 +1,4 @@
-"""Classify texts with a classifier trained by ``experiments.spam``.
+"""Classify texts with a classifier trained by ``experiments.spam`` or ``experiments.finetune``.
 
     python -m experiments.classify --run runs/spam-124M-... "WINNER!! Claim your prize now"
     cat messages.txt | python -m experiments.classify --run DIR     # one text per line
@@ -63,6 +63,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error("give texts as arguments or with --input, not both")
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_FORMATS:
         p.error(f"--output {args.output}: the name must end in one of {OUTPUT_FORMATS}")
+    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        p.error(f"--output {args.output} is the --input file; write the predictions elsewhere")
     if args.batch_size <= 0:
         p.error(f"--batch-size must be positive, got {args.batch_size}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 from gpt2_jax.cli import main as cli_main
 from gpt2_jax.finetune import RunConfig
@@ -29,6 +30,15 @@ EPILOG = ("Results go to RUNS_ROOT/spam-<size>-<time>/ (or --run-dir): metrics.j
           "`python -m experiments.classify --run DIR TEXT` uses.")
 
 
+def _sms_file(cfg: RunConfig) -> None:
+    """The lab reads its file in the SMS format; a table is for experiments.finetune."""
+    f, fmt = cfg.data.data_file, cfg.data.data_format
+    if f and fmt == "sms" and Path(f).suffix.lower() in (".csv", ".tsv", ".jsonl", ".parquet"):
+        raise ValueError(f"--data-file {f}: the lab reads the SMS Spam Collection format; for "
+                         "a table with --text-column/--label-column use `python -m "
+                         "experiments.finetune` (or --format)")
+
+
 def parser():
     from gpt2_jax.cli import parser as make
     return make("python -m experiments.spam", DESCRIPTION, EPILOG, LAB)
@@ -36,7 +46,7 @@ def parser():
 
 def main(argv=None) -> int:
     return cli_main(argv, prog="python -m experiments.spam", description=DESCRIPTION,
-                    epilog=EPILOG, defaults=LAB)
+                    epilog=EPILOG, defaults=LAB, check=_sms_file)
 
 
 if __name__ == "__main__":

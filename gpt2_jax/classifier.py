@@ -277,6 +277,8 @@ def _check_texts(texts) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r}), not a string")
+        if not text.strip():
+            raise ValueError(f"texts[{i}] is empty; a classifier needs some text to read")
     return texts
 
 

@@ -40,9 +40,9 @@ field = dataclasses.field
 
 
 def _size(text: str) -> int | float:
-    """A split size: a count (``500``, ``0``) or a fraction of the rows (``0.1``)."""
-    value = float(text)
-    return int(value) if value.is_integer() else value
+    """A split size: a count (``500``, ``0``) or a fraction of the rows (``0.1``); a
+    number written with a point or an exponent is a fraction (``1.0`` is not one row)."""
+    return int(text) if text.strip().lstrip("+-").isdigit() else float(text)
 
 
 def _size_or_rest(text: str) -> int | float | str:
@@ -128,6 +128,8 @@ class DataConfig:
         "help": "download cache for the SMS Spam Collection"})
 
     def __post_init__(self):
+        if isinstance(self.labels, (list, tuple)):  # the Python API's natural form
+            object.__setattr__(self, "labels", ",".join(self.labels))
         for name in ("train_size", "val_size", "test_size"):
             value = getattr(self, name)
             if isinstance(value, float) and not (math.isfinite(value) and 0 < value < 1):
@@ -183,6 +185,8 @@ class SpeedConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
+    """Where the run folder goes."""
+
     runs_root: str = field(default="runs", metadata={"help": "run folders go here"})
     run_dir: str | None = field(default=None, metadata={
         "help": "the run folder (default: RUNS_ROOT/<data>-<size>-<time>)"})
@@ -342,10 +346,22 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, RunFold
     lock = RunFolderLock(path)
     others = [p for p in path.iterdir() if p.name != LOCK_FILE]
     if others:
+        problem = None
         if not out.overwrite:
+            problem = "exists and is not empty; pick another --run-dir or pass --overwrite"
+        elif not (path / "metrics.json").is_file():
+            problem = ("is not an earlier run's folder (no metrics.json), so --overwrite will "
+                       "not empty it; pick another --run-dir")
+        else:
+            inputs = [Path(f).resolve() for f in (cfg.data.data_file, cfg.data.val_file,
+                                                  cfg.data.test_file, cfg.model.model_dir) if f]
+            inside = [str(f) for f in inputs if f.is_relative_to(path.resolve())]
+            if inside:
+                problem = (f"holds this run's input {', '.join(inside)}, so --overwrite will "
+                           "not empty it; pick another --run-dir")
+        if problem:
             lock.release()
-            raise FileExistsError(f"run folder {path} exists and is not empty; pick another "
-                                  "--run-dir or pass --overwrite")
+            raise FileExistsError(f"run folder {path} {problem}")
         for p in others:  # the lock stays: this run holds it
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     return path, lock
@@ -389,6 +405,10 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
 
     df = read(path, fmt)
     classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
+    absent = sorted(set(classes) - set(df["label"]))
+    if absent:
+        raise ValueError(f"--labels names {', '.join(map(repr, absent))}, which never occur(s) "
+                         f"in {path}; list only the classes the data has")
     df = tables.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
     test_size = None if d.test_size == "rest" else d.test_size
@@ -401,7 +421,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     for name, file in (("val", d.val_file), ("test", d.test_file)):
         if file is not None:  # by their own extension unless --format says otherwise
             frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
-            extra[name] = tables.add_class_ids(frame, classes, what=name)
+            extra[name] = tables.add_class_ids(frame, classes, what="training")
     splits = dataclasses.replace(splits, **extra)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))

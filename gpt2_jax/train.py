@@ -62,6 +62,14 @@ class TrainConfig:
         "name, e.g. 'ham=1,spam=3.5'", "metavar": "balanced|none|NAME=W,..."})
 
     def __post_init__(self):
+        # the Python API's natural forms: one preset or pattern, weights as a dict
+        if isinstance(self.trainable, str):
+            object.__setattr__(self, "trainable", (self.trainable,))
+        elif isinstance(self.trainable, list):
+            object.__setattr__(self, "trainable", tuple(self.trainable))
+        if isinstance(self.class_weights, dict):
+            object.__setattr__(self, "class_weights", ",".join(
+                f"{name}={weight}" for name, weight in self.class_weights.items()))
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.epochs < 0:

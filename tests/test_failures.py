@@ -186,3 +186,35 @@ def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
     (entry,) = report["resumed"]
     assert entry["after_epoch"] == 1 and [s["epoch"] for s in entry["skipped"]] == [2]
+
+
+@needs(BPE_DIR)
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(tiny_model_dir, tmp_path, capsys):
+    from synthetic import write_sms_file
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    data = write_sms_file(precious / "SMSSpamCollection")
+    (precious / "thesis.txt").write_text("years of work")
+    args = ["--model-dir", str(tiny_model_dir), "--data-file", str(data), "--epochs", "1",
+            "--train-size", "160", "--val-size", "40", "--test-size", "40",
+            "--run-dir", str(precious), "--overwrite"]
+    assert spam.main(args) == 1
+    assert "not an earlier run's folder" in _one_error_line(capsys.readouterr().err)
+    (precious / "metrics.json").write_text("{}")  # looks like a run, but holds the data
+    assert spam.main(args) == 1
+    assert f"holds this run's input {data}" in _one_error_line(capsys.readouterr().err)
+    assert (precious / "thesis.txt").read_text() == "years of work" and data.is_file()
+
+
+def test_python_api_takes_natural_forms():
+    assert TrainConfig(trainable="all").trainable == ("all",)
+    assert TrainConfig(class_weights={"ham": 1, "spam": 3.5}).class_weights == "ham=1,spam=3.5"
+    assert DataConfig(labels=["spam", "ham"]).labels == "spam,ham"
+    assert finetune._size("1.0") == 1.0 and finetune._size("12") == 12
+
+
+def test_lab_points_tables_to_finetune(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        spam.main(["--data-file", str(tmp_path / "tickets.csv")])
+    assert "experiments.finetune" in capsys.readouterr().err
