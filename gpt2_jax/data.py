@@ -144,6 +144,16 @@ def _frame(path: Path, columns: tuple[str, ...], places: list[str],
     return df
 
 
+def _keep_checked(problems: _Problems, place: str, columns: tuple[str, ...], values,
+                  places: list, cells: list) -> None:
+    """One record's cells checked (see ``_check_cells``) and, when fine, kept with its
+    place; the record loop of every reader goes through here."""
+    checked = _check_cells(problems, place, columns, *values)
+    if checked is not None:
+        places.append(place)
+        cells.append(checked)
+
+
 def _check_cells(problems: _Problems, place: str, columns: tuple[str, ...],
                  text, label=None) -> tuple | None:
     """(text[, label]) as strings, or None after noting what is wrong with them."""
@@ -284,10 +294,7 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
             problems.add(f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
                          f"quote a field that holds a {name} (\"...\")")
         else:
-            checked = _check_cells(problems, place, columns, *(row[i] for i in index))
-            if checked is not None:
-                places.append(place)
-                cells.append(checked)
+            _keep_checked(problems, place, columns, [row[i] for i in index], places, cells)
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
@@ -342,11 +349,8 @@ def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
             elif any(c not in record for c in columns):
                 _require_columns(path, list(record), columns, place)
             else:
-                checked = _check_cells(problems, place, columns,
-                                       *(record[c] for c in columns))
-                if checked is not None:
-                    places.append(place)
-                    cells.append(checked)
+                _keep_checked(problems, place, columns, [record[c] for c in columns],
+                              places, cells)
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
@@ -371,10 +375,7 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):
         place = f"row {number}"
-        checked = _check_cells(problems, place, columns, *row)
-        if checked is not None:
-            places.append(place)
-            cells.append(checked)
+        _keep_checked(problems, place, columns, row, places, cells)
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()

@@ -660,7 +660,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             report["resumed"] = previous.get("resumed", []) + [
                 {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}]
 
-        def on_resume(restored: Restored) -> None:
+        def on_resume(restored: Restored) -> None:  # called only when resuming
             report["resumed"][-1].update(after_epoch=restored.meta["epoch"],
                                          skipped=[{"epoch": e, "why": why}
                                                   for e, why in restored.skipped])
@@ -679,7 +679,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             params, _ = train_classifier(
                 GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
                 partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
-                on_epoch=on_epoch, on_step=on_step, on_resume=on_resume if resume else None,
+                on_epoch=on_epoch, on_step=on_step, on_resume=on_resume,
                 log=log)
             spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool,
                                     max_length=length)
