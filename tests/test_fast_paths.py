@@ -169,3 +169,42 @@ def test_blocked_causal_attention_equals_the_full_square(t, block):
     want = np.einsum("bhqk,bkhd->bqhd", w, v)
     got = jax.jit(lambda q, k, v: causal_attention(q, k, v, block=block))(q, k, v)
     np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
+
+
+LONG = GPTConfig(vocab_size=512, context_length=1024, emb_dim=64, n_heads=4, n_layers=2,
+                 num_classes=3)
+
+
+@pytest.mark.parametrize("t", [7, 300, 1024])
+def test_pooled_attention_with_absorbed_projections_is_exact(t):
+    """The last block computed for one query per row (keys and values never formed)
+    against the whole block read at that row: logits and every gradient, padded rows
+    included, on hidden states as the prefix cache gives them."""
+    rng = np.random.default_rng(t)
+    # every leaf random (LayerNorm scale 1 and zero biases would hide absorption errors)
+    params = jax.tree.map(lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32),
+                          init_params(LONG, seed=3))
+    hidden = jnp.asarray(rng.standard_normal((3, t, LONG.emb_dim)), jnp.float32)
+    lengths = jnp.asarray([t, max(1, t // 3), 1])  # full, padded, a single token
+    labels = jnp.asarray([0, 2, 1])
+    model, start = GPTModel(LONG), LONG.n_layers - 1
+    weights = jnp.array([1.0, 2.0, 0.5])
+    for pool in ("last", "last-real"):
+        index = pool_positions(lengths, t, pool)
+
+        def full(p, x):
+            return pool_logits(model.apply({"params": p}, x, start=start), lengths, pool)
+
+        def pooled(p, x):
+            return model.apply({"params": p}, x, start=start, pool_index=index)
+
+        np.testing.assert_allclose(pooled(params, hidden), full(params, hidden),
+                                   atol=1e-5, rtol=0)
+        loss = lambda f: lambda p, x: weighted_cross_entropy(f(p, x), labels, weights)  # noqa
+        g_full = jax.grad(loss(full), argnums=(0, 1))(params, hidden)
+        g_pool = jax.grad(loss(pooled), argnums=(0, 1))(params, hidden)
+        names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(g_full)]
+        for name, a, b in zip(names, jax.tree.leaves(g_full), jax.tree.leaves(g_pool)):
+            np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4, err_msg=f"{pool} {name}")
+        assert np.abs(g_pool[0]["h1"]["attn"]["c_attn"]["kernel"]).max() > 0
+        assert np.abs(g_pool[0]["h1"]["ln_1"]["scale"]).max() > 0
