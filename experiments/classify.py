@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gpt2_jax.data import FORMATS, read_table
+from gpt2_jax.runtime import keep_freed_memory
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 
@@ -172,6 +173,7 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     check_args(p, args)
+    keep_freed_memory()
     try:
         classifier = load(args.run)  # first: a wrong folder fails before stdin is read
         texts = read_texts(args)

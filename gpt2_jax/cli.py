@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 from .finetune import RunConfig, load_config, resume_config, run
+from .runtime import keep_freed_memory
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -96,6 +97,7 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
     """Parse flags, build the RunConfig, run. Expected failures print one ``error:``
     line (and notes) and return 1; impossible flags exit 2 through argparse."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     p = parser(prog, description, epilog, defaults)
     args = p.parse_args(argv)
     if args.config is not None:

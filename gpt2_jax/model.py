@@ -73,7 +73,7 @@ class Linear(nn.Module):
 ATTENTION_BLOCK = 96  # about this many query rows per block in causal_attention
 
 
-def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK):
+def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None):
     """Causal softmax attention, [B, T, H, D] each -> [B, T, H, D], in blocks of query rows.
 
     The same function as ``softmax(q kᵀ / √D + causal mask) v``, organised for the CPU:
@@ -84,6 +84,9 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK):
     cache. Measured at 124M, batch 16 x 257 on a 2-core Xeon: 53 ms per layer against
     127 ms for the full square with a [B, T, H, D] layout, the earlier code (tests check
     that both agree to float32 rounding).
+
+    ``segments`` [B, T] (packed rows, several texts per row): a position sees only
+    earlier positions of its own segment.
     """
     b, t, h, d = q.shape
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, T, D]
@@ -94,7 +97,11 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK):
         stop = min(t, start + size)
         scores = _dot(q[:, :, start:stop], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
         rows, cols = jnp.arange(start, stop), jnp.arange(stop)
-        scores = jnp.where(rows[:, None] >= cols[None, :], scores, jnp.finfo(scores.dtype).min)
+        visible = rows[:, None] >= cols[None, :]
+        if segments is not None:
+            visible = visible & (segments[:, start:stop, None] == segments[:, None, :stop])
+            visible = visible[:, None]  # [B, 1, q, k]
+        scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
         p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
         out = _dot(p, v[:, :, :stop], dtype, "bhqk,bhkd->bhqd")
         outs.append(out / p.sum(axis=-1, keepdims=True))
@@ -148,8 +155,10 @@ class CausalSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, deterministic: bool = True,
-                 query_index: jax.Array | None = None, keys=None) -> jax.Array:
-        """[B, T, E] -> [B, T, E]; position t attends to positions <= t.
+                 query_index: jax.Array | None = None, keys=None,
+                 segments: jax.Array | None = None) -> jax.Array:
+        """[B, T, E] -> [B, T, E]; position t attends to positions <= t (of its own
+        segment, when ``segments`` [B, T] says which text each position belongs to).
 
         Pooled form: ``h`` is ln_1's output at one position per sequence [B, 1, E],
         ``query_index`` [B] that position, ``keys = (n, scale, shift)`` the normalised
@@ -175,11 +184,13 @@ class CausalSelfAttention(nn.Module):
         heads = lambda a: a.reshape(b, t, cfg.n_heads, cfg.head_dim)
         q, k, v = heads(q), heads(k), heads(v)
         if deterministic or cfg.drop_rate == 0:
-            out = causal_attention(q, k, v, dtype)
+            out = causal_attention(q, k, v, dtype, segments=segments)
         else:
             keys_ = jnp.arange(t)
             scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
             visible = (keys_[:, None] >= keys_[None, :])[None, None]  # [1, 1, T, T]
+            if segments is not None:
+                visible = visible & (segments[:, None, :, None] == segments[:, None, None, :])
             scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
             weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
             out = _dot(weights, v, dtype, "bhqk,bkhd->bqhd")
@@ -203,16 +214,18 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
     With ``query_index`` [B] only that position is computed: [B, T, E] -> [B, 1, E].
+    ``segments``: see ``CausalSelfAttention``.
     """
 
     cfg: GPTConfig
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True,
-                 query_index: jax.Array | None = None) -> jax.Array:
+                 query_index: jax.Array | None = None,
+                 segments: jax.Array | None = None) -> jax.Array:
         ln_1, attn = _layer_norm("ln_1"), CausalSelfAttention(self.cfg, name="attn")
         if query_index is None:
-            x = x + attn(ln_1(x), deterministic)
+            x = x + attn(ln_1(x), deterministic, segments=segments)
         else:  # keys and values from every row, formed implicitly (pooled_attention)
             row = _take(x, query_index)
             h = ln_1(row)
@@ -235,14 +248,19 @@ class GPTModel(nn.Module):
     * ``start=k`` takes such hidden states instead of token ids and runs the rest;
     * ``pool_index`` [B] computes only that position in the last block, the final
       norm and the head: logits [B, V] or [B, C]. Keys and values still use every
-      position, so the result equals the full computation read at ``pool_index``.
+      position, so the result equals the full computation read at ``pool_index``;
+    * ``positions`` and ``segments`` [B, T] (both or neither) run rows packed with
+      several texts: each position's index within its own text, and which text it
+      belongs to (attention stays inside a text).
     """
 
     cfg: GPTConfig
 
     @nn.compact
     def __call__(self, inputs: jax.Array, deterministic: bool = True, *, start: int = 0,
-                 stop: int | None = None, pool_index: jax.Array | None = None) -> jax.Array:
+                 stop: int | None = None, pool_index: jax.Array | None = None,
+                 positions: jax.Array | None = None,
+                 segments: jax.Array | None = None) -> jax.Array:
         cfg = self.cfg
         last = cfg.n_layers if stop is None else stop
         if not 0 <= start <= last <= cfg.n_layers:
@@ -256,13 +274,14 @@ class GPTModel(nn.Module):
         if start == 0:
             wpe = nn.Embed(cfg.context_length, cfg.emb_dim,
                            embedding_init=nn.initializers.normal(0.01), name="wpe")
-            x = wte(inputs) + wpe(jnp.arange(t))
+            x = wte(inputs) + wpe(jnp.arange(t) if positions is None else positions)
             x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
         else:
             x = inputs
         for i in range(start, last):
             pooled = pool_index is not None and i == cfg.n_layers - 1
-            x = Block(cfg, name=f"h{i}")(x, deterministic, pool_index if pooled else None)
+            x = Block(cfg, name=f"h{i}")(x, deterministic, pool_index if pooled else None,
+                                         segments)
         if stop is not None:
             return x  # hidden states entering block `stop` (before ln_f even if stop = n)
         if pool_index is not None and start == cfg.n_layers:

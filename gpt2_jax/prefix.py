@@ -25,7 +25,6 @@ from .model import Block, GPTModel
 from .tree import named_leaves
 
 BUCKET_STEP = 32  # training/eval batches are padded to a multiple of this many tokens
-PREFIX_STEP = 8  # the prefix pass goes in length order, so finer buckets pay there
 
 
 def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
@@ -34,14 +33,12 @@ def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
     return min(full, max(step, -(-longest // step) * step))
 
 
-def prefix_batch_size(bucketed: bool) -> int:
-    """Rows per prefix batch: short length-sorted batches waste less padding."""
-    return 16 if bucketed else 32
+PREFIX_ROWS = 32  # rows per prefix batch when every row has the full width
 
 
 def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
-                    bucketed: bool, step: int = PREFIX_STEP) -> list[tuple[np.ndarray, int]]:
-    """``(row indices, width)`` of each batch of the prefix pass. Bucketed: rows in
+                    bucketed: bool, step: int = BUCKET_STEP) -> list[tuple[np.ndarray, int]]:
+    """``(row indices, width)`` of each batch of a pass over texts. Bucketed: rows in
     length order, each batch cut to its bucket length; else every batch is ``full`` wide."""
     order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
     batches = []
@@ -52,46 +49,134 @@ def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
     return batches
 
 
+PACK_ROWS = 16  # packed rows per prefix batch: 16 x 257 = 4112 tokens per matmul
+
+
+def unique_texts(ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, source)``: indices of the first occurrence of each distinct text (its
+    real tokens), and for every row the index of the row it repeats (itself if first)."""
+    seen: dict[bytes, int] = {}
+    source = np.empty(len(ids), np.int64)
+    for i, (row, n) in enumerate(zip(ids, lengths)):
+        source[i] = seen.setdefault(row[:n].tobytes(), i)
+    return np.flatnonzero(source == np.arange(len(ids))), source
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Texts laid end to end in rows of ``width`` tokens, first-fit in decreasing length.
+
+    ``places[i] = (row, offset)`` of text ``texts[i]``; ``fill`` = real tokens / slots.
+    """
+    texts: np.ndarray  # [n] which texts (row indices of the data)
+    places: np.ndarray  # [n, 2] (row, offset)
+    rows: int
+    width: int
+
+    @classmethod
+    def plan(cls, texts: np.ndarray, lengths: np.ndarray, width: int) -> "PackedRows":
+        order = texts[np.argsort(-lengths[texts], kind="stable")]
+        free: list[int] = []  # free tokens left in each row
+        places = np.zeros((len(order), 2), np.int64)
+        for i, t in enumerate(order):
+            n = int(lengths[t])
+            # first row with room (rows fill in order, so scan from the newest few first
+            # would change the plan; a plain scan is fast enough for 1e5 texts)
+            row = next((r for r, room in enumerate(free) if room >= n), None)
+            if row is None:
+                free.append(width)
+                row = len(free) - 1
+            places[i] = (row, width - free[row])
+            free[row] -= n
+        return cls(order, places, len(free), width)
+
+    def arrays(self, ids: np.ndarray, lengths: np.ndarray, pad_id: int = 0):
+        """``(tokens, positions, segments)`` [rows, width] int32. Slots after the texts
+        of a row form their own segment (-1), which no text attends to."""
+        tokens = np.full((self.rows, self.width), pad_id, np.int32)
+        positions = np.zeros((self.rows, self.width), np.int32)
+        segments = np.full((self.rows, self.width), -1, np.int32)
+        for k, (t, (row, off)) in enumerate(zip(self.texts, self.places)):
+            n = int(lengths[t])
+            tokens[row, off:off + n] = ids[t, :n]
+            positions[row, off:off + n] = np.arange(n)
+            segments[row, off:off + n] = k
+        return tokens, positions, segments
+
+    def fill(self, lengths: np.ndarray) -> float:
+        return float(lengths[self.texts].sum()) / max(1, self.rows * self.width)
+
+
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int | None = None, bucketed: bool = False,
                    matmul_dtype: str | None = None, desc: str = "prefix",
                    log=None, out: np.ndarray | None = None) -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
-    ``bucketed`` (only valid when no later computation reads padding positions, i.e.
-    last-real pooling): see ``prefix_schedule``; positions past a message's bucket are
-    left zero. ``log``: where to report progress every tenth of the work when no
-    progress bar can be shown (output not a terminal, e.g. a logged batch job).
-    ``out``: where to write (e.g. a memory-mapped file for data larger than memory).
+    Each distinct text is computed once (repeats are copied). ``bucketed`` (only valid
+    when no later computation reads padding positions, i.e. last-real pooling): texts
+    are packed several to a row (``PackedRows``) so that the blocks see little more
+    than the real tokens; positions after a text's end are left zero. Otherwise every
+    row is computed at the full width L (its padding positions are read later).
+    ``log``: where to report progress every tenth of the work when no progress bar can
+    be shown (output not a terminal, e.g. a logged batch job). ``out``: where to write
+    (e.g. a memory-mapped file for data larger than memory).
     """
-    batch_size = batch_size or prefix_batch_size(bucketed)
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     # Embeddings, then one jitted block applied `stop` times: one block compiles per
-    # batch width instead of the whole unrolled prefix.
-    embed = jax.jit(lambda p, x: GPTModel(cfg).apply({"params": p}, x, stop=0))
-    block = jax.jit(lambda p, x: Block(cfg).apply({"params": p}, x))
+    # batch shape instead of the whole unrolled prefix.
+    embed = jax.jit(lambda p, x, pos: GPTModel(cfg).apply({"params": p}, x, stop=0,
+                                                          positions=pos))
+    block = jax.jit(lambda p, x, seg: Block(cfg).apply({"params": p}, x, segments=seg))
 
-    def run(p, x):
-        x = embed(p, x)
+    def run(p, x, pos=None, seg=None):
+        x = embed(p, x, pos)
         for i in range(stop):
-            x = block(p[f"h{i}"], x)
+            x = block(p[f"h{i}"], x, seg)
         return x
 
     if out is None:
         out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
-    schedule = prefix_schedule(lengths, ids.shape[1], batch_size, bucketed)
+    first, source = unique_texts(ids, lengths)
+    if bucketed:
+        packed = PackedRows.plan(first, lengths, ids.shape[1])
+        tokens, positions, segments = packed.arrays(ids, lengths)
+        rows = batch_size or PACK_ROWS
+        jobs = [np.arange(i, min(i + rows, packed.rows)) for i in range(0, packed.rows, rows)]
+
+        def launch(job):
+            take = np.resize(job, rows)
+            return run(params, tokens[take], positions[take], segments[take])
+
+        def store(job, hidden):
+            hidden = np.asarray(hidden)
+            for k in np.flatnonzero(np.isin(packed.places[:, 0], job)):
+                t, (row, off) = packed.texts[k], packed.places[k]
+                n = int(lengths[t])
+                out[t, :n] = hidden[np.searchsorted(job, row), off:off + n]
+    else:
+        rows = batch_size or PREFIX_ROWS
+        jobs = [first[i:i + rows] for i in range(0, len(first), rows)]
+
+        def launch(job):
+            return run(params, ids[np.resize(job, rows)])
+
+        def store(job, hidden):
+            out[job] = np.asarray(hidden)[: len(job)]
+
     pending = []
-    bar = tqdm(schedule, desc=desc, unit="batch", leave=False, disable=None)
-    report = progress_lines(len(schedule), desc, log) if bar.disable and log else None
-    for idx, width in bar:
+    bar = tqdm(jobs, desc=desc, unit="batch", leave=False, disable=None)
+    report = progress_lines(len(jobs), desc, log) if bar.disable and log else None
+    for job in bar:
         if report:
             report()
-        rows = np.resize(idx, batch_size)  # fixed batch shape: repeat rows, drop below
-        pending.append((idx, width, run(params, ids[rows, :width])))
+        pending.append((job, launch(job)))
         if len(pending) > 2:  # keep a couple of batches in flight, bound the memory
-            _store(out, *pending.pop(0))
+            store(*pending.pop(0))
     for item in pending:
-        _store(out, *item)
+        store(*item)
+    for i in np.flatnonzero(source != np.arange(len(ids))):  # repeats: copy the first
+        out[i] = out[source[i]]
     return out
 
 
@@ -106,10 +191,6 @@ def progress_lines(total: int, desc: str, log):
             log(f"{desc}: {count[0]}/{total} batches ({100 * count[0] // total} %), "
                 f"{time.perf_counter() - start:.0f} s")
     return tick
-
-
-def _store(out, idx, width, hidden):
-    out[idx, :width] = np.asarray(hidden)[: len(idx)]
 
 
 def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,

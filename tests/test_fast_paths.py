@@ -208,3 +208,27 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
             np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4, err_msg=f"{pool} {name}")
         assert np.abs(g_pool[0]["h1"]["attn"]["c_attn"]["kernel"]).max() > 0
         assert np.abs(g_pool[0]["h1"]["ln_1"]["scale"]).max() > 0
+
+
+def test_packed_prefix_equals_each_text_alone(params):
+    """Texts packed several to a row (segment masks, per-text positions), repeats
+    computed once: every real position equals the text run alone."""
+    from gpt2_jax.prefix import PackedRows, unique_texts
+
+    rng = np.random.default_rng(7)
+    lengths = np.array([48, 1, 30, 17, 17, 5, 40, 9, 23, 2, 48, 11], np.int32)
+    ids = rng.integers(0, CFG.vocab_size, (len(lengths), 48)).astype(np.int32)
+    ids[4] = ids[3]  # a repeated text
+    ids[11, :9] = ids[7, :9]  # same start, longer: not a repeat
+    for row, n in zip(ids, lengths):
+        row[n:] = 50256
+    first, source = unique_texts(ids, lengths)
+    assert source[4] == 3 and 4 not in first and 11 in first
+    plan = PackedRows.plan(first, lengths, 48)
+    assert plan.rows < len(first) and plan.fill(lengths) > 0.8
+    packed = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2, bucketed=True)
+    model = GPTModel(CFG)
+    for row, n in enumerate(lengths):
+        alone = model.apply({"params": params}, ids[row:row + 1, :n], stop=2)[0]
+        np.testing.assert_allclose(packed[row, :n], alone, atol=1e-5, rtol=0)
+        assert not packed[row, n:].any()  # past the text: left zero
