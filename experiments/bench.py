@@ -193,22 +193,25 @@ def prefix_work(cfg, data: dict, bucketed: bool) -> dict:
     (packed rows with --pool last-real, full-width rows otherwise; distinct texts only)
     and flops of the frozen blocks: 24 E^2 per slot for the matmuls, plus the causal
     attention's two products, 2 E W (W + 1) per row of width W."""
-    from gpt2_jax.prefix import PACK_ROWS, PREFIX_ROWS, PackedRows, unique_texts
+    from gpt2_jax.prefix import PACK_TOKENS, PREFIX_ROWS, pack_groups, unique_texts
 
     k, e = cfg.n_layers - 1, cfg.emb_dim
     slots = real = flops = 0
-    rows_per_batch = PACK_ROWS if bucketed else PREFIX_ROWS
     for split in data.values():
         first, _ = unique_texts(split.ids, split.lengths)
-        width = split.ids.shape[1]
-        rows = PackedRows.plan(first, split.lengths, width).rows if bucketed else len(first)
-        rows = -(-rows // rows_per_batch) * rows_per_batch  # the last batch is filled up
-        slots += rows * width
+        full = split.ids.shape[1]
+        if bucketed:  # (row width, rows computed) of each group, last batch filled up
+            shapes = [(plan.width, -(-plan.rows // rows) * rows)
+                      for plan, rows in pack_groups(first, split.lengths, full)]
+        else:
+            shapes = [(full, -(-len(first) // PREFIX_ROWS) * PREFIX_ROWS)]
+        for width, rows in shapes:
+            slots += rows * width
+            flops += k * rows * (24 * e * e * width + 2 * e * width * (width + 1))
         real += int(split.lengths.sum())
-        flops += k * rows * (24 * e * e * width + 2 * e * width * (width + 1))
-    width = max(split.ids.shape[1] for split in data.values())
+    full = max(split.ids.shape[1] for split in data.values())
     return {"prefix_slots": slots, "real_tokens": real, "prefix_flops": flops,
-            "tokens_per_batch": rows_per_batch * width}
+            "tokens_per_batch": PACK_TOKENS if bucketed else PREFIX_ROWS * full}
 
 
 def matmul_rate(dtype: str | None, m: int, e: int, reps: int = 5) -> float:

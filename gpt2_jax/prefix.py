@@ -49,7 +49,8 @@ def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
     return batches
 
 
-PACK_ROWS = 16  # packed rows per prefix batch: 16 x 257 = 4112 tokens per matmul
+PACK_TOKENS = 4112  # token slots per packed prefix batch (16 rows of 257, 64 of 64, ...)
+PACK_WIDTHS = (64, 128)  # narrower rows for shorter texts (less attention), then the full
 
 
 def unique_texts(ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +107,40 @@ class PackedRows:
     def fill(self, lengths: np.ndarray) -> float:
         return float(lengths[self.texts].sum()) / max(1, self.rows * self.width)
 
+    def first_rows(self, rows: int) -> "PackedRows":
+        """The plan of the texts in rows ``0 .. rows-1`` only: first-fit placed none of
+        the others there, so it is the plan those texts alone would get."""
+        keep = self.places[:, 0] < rows
+        return PackedRows(self.texts[keep], self.places[keep], min(rows, self.rows), self.width)
+
+
+def pack_groups(texts: np.ndarray, lengths: np.ndarray, full: int,
+                batch_rows: int | None = None) -> list[tuple[PackedRows, int]]:
+    """``(plan, rows per batch)`` per row width: each text goes to the narrowest width of
+    ``PACK_WIDTHS`` (then ``full``) that holds it, so short texts are packed into short
+    rows and attention spans no more than it must. A group's rows that would only part
+    fill its last batch pass their texts on to the next wider group; only the widest
+    group's last batch is filled up with repeated rows."""
+    widths = sorted({w for w in PACK_WIDTHS if w < full} | {full})
+    groups, carried, low = [], np.zeros(0, texts.dtype), -1
+    for i, width in enumerate(widths):
+        members = np.concatenate([carried, texts[(lengths[texts] > low)
+                                                 & (lengths[texts] <= width)]])
+        low = width
+        if not len(members):
+            continue
+        rows_per_batch = batch_rows or max(1, PACK_TOKENS // width)
+        plan = PackedRows.plan(members, lengths, width)
+        whole = plan.rows // rows_per_batch * rows_per_batch
+        if i < len(widths) - 1 and whole < plan.rows:
+            moved = plan.places[:, 0] >= whole
+            carried, plan = plan.texts[moved], plan.first_rows(whole)
+        else:
+            carried = np.zeros(0, texts.dtype)
+        if plan.rows:
+            groups.append((plan, rows_per_batch))
+    return groups
+
 
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int | None = None, bucketed: bool = False,
@@ -139,21 +174,24 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
         out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
     first, source = unique_texts(ids, lengths)
     if bucketed:
-        packed = PackedRows.plan(first, lengths, ids.shape[1])
-        tokens, positions, segments = packed.arrays(ids, lengths)
-        rows = batch_size or PACK_ROWS
-        jobs = [np.arange(i, min(i + rows, packed.rows)) for i in range(0, packed.rows, rows)]
+        jobs = []  # (plan, its token arrays, row indices of one batch, rows per batch)
+        for plan, rows in pack_groups(first, lengths, ids.shape[1], batch_size):
+            arrays = plan.arrays(ids, lengths)
+            jobs += [(plan, arrays, np.arange(i, min(i + rows, plan.rows)), rows)
+                     for i in range(0, plan.rows, rows)]
 
         def launch(job):
-            take = np.resize(job, rows)
+            plan, (tokens, positions, segments), idx, rows = job
+            take = np.resize(idx, rows)
             return run(params, tokens[take], positions[take], segments[take])
 
         def store(job, hidden):
+            plan, _, idx, _ = job
             hidden = np.asarray(hidden)
-            for k in np.flatnonzero(np.isin(packed.places[:, 0], job)):
-                t, (row, off) = packed.texts[k], packed.places[k]
+            for k in np.flatnonzero(np.isin(plan.places[:, 0], idx)):
+                t, (row, off) = plan.texts[k], plan.places[k]
                 n = int(lengths[t])
-                out[t, :n] = hidden[np.searchsorted(job, row), off:off + n]
+                out[t, :n] = hidden[row - idx[0], off:off + n]
     else:
         rows = batch_size or PREFIX_ROWS
         jobs = [first[i:i + rows] for i in range(0, len(first), rows)]

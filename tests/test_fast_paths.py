@@ -210,13 +210,16 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
         assert np.abs(g_pool[0]["h1"]["ln_1"]["scale"]).max() > 0
 
 
-def test_packed_prefix_equals_each_text_alone(params):
-    """Texts packed several to a row (segment masks, per-text positions), repeats
-    computed once: every real position equals the text run alone."""
-    from gpt2_jax.prefix import PackedRows, unique_texts
+@pytest.mark.parametrize("widths", [(64, 128), (8, 16)])
+def test_packed_prefix_equals_each_text_alone(params, widths, monkeypatch):
+    """Texts packed several to a row (segment masks, per-text positions), short texts in
+    short rows, repeats computed once: every real position equals the text run alone."""
+    from gpt2_jax import prefix
+    from gpt2_jax.prefix import pack_groups, unique_texts
 
+    monkeypatch.setattr(prefix, "PACK_WIDTHS", widths)
     rng = np.random.default_rng(7)
-    lengths = np.array([48, 1, 30, 17, 17, 5, 40, 9, 23, 2, 48, 11], np.int32)
+    lengths = np.array([48, 1, 30, 17, 17, 5, 40, 9, 23, 2, 48, 11, 3, 4, 6, 7, 8], np.int32)
     ids = rng.integers(0, CFG.vocab_size, (len(lengths), 48)).astype(np.int32)
     ids[4] = ids[3]  # a repeated text
     ids[11, :9] = ids[7, :9]  # same start, longer: not a repeat
@@ -224,8 +227,13 @@ def test_packed_prefix_equals_each_text_alone(params):
         row[n:] = 50256
     first, source = unique_texts(ids, lengths)
     assert source[4] == 3 and 4 not in first and 11 in first
-    plan = PackedRows.plan(first, lengths, 48)
-    assert plan.rows < len(first) and plan.fill(lengths) > 0.8
+    groups = pack_groups(first, lengths, 48, batch_rows=2)
+    placed = np.concatenate([plan.texts for plan, _ in groups])
+    assert sorted(placed.tolist()) == sorted(first.tolist())  # each distinct text once
+    for i, (plan, rows) in enumerate(groups):
+        assert (lengths[plan.texts] <= plan.width).all()
+        assert i == len(groups) - 1 or plan.rows % rows == 0  # no part-filled batch
+    assert len(groups) == (1 if widths[0] > 48 else 3)
     packed = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2, bucketed=True)
     model = GPTModel(CFG)
     for row, n in enumerate(lengths):
