@@ -139,7 +139,8 @@ def run_book(args):
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
     speed = SpeedConfig(prefix_cache=False, pooled_only=False)
-    trainer = build_trainer(GPTModel(cfg), TrainConfig(), speed, "last", weights, partition)
+    trainer = build_trainer(GPTModel(cfg), TrainConfig(), speed, "last", weights, partition,
+                            len(data["train"]))
     frozen, state = partition.frozen(tree), trainer.init(partition.trainable(tree))
     del tree
     train = data["train"]

@@ -27,7 +27,7 @@ import numpy as np
 from .config import GPTConfig
 from .data import encode, token_lists
 from .model import GPTModel, init_params, param_shapes
-from .pooling import check_pool, pool_positions
+from .pooling import check_pool, classify, reads_padding
 from .prefix import BUCKET_STEP, prefix_schedule
 from .tree import named_leaves, path_name
 
@@ -263,9 +263,7 @@ def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
     Compiled once per (ids shape, cfg, pool): the weights are an argument, not
     constants baked into the program, so any parameter tree of these shapes reuses it.
     Only the pooled position is computed in the last block (exact, see GPTModel)."""
-    index = pool_positions(lengths, ids.shape[1], pool)
-    logits = GPTModel(cfg).apply({"params": params}, ids, pool_index=index)
-    return jax.nn.softmax(logits, axis=-1)
+    return jax.nn.softmax(classify(GPTModel(cfg), params, ids, lengths, pool), axis=-1)
 
 
 def _check_texts(texts) -> list[str]:
@@ -298,16 +296,16 @@ def _probs(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: s
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
     Every batch has ``batch_size`` rows (the last repeats rows, the extra results are
-    dropped), so few shapes compile. With "last-real" rows go in length order and each
-    batch is cut to ``bucket_length(longest, L)``: exact, since under the causal mask
-    nothing after the last real token reaches it. "last" reads position L-1, so its
-    batches keep the full width."""
+    dropped), so few shapes compile. Pools that read only real tokens take rows in length
+    order and cut each batch to ``bucket_length(longest, L)``: exact, since under the
+    causal mask nothing after the last real token reaches them. "last" reads position
+    L-1, so its batches keep the full width."""
     if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(lengths, ids.shape[1], batch_size,
-                               bucketed=(pool == "last-real"), step=BUCKET_STEP)
+                               bucketed=not reads_padding(pool, cfg.causal), step=BUCKET_STEP)
     for idx, width in schedule:
         rows = np.resize(idx, batch_size)
         got = class_probs(params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool)

@@ -45,6 +45,10 @@ class GPTConfig:
     qkv_bias: bool = True  # OpenAI's checkpoints have query/key/value biases
     num_classes: int | None = None
     matmul_dtype: str | None = None  # "bfloat16": bf16 matmul inputs, float32 accumulation
+    causal: bool = True  # False: every position sees every other (the book's row 17)
+    lora_rank: int = 0  # > 0: low-rank adapters on the blocks' linear layers
+    lora_alpha: float = 16.0  # the adapters' output is scaled by lora_alpha / lora_rank
+    lora_blocks: int = 0  # adapters in the last lora_blocks blocks only (0: all blocks)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -60,12 +64,24 @@ class GPTConfig:
         if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"GPTConfig.matmul_dtype must be float32, bfloat16 or float16, "
                              f"got {self.matmul_dtype!r}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(f"GPTConfig.lora_rank must be an int >= 0, got {self.lora_rank!r}")
+        if not isinstance(self.lora_blocks, int) or not 0 <= self.lora_blocks <= self.n_layers:
+            raise ValueError(f"GPTConfig.lora_blocks must be in [0, n_layers={self.n_layers}] "
+                             f"(0: all), got {self.lora_blocks!r}")
+        if self.lora_rank and not self.lora_alpha > 0:
+            raise ValueError(f"GPTConfig.lora_alpha must be > 0, got {self.lora_alpha}")
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"GPTConfig.num_classes must be >= 2, got {self.num_classes}")
 
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
+
+    def has_lora(self, block: int) -> bool:
+        """Whether block ``block`` carries LoRA adapters."""
+        first = self.n_layers - (self.lora_blocks or self.n_layers)
+        return self.lora_rank > 0 and block >= first
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> "GPTConfig":

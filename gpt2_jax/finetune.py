@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import data as tables
@@ -27,13 +28,13 @@ from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
 from .memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
-from .model import GPTModel
-from .pooling import POOLS, check_pool
+from .model import GPTModel, merge_lora
+from .pooling import POOLS, check_pool, reads_padding
 from .prefix import prefix_inputs
 from .report import epoch_table, plot_history, write_json
 from .tokenizer import get_tokenizer
-from .train import (Partition, TrainConfig, Trainer, class_weights, fit,
-                    make_optimizer, merge, resolve_trainable)
+from .train import (Partition, SelectedState, TrainConfig, Trainer, TrainState, best_epoch,
+                    class_weights, epoch_score, fit, merge, optimizer_for, resolve_trainable)
 from .train_checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, Restored, run_fingerprints
 
 field = dataclasses.field
@@ -73,10 +74,22 @@ class ModelConfig:
         "--trainable says otherwise"})
     drop_rate: float = field(default=0.0, metadata={"help": "dropout while training"})
     pool: str = field(default="last", metadata={
-        "choices": list(POOLS), "help": "classify from the last position (the lab's) or the "
-        "last real token; saved with the classifier"})
+        "choices": list(POOLS), "help": "what the head reads: the last position (the lab's), "
+        "the last real token, the first token, or the mean over the real tokens; saved with "
+        "the classifier"})
     offline: bool = field(default=False, metadata={
         "help": "never touch the network; fail if a file is missing"})
+    causal_mask: bool = field(default=True, metadata={
+        "flag": "--disable-causal-mask", "help": "GPT-2's causal attention mask; off, every "
+        "token sees every other, padding included (the book's row 17)"})
+    lora_rank: int = field(default=0, metadata={
+        "help": "rank of LoRA adapters on the blocks' linear layers (0: none); train them "
+        "with --trainable lora"})
+    lora_alpha: float = field(default=16.0, metadata={
+        "help": "the adapters' output is scaled by alpha / rank"})
+    lora_blocks: int = field(default=0, metadata={
+        "metavar": "K", "help": "adapters in the last K blocks only (0: all blocks); the "
+        "blocks before them are a frozen prefix, computed once"})
 
     def __post_init__(self):
         if self.weights not in ("pretrained", "random"):
@@ -85,6 +98,21 @@ class ModelConfig:
         check_pool(self.pool)
         if not 0.0 <= self.drop_rate < 1.0:  # also false for NaN
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.lora_rank < 0 or self.lora_blocks < 0:
+            raise ValueError(f"lora_rank and lora_blocks must be >= 0, got {self.lora_rank} "
+                             f"and {self.lora_blocks}")
+        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha}")
+
+    def gpt_config(self, settings: dict, num_classes: int) -> GPTConfig:
+        """The model these options describe, on top of a checkpoint's ``settings``."""
+        if self.lora_blocks > int(settings["n_layer"]):
+            raise ValueError(f"--lora-blocks {self.lora_blocks}: the model has only "
+                             f"{settings['n_layer']} blocks")
+        return GPTConfig.from_settings(settings, num_classes=num_classes,
+                                       drop_rate=self.drop_rate, causal=self.causal_mask,
+                                       lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                                       lora_blocks=self.lora_blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +222,9 @@ class OutputConfig:
     keep_checkpoints: int = field(default=2, metadata={
         "metavar": "K", "help": "keep the training state of the last K epochs in "
         "RUN_DIR/checkpoints (trainable weights and Adam state: 80 MB each at 124M)"})
+    merge_lora: bool = field(default=False, metadata={
+        "help": "save the classifier with the LoRA adapters folded into the weights (a "
+        "plain GPT-2 classifier; predictions agree to float rounding)"})
 
     def __post_init__(self):
         if self.keep_checkpoints < 1:
@@ -210,6 +241,10 @@ class RunConfig:
 
     def __post_init__(self):
         d, t = self.data, self.train
+        if ("lora" in t.trainable) != (self.model.lora_rank > 0):
+            raise ValueError("--trainable lora needs --lora-rank R (the book uses 16), and "
+                             "--lora-rank needs --trainable lora (untrained adapters are "
+                             "zero and change nothing)")
         if isinstance(d.train_size, int) and d.train_size < t.batch_size:
             raise ValueError(
                 f"train_size {d.train_size} < batch_size {t.batch_size}: with the incomplete "
@@ -428,16 +463,18 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
 
 
 def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
-                  weights: np.ndarray, partition: Partition,
+                  weights: np.ndarray, partition: Partition, n_train: int,
                   log: Callable[[str], None] = print) -> Trainer:
-    """The jitted steps for this setup; ``trainer.start`` is the first block computed per
-    step (the blocks before it are the frozen prefix, computed once per text)."""
+    """The jitted steps for this setup (``n_train`` training examples, for the learning
+    rate schedule); ``trainer.start`` is the first block computed per step (the blocks
+    before it are the frozen prefix, computed once per text)."""
     start = partition.first_block(model.cfg.n_layers) if speed.prefix_cache else 0
     if start and model.cfg.drop_rate > 0:
         log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
         start = 0
-    return Trainer(model, make_optimizer(tc.lr, tc.weight_decay), weights, pool=pool,
-                   seed=tc.seed, start=start, pooled_only=speed.pooled_only)
+    return Trainer(model, optimizer_for(tc, n_train), weights, pool=pool,
+                   seed=tc.seed, start=start, pooled_only=speed.pooled_only,
+                   ignore_index=tc.ignore_index)
 
 
 def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str, ...],
@@ -454,22 +491,30 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     Puts the pieces together: the partition into trainable and frozen trees, the
     inputs (token ids, or the frozen prefix computed once), the jitted steps, epoch
     checkpoints (``resume``: first restore the latest), the loop. Returns the trained
-    parameter tree and the history (the first epoch trained in this call also holds
-    ``prefix_seconds``)."""
+    parameter tree of the epoch ``tc.select_by`` picks (``best_epoch``) and the history
+    (the first epoch trained in this call also holds ``prefix_seconds``)."""
     cfg = model.cfg
     frozen, trainable = partition.frozen(params), partition.trainable(params)
     del params
-    trainer = build_trainer(model, tc, speed, pool, weights, partition, log)
-    start, bucketed = trainer.start, speed.buckets and pool == "last-real"
+    trainer = build_trainer(model, tc, speed, pool, weights, partition,
+                            len(encoded["train"]), log)
+    start, bucketed = trainer.start, speed.buckets and not reads_padding(pool, cfg.causal)
     state = trainer.init(trainable)
+    select = tc.select_by != "last"
+    if select and not len(encoded.get("val", ())):
+        raise ValueError(f"--select-by {tc.select_by} needs a validation split: give "
+                         "--val-size > 0 or --val-file")
+    best = state.trainable if select else None  # the best epoch's trainable leaves so far
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
     history, first_epoch = [], 1
-    restored = (checkpoints.resume(state, fingerprints, log=log)
+    restored = (checkpoints.resume(SelectedState(*state, best) if select else state,
+                                   fingerprints, log=log)
                 if resume and checkpoints else None)
     if restored is not None:
         if on_resume is not None:
             on_resume(restored)
-        state, history = restored.state, restored.meta["history"]
+        state, history = TrainState(*restored.state[:3]), restored.meta["history"]
+        best = restored.state.best if select else None
         first_epoch = restored.meta["epoch"] + 1
         log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
             f"from {checkpoints.directory}")
@@ -488,23 +533,32 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         log(f"prefix computed in {prefix_seconds:.1f} s")
 
     def after_epoch(state, history):
-        if history[-1]["epoch"] == first_epoch:
+        nonlocal best
+        epoch = history[-1]["epoch"]
+        if epoch == first_epoch:
             history[-1]["prefix_seconds"] = prefix_seconds  # the one-off pass, before it
+        chosen = best_epoch(history, tc.select_by)
+        if select and chosen == epoch:
+            best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
         if checkpoints is not None:
-            epoch = history[-1]["epoch"]
-            checkpoints.save(epoch, state, {
+            checkpoints.save(epoch, SelectedState(*state, best) if select else state, {
                 "epoch": epoch, "step": int(state.step), "seed": tc.seed, "history": history,
                 **fingerprints,
                 "random_state": "batch order drawn from (seed, epoch), dropout keys from "
                                 "(seed, step): nothing else to save"})
         if on_epoch is not None:
             on_epoch(history)
+        if tc.patience and epoch - chosen >= tc.patience:
+            log(f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
+                f"{tc.patience} epoch(s)")
+            return True
+        return False
 
     state, history = fit(trainer, state, frozen, inputs, encoded, classes, epochs=tc.epochs,
                          batch_size=tc.batch_size, seed=tc.seed, bucketed=bucketed,
                          first_epoch=first_epoch, history=history, on_epoch=after_epoch,
                          on_step=on_step)
-    return merge(frozen, state.trainable), history
+    return merge(frozen, best if select else state.trainable), history
 
 
 def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int,
@@ -577,8 +631,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     classes, splits = labelled.classes, labelled.splits
     weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
     settings, model_dir = _backbone_files(m)
-    model_cfg = GPTConfig.from_settings(settings, num_classes=len(classes),
-                                        drop_rate=m.drop_rate)
+    model_cfg = m.gpt_config(settings, len(classes))
     tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
     max_length = {"longest": None, "context": model_cfg.context_length}.get(
         cfg.data.max_length, cfg.data.max_length)
@@ -681,7 +734,19 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                 partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
                 on_epoch=on_epoch, on_step=on_step, on_resume=on_resume,
                 log=log)
-            spec = ClassifierConfig(model=model_cfg, labels=classes, pool=m.pool,
+            chosen = best_epoch(report["epochs"], tc.select_by)
+            report["selected"] = {"epoch": chosen, "by": tc.select_by}
+            if tc.select_by != "last":
+                report["selected"]["value"] = epoch_score(report["epochs"][chosen - 1],
+                                                          tc.select_by)
+                log(f"the classifier keeps epoch {chosen}: best {tc.select_by} "
+                    f"{report['selected']['value']:.4f}")
+            report["stopped_early"] = report["epochs"][-1]["epoch"] < tc.epochs
+            saved_cfg = model_cfg
+            if cfg.output.merge_lora and model_cfg.lora_rank:
+                params, saved_cfg = merge_lora(params, model_cfg)
+                log("LoRA adapters folded into the weights of the saved classifier")
+            spec = ClassifierConfig(model=saved_cfg, labels=classes, pool=m.pool,
                                     max_length=length)
             save_classifier(run_dir, params, spec, bpe_dir=model_dir)
         except BaseException as err:

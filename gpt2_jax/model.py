@@ -10,6 +10,7 @@ D = E / H, V = ``vocab_size``, C = ``num_classes``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -47,33 +48,61 @@ def _take(x, index):
     return jnp.take_along_axis(x, index[:, None, None], axis=1)
 
 
+def _lora_a_init(key, shape, dtype=jnp.float32):
+    """Uniform in ±1/sqrt(rank): what PyTorch's kaiming_uniform_(a=sqrt(5)) gives the
+    book's A [in, rank] (its fan-in is the rank)."""
+    bound = 1.0 / math.sqrt(shape[1])
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def effective_kernel(p: dict, lora_alpha: float) -> jax.Array:
+    """A ``Linear``'s kernel with its LoRA update added: W + (alpha / r) A B."""
+    if "lora_a" not in p:
+        return p["kernel"]
+    rank = p["lora_a"].shape[1]
+    return p["kernel"] + (lora_alpha / rank) * (p["lora_a"] @ p["lora_b"])
+
+
 class Linear(nn.Module):
     """``x @ kernel + bias`` with ``nn.Dense``'s parameter names (kernel [in, out]).
 
     ``cols`` applies only a slice of the output columns, e.g. just the key/value part
-    of ``c_attn``.
+    of ``c_attn``. ``lora_rank`` > 0 adds LoRA adapters ``lora_a`` [in, r] (random) and
+    ``lora_b`` [r, out] (zeros, so a fresh adapter changes nothing):
+    ``y = x W + b + (lora_alpha / r) (x A) B``.
     """
 
     features: int
     use_bias: bool = True
     dtype: Any = None  # matmul input dtype; None = float32
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
 
     @nn.compact
     def __call__(self, x: jax.Array, cols: slice | None = None) -> jax.Array:
         kernel = self.param("kernel", _init, (x.shape[-1], self.features), jnp.float32)
         bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
                 if self.use_bias else None)
+        lora = None
+        if self.lora_rank:
+            lora = (self.param("lora_a", _lora_a_init, (x.shape[-1], self.lora_rank)),
+                    self.param("lora_b", nn.initializers.zeros, (self.lora_rank, self.features)))
         if cols is not None:
             kernel = kernel[:, cols]
             bias = None if bias is None else bias[cols]
+            lora = None if lora is None else (lora[0], lora[1][:, cols])
         y = _dot(x, kernel, self.dtype)
+        if lora is not None:
+            y = y + (self.lora_alpha / self.lora_rank) * _dot(_dot(x, lora[0], self.dtype),
+                                                               lora[1], self.dtype)
         return y if bias is None else y + bias
 
 
 ATTENTION_BLOCK = 96  # about this many query rows per block in causal_attention
 
 
-def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None):
+def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None,
+                     causal: bool = True):
     """Causal softmax attention, [B, T, H, D] each -> [B, T, H, D], in blocks of query rows.
 
     The same function as ``softmax(q kᵀ / √D + causal mask) v``, organised for the CPU:
@@ -86,7 +115,7 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments
     that both agree to float32 rounding).
 
     ``segments`` [B, T] (packed rows, several texts per row): a position sees only
-    earlier positions of its own segment.
+    earlier positions of its own segment. ``causal=False``: every position sees all.
     """
     b, t, h, d = q.shape
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, T, D]
@@ -94,12 +123,13 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments
     size = -(-t // max(1, round(t / block)))  # equal blocks of about `block` rows
     outs = []
     for start in range(0, t, size):
-        stop = min(t, start + size)
-        scores = _dot(q[:, :, start:stop], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
-        rows, cols = jnp.arange(start, stop), jnp.arange(stop)
-        visible = rows[:, None] >= cols[None, :]
+        stop = min(t, start + size) if causal else t
+        scores = _dot(q[:, :, start:start + size], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
+        rows, cols = jnp.arange(start, min(t, start + size)), jnp.arange(stop)
+        visible = (rows[:, None] >= cols[None, :]) | (not causal)
         if segments is not None:
-            visible = visible & (segments[:, start:stop, None] == segments[:, None, :stop])
+            visible = visible & (segments[:, start:start + size, None]
+                                 == segments[:, None, :stop])
             visible = visible[:, None]  # [B, 1, q, k]
         scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
         p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -117,7 +147,7 @@ def normalise(x: jax.Array) -> jax.Array:
 
 
 def pooled_attention(q, n, query_index, scale, shift, w_k, w_v, b_v, n_heads: int,
-                     dtype=None, dropout=None):
+                     dtype=None, dropout=None, causal: bool = True):
     """Attention of one query per sequence, with the key and value projections absorbed.
 
     q [B, E] (already projected); n [B, T, E] the *normalised* rows entering the block,
@@ -131,7 +161,8 @@ def pooled_attention(q, n, query_index, scale, shift, w_k, w_v, b_v, n_heads: in
     So keys and values are never formed: two [T, E] x [E] products per head replace the
     [T, E] x [E, 2E] projection of every position, E / H = 64 times fewer flops at 124M,
     and autodiff through this form gives the exact gradients of ln_1, c_attn and all
-    after them. Positions after ``query_index`` are masked. Returns [B, E].
+    after them. Positions after ``query_index`` are masked (unless not ``causal``).
+    Returns [B, E].
     """
     b, t, e = n.shape
     d = e // n_heads
@@ -141,7 +172,7 @@ def pooled_attention(q, n, query_index, scale, shift, w_k, w_v, b_v, n_heads: in
     w_v = (scale[:, None] * w_v).reshape(e, n_heads, d)
     u = _dot(q, w_k, dtype, "bhd,ehd->bhe")  # [B, H, E]
     scores = _dot(n, u, dtype, "bte,bhe->bht")  # [B, H, T]
-    visible = jnp.arange(t)[None, None, :] <= query_index[:, None, None]
+    visible = (jnp.arange(t)[None, None, :] <= query_index[:, None, None]) | (not causal)
     weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(scores.dtype).min), axis=-1)
     if dropout is not None:
         weights = dropout(weights)
@@ -152,6 +183,7 @@ def pooled_attention(q, n, query_index, scale, shift, w_k, w_v, b_v, n_heads: in
 
 class CausalSelfAttention(nn.Module):
     cfg: GPTConfig
+    lora: bool = False  # LoRA adapters on c_attn and c_proj (cfg.lora_rank)
 
     @nn.compact
     def __call__(self, h: jax.Array, deterministic: bool = True,
@@ -167,28 +199,32 @@ class CausalSelfAttention(nn.Module):
         """
         cfg, dtype = self.cfg, matmul_dtype(self.cfg)
         b, t, e = h.shape
-        c_attn = Linear(3 * e, use_bias=cfg.qkv_bias, dtype=dtype, name="c_attn")
-        c_proj = Linear(e, dtype=dtype, name="c_proj")
+        rank = cfg.lora_rank if self.lora else 0
+        c_attn = Linear(3 * e, use_bias=cfg.qkv_bias, dtype=dtype, lora_rank=rank,
+                        lora_alpha=cfg.lora_alpha, name="c_attn")
+        c_proj = Linear(e, dtype=dtype, lora_rank=rank, lora_alpha=cfg.lora_alpha,
+                        name="c_proj")
         dropout = nn.Dropout(cfg.drop_rate)
         if query_index is not None:
             n, scale, shift = keys
             q = c_attn(h[:, 0], cols=slice(0, e))
-            kernel = c_attn.variables["params"]["kernel"]
+            kernel = effective_kernel(c_attn.variables["params"], cfg.lora_alpha)
             b_v = (c_attn.variables["params"]["bias"][2 * e:] if cfg.qkv_bias
                    else jnp.zeros((e,), kernel.dtype))
             drop = None if deterministic else (lambda w: dropout(w, deterministic=False))
             out = pooled_attention(q, n, query_index, scale, shift, kernel[:, e:2 * e],
-                                   kernel[:, 2 * e:], b_v, cfg.n_heads, dtype, drop)
+                                   kernel[:, 2 * e:], b_v, cfg.n_heads, dtype, drop,
+                                   cfg.causal)
             return dropout(c_proj(out[:, None]), deterministic=deterministic)
         q, k, v = jnp.split(c_attn(h), 3, axis=-1)
         heads = lambda a: a.reshape(b, t, cfg.n_heads, cfg.head_dim)
         q, k, v = heads(q), heads(k), heads(v)
         if deterministic or cfg.drop_rate == 0:
-            out = causal_attention(q, k, v, dtype, segments=segments)
+            out = causal_attention(q, k, v, dtype, segments=segments, causal=cfg.causal)
         else:
             keys_ = jnp.arange(t)
             scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
-            visible = (keys_[:, None] >= keys_[None, :])[None, None]  # [1, 1, T, T]
+            visible = ((keys_[:, None] >= keys_[None, :]) | (not cfg.causal))[None, None]
             if segments is not None:
                 visible = visible & (segments[:, None, :, None] == segments[:, None, None, :])
             scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
@@ -199,14 +235,17 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
     cfg: GPTConfig
+    lora: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """[B, T, E] -> [B, T, E] through a 4E hidden layer with tanh-approximated GELU."""
         e, dtype = self.cfg.emb_dim, matmul_dtype(self.cfg)
-        h = Linear(4 * e, dtype=dtype, name="c_fc")(x)
+        lora = dict(lora_rank=self.cfg.lora_rank if self.lora else 0,
+                    lora_alpha=self.cfg.lora_alpha)
+        h = Linear(4 * e, dtype=dtype, name="c_fc", **lora)(x)
         h = jax.nn.gelu(h, approximate=True)
-        h = Linear(e, dtype=dtype, name="c_proj")(h)
+        h = Linear(e, dtype=dtype, name="c_proj", **lora)(h)
         return nn.Dropout(self.cfg.drop_rate)(h, deterministic=deterministic)
 
 
@@ -214,16 +253,18 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
     With ``query_index`` [B] only that position is computed: [B, T, E] -> [B, 1, E].
-    ``segments``: see ``CausalSelfAttention``.
+    ``segments``: see ``CausalSelfAttention``. ``lora``: adapters on its four linear
+    layers (``cfg.lora_rank``).
     """
 
     cfg: GPTConfig
+    lora: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True,
                  query_index: jax.Array | None = None,
                  segments: jax.Array | None = None) -> jax.Array:
-        ln_1, attn = _layer_norm("ln_1"), CausalSelfAttention(self.cfg, name="attn")
+        ln_1, attn = _layer_norm("ln_1"), CausalSelfAttention(self.cfg, self.lora, name="attn")
         if query_index is None:
             x = x + attn(ln_1(x), deterministic, segments=segments)
         else:  # keys and values from every row, formed implicitly (pooled_attention)
@@ -232,7 +273,7 @@ class Block(nn.Module):
             norm = ln_1.variables["params"]
             x = row + attn(h, deterministic, query_index,
                            keys=(normalise(x), norm["scale"], norm["bias"]))
-        return x + MLP(self.cfg, name="mlp")(_layer_norm("ln_2")(x), deterministic)
+        return x + MLP(self.cfg, self.lora, name="mlp")(_layer_norm("ln_2")(x), deterministic)
 
 
 class GPTModel(nn.Module):
@@ -280,8 +321,8 @@ class GPTModel(nn.Module):
             x = inputs
         for i in range(start, last):
             pooled = pool_index is not None and i == cfg.n_layers - 1
-            x = Block(cfg, name=f"h{i}")(x, deterministic, pool_index if pooled else None,
-                                         segments)
+            x = Block(cfg, cfg.has_lora(i), name=f"h{i}")(
+                x, deterministic, pool_index if pooled else None, segments)
         if stop is not None:
             return x  # hidden states entering block `stop` (before ln_f even if stop = n)
         if pool_index is not None and start == cfg.n_layers:
@@ -306,3 +347,17 @@ def param_shapes(cfg: GPTConfig) -> dict:
     return jax.eval_shape(lambda ids: GPTModel(cfg).init(jax.random.PRNGKey(0), ids), dummy)[
         "params"
     ]
+
+
+def merge_lora(params: dict, cfg: GPTConfig) -> tuple[dict, GPTConfig]:
+    """The same model without adapters: every ``Linear`` with ``lora_a``/``lora_b`` gets
+    ``W + (alpha / r) A B`` as its kernel, and the config ``lora_rank=0``. Predictions
+    agree with the unmerged model up to float32 rounding."""
+    def walk(node):
+        if not isinstance(node, dict):
+            return node
+        if "lora_a" in node:
+            rest = {k: v for k, v in node.items() if k not in ("lora_a", "lora_b")}
+            return {**rest, "kernel": effective_kernel(node, cfg.lora_alpha)}
+        return {k: walk(v) for k, v in node.items()}
+    return walk(params), dataclasses.replace(cfg, lora_rank=0, lora_blocks=0)

@@ -34,6 +34,7 @@ def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
 
 
 PREFIX_ROWS = 32  # rows per prefix batch when every row has the full width
+PREFIX_LAYOUT = 2  # in the cache key: 2 = packed rows, zeros after each text's end
 
 
 def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
@@ -162,12 +163,13 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     # batch shape instead of the whole unrolled prefix.
     embed = jax.jit(lambda p, x, pos: GPTModel(cfg).apply({"params": p}, x, stop=0,
                                                           positions=pos))
-    block = jax.jit(lambda p, x, seg: Block(cfg).apply({"params": p}, x, segments=seg))
+    blocks = {lora: jax.jit(lambda p, x, seg, lora=lora: Block(cfg, lora).apply(
+        {"params": p}, x, segments=seg)) for lora in (False, True)}
 
     def run(p, x, pos=None, seg=None):
         x = embed(p, x, pos)
         for i in range(stop):
-            x = block(p[f"h{i}"], x, seg)
+            x = blocks[cfg.has_lora(i)](p[f"h{i}"], x, seg)
         return x
 
     if out is None:
@@ -236,7 +238,8 @@ def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, sto
     """Hash of everything the prefix output depends on: the weights it reads (embeddings
     and blocks before ``stop``), the token ids and lengths, and how it is computed."""
     h = hashlib.sha256()
-    h.update(repr((cfg.emb_dim, cfg.n_heads, stop, bucketed, matmul_dtype, ids.shape)).encode())
+    h.update(repr((PREFIX_LAYOUT, cfg.emb_dim, cfg.n_heads, cfg.causal, cfg.lora_alpha, stop,
+                   bucketed, matmul_dtype, ids.shape)).encode())
     for name, leaf in sorted(named_leaves(params).items()):
         top = name.split("/")[0]
         if top in ("wte", "wpe") or (top[0] == "h" and top[1:].isdigit() and int(top[1:]) < stop):

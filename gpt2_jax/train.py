@@ -31,16 +31,22 @@ from tqdm import tqdm
 from .data import Encoded, epoch_order
 from .metrics import classification_metrics
 from .model import GPTModel
-from .pooling import pool_logits, pool_positions
+from .pooling import classify
 from .prefix import bucket_length
 from .tree import count_params, named_leaves, subtree
 
 # Words accepted among --trainable patterns; anything else is a regular expression.
 TRAINABLE_PRESETS = {
+    "last_layer": "the class head only",
     "last_block": "the last transformer block, the final LayerNorm and the head (the lab's)",
+    "last_two_blocks": "the last two blocks, the final LayerNorm and the head",
     "all": "every parameter",
+    "lora": "the LoRA adapters (--lora-rank) and the head",
     "auto": "last_block with pretrained weights, all with random ones",
 }
+LR_SCHEDULES = ("constant", "linear", "cosine")
+LORA_PATTERN = ".*/lora_[ab]"  # the adapters' leaves (model.Linear)
+SELECT_BY = ("last", "val_loss", "val_accuracy", "val_macro_f1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,25 @@ class TrainConfig:
     class_weights: str = dataclasses.field(default="balanced", metadata={
         "help": "balanced: n/(k*count_c) from the training labels; none; or per class by "
         "name, e.g. 'ham=1,spam=3.5'", "metavar": "balanced|none|NAME=W,..."})
+    accumulation_steps: int = dataclasses.field(default=1, metadata={
+        "help": "average the gradients of this many batches per optimizer update (each "
+        "batch's loss is its own weighted mean, as in the book)"})
+    lr_schedule: str = dataclasses.field(default="constant", metadata={
+        "choices": LR_SCHEDULES, "help": "learning rate after warm-up: constant, or decaying "
+        "to 0 at the last update (linear, cosine)"})
+    warmup_steps: int = dataclasses.field(default=0, metadata={
+        "help": "optimizer updates with the learning rate rising linearly from 0"})
+    clip_norm: float = dataclasses.field(default=0.0, metadata={
+        "help": "clip gradients to this global norm (0: no clipping)"})
+    select_by: str = dataclasses.field(default="last", metadata={
+        "choices": SELECT_BY, "help": "which epoch's weights the classifier keeps: the last, "
+        "or the best on the validation split by this metric (the test split never chooses)"})
+    ignore_index: int | None = dataclasses.field(default=None, metadata={
+        "parse": int, "metavar": "ID", "help": "leave examples of this class id out of the "
+        "loss (the book's row 18 passes 50256, which is no class id: no effect)"})
+    patience: int = dataclasses.field(default=0, metadata={
+        "help": "with --select-by: stop after this many epochs without a better validation "
+        "metric (0: train every epoch)"})
 
     def __post_init__(self):
         # the Python API's natural forms: one preset or pattern, weights as a dict
@@ -83,6 +108,22 @@ class TrainConfig:
         resolve_trainable(self.trainable, 1)  # raises on an invalid regular expression
         if self.class_weights not in ("balanced", "none"):
             parse_class_weights(self.class_weights)  # raises on a malformed spec
+        if self.accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {self.accumulation_steps}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise ValueError(f"clip_norm must be a number >= 0 (0: off), got {self.clip_norm}")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.patience and self.select_by == "last":
+            raise ValueError("patience needs a validation metric to watch: set select_by "
+                             "(--select-by val_loss, val_accuracy or val_macro_f1)")
 
 
 def parse_class_weights(spec: str) -> dict[str, float]:
@@ -135,10 +176,16 @@ def resolve_trainable(items: Iterable[str], n_layers: int, pretrained: bool = Tr
     for item in items:
         if item == "auto":
             item = "last_block" if pretrained else "all"
-        if item == "last_block":
+        if item == "last_layer":
+            out.append("head/.*")
+        elif item == "last_block":
             out += [f"h{n_layers - 1}/.*", "ln_f/.*", "head/.*"]
+        elif item == "last_two_blocks":
+            out += [f"h{max(0, n_layers - 2)}/.*", f"h{n_layers - 1}/.*", "ln_f/.*", "head/.*"]
         elif item == "all":
             out.append(".*")
+        elif item == "lora":
+            out += [LORA_PATTERN, "head/.*"]
         else:
             try:
                 re.compile(item)
@@ -201,9 +248,40 @@ def merge(a: dict, b: dict) -> dict:
     return out
 
 
-def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-    """AdamW, as in the lab; it only ever sees the trainable tree."""
-    return optax.adamw(lr, weight_decay=weight_decay)
+def make_optimizer(lr: float, weight_decay: float, *, schedule: str = "constant",
+                   warmup_steps: int = 0, updates: int | None = None, clip_norm: float = 0.0,
+                   accumulation_steps: int = 1) -> optax.GradientTransformation:
+    """AdamW, as in the lab; it only ever sees the trainable tree. Optional: a learning
+    rate warm-up over ``warmup_steps`` updates and a decay to 0 at update ``updates``,
+    clipping by global norm, and ``accumulation_steps`` batches per update (their
+    gradients averaged, ``optax.MultiSteps``)."""
+    if schedule != "constant" and not updates:
+        raise ValueError(f"a {schedule} learning-rate schedule needs the number of updates")
+    if schedule == "constant":
+        rate = lr if not warmup_steps else optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
+            [warmup_steps])
+    elif schedule == "cosine":
+        rate = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(updates, 1), 0.0)
+    else:
+        rate = optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup_steps),
+             optax.linear_schedule(lr, 0.0, max(1, updates - warmup_steps))], [warmup_steps])
+    tx = optax.adamw(rate, weight_decay=weight_decay)
+    if clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    if accumulation_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulation_steps)
+    return tx
+
+
+def optimizer_for(tc: TrainConfig, n_train: int) -> optax.GradientTransformation:
+    """``make_optimizer`` for this training policy and ``n_train`` training examples."""
+    steps = (n_train // tc.batch_size) * tc.epochs
+    return make_optimizer(tc.lr, tc.weight_decay, schedule=tc.lr_schedule,
+                          warmup_steps=tc.warmup_steps,
+                          updates=max(1, steps // tc.accumulation_steps),
+                          clip_norm=tc.clip_norm, accumulation_steps=tc.accumulation_steps)
 
 
 def per_example_nll(logits, labels):
@@ -211,17 +289,56 @@ def per_example_nll(logits, labels):
     return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
 
 
-def weighted_cross_entropy(logits, labels, weights):
-    """Mean of ``w[y] * nll`` divided by the mean of ``w[y]`` (PyTorch's weighted mean)."""
-    nll = per_example_nll(logits, labels)
-    w = weights[labels]
-    return jnp.sum(w * nll) / jnp.sum(w)
+def example_weights(labels, weights, ignore_index: int | None = None):
+    """[B]: each example's class weight; 0 for label ``ignore_index``."""
+    w = weights[jnp.clip(labels, 0, weights.shape[0] - 1)]
+    return w if ignore_index is None else jnp.where(labels == ignore_index, 0.0, w)
+
+
+def weighted_cross_entropy(logits, labels, weights, ignore_index: int | None = None):
+    """Mean of ``w[y] * nll`` divided by the mean of ``w[y]`` (PyTorch's weighted mean);
+    examples of class ``ignore_index`` count for nothing (0 if all are ignored)."""
+    nll = per_example_nll(logits, jnp.clip(labels, 0, logits.shape[-1] - 1))
+    w = example_weights(labels, weights, ignore_index)
+    return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), jnp.finfo(jnp.float32).tiny)
 
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: steps taken (dropout keys are folded from it)
     trainable: Any  # nested dict of the trainable leaves
     opt_state: Any
+
+
+class SelectedState(NamedTuple):
+    """What a checkpoint holds when an epoch is selected on validation: the
+    ``TrainState`` fields and the trainable leaves of the best epoch so far."""
+    step: jax.Array
+    trainable: Any
+    opt_state: Any
+    best: Any
+
+
+def epoch_score(record: dict, by: str) -> float:
+    """``record["val"]["loss"]`` for ``by="val_loss"``, and so on."""
+    split, metric = by.split("_", 1)
+    return float(record[split][metric])
+
+
+def best_epoch(history: list[dict], by: str) -> int:
+    """The epoch the classifier keeps: the last (``by="last"``), or the one with the best
+    validation ``by`` (lowest loss, highest accuracy or macro-F1; the earliest of equals;
+    NaN never wins, and if every value is NaN the last epoch)."""
+    if by == "last" or not history:
+        return history[-1]["epoch"] if history else 0
+    lower = by.endswith("loss")
+    best = None
+    for record in history:
+        value = epoch_score(record, by)
+        if math.isnan(value):
+            continue
+        if best is None or (value < best[1] if lower else value > best[1]):
+            best = (record["epoch"], value)
+    return history[-1]["epoch"] if best is None else best[0]
 
 
 class Batch(NamedTuple):
@@ -243,8 +360,9 @@ class Trainer:
 
     def __init__(self, model: GPTModel, tx: optax.GradientTransformation,
                  class_weights: np.ndarray, *, pool: str, seed: int, start: int = 0,
-                 pooled_only: bool = True):
+                 pooled_only: bool = True, ignore_index: int | None = None):
         self.model, self.tx, self.pool, self.start = model, tx, pool, start
+        self.ignore_index = ignore_index
         self.pooled_only = pooled_only
         self.weights = jnp.asarray(class_weights, jnp.float32)
         self.base_rng = jax.random.PRNGKey(seed)
@@ -256,13 +374,9 @@ class Trainer:
 
     def logits(self, params, batch: Batch, rng=None):
         """[B, C] at the pooled position; dropout on when ``rng`` is given."""
-        kwargs = dict(deterministic=rng is None, start=self.start,
-                      rngs={} if rng is None else {"dropout": rng})
-        if self.pooled_only:
-            index = pool_positions(batch.lengths, batch.x.shape[1], self.pool)
-            return self.model.apply({"params": params}, batch.x, pool_index=index, **kwargs)
-        full = self.model.apply({"params": params}, batch.x, **kwargs)
-        return pool_logits(full, batch.lengths, self.pool)
+        return classify(self.model, params, batch.x, batch.lengths, self.pool,
+                        pooled_only=self.pooled_only, deterministic=rng is None,
+                        start=self.start, rngs={} if rng is None else {"dropout": rng})
 
     def _train_step(self, state: TrainState, frozen, batch: Batch):
         dropout = self.model.cfg.drop_rate > 0
@@ -270,7 +384,8 @@ class Trainer:
 
         def loss_fn(trainable):
             logits = self.logits(merge(trainable, frozen), batch, rng)
-            return weighted_cross_entropy(logits, batch.labels, self.weights), logits
+            return weighted_cross_entropy(logits, batch.labels, self.weights,
+                                          self.ignore_index), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
@@ -283,7 +398,8 @@ class Trainer:
 
     def _eval_step(self, trainable, frozen, batch: Batch):
         logits = self.logits(merge(trainable, frozen), batch)
-        return (per_example_nll(logits, batch.labels), self.weights[batch.labels],
+        return (per_example_nll(logits, batch.labels),
+                example_weights(batch.labels, self.weights, self.ignore_index),
                 jnp.argmax(logits, -1))
 
 
@@ -366,8 +482,9 @@ def fit(trainer: Trainer, state: TrainState, frozen, inputs: dict[str, np.ndarra
         on_step: Callable[[int], None] | None = None) -> tuple[TrainState, list[dict]]:
     """Train epochs ``first_epoch .. epochs``; after each, evaluate every split of
     ``data`` (model inputs ``inputs``) and call ``on_epoch(state, history)`` (where the
-    caller saves checkpoints and reports). ``history[e]``: the epoch's mean step loss
-    and accuracy, each split's metrics, timings."""
+    caller saves checkpoints and reports; a true return value stops training, e.g. early
+    stopping). ``history[e]``: the epoch's mean step loss and accuracy, each split's
+    metrics, timings."""
     history = list(history or [])
     for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
@@ -383,6 +500,6 @@ def fit(trainer: Trainer, state: TrainState, frozen, inputs: dict[str, np.ndarra
                                         batch_size, class_names, bucketed, desc=f"eval {name}")
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(state, history)
+        if on_epoch is not None and on_epoch(state, history):
+            break
     return state, history
