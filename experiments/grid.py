@@ -256,9 +256,20 @@ def main(argv=None) -> int:
             records[name] = {"status": f"not run: needs the {size} model (--sizes)"}
             save()
             continue
-        if record.get("command") == cmd[1:] and result_of(run_dir) is not None:
+        # the command is written before the row starts, so a kill between the run's end
+        # and the grid's own record still finds the row finished with this command
+        command_file = out / f"{name}.command.json"
+        try:
+            earlier = json.loads(command_file.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if earlier == cmd[1:] and result_of(run_dir) is not None:
             print(f"row {name}: finished earlier, kept", flush=True)
+            records[name] = {**record, "command": cmd[1:], "flags": row["flags"],
+                             "result": result_of(run_dir)}
+            save()
             continue
+        command_file.write_text(json.dumps(cmd[1:]))
         if run_dir.exists():
             cmd.append("--overwrite")  # an interrupted or different earlier try
         print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)

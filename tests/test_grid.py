@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
 
 
 def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp_path):
-    data = write_sms_file(tmp_path / "sms.tsv", n_ham=60, n_spam=30)
+    data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=30)
     out = tmp_path / "grid"
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([
@@ -34,11 +34,12 @@ def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and grid.result_of(out / "lab") is None:
+    while (time.time() < deadline and proc.poll() is None
+           and grid.result_of(out / "lab") is None):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert grid.result_of(out / "lab") is not None
+    output = proc.communicate()[0]
+    assert grid.result_of(out / "lab") is not None, output[-3000:]
     lab_stamp = (out / "lab" / "metrics.json").stat().st_mtime_ns
     # second try: the same command finishes the grid without redoing the first row
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
