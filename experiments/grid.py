@@ -138,7 +138,8 @@ def result_of(run_dir: Path) -> dict | None:
         return None
     chosen = metrics.get("selected", {}).get("epoch", len(metrics["epochs"]))
     last = metrics["epochs"][chosen - 1]
-    out = {"seconds": metrics.get("total_seconds"), "metrics": metrics}
+    out = {"seconds": metrics.get("total_seconds"), "peak_gib": metrics.get("peak_memory_gib"),
+           "metrics": metrics}
     for split in ("train", "val", "test"):
         if split in last:
             out[f"{split}_acc"] = 100 * last[split]["accuracy"]
@@ -155,8 +156,8 @@ def _pct(value) -> str:
 def table(rows: list[dict], records: dict, device: str) -> str:
     head = ("| row | model | weights | token position | trainable layers | context length "
             "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
-            "device |")
-    lines = [head, "|" + "---|" * 13]
+            "peak memory | device |")
+    lines = [head, "|" + "---|" * 14]
     for row in rows:
         rec = records.get(row["name"], {})
         res = rec.get("result")
@@ -168,15 +169,15 @@ def table(rows: list[dict], records: dict, device: str) -> str:
         if res is None:
             status = rec.get("status", "not run")
             lines.append(f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | "
-                         f"{d['layers']} | {context} | {status} |||||| |")
+                         f"{d['layers']} | {context} | {status} ||||||| |")
             continue
-        recall = res.get("test_recall")
-        f1 = res.get("test_macro_f1")
+        recall, f1, peak = res.get("test_recall"), res.get("test_macro_f1"), res.get("peak_gib")
         lines.append(
             f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | {d['layers']} | "
             f"{context} | {_pct(res.get('train_acc'))} | {_pct(res.get('val_acc'))} | "
             f"{_pct(res.get('test_acc'))} | {'' if recall is None else f'{recall:.4f}'} | "
-            f"{'' if f1 is None else f'{f1:.4f}'} | {res['seconds'] / 60:.2f} min | {device} |")
+            f"{'' if f1 is None else f'{f1:.4f}'} | {res['seconds'] / 60:.2f} min | "
+            f"{'' if peak is None else f'{peak:.2f} GiB'} | {device} |")
     book = [row for row in rows if "book" in row]
     if book:
         lines += ["", "The book's published figures for its rows (pretrained GPT-2, the book's "

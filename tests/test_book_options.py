@@ -212,3 +212,31 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
     again = evaluate(trainer, part.trainable(trained), part.frozen(trained), data["val"].ids,
                      data["val"], 8, ("a", "b"))
     assert again["loss"] == pytest.approx(history[chosen - 1]["val"]["loss"], abs=1e-5)
+
+
+def test_ignore_index_leaves_that_class_out_of_the_loss():
+    from gpt2_jax.train import weighted_cross_entropy
+
+    rng = np.random.default_rng(9)
+    logits = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
+    labels = jnp.asarray([0, 2, 1, 2, 0, 1])
+    w = jnp.asarray([1.0, 2.0, 0.5])
+    keep = np.asarray(labels) != 2
+    expected = weighted_cross_entropy(logits[keep], labels[keep], w)
+    np.testing.assert_allclose(weighted_cross_entropy(logits, labels, w, ignore_index=2),
+                               expected, rtol=1e-6)
+    # the book's row 18: an id that is no class changes nothing
+    np.testing.assert_allclose(weighted_cross_entropy(logits, labels, w, ignore_index=50256),
+                               weighted_cross_entropy(logits, labels, w), rtol=1e-7)
+
+
+def test_clipping_bounds_the_gradient_adam_sees():
+    params = {"w": jnp.zeros(4)}
+    grads = {"w": jnp.asarray([3e-9, -4e-9, 0.0, 0.0])}  # norm 5e-9, near Adam's eps
+    sizes = {}
+    for clip in (0.0, 1e-9):
+        tx = make_optimizer(1.0, 0.0, clip_norm=clip)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        sizes[clip] = float(jnp.abs(updates["w"]).max())
+    # Adam's first step is lr * g / (|g| + eps): clipping g to a fifth shrinks it
+    assert sizes[1e-9] < 0.5 * sizes[0.0]

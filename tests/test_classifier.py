@@ -77,7 +77,7 @@ def test_config_round_trips_through_json():
 @pytest.mark.parametrize("changes, message", [
     (dict(labels=("a", "b")), "num_classes=3 but 2 labels"),
     (dict(labels=("a", "a", "b")), "distinct"),
-    (dict(pool="first"), "pool must be one of"),
+    (dict(pool="middle"), "pool must be one of"),
     (dict(max_length=0), "max_length must be an int in 1..64"),
     (dict(max_length=65), "max_length must be an int in 1..64"),
     (dict(model=dataclasses.replace(CFG, num_classes=None)), "num_classes=None"),
@@ -159,10 +159,10 @@ def test_empty_list_and_bad_texts(runs):
 @needs_bpe
 def test_predictions_compile_once_per_shape(runs, monkeypatch):
     """Equal shapes reuse the compiled program, whatever the weights: a trace would
-    call pool_positions (looked up when the function is traced)."""
+    call pooling's classify (looked up when the function is traced)."""
     traces = []
-    real = clf.pool_positions
-    monkeypatch.setattr(clf, "pool_positions", lambda *a: (traces.append(1), real(*a))[1])
+    real = clf.classify
+    monkeypatch.setattr(clf, "classify", lambda *a, **k: (traces.append(1), real(*a, **k))[1])
     classifier = Classifier.load(runs["last"])
     first = classifier.predict_proba(TEXTS, batch_size=2)  # may trace (a new shape)
     traces.clear()

@@ -103,7 +103,7 @@ def _train(params, data, pool, speed, **kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ["last", "last-real"])
+@pytest.mark.parametrize("pool", ["last", "last-real", "first", "mean"])
 def test_cached_training_matches_the_plain_path(params, pool, tmp_path):
     data = {"train": _data(1, 64), "test": _data(2, 24)}
     plain = SpeedConfig(prefix_cache=False, pooled_only=False, buckets=False)
