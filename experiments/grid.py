@@ -38,10 +38,12 @@ BOOK_ROWS = [
     (8, ["--model-size", "1558M"], (99.81, 99.81, 98.33, 2.83)),
     (9, ["--model-size", "1558M", "--trainable", "all"], (100.00, 98.66, 98.67, 8.12)),
     (10, ["--weights", "random", "--trainable", "all"], (100.00, 96.64, 93.67, 0.69)),
-    (11, ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "16"],
+    # LoRA: the book scales the adapters by alpha, this project by alpha / rank (the
+    # LoRA paper's convention), so the book's alpha 16 and 8 at rank 16 are 256 and 128
+    (11, ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "256"],
      (100.00, 97.32, 96.67, 0.75)),
     (12, ["--model-size", "1558M", "--trainable", "lora", "--lora-rank", "16",
-          "--lora-alpha", "8"], (100.00, 98.66, 98.33, 5.79)),
+          "--lora-alpha", "128"], (100.00, 98.66, 98.33, 5.79)),
     (13, ["--max-length", "context"], (83.08, 87.92, 78.33, 2.46)),
     (14, ["--batch-size", "1", "--pool", "last-real"], (100.00, 98.66, 98.00, 1.75)),
     (15, ["--batch-size", "1", "--accumulation-steps", "8", "--pool", "last-real"],
@@ -112,19 +114,23 @@ def describe(flags: list[str], metrics: dict | None) -> dict:
     model = config.get("model", {})
     train = config.get("train", {})
     trainable = train.get("trainable") or [flag_value(flags, "--trainable", "auto")]
+    weights = model.get("weights") or flag_value(flags, "--weights", "pretrained")
+    trainable = [("last_block" if weights == "pretrained" else "all") if t == "auto" else t
+                 for t in trainable]  # what "auto" stands for
     length = (metrics or {}).get("data", {}).get("max_length")
     context = flag_value(flags, "--max-length", "longest")
     settings = (metrics or {}).get("settings")
     return {
         "model": (model_label(settings) if settings
                   else flag_value(flags, "--model-size", "124M")),
-        "weights": model.get("weights") or flag_value(flags, "--weights", "pretrained"),
+        "weights": weights,
         "token": model.get("pool") or flag_value(flags, "--pool", "last"),
         "layers": " ".join(trainable),
         "context": f"{context} ({length})" if length else context,
         "causal": model.get("causal_mask", "--disable-causal-mask" not in flags),
         "batch": train.get("batch_size"),
         "accumulation": train.get("accumulation_steps"),
+        "ignore_index": train.get("ignore_index"),
     }
 
 
@@ -153,7 +159,7 @@ def _pct(value) -> str:
     return "" if value is None else f"{value:.2f}%"
 
 
-def table(rows: list[dict], records: dict, device: str) -> str:
+def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> str:
     head = ("| row | model | weights | token position | trainable layers | context length "
             "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
             "peak memory | device |")
@@ -161,8 +167,10 @@ def table(rows: list[dict], records: dict, device: str) -> str:
     for row in rows:
         rec = records.get(row["name"], {})
         res = rec.get("result")
-        d = describe(row["flags"], res["metrics"] if res else None)
+        d = describe(shared + row["flags"], res["metrics"] if res else None)
         context = d["context"] + ("" if d["causal"] else "; no causal mask")
+        if d["ignore_index"] is not None:
+            context += f"; ignore_index {d['ignore_index']}"
         if d["batch"] == 1:
             context += "; batch 1" + (f", accumulation {d['accumulation']}"
                                       if (d["accumulation"] or 1) > 1 else "")
@@ -189,7 +197,7 @@ def table(rows: list[dict], records: dict, device: str) -> str:
             d = describe(row["flags"], None)
             lines.append(
                 f"| {n} | {d['model']} | {BOOK_TOKEN.get(n, 'last')} | "
-                f"{d['layers'].replace('auto', 'last_block')} | "
+                f"{d['layers']} | "
                 f"{BOOK_CONTEXT.get(n, 'longest train ex. (120)')} | {b['train_acc']:.2f}% | "
                 f"{b['val_acc']:.2f}% | {b['test_acc']:.2f}% | {b['minutes']:.2f} min |")
     return "\n".join(lines) + "\n"
@@ -241,11 +249,13 @@ def main(argv=None) -> int:
                 rec["result"] = {k: v for k, v in rec["result"].items() if k != "metrics"}
         state_path.write_text(json.dumps({"machine": machine_name(), "shared_flags": shared,
                                           "rows": records}, indent=2))
-        shown = {name: {**rec, "result": result_of(out / name)} for name, rec in
-                 records.items()}
+        # figures only for rows this command ran or kept; a failed or skipped row shows why
+        shown = {name: {**rec, "result": result_of(out / name)
+                        if rec.get("returncode") == 0 or rec.get("kept") else None}
+                 for name, rec in records.items()}
         (out / "grid.md").write_text(f"Machine: {machine_name()}\n\nShared flags: "
                                      f"`{' '.join(shared) or '(none)'}`\n\n"
-                                     + table(rows, shown, device))
+                                     + table(rows, shown, device, shared))
 
     for row in rows:
         name, run_dir = row["name"], out / row["name"]
@@ -267,7 +277,7 @@ def main(argv=None) -> int:
         if earlier == cmd[1:] and result_of(run_dir) is not None:
             print(f"row {name}: finished earlier, kept", flush=True)
             records[name] = {**record, "command": cmd[1:], "flags": row["flags"],
-                             "result": result_of(run_dir)}
+                             "kept": True, "result": result_of(run_dir)}
             save()
             continue
         command_file.write_text(json.dumps(cmd[1:]))

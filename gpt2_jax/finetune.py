@@ -83,10 +83,11 @@ class ModelConfig:
         "flag": "--disable-causal-mask", "help": "GPT-2's causal attention mask; off, every "
         "token sees every other, padding included (the book's row 17)"})
     lora_rank: int = field(default=0, metadata={
-        "help": "rank of LoRA adapters on the blocks' linear layers (0: none); train them "
+        "metavar": "R", "help": "rank of LoRA adapters on the blocks' linear layers (0: none); train them "
         "with --trainable lora"})
     lora_alpha: float = field(default=16.0, metadata={
-        "help": "the adapters' output is scaled by alpha / rank"})
+        "metavar": "ALPHA", "help": "the adapters' output is scaled by alpha / rank (the "
+        "book scales by alpha: pass its alpha times the rank to match it)"})
     lora_blocks: int = field(default=0, metadata={
         "metavar": "K", "help": "adapters in the last K blocks only (0: all blocks); the "
         "blocks before them are a frozen prefix, computed once"})
@@ -185,8 +186,8 @@ class SpeedConfig:
         "flag": "--full-logits", "help": "compute every position in the last block, not "
         "just the pooled one"})
     buckets: bool = field(default=True, metadata={
-        "flag": "--no-buckets", "help": "with --pool last-real, still pad every batch to "
-        "the full length"})
+        "flag": "--no-buckets", "help": "with a pool that reads only real tokens (last-real, "
+        "first, mean), still pad every batch to the full length"})
     prefix_dtype: str = field(default="float32", metadata={
         "choices": ["float32", "bfloat16"],
         "help": "matmul inputs of the frozen prefix (bfloat16: float32 accumulation)"})
@@ -241,6 +242,9 @@ class RunConfig:
 
     def __post_init__(self):
         d, t = self.data, self.train
+        if (self.output.merge_lora or self.model.lora_blocks) and not self.model.lora_rank:
+            raise ValueError("--merge-lora and --lora-blocks need LoRA adapters: give "
+                             "--lora-rank R with --trainable lora")
         if ("lora" in t.trainable) != (self.model.lora_rank > 0):
             raise ValueError("--trainable lora needs --lora-rank R (the book uses 16), and "
                              "--lora-rank needs --trainable lora (untrained adapters are "
@@ -462,6 +466,23 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
 
 
+def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
+    """Refuse, before anything heavy, training settings that cannot work with this data
+    (``batches`` per epoch, ``n_val`` validation rows); note what they imply."""
+    k = tc.accumulation_steps
+    if k > batches:
+        raise ValueError(f"--accumulation-steps {k} is more than the {batches} batches of an "
+                         f"epoch; use at most {batches} (or a smaller --batch-size)")
+    updates = tc.epochs * batches // k
+    if tc.warmup_steps and tc.warmup_steps >= updates:
+        raise ValueError(f"--warmup-steps {tc.warmup_steps} is not below the run's {updates} "
+                         f"optimizer updates ({tc.epochs} epochs x {batches} batches / "
+                         f"{k} accumulated): the learning rate would never reach --lr")
+    if tc.select_by != "last" and not n_val:
+        raise ValueError(f"--select-by {tc.select_by} needs a validation split: give "
+                         "--val-size > 0 or --val-file")
+
+
 def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
                   weights: np.ndarray, partition: Partition, n_train: int,
                   log: Callable[[str], None] = print) -> Trainer:
@@ -518,6 +539,10 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         first_epoch = restored.meta["epoch"] + 1
         log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
             f"from {checkpoints.directory}")
+        if tc.patience and history and (history[-1]["epoch"] - best_epoch(
+                history, tc.select_by) >= tc.patience):
+            first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
+            log("the run had stopped early at that epoch: keeping its choice")
 
     inputs = {name: split.ids for name, split in encoded.items()}
     prefix_seconds = 0.0
@@ -643,6 +668,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         raise ValueError(f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
                          "an epoch would have no steps; use more training rows or a smaller "
                          "--batch-size")
+    check_schedule(tc, batches, len(encoded.get("val", ())))
 
     run_dir, lock = prepare_run_dir(cfg, resume)
     stop_on_sigterm = _sigterm_as_interrupt()

@@ -67,15 +67,16 @@ class TrainConfig:
         "help": "balanced: n/(k*count_c) from the training labels; none; or per class by "
         "name, e.g. 'ham=1,spam=3.5'", "metavar": "balanced|none|NAME=W,..."})
     accumulation_steps: int = dataclasses.field(default=1, metadata={
-        "help": "average the gradients of this many batches per optimizer update (each "
-        "batch's loss is its own weighted mean, as in the book)"})
+        "metavar": "K", "help": "average the gradients of this many batches per optimizer update (each "
+        "batch's loss is its own weighted mean, as in the book); batches left over at the "
+        "end of an epoch count towards the next epoch's first update"})
     lr_schedule: str = dataclasses.field(default="constant", metadata={
         "choices": LR_SCHEDULES, "help": "learning rate after warm-up: constant, or decaying "
         "to 0 at the last update (linear, cosine)"})
     warmup_steps: int = dataclasses.field(default=0, metadata={
-        "help": "optimizer updates with the learning rate rising linearly from 0"})
+        "metavar": "N", "help": "optimizer updates with the learning rate rising linearly from 0"})
     clip_norm: float = dataclasses.field(default=0.0, metadata={
-        "help": "clip gradients to this global norm (0: no clipping)"})
+        "metavar": "NORM", "help": "clip gradients to this global norm (0: no clipping)"})
     select_by: str = dataclasses.field(default="last", metadata={
         "choices": SELECT_BY, "help": "which epoch's weights the classifier keeps: the last, "
         "or the best on the validation split by this metric (the test split never chooses)"})
@@ -83,7 +84,7 @@ class TrainConfig:
         "parse": int, "metavar": "ID", "help": "leave examples of this class id out of the "
         "loss (the book's row 18 passes 50256, which is no class id: no effect)"})
     patience: int = dataclasses.field(default=0, metadata={
-        "help": "with --select-by: stop after this many epochs without a better validation "
+        "metavar": "EPOCHS", "help": "with --select-by: stop after this many epochs without a better validation "
         "metric (0: train every epoch)"})
 
     def __post_init__(self):

@@ -240,3 +240,53 @@ def test_clipping_bounds_the_gradient_adam_sees():
         sizes[clip] = float(jnp.abs(updates["w"]).max())
     # Adam's first step is lr * g / (|g| + eps): clipping g to a fifth shrinks it
     assert sizes[1e-9] < 0.5 * sizes[0.0]
+
+
+def test_settings_that_cannot_work_are_refused_before_training():
+    from gpt2_jax.finetune import ModelConfig, OutputConfig, RunConfig, check_schedule
+
+    with pytest.raises(ValueError, match="--accumulation-steps 9 is more than the 8 batches"):
+        check_schedule(TrainConfig(accumulation_steps=9), 8, 10)
+    with pytest.raises(ValueError, match="--warmup-steps 16 is not below the run's 16"):
+        check_schedule(TrainConfig(epochs=2, warmup_steps=16, lr_schedule="cosine"), 8, 10)
+    with pytest.raises(ValueError, match="--select-by val_loss needs a validation split"):
+        check_schedule(TrainConfig(select_by="val_loss"), 8, 0)
+    check_schedule(TrainConfig(epochs=4, warmup_steps=15, accumulation_steps=2,
+                               select_by="val_loss"), 8, 10)
+    with pytest.raises(ValueError, match="patience needs a validation metric"):
+        TrainConfig(patience=2)
+    with pytest.raises(ValueError, match="--trainable lora needs --lora-rank"):
+        RunConfig(train=TrainConfig(trainable=("lora",)))
+    with pytest.raises(ValueError, match="--merge-lora and --lora-blocks need"):
+        RunConfig(output=OutputConfig(merge_lora=True))
+    with pytest.raises(ValueError, match="--lora-blocks 3: the model has only 2 blocks"):
+        ModelConfig(lora_rank=2, lora_blocks=3).gpt_config(
+            {"n_vocab": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}, 2)
+
+
+@pytest.mark.slow
+def test_resume_after_an_early_stop_trains_no_further(tmp_path):
+    from gpt2_jax.train_checkpoints import EpochCheckpoints
+
+    params = init_params(CFG, seed=8)
+    part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
+    data = {"train": _data(3, 48), "val": _data(4, 16), "test": _data(5, 16)}
+    # lr so high that validation loss soon stops improving: patience 1 stops early
+    tc = TrainConfig(batch_size=8, epochs=8, lr=0.3, select_by="val_loss", patience=1)
+
+    def fit(resume):
+        ckpt = EpochCheckpoints(tmp_path / "ckpt", keep=2)
+        try:
+            return train_classifier(GPTModel(CFG), jax.tree.map(jnp.array, params), data,
+                                    ("a", "b"), tc, SpeedConfig(), "last-real",
+                                    np.ones(2, np.float32), part, checkpoints=ckpt,
+                                    resume=resume, log=lambda s: None)
+        finally:
+            ckpt.close()
+
+    first, history = fit(False)
+    assert len(history) < tc.epochs  # it did stop early
+    again, history_again = fit(True)
+    assert len(history_again) == len(history)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(a, b)  # the same selected weights

@@ -56,7 +56,7 @@ def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp
         assert f"{test_acc:.2f}%" in line
     tiny = "custom (2 layers, 32 dims)"
     assert f"| lora | {tiny} | pretrained | last | lora |" in table
-    assert f"| first | {tiny} | pretrained | first | auto |" in table
+    assert f"| first | {tiny} | pretrained | first | last_block |" in table
     # the lab and the LoRA row share the frozen prefix? (LoRA on all blocks: no prefix)
     assert list((out / "prefix-cache").glob("prefix-*.npy"))
 
