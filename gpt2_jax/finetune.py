@@ -522,9 +522,7 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     start, bucketed = trainer.start, speed.buckets and not reads_padding(pool, cfg.causal)
     state = trainer.init(trainable)
     select = tc.select_by != "last"
-    if select and not len(encoded.get("val", ())):
-        raise ValueError(f"--select-by {tc.select_by} needs a validation split: give "
-                         "--val-size > 0 or --val-file")
+    check_schedule(tc, len(encoded["train"]) // tc.batch_size, len(encoded.get("val", ())))
     best = state.trainable if select else None  # the best epoch's trainable leaves so far
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
     history, first_epoch = [], 1
