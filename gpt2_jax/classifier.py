@@ -29,6 +29,7 @@ from .data import encode, token_lists
 from .model import GPTModel, init_params, param_shapes
 from .pooling import check_pool, classify, reads_padding
 from .prefix import BUCKET_STEP, prefix_schedule
+from .tokenizer import bpe_files
 from .tree import named_leaves, path_name
 
 META_FILE = "classifier.json"
@@ -203,10 +204,10 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(target, params)
     checkpointer.wait_until_finished()
-    if bpe_dir is not None:
-        for name in BPE_FILES:
-            if (Path(bpe_dir) / name).is_file():
-                shutil.copyfile(Path(bpe_dir) / name, run_dir / name)
+    files = bpe_files(bpe_dir) if bpe_dir is not None else None
+    if files is not None:  # under OpenAI's names, whichever pair the folder has
+        for src, name in zip(files, BPE_FILES):
+            shutil.copyfile(src, run_dir / name)
     meta = {"format": FORMAT, **spec.to_dict(), "tokenizer": _tokenizer_note(run_dir)}
     _write_json_atomic(run_dir / META_FILE, meta)
     return target

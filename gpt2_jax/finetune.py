@@ -23,7 +23,9 @@ import numpy as np
 
 from . import data as tables
 from . import sms
-from .openai_checkpoint import load_gpt2, load_weights, read_settings
+from .hf_hub import fetch_hf_repo
+from .openai_checkpoint import load_weights
+from .pretrained import load_pretrained, read_folder_settings
 from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
@@ -67,7 +69,15 @@ class ModelConfig:
     models_dir: str = field(default="models", metadata={
         "help": "cache of GPT-2 folders; files are downloaded into MODELS_DIR/SIZE"})
     model_dir: str | None = field(default=None, metadata={
-        "help": "use this GPT-2 folder as it is (hparams.json, model.ckpt.*, BPE files)"})
+        "help": "use this GPT-2 folder as it is: OpenAI's (hparams.json, model.ckpt.*, "
+        "encoder.json, vocab.bpe) or Hugging Face's (config.json, model.safetensors, "
+        "vocab.json, merges.txt); any n_layer/n_embd/n_head its config states"})
+    hf_repo: str | None = field(default=None, metadata={
+        "metavar": "ID", "help": "fetch GPT-2 from the Hugging Face Hub by repo id (e.g. "
+        "openai-community/gpt2) into the hub's cache; needs the 'hub' extra"})
+    hf_revision: str = field(default="main", metadata={
+        "metavar": "REV", "help": "branch, tag or commit hash of --hf-repo (pin a commit for "
+        "repeatable runs)"})
     weights: str = field(default="pretrained", metadata={
         "choices": ["pretrained", "random"],
         "help": "random: GPT-2's sizes with random init; then every layer trains unless "
@@ -99,6 +109,10 @@ class ModelConfig:
         check_pool(self.pool)
         if not 0.0 <= self.drop_rate < 1.0:  # also false for NaN
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.hf_repo is not None and self.model_dir is not None:
+            raise ValueError("give --model-dir or --hf-repo, not both")
+        if self.hf_repo is not None and not self.hf_repo.strip("/ "):
+            raise ValueError("--hf-repo needs a repo id such as openai-community/gpt2")
         if self.lora_rank < 0 or self.lora_blocks < 0:
             raise ValueError(f"lora_rank and lora_blocks must be >= 0, got {self.lora_rank} "
                              f"and {self.lora_blocks}")
@@ -407,16 +421,22 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, RunFold
 
 
 def _backbone_files(m: ModelConfig) -> tuple[dict, Path]:
-    """``(settings, folder with hparams.json, the checkpoint and the BPE files)``,
-    downloading GPT-2 first if needed; nothing heavy is read yet."""
+    """``(settings, folder with the config, the weights and the BPE files)``, in
+    OpenAI's or Hugging Face's layout, downloading or fetching GPT-2 first if needed;
+    nothing heavy is read yet."""
     model_dir = Path(m.model_dir) if m.model_dir else None
+    if m.hf_repo is not None:
+        model_dir = fetch_hf_repo(m.hf_repo, revision=m.hf_revision, offline=m.offline or None)
     if m.weights == "random":
-        if model_dir is not None and (model_dir / "hparams.json").is_file():
-            return read_settings(model_dir), model_dir
+        if model_dir is not None and model_dir.is_dir():
+            try:
+                return read_folder_settings(model_dir), model_dir
+            except FileNotFoundError:
+                pass  # a folder without a model: GPT-2's sizes, its BPE files if any
         return settings_for_size(m.model_size), model_dir or Path(m.models_dir) / m.model_size
     if model_dir is None:
         model_dir = download_gpt2(m.model_size, m.models_dir, offline=m.offline or None)
-    return read_settings(model_dir), model_dir
+    return read_folder_settings(model_dir), model_dir
 
 
 @dataclasses.dataclass
@@ -709,7 +729,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         pretrained = None
         if m.weights == "pretrained":
             log(f"loading GPT-2 from {model_dir}")
-            settings, pretrained = load_gpt2(model_dir)
+            settings, pretrained = load_pretrained(model_dir)
             log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
         has_pretrained = pretrained is not None
         params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GPTConfig
+from .hf_checkpoint import hf_tensors
 
 
 def hf_config(cfg: GPTConfig, **extra):
@@ -21,22 +22,12 @@ def hf_config(cfg: GPTConfig, **extra):
 
 
 def hf_state_dict(params: dict, prefix: str = "transformer.") -> dict:
-    """Torch tensors named as in ``GPT2Model``; HF's Conv1D keeps TF's [in, out]
-    layout, so kernels go over without a transpose."""
+    """Torch tensors named as in ``GPT2Model`` (``hf_checkpoint.hf_tensors``: the one
+    place the names are mapped); HF's Conv1D keeps TF's [in, out] layout, so kernels go
+    over without a transpose."""
     import torch
 
-    t = lambda a: torch.tensor(np.asarray(a))
-    state = {f"{prefix}wte.weight": t(params["wte"]), f"{prefix}wpe.weight": t(params["wpe"]),
-             f"{prefix}ln_f.weight": t(params["g"]), f"{prefix}ln_f.bias": t(params["b"])}
-    for i, blk in enumerate(params["blocks"]):
-        for scope in ("ln_1", "ln_2"):
-            state[f"{prefix}h.{i}.{scope}.weight"] = t(blk[scope]["g"])
-            state[f"{prefix}h.{i}.{scope}.bias"] = t(blk[scope]["b"])
-        for scope, layer in (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"),
-                             ("mlp", "c_proj")):
-            state[f"{prefix}h.{i}.{scope}.{layer}.weight"] = t(blk[scope][layer]["w"])
-            state[f"{prefix}h.{i}.{scope}.{layer}.bias"] = t(blk[scope][layer]["b"])
-    return state
+    return {name: torch.tensor(array) for name, array in hf_tensors(params, prefix).items()}
 
 
 def load_into(model, state: dict) -> None:

@@ -8,7 +8,8 @@ Two pure steps:
   NumPy arrays; every shape is checked against ``settings``.
 * ``load_weights(params)`` renames that dict into the tree ``GPTModel`` uses.
 
-TensorFlow is imported only inside ``_read_tf_variables`` and kept off any GPU.
+TensorFlow is imported only when a checkpoint is read (``_tensorflow``) and kept off
+any GPU; a missing TensorFlow is one ``CheckpointError`` saying how to convert instead.
 """
 from __future__ import annotations
 
@@ -74,8 +75,7 @@ def read_settings(model_dir: str | os.PathLike) -> dict:
 
 def _read_tf_variables(ckpt_prefix: str) -> dict[str, np.ndarray]:
     """All variables of a TF checkpoint as ``{name: array}``."""
-    import tensorflow as tf  # heavy; only the reader needs it
-
+    tf = _tensorflow()
     try:  # a reader must not take GPU memory from JAX
         tf.config.set_visible_devices([], "GPU")
     except (RuntimeError, ValueError):
@@ -83,6 +83,18 @@ def _read_tf_variables(ckpt_prefix: str) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(ckpt_prefix)
     names = reader.get_variable_to_shape_map()
     return {name: np.asarray(reader.get_tensor(name)) for name in sorted(names)}
+
+
+def _tensorflow():
+    """TensorFlow, imported only here: a user of Hugging Face folders never needs it."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise CheckpointError(
+            "reading OpenAI's TensorFlow checkpoint needs tensorflow (pip install "
+            "tensorflow-cpu); or convert it once where TensorFlow is installed: python -m "
+            "experiments.export --model-dir DIR --to hf OUT, then use --model-dir OUT") from None
+    return tf
 
 
 def checkpoint_prefix(model_dir: str | os.PathLike) -> str:
@@ -111,6 +123,8 @@ def load_gpt2(model_dir: str | os.PathLike) -> tuple[dict, dict]:
             raise FileNotFoundError(f"{prefix + suffix} not found (checkpoint of {model_dir})")
     try:
         variables = _read_tf_variables(prefix)
+    except CheckpointError:
+        raise
     except Exception as err:  # TF raises several types for damaged files
         data_file = Path(prefix + ".data-00000-of-00001")
         need = 4 * parameter_count(settings)
@@ -192,3 +206,29 @@ def load_weights(params: dict) -> dict:
                     "c_proj": dense(block["mlp"]["c_proj"])},
         }
     return tree
+
+
+def lab_params(tree: dict) -> dict:
+    """``load_weights`` undone: the Flax tree of ``GPTModel`` -> the lab's ``params``
+    dict of NumPy arrays. A class head, if any, is left out (it is not GPT-2's)."""
+    def dense(p):
+        return {"w": np.asarray(p["kernel"]), "b": np.asarray(p["bias"])}
+
+    def norm(p):
+        return {"g": np.asarray(p["scale"]), "b": np.asarray(p["bias"])}
+
+    n_layer = sum(1 for k in tree if k.startswith("h") and k[1:].isdigit())
+    params = {"blocks": [], **norm(tree["ln_f"]), "wpe": np.asarray(tree["wpe"]["embedding"]),
+              "wte": np.asarray(tree["wte"]["embedding"])}
+    for i in range(n_layer):
+        block = tree[f"h{i}"]
+        if any("lora_a" in layer for scope in ("attn", "mlp") for layer in block[scope].values()):
+            raise ValueError(f"h{i} has LoRA adapters; fold them in first (model.merge_lora)")
+        params["blocks"].append({
+            "ln_1": norm(block["ln_1"]),
+            "attn": {"c_attn": dense(block["attn"]["c_attn"]),
+                     "c_proj": dense(block["attn"]["c_proj"])},
+            "ln_2": norm(block["ln_2"]),
+            "mlp": {"c_fc": dense(block["mlp"]["c_fc"]), "c_proj": dense(block["mlp"]["c_proj"])},
+        })
+    return params

@@ -8,6 +8,7 @@ only that cache is read: no host name is looked up.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,8 @@ GPT2_SPLIT_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 BPE_FILES = ("encoder.json", "vocab.bpe")
+HF_BPE_FILES = ("vocab.json", "merges.txt")  # the same two files, as Hugging Face names them
+HF_TOKENIZER_JSON = "tokenizer.json"  # both in one file (transformers 5 saves only this)
 # where tiktoken.get_encoding("gpt2") downloads them from (its cache key is the URL's SHA-1)
 TIKTOKEN_GPT2_URL = GPT2_BPE_MIRROR
 
@@ -36,10 +39,9 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
     download); offline (``offline=True``, or ``None`` and ``GPT2_JAX_OFFLINE`` set, see
     ``gpt2_jax.download.offline_requested``) only tiktoken's cache, and no network at
     all. What cannot be had is a ``RuntimeError`` of one line saying where to put them."""
-    if bpe_dir is not None:
-        local = [Path(bpe_dir) / name for name in BPE_FILES]
-        if all(path.is_file() for path in local):
-            return encoding_from_files(*local)
+    local = bpe_files(bpe_dir) if bpe_dir is not None else None
+    if local is not None:
+        return encoding_from_files(*local)
     if offline is None:
         offline = offline_requested()
     if offline:
@@ -55,6 +57,44 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
         reason = " ".join(str(err).split()) or type(err).__name__
         raise RuntimeError(_missing_message(bpe_dir, f"and tiktoken could not download them "
                                                      f"({reason})")) from err
+
+
+def bpe_files(folder: str | os.PathLike) -> tuple[Path, Path] | None:
+    """GPT-2's two BPE files in ``folder``: OpenAI's ``encoder.json`` + ``vocab.bpe``,
+    else Hugging Face's ``vocab.json`` + ``merges.txt`` (the same contents), else the
+    pair written out of Hugging Face's ``tokenizer.json`` (what transformers 5 saves);
+    None if the folder has none of them."""
+    for names in (BPE_FILES, HF_BPE_FILES):
+        paths = tuple(Path(folder) / name for name in names)
+        if all(path.is_file() for path in paths):
+            return paths
+    if (Path(folder) / HF_TOKENIZER_JSON).is_file():
+        return _pair_from_tokenizer_json(Path(folder) / HF_TOKENIZER_JSON)
+    return None
+
+
+def _pair_from_tokenizer_json(path: Path) -> tuple[Path, Path]:
+    """``encoder.json`` + ``vocab.bpe`` with the vocabulary and merges of a byte-level
+    BPE ``tokenizer.json``, in a temp folder named by the file's SHA-256 (written once)."""
+    raw = path.read_bytes()
+    try:
+        model = json.loads(raw)["model"]
+        vocab, merges = model["vocab"], model["merges"]
+        if model.get("type") != "BPE" or not isinstance(vocab, dict) or not vocab:
+            raise ValueError(f"model type {model.get('type')!r} with {len(vocab)} tokens")
+        lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise RuntimeError(f"{path}: not a byte-level BPE tokenizer with a vocabulary and "
+                           f"merges ({type(err).__name__}: {err})") from None
+    folder = Path(tempfile.gettempdir()) / "gpt2_jax-bpe" / hashlib.sha256(raw).hexdigest()
+    pair = (folder / BPE_FILES[0], folder / BPE_FILES[1])
+    if not all(p.is_file() for p in pair):
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, text in zip(pair, (json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n")):
+            part = target.with_name(f"{target.name}.{os.getpid()}.part")
+            part.write_text(text, encoding="utf-8")
+            os.replace(part, target)
+    return pair
 
 
 def encoding_from_files(encoder_json: str | os.PathLike,

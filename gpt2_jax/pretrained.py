@@ -1,0 +1,51 @@
+"""Pretrained GPT-2 weights from any folder this package reads.
+
+Two layouts hold the same numbers under other names:
+
+* OpenAI's: ``hparams.json`` + the TensorFlow checkpoint ``model.ckpt.*`` (what the lab
+  downloads; ``openai_checkpoint``, needs TensorFlow);
+* Hugging Face's: ``config.json`` + ``model.safetensors`` (``hf_checkpoint``, needs
+  only NumPy and safetensors).
+
+``load_pretrained(folder)`` returns the lab's ``(settings, params)`` from either;
+whoever loads weights goes through here and never asks which layout it was.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import hf_checkpoint, openai_checkpoint
+
+OPENAI, HF = "openai", "hf"
+
+
+def folder_format(folder: str | os.PathLike) -> str:
+    """``"openai"`` or ``"hf"``; a folder that is neither is a ``FileNotFoundError``
+    saying what each layout holds."""
+    folder = Path(folder)
+    if (folder / "hparams.json").is_file():
+        return OPENAI
+    if hf_checkpoint.is_hf_folder(folder):
+        return HF
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected a GPT-2 model folder)")
+    raise FileNotFoundError(
+        f"{folder} holds no GPT-2 model: expected OpenAI's hparams.json + model.ckpt.* or "
+        f"Hugging Face's config.json + {' / '.join(hf_checkpoint.WEIGHT_FILES)}")
+
+
+def read_folder_settings(folder: str | os.PathLike) -> dict:
+    """The model's ``settings`` (``n_vocab, n_ctx, n_embd, n_head, n_layer``), read
+    from its small config file only."""
+    if folder_format(folder) == OPENAI:
+        return openai_checkpoint.read_settings(folder)
+    return hf_checkpoint.read_hf_settings(folder)
+
+
+def load_pretrained(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """``(settings, params)`` of the folder's GPT-2, checked name by name and shape by
+    shape, whichever layout it is in."""
+    if folder_format(folder) == OPENAI:
+        return openai_checkpoint.load_gpt2(folder)
+    return hf_checkpoint.load_hf_gpt2(folder)
