@@ -41,13 +41,13 @@ VARIANTS = {
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
     from gpt2_jax import data as tables
-    from gpt2_jax.openai_checkpoint import load_gpt2
+    from gpt2_jax.pretrained import load_pretrained
     from gpt2_jax.config import GPTConfig
     from gpt2_jax.sms import read_sms_spam
     from gpt2_jax.tokenizer import get_tokenizer
     from gpt2_jax.train import class_weights_for
 
-    settings, params = load_gpt2(args.model_dir)
+    settings, params = load_pretrained(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
     df = read_sms_spam(args.data_file)
     df = tables.add_class_ids(df, tables.class_names(df["label"]))

@@ -12,7 +12,9 @@ from .config import MODEL_SIZES, GPTConfig
 from .download import download_and_load_gpt2, download_gpt2
 from .finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
                        load_config, run)
+from .hf_export import export_backbone, export_classifier
 from .model import GPTModel, init_params
+from .pretrained import load_pretrained
 from .tokenizer import get_tokenizer
 from .train import Partition, TrainConfig
 
@@ -20,5 +22,6 @@ __all__ = [
     "Classifier", "ClassifierConfig", "Predictions", "load_classifier", "MODEL_SIZES",
     "GPTConfig", "download_and_load_gpt2", "download_gpt2", "DataConfig", "ModelConfig",
     "OutputConfig", "RunConfig", "SpeedConfig", "load_config", "run", "GPTModel",
-    "init_params", "get_tokenizer", "Partition", "TrainConfig",
+    "init_params", "get_tokenizer", "Partition", "TrainConfig", "load_pretrained",
+    "export_classifier", "export_backbone",
 ]

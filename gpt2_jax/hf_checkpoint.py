@@ -43,6 +43,7 @@ SAME_AS_GPT2 = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
 # transformers versions, and the LM head when it is saved although tied to wte.
 BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 LM_HEAD = "lm_head.weight"
+FLOAT_TYPES = ("float16", "bfloat16", "float32", "float64")  # read, then stored as float32
 
 
 def is_hf_folder(folder: str | os.PathLike) -> bool:
@@ -162,7 +163,11 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         tensors = {}
         with safe_open(str(path), framework="numpy") as f:
             for name in f.keys():
-                tensors[name] = f.get_tensor(name)
+                try:
+                    tensors[name] = f.get_tensor(name)
+                except TypeError:  # bfloat16: NumPy has no such type, JAX's arrays do
+                    with safe_open(str(path), framework="flax") as g:
+                        tensors[name] = np.asarray(g.get_tensor(name), np.float32)
         return tensors
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot read it as safetensors ({err}); a truncated "
@@ -214,7 +219,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
             raise CheckpointError(f"{where}: tensor {full_name!r} has shape "
                                   f"{tuple(array.shape)}, expected {expected[ours]} from "
                                   f"config.json {settings}")
-        if not np.issubdtype(array.dtype, np.floating):
+        if np.dtype(array.dtype).name not in FLOAT_TYPES:
             raise CheckpointError(f"{where}: tensor {full_name!r} is {array.dtype}, not a "
                                   "floating-point type")
         found[ours] = np.asarray(array, np.float32)

@@ -1,6 +1,7 @@
 """Hugging Face interop: GPT-2 folders in Hugging Face's layout in, classifiers and
 backbones out, checked against ``transformers`` itself; the Hub through a stand-in on
 127.0.0.1; TensorFlow needed only for OpenAI's checkpoint."""
+import copy
 import json
 import os
 import shutil
@@ -159,6 +160,30 @@ def test_untied_lm_head_and_stray_tensors_are_refused(hf_from_tf, tmp_path):
                          extra_tensors={"h.9.attn.c_attn.weight": np.zeros((2, 2), np.float32)})
     with pytest.raises(CheckpointError, match="unexpected tensor 'h.9.attn.c_attn.weight'"):
         load_hf_gpt2(stray)
+
+
+def test_half_precision_and_pytorch_pickles_load_as_float32(transformers_folder, tmp_path,
+                                                             monkeypatch):
+    folder, hf_model = transformers_folder
+    _, params = load_pretrained(folder)
+    bf16 = tmp_path / "bf16"
+    copy.deepcopy(hf_model).to(torch.bfloat16).save_pretrained(bf16)
+    shutil.copyfile(folder / "config.json", bf16 / "config.json")
+    _, halves = load_pretrained(bf16)
+    for name, full in hf_checkpoint.flat_variables(params).items():
+        half = hf_checkpoint.flat_variables(halves)[name]
+        assert half.dtype == np.float32
+        # bfloat16 keeps 8 bits of mantissa: within 2^-8 relative, and not identical
+        np.testing.assert_allclose(half, full, rtol=2 ** -8, atol=0)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copyfile(folder / "config.json", pickled / "config.json")
+    torch.save(hf_model.state_dict(), pickled / "pytorch_model.bin")
+    _same_params(load_pretrained(pickled)[1], params)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(CheckpointError, match="needs torch .* convert it once to "
+                                              "model.safetensors"):
+        load_pretrained(pickled)
 
 
 def test_export_refuses_a_folder_that_is_not_empty(hf_from_tf, tiny_model_dir):
