@@ -29,6 +29,7 @@ from .pretrained import load_pretrained, read_folder_settings
 from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
+from .mesh import Placement, describe, make_mesh, parse_mesh
 from .memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
 from .model import GPTModel, merge_lora
 from .pooling import POOLS, check_pool, reads_padding
@@ -212,11 +213,17 @@ class SpeedConfig:
         "choices": ["auto", "memory", "disk"],
         "help": "where the frozen-prefix outputs live: disk = memory-mapped files in the run "
         "folder; auto = disk when the memory estimate exceeds --memory-budget-gib"})
+    mesh: str = field(default="", metadata={
+        "metavar": "data=N,fsdp=M", "help": "lay training over the devices: batch rows split "
+        "over data x fsdp, large weights (and their gradients and Adam state) cut over fsdp; "
+        "the sizes multiply to the device count (default: every device on data; one device: "
+        "no mesh at all)"})
     memory_budget_gib: float | str = field(default="available", metadata={
         "parse": _budget, "metavar": "available|GIB",
         "help": "memory the run may use, for --prefix-storage auto"})
 
     def __post_init__(self):
+        parse_mesh(self.mesh)  # the flag's form; the devices are counted when the run starts
         budget = self.memory_budget_gib
         if budget != "available" and not (math.isfinite(budget) and budget > 0):
             raise ValueError(f"memory_budget_gib must be 'available' or a positive number of "
@@ -224,6 +231,11 @@ class SpeedConfig:
 
     def matmul_dtype(self) -> str | None:
         return None if self.prefix_dtype == "float32" else self.prefix_dtype
+
+    def placement(self) -> Placement | None:
+        """Where training runs: None on a single device (and no --mesh), else the mesh."""
+        mesh = make_mesh(self.mesh)
+        return None if mesh.size == 1 else Placement(mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -503,6 +515,17 @@ def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
                          "--val-size > 0 or --val-file")
 
 
+def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
+    """The run's placement on the devices (None: one device), after checking that the
+    mesh fits the devices and the batch splits over them."""
+    placement = speed.placement()
+    if placement is not None and tc.batch_size % placement.rows:
+        raise ValueError(f"--batch-size {tc.batch_size} cannot be split over the mesh's "
+                         f"{placement.rows} devices ({describe(placement.mesh)}); use a "
+                         f"multiple of {placement.rows}")
+    return placement
+
+
 def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
                   weights: np.ndarray, partition: Partition, n_train: int,
                   log: Callable[[str], None] = print) -> Trainer:
@@ -513,9 +536,12 @@ def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: st
     if start and model.cfg.drop_rate > 0:
         log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
         start = 0
+    placement = check_mesh(speed, tc)
+    if placement is not None:
+        log(f"mesh: {describe(placement.mesh)}")
     return Trainer(model, optimizer_for(tc, n_train), weights, pool=pool,
                    seed=tc.seed, start=start, pooled_only=speed.pooled_only,
-                   ignore_index=tc.ignore_index)
+                   ignore_index=tc.ignore_index, placement=placement)
 
 
 def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str, ...],
@@ -540,7 +566,7 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     trainer = build_trainer(model, tc, speed, pool, weights, partition,
                             len(encoded["train"]), log)
     start, bucketed = trainer.start, speed.buckets and not reads_padding(pool, cfg.causal)
-    state = trainer.init(trainable)
+    state, frozen = trainer.init(trainable), trainer.place(frozen)
     select = tc.select_by != "last"
     check_schedule(tc, len(encoded["train"]) // tc.batch_size, len(encoded.get("val", ())))
     best = state.trainable if select else None  # the best epoch's trainable leaves so far
@@ -552,8 +578,8 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     if restored is not None:
         if on_resume is not None:
             on_resume(restored)
-        state, history = TrainState(*restored.state[:3]), restored.meta["history"]
-        best = restored.state.best if select else None
+        state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
+        best = trainer.place(restored.state.best) if select else None
         first_epoch = restored.meta["epoch"] + 1
         log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
             f"from {checkpoints.directory}")
@@ -571,7 +597,7 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         inputs = prefix_inputs(cfg, merge(frozen, trainable), encoded, start,
                                bucketed=bucketed, matmul_dtype=speed.matmul_dtype(),
                                cache_dir=speed.prefix_cache_dir, disk_dir=prefix_disk_dir,
-                               log=log)
+                               log=log, placement=trainer.placement)
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")
 
@@ -687,6 +713,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                          "an epoch would have no steps; use more training rows or a smaller "
                          "--batch-size")
     check_schedule(tc, batches, len(encoded.get("val", ())))
+    check_mesh(cfg.speed, tc)
 
     run_dir, lock = prepare_run_dir(cfg, resume)
     stop_on_sigterm = _sigterm_as_interrupt()

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import GPTConfig
+from .mesh import Placement, to_host
 from .model import Block, GPTModel
 from .tree import named_leaves
 
@@ -146,7 +147,8 @@ def pack_groups(texts: np.ndarray, lengths: np.ndarray, full: int,
 def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
                    *, batch_size: int | None = None, bucketed: bool = False,
                    matmul_dtype: str | None = None, desc: str = "prefix",
-                   log=None, out: np.ndarray | None = None) -> np.ndarray:
+                   log=None, out: np.ndarray | None = None,
+                   placement: Placement | None = None) -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
     Each distinct text is computed once (repeats are copied). ``bucketed`` (only valid
@@ -156,7 +158,8 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     row is computed at the full width L (its padding positions are read later).
     ``log``: where to report progress every tenth of the work when no progress bar can
     be shown (output not a terminal, e.g. a logged batch job). ``out``: where to write
-    (e.g. a memory-mapped file for data larger than memory).
+    (e.g. a memory-mapped file for data larger than memory). ``placement``: a mesh
+    whose devices each compute their share of every batch's rows.
     """
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     # Embeddings, then one jitted block applied `stop` times: one block compiles per
@@ -167,6 +170,8 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
         {"params": p}, x, segments=seg)) for lora in (False, True)}
 
     def run(p, x, pos=None, seg=None):
+        if placement is not None:  # rows over the devices; positions and segments follow
+            x, pos, seg = (None if a is None else placement.batch(a)[0] for a in (x, pos, seg))
         x = embed(p, x, pos)
         for i in range(stop):
             x = blocks[cfg.has_lora(i)](p[f"h{i}"], x, seg)
@@ -178,6 +183,7 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     if bucketed:
         jobs = []  # (plan, its token arrays, row indices of one batch, rows per batch)
         for plan, rows in pack_groups(first, lengths, ids.shape[1], batch_size):
+            rows = _whole_rows(rows, placement)
             arrays = plan.arrays(ids, lengths)
             jobs += [(plan, arrays, np.arange(i, min(i + rows, plan.rows)), rows)
                      for i in range(0, plan.rows, rows)]
@@ -189,20 +195,20 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
 
         def store(job, hidden):
             plan, _, idx, _ = job
-            hidden = np.asarray(hidden)
+            hidden = to_host(hidden)
             for k in np.flatnonzero(np.isin(plan.places[:, 0], idx)):
                 t, (row, off) = plan.texts[k], plan.places[k]
                 n = int(lengths[t])
                 out[t, :n] = hidden[row - idx[0], off:off + n]
     else:
-        rows = batch_size or PREFIX_ROWS
+        rows = _whole_rows(batch_size or PREFIX_ROWS, placement)
         jobs = [first[i:i + rows] for i in range(0, len(first), rows)]
 
         def launch(job):
             return run(params, ids[np.resize(job, rows)])
 
         def store(job, hidden):
-            out[job] = np.asarray(hidden)[: len(job)]
+            out[job] = to_host(hidden)[: len(job)]
 
     pending = []
     bar = tqdm(jobs, desc=desc, unit="batch", leave=False, disable=None)
@@ -218,6 +224,13 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     for i in np.flatnonzero(source != np.arange(len(ids))):  # repeats: copy the first
         out[i] = out[source[i]]
     return out
+
+
+def _whole_rows(rows: int, placement: Placement | None) -> int:
+    """``rows`` rounded up to a multiple of the devices that share a batch."""
+    if placement is None:
+        return rows
+    return -(-rows // placement.rows) * placement.rows
 
 
 def progress_lines(total: int, desc: str, log):
@@ -244,7 +257,7 @@ def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, sto
         top = name.split("/")[0]
         if top in ("wte", "wpe") or (top[0] == "h" and top[1:].isdigit() and int(top[1:]) < stop):
             h.update(name.encode())
-            h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+            h.update(np.ascontiguousarray(to_host(leaf)).tobytes())
     h.update(np.ascontiguousarray(ids).tobytes())
     h.update(np.ascontiguousarray(lengths).tobytes())
     return h.hexdigest()[:24]
@@ -252,7 +265,8 @@ def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, sto
 
 def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, ids, lengths,
                   stop: int, *, bucketed: bool = False, matmul_dtype: str | None = None,
-                  desc: str = "prefix", log=print) -> np.ndarray:
+                  desc: str = "prefix", log=print,
+                  placement: Placement | None = None) -> np.ndarray:
     """``compute_prefix``, kept in ``cache_dir`` as ``prefix-<key>.npy`` (read back
     memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only.
 
@@ -262,7 +276,8 @@ def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, i
     file (no RAM copy of the whole array). A cache folder that cannot be written (read-only,
     full, no permission) is reported once and the run goes on without the cache."""
     compute = functools.partial(compute_prefix, cfg, params, ids, lengths, stop,
-                                bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc, log=log)
+                                bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc, log=log,
+                                placement=placement)
     if cache_dir is None:
         return compute()
     entry = CacheEntry(Path(cache_dir), prefix_key(cfg, params, ids, lengths, stop, bucketed,
@@ -467,7 +482,8 @@ def _discard(*paths: Path) -> None:
 
 def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bool,
                   matmul_dtype: str | None = None, cache_dir: str | os.PathLike | None = None,
-                  disk_dir: str | os.PathLike | None = None, log=print) -> dict[str, np.ndarray]:
+                  disk_dir: str | os.PathLike | None = None, log=print,
+                  placement: Placement | None = None) -> dict[str, np.ndarray]:
     """The hidden states entering block ``stop`` for every split of ``data``
     (``{name: Encoded}``): in memory, or with ``disk_dir`` written straight into
     memory-mapped ``disk_dir/prefix-<split>.npy`` files (for data whose prefix outputs
@@ -479,14 +495,15 @@ def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bo
         if cache_dir is not None or disk_dir is None:
             out[name] = cached_prefix(cache_dir, cfg, params, split.ids, split.lengths, stop,
                                       bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc,
-                                      log=log)
+                                      log=log, placement=placement)
             continue
         path = Path(disk_dir) / f"prefix-{name}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
                                            shape=(*split.ids.shape, cfg.emb_dim))
         compute_prefix(cfg, params, split.ids, split.lengths, stop, bucketed=bucketed,
-                       matmul_dtype=matmul_dtype, desc=desc, log=log, out=target)
+                       matmul_dtype=matmul_dtype, desc=desc, log=log, out=target,
+                       placement=placement)
         target.flush()
         out[name] = np.load(path, mmap_mode="r")
     return out

@@ -29,6 +29,7 @@ import optax
 from tqdm import tqdm
 
 from .data import Encoded, epoch_order
+from .mesh import Placement, to_host, tree_shardings
 from .metrics import classification_metrics
 from .model import GPTModel
 from .pooling import classify
@@ -361,17 +362,36 @@ class Trainer:
 
     def __init__(self, model: GPTModel, tx: optax.GradientTransformation,
                  class_weights: np.ndarray, *, pool: str, seed: int, start: int = 0,
-                 pooled_only: bool = True, ignore_index: int | None = None):
+                 pooled_only: bool = True, ignore_index: int | None = None,
+                 placement: Placement | None = None):
         self.model, self.tx, self.pool, self.start = model, tx, pool, start
         self.ignore_index = ignore_index
         self.pooled_only = pooled_only
+        self.placement = placement  # None: one device, arrays where JAX puts them
         self.weights = jnp.asarray(class_weights, jnp.float32)
         self.base_rng = jax.random.PRNGKey(seed)
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
         self.eval_step = jax.jit(self._eval_step)
 
     def init(self, trainable) -> TrainState:
-        return TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
+        return self.place(TrainState(jnp.zeros((), jnp.int32), trainable,
+                                     self.tx.init(trainable)))
+
+    def place(self, tree):
+        """``tree`` (a state, the frozen leaves) laid out on the mesh; as it is without one."""
+        return tree if self.placement is None else self.placement.tree(tree)
+
+    def batch(self, x, lengths, labels) -> Batch:
+        """A batch from host arrays, its rows spread over the mesh's devices."""
+        if self.placement is None:
+            return Batch(x, lengths, labels)
+        return Batch(*self.placement.batch(x, lengths, labels))
+
+    def _keep_layout(self, tree):
+        """Inside the step: outputs keep the layout of the inputs (by shape, as placed)."""
+        if self.placement is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, tree_shardings(self.placement.mesh, tree))
 
     def logits(self, params, batch: Batch, rng=None):
         """[B, C] at the pooled position; dropout on when ``rng`` is given."""
@@ -395,7 +415,7 @@ class Trainer:
                                                             for g in jax.tree.leaves(grads)]))
         metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
                    "finite": finite}
-        return TrainState(state.step + 1, trainable, opt_state), metrics
+        return self._keep_layout(TrainState(state.step + 1, trainable, opt_state)), metrics
 
     def _eval_step(self, trainable, frozen, batch: Batch):
         logits = self.logits(merge(trainable, frozen), batch)
@@ -420,12 +440,12 @@ def evaluate(trainer: Trainer, trainable, frozen, x: np.ndarray, data: Encoded,
         idx = order[i:i + batch_size]
         rows = np.resize(idx, batch_size)
         width = batch_width(data.lengths[rows], x.shape[1], bucketed)
-        batch = Batch(x[rows, :width], data.lengths[rows], data.labels[rows])
+        batch = trainer.batch(x[rows, :width], data.lengths[rows], data.labels[rows])
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     for idx, out in outputs:  # read back only after every batch is queued
         for acc, value in zip((nll, w, preds), out):
-            acc[idx] = np.asarray(value)[: len(idx)]
+            acc[idx] = to_host(value)[: len(idx)]
     loss = float(np.sum(w * nll) / np.sum(w))
     return classification_metrics(data.labels, preds, loss, class_names)
 
@@ -455,7 +475,7 @@ def train_epoch(trainer: Trainer, state: TrainState, frozen, x: np.ndarray, data
         width = batch_width(data.lengths[idx], x.shape[1], bucketed)
         step = int(state.step) if pending is None else pending[0] + 1
         state, metrics = trainer.train_step(
-            state, frozen, Batch(x[idx, :width], data.lengths[idx], data.labels[idx]))
+            state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx]))
         if pending is not None and not bool(pending[1]):
             raise NonFiniteError(pending[0], epoch)
         pending = (step, metrics["finite"])
