@@ -29,7 +29,7 @@ import optax
 from tqdm import tqdm
 
 from .data import Encoded, epoch_order
-from .mesh import Placement, to_host, tree_shardings
+from .mesh import Placement, replicated, to_host, tree_shardings
 from .metrics import classification_metrics
 from .model import GPTModel
 from .pooling import classify
@@ -387,6 +387,15 @@ class Trainer:
             return Batch(x, lengths, labels)
         return Batch(*self.placement.batch(x, lengths, labels))
 
+    def _gathered(self, params):
+        """Inside a step: the weights whole on every device while they are used (their
+        pieces are gathered over fsdp; the gradients are cut again for the update), so
+        the activations stay split by batch rows. Left to itself, XLA may instead
+        gather the activations to the weights' layout, which costs far more memory."""
+        if self.placement is None or self.placement.mesh.shape["fsdp"] == 1:
+            return params
+        return jax.lax.with_sharding_constraint(params, replicated(self.placement.mesh))
+
     def _keep_layout(self, tree):
         """Inside the step: outputs keep the layout of the inputs (by shape, as placed)."""
         if self.placement is None:
@@ -404,7 +413,7 @@ class Trainer:
         rng = jax.random.fold_in(self.base_rng, state.step) if dropout else None
 
         def loss_fn(trainable):
-            logits = self.logits(merge(trainable, frozen), batch, rng)
+            logits = self.logits(self._gathered(merge(trainable, frozen)), batch, rng)
             return weighted_cross_entropy(logits, batch.labels, self.weights,
                                           self.ignore_index), logits
 
@@ -418,7 +427,7 @@ class Trainer:
         return self._keep_layout(TrainState(state.step + 1, trainable, opt_state)), metrics
 
     def _eval_step(self, trainable, frozen, batch: Batch):
-        logits = self.logits(merge(trainable, frozen), batch)
+        logits = self.logits(self._gathered(merge(trainable, frozen)), batch)
         return (per_example_nll(logits, batch.labels),
                 example_weights(batch.labels, self.weights, self.ignore_index),
                 jnp.argmax(logits, -1))

@@ -1,0 +1,68 @@
+"""Run in a process of its own; prints one JSON line.
+
+    python tests/step_memory_worker.py measure B L   # analysis vs the step's measured growth
+    python tests/step_memory_worker.py plan          # 1558M 'all' on 8 devices and on 1
+"""
+import json
+import os
+import resource
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gpt2_jax.config import GPTConfig, settings_for_size
+from gpt2_jax.mesh import Placement, make_mesh
+from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.step_memory import step_memory
+from gpt2_jax.train import Batch, Partition, Trainer, make_optimizer, resolve_trainable
+
+SMALL = {"n_vocab": 50257, "n_ctx": 256, "n_embd": 256, "n_head": 4, "n_layer": 4}
+
+
+def resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(b: int, length: int) -> dict:
+    """XLA's figures for the step of a small model, and how much the process's peak
+    memory grows while that step runs once (everything else already in place)."""
+    plan = step_memory(SMALL, "all", Placement(make_mesh("data=1")), batch_size=b,
+                       length=length, prefix_cache=False)
+    cfg = GPTConfig.from_settings(SMALL, num_classes=2)
+    params = init_params(cfg, 0)
+    partition = Partition.from_patterns(params, resolve_trainable(["all"], cfg.n_layers))
+    trainer = Trainer(GPTModel(cfg), make_optimizer(1e-5, 0.1), np.ones(2), pool="last", seed=0)
+    state, frozen = trainer.init(partition.trainable(params)), partition.frozen(params)
+    del params
+    batch = Batch(jnp.zeros((b, length), jnp.int32), jnp.full((b,), length, jnp.int32),
+                  jnp.zeros((b,), jnp.int32))
+    step = trainer.train_step.lower(state, frozen, batch).compile()
+    jax.block_until_ready((state, frozen, batch))
+    before = max(resident(), peak())
+    state, metrics = step(state, frozen, batch)
+    jax.block_until_ready(metrics)
+    return {"temporaries": plan.temporaries, "peak": plan.peak, "arguments": plan.arguments,
+            "grew": peak() - before}
+
+
+def plan_1558m() -> dict:
+    settings = settings_for_size("1558M")
+    out = {}
+    for mesh in ("fsdp=8", "data=1"):
+        m = step_memory(settings, "all", Placement(make_mesh(mesh)), batch_size=16, length=1024)
+        out[mesh] = {"arguments": m.arguments, "temporaries": m.temporaries, "peak": m.peak}
+    out["devices"] = jax.device_count()
+    return out
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    result = measure(int(sys.argv[2]), int(sys.argv[3])) if mode == "measure" else plan_1558m()
+    print(json.dumps(result))
