@@ -114,6 +114,8 @@ class ModelConfig:
             raise ValueError("give --model-dir or --hf-repo, not both")
         if self.hf_repo is not None and not self.hf_repo.strip("/ "):
             raise ValueError("--hf-repo needs a repo id such as openai-community/gpt2")
+        if self.hf_revision != "main" and self.hf_repo is None:
+            raise ValueError("--hf-revision pins a revision of --hf-repo; give --hf-repo too")
         if self.lora_rank < 0 or self.lora_blocks < 0:
             raise ValueError(f"lora_rank and lora_blocks must be >= 0, got {self.lora_rank} "
                              f"and {self.lora_blocks}")
@@ -719,11 +721,16 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
         log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
+        log(f"GPT-2 from {model_dir}" + (f" (Hub {m.hf_repo}, commit {model_dir.name})"
+                                          if m.hf_repo else ""))
         log(f"settings: {settings}")
         log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
         log(f"model config: {model_cfg}")
         log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
             f"{list(classes)}")
+        backbone = {"folder": str(model_dir)}
+        if m.hf_repo:
+            backbone.update(hf_repo=m.hf_repo, hf_commit=model_dir.name)
         data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
                      "joined": labelled.joined, "max_length": length, "splits": {}}
         if labelled.joined:
@@ -745,7 +752,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         storage = _prefix_storage(cfg, settings, n_texts, length, log)
         if tc.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
             report = {"run_dir": str(run_dir), "config": cfg.to_dict(), "settings": settings,
-                      "data": data_info, "epochs": [],
+                      "backbone": backbone, "data": data_info, "epochs": [],
                       "status": "checked: --epochs 0 reads and splits the data only; nothing "
                                 "was trained and no classifier was saved"}
             write_json(run_dir / "metrics.json", report)
@@ -772,6 +779,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
 
         report = {
             "run_dir": str(run_dir), "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
+            "backbone": backbone,
             "model_config": dataclasses.asdict(model_cfg), "data": data_info,
             "trainable_patterns": list(patterns), "parameters": counts,
             "class_weights": weights.tolist(), "backend": jax.default_backend(),

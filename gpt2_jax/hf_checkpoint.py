@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .openai_checkpoint import CheckpointError, expected_shapes, nest_variables
-from .tokenizer import HF_BPE_FILES, bpe_files
+from .openai_checkpoint import BLOCK_SHAPES, CheckpointError, expected_shapes, nest_variables
+from .tokenizer import HF_BPE_FILES
 
 CONFIG_FILE = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -43,13 +43,14 @@ SAME_AS_GPT2 = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
 # transformers versions, and the LM head when it is saved although tied to wte.
 BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 LM_HEAD = "lm_head.weight"
+IGNORED = ("score.weight",)  # a GPT2ForSequenceClassification's head, given as a backbone
 FLOAT_TYPES = ("float16", "bfloat16", "float32", "float64")  # read, then stored as float32
 
 
 def is_hf_folder(folder: str | os.PathLike) -> bool:
-    """True if ``folder`` looks like a Hugging Face model folder (config.json + weights)."""
-    folder = Path(folder)
-    return (folder / CONFIG_FILE).is_file() and any((folder / f).is_file() for f in WEIGHT_FILES)
+    """True if ``folder`` holds a Hugging Face model's config.json (its weights are
+    looked for when they are read)."""
+    return (Path(folder) / CONFIG_FILE).is_file()
 
 
 # --------------------------------------------------------------------------- names
@@ -130,51 +131,74 @@ def read_hf_settings(folder: str | os.PathLike) -> dict:
     return settings
 
 
-def read_hf_tensors(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of the folder's weight file(s) as NumPy arrays, by name."""
+def weights_file(folder: str | os.PathLike) -> Path:
+    """The folder's weight file, in order of preference: ``model.safetensors``, the
+    safetensors index, ``pytorch_model.bin``."""
     folder = Path(folder)
-    if (folder / SAFETENSORS).is_file():
-        return _read_safetensors(folder / SAFETENSORS)
-    if (folder / SAFETENSORS_INDEX).is_file():
-        index_path = folder / SAFETENSORS_INDEX
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
-                AttributeError) as err:
-            raise CheckpointError(f"{index_path}: not a safetensors index (needs a "
-                                  f"'weight_map' object; {type(err).__name__}: {err})") from None
-        tensors: dict[str, np.ndarray] = {}
-        for shard in shards:
-            if Path(shard).name != shard or not (folder / shard).is_file():
-                raise CheckpointError(f"{index_path}: shard {shard!r} is not a file in {folder}")
-            tensors.update(_read_safetensors(folder / shard))
-        return tensors
-    if (folder / TORCH_BIN).is_file():
-        return _read_torch_bin(folder / TORCH_BIN)
-    raise FileNotFoundError(f"{folder}: no weights ({', '.join(WEIGHT_FILES)}); download "
-                            "the model's model.safetensors into it")
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: config.json but no weights ({', '.join(WEIGHT_FILES)}); "
+                            "download the model's model.safetensors into it")
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def read_hf_tensors(folder: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
+    """Every tensor of the folder's weight file(s) as ``(name, NumPy array)``, in file
+    order (a name may repeat across shards: the caller refuses that)."""
+    path = weights_file(folder)
+    if path.name == SAFETENSORS:
+        return _read_safetensors(path)
+    if path.name == TORCH_BIN:
+        return _read_torch_bin(path)
+    tensors = []
+    for shard in _shards(path):
+        tensors += _read_safetensors(shard)
+    return tensors
+
+
+def _shards(index_path: Path) -> list[Path]:
+    """The shard files an index names, each checked to be a file inside its folder."""
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+        names = sorted(set(weight_map.values()))
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError("its values must be file names")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
+            AttributeError) as err:
+        raise CheckpointError(f"{index_path}: not a safetensors index (needs a 'weight_map' "
+                              f"object of tensor -> file name; {type(err).__name__}: {err})"
+                              ) from None
+    folder = Path(os.path.abspath(index_path.parent))
+    shards = []
+    for name in names:
+        # the name must stay inside the folder; the file itself may be a link (as in the
+        # Hugging Face cache, where snapshots link to blobs)
+        shard = Path(os.path.normpath(folder / name))
+        if not shard.is_relative_to(folder) or not shard.is_file():
+            raise CheckpointError(f"{index_path}: shard {name!r} is not a file in {folder}")
+        shards.append(shard)
+    return shards
+
+
+def _read_safetensors(path: Path) -> list[tuple[str, np.ndarray]]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        tensors = {}
+        tensors = []
         with safe_open(str(path), framework="numpy") as f:
             for name in f.keys():
                 try:
-                    tensors[name] = f.get_tensor(name)
-                except TypeError:  # bfloat16: NumPy has no such type, JAX's arrays do
+                    tensors.append((name, f.get_tensor(name)))
+                except TypeError:  # bfloat16 where NumPy has no such type: JAX's arrays do
                     with safe_open(str(path), framework="flax") as g:
-                        tensors[name] = np.asarray(g.get_tensor(name), np.float32)
+                        tensors.append((name, np.asarray(g.get_tensor(name), np.float32)))
         return tensors
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot read it as safetensors ({err}); a truncated "
                               "download? Delete it and download again") from None
 
 
-def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+def _read_torch_bin(path: Path) -> list[tuple[str, np.ndarray]]:
     try:
         import torch
     except ImportError:
@@ -185,29 +209,44 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
         raise CheckpointError(f"{path}: cannot read it ({type(err).__name__}: {err})") from None
-    return {name: t.detach().to(torch.float32).numpy() for name, t in state.items()}
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a state dict (names -> tensors) but "
+                              f"{type(state).__name__}; save model.state_dict()")
+    out = []
+    for name, t in state.items():
+        if not t.is_floating_point():
+            raise CheckpointError(f"{path}: tensor {name!r} is {t.dtype}, not a floating-point "
+                                  "type")
+        out.append((name, t.detach().to(torch.float32).numpy()))
+    return out
 
 
 def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
     """Read a Hugging Face GPT-2 folder into ``(settings, params)``, the same pair
-    ``openai_checkpoint.load_gpt2`` returns: every tensor is named, shaped and counted
-    against ``config.json``, and stored as float32.
+    ``openai_checkpoint.load_gpt2`` returns: every tensor is named, shaped, counted and
+    checked finite against ``config.json``, and stored as float32.
 
     The names may carry ``transformer.`` (saved from ``GPT2LMHeadModel``) or not
-    (``GPT2Model``); an ``lm_head.weight`` must equal ``wte`` (GPT-2 ties them)."""
+    (``GPT2Model``); an ``lm_head.weight`` must equal ``wte`` (GPT-2 ties them); a
+    sequence classifier's ``score.weight`` is not part of GPT-2 and is left out."""
     folder = Path(folder)
     settings = read_hf_settings(folder)
+    where = weights_file(folder)
     tensors = read_hf_tensors(folder)
-    where = folder / (SAFETENSORS if (folder / SAFETENSORS).is_file() else
-                      SAFETENSORS_INDEX if (folder / SAFETENSORS_INDEX).is_file() else TORCH_BIN)
+    want = 4 + len(BLOCK_SHAPES) * settings["n_layer"]
+    weights = [(n, a) for n, a in tensors if not BUFFER.fullmatch(n.removeprefix("transformer."))
+               and n not in IGNORED]
+    if want > 2 * len(weights) + len(BLOCK_SHAPES):  # far off: config.json is wrong, and
+        # listing every name it implies could take long
+        raise CheckpointError(f"{where}: {len(weights)} tensors, but config.json's "
+                              f"{settings} needs {want}")
     expected = expected_shapes(settings)
     by_hf = {hf_name(name): name for name in expected}
     found: dict[str, np.ndarray] = {}
     lm_head = None
-    for full_name, array in tensors.items():
+    for full_name, array in weights:
         name = full_name.removeprefix("transformer.")
-        if BUFFER.fullmatch(name):
-            continue
         if full_name == LM_HEAD:
             lm_head = array
             continue
@@ -215,6 +254,8 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
             raise CheckpointError(f"{where}: unexpected tensor {full_name!r} of shape "
                                   f"{tuple(array.shape)} for a GPT-2 with {settings}")
         ours = by_hf[name]
+        if ours in found:
+            raise CheckpointError(f"{where}: tensor {hf_name(ours)!r} is stored twice")
         if tuple(array.shape) != expected[ours]:
             raise CheckpointError(f"{where}: tensor {full_name!r} has shape "
                                   f"{tuple(array.shape)}, expected {expected[ours]} from "
@@ -223,6 +264,9 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
             raise CheckpointError(f"{where}: tensor {full_name!r} is {array.dtype}, not a "
                                   "floating-point type")
         found[ours] = np.asarray(array, np.float32)
+        if not np.isfinite(found[ours]).all():
+            raise CheckpointError(f"{where}: tensor {full_name!r} holds NaN or infinite "
+                                  "values; the file is damaged")
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(
@@ -236,7 +280,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
 
 # --------------------------------------------------------------------------- write
 
-def hf_config(settings: dict, **extra) -> dict:
+def config_json(settings: dict, **extra) -> dict:
     """``config.json`` for a GPT-2 of ``settings``; ``extra`` keys are added
     (``architectures``, ``id2label``, ...)."""
     config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
@@ -260,13 +304,13 @@ def check_new_folder(out_dir: str | os.PathLike) -> Path:
 
 
 def save_hf_gpt2(out_dir: str | os.PathLike, settings: dict, params: dict, *,
-                 bpe_dir: str | os.PathLike | None = None, config_extra: dict | None = None,
+                 bpe: tuple[Path, Path] | None = None, config_extra: dict | None = None,
                  extra_tensors: dict[str, np.ndarray] | None = None,
                  tokenizer_extra: dict | None = None, prefix: str = "") -> Path:
     """Write a Hugging Face GPT-2 folder: ``config.json``, ``model.safetensors`` (the
     lab's ``params`` under Hugging Face's names, float32), and the tokenizer files
-    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) when ``bpe_dir`` has
-    GPT-2's BPE files. ``out_dir`` must not exist or be empty; config.json is written
+    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) from ``bpe``, the pair
+    ``(encoder.json, vocab.bpe)`` (``tokenizer.bpe_files``). ``out_dir`` must not exist or be empty; config.json is written
     last, so a folder with it is complete."""
     from safetensors.numpy import save_file
 
@@ -277,16 +321,15 @@ def save_hf_gpt2(out_dir: str | os.PathLike, settings: dict, params: dict, *,
     tensors = hf_tensors(params, prefix)
     tensors.update(extra_tensors or {})
     save_file(tensors, str(out / SAFETENSORS), metadata={"format": "pt"})
-    files = bpe_files(bpe_dir) if bpe_dir is not None else None
-    if files is not None:
-        for src, name in zip(files, HF_BPE_FILES):
+    if bpe is not None:
+        for src, name in zip(bpe, HF_BPE_FILES):
             shutil.copyfile(src, out / name)
         tok = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": int(settings["n_ctx"]),
                "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
                "unk_token": "<|endoftext|>", "add_prefix_space": False,
                **(tokenizer_extra or {})}
         (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2))
-    config = hf_config(settings, **(config_extra or {}))
+    config = config_json(settings, **(config_extra or {}))
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return out
 

@@ -34,7 +34,7 @@ from .hf_checkpoint import check_new_folder, save_hf_gpt2
 from .model import merge_lora
 from .openai_checkpoint import lab_params
 from .pretrained import load_pretrained
-from .tokenizer import END_OF_TEXT, END_OF_TEXT_ID
+from .tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 
 EXPORT_NOTE = "gpt2_jax_export.json"
 FOLD_TOLERANCE = 1e-5  # |d W - b| allowed, relative to max(1, |b|)
@@ -96,8 +96,13 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     bias = np.asarray(params["head"]["bias"], np.float32)
     backbone["b"], fold_error = fold_head_bias(kernel, bias, backbone["b"])
     labels = list(spec.labels)
+    bpe = bpe_files(run_dir) or tiktoken_cached_files()
+    if bpe is None:
+        raise ExportError(f"{run_dir} has no encoder.json + vocab.bpe and tiktoken's cache has "
+                          "no GPT-2 files either, so the export would have no tokenizer; copy "
+                          "GPT-2's encoder.json and vocab.bpe into the run folder")
     out = save_hf_gpt2(
-        out_dir, cfg.to_settings(), backbone, bpe_dir=run_dir, prefix="transformer.",
+        out_dir, cfg.to_settings(), backbone, bpe=bpe, prefix="transformer.",
         extra_tensors={"score.weight": np.ascontiguousarray(kernel.T)},
         config_extra={"architectures": ["GPT2ForSequenceClassification"],
                       "id2label": {str(i): name for i, name in enumerate(labels)},
@@ -106,7 +111,7 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
                       "problem_type": "single_label_classification"},
         tokenizer_extra={"pad_token": END_OF_TEXT, "model_max_length": spec.max_length,
                          "padding_side": "right", "truncation_side": "right"})
-    note = {"exported_from": str(Path(run_dir).resolve()), "pool": spec.pool,
+    note = {"exported_from": Path(run_dir).resolve().name, "pool": spec.pool,
             "max_length": spec.max_length, "labels": labels,
             "head_bias": "folded into transformer.ln_f.bias (score has no bias)",
             "head_bias_fold_max_error": fold_error,
@@ -119,7 +124,9 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
 
 def export_backbone(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write the GPT-2 in ``model_dir`` (either layout) as a Hugging Face folder with
-    ``model.safetensors``; weights are copied bit for bit."""
+    ``model.safetensors``; weights are copied bit for bit, the tokenizer files from the
+    folder (or tiktoken's cached GPT-2 files; neither: the folder has none)."""
     check_new_folder(out_dir)
     settings, params = load_pretrained(model_dir)
-    return save_hf_gpt2(out_dir, settings, params, bpe_dir=model_dir)
+    return save_hf_gpt2(out_dir, settings, params,
+                        bpe=bpe_files(model_dir) or tiktoken_cached_files())

@@ -34,64 +34,70 @@ def _hub() -> None:
 def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
                   cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                   endpoint: str | None = None) -> Path:
-    """The local folder (a snapshot in the cache) holding ``repo_id``'s GPT-2 files."""
+    """The local folder (a snapshot in the cache, named by the commit) holding
+    ``repo_id``'s GPT-2 files."""
     _hub()
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError as EntryNotFoundError
+    try:
+        from huggingface_hub.errors import RemoteEntryNotFoundError as Absent
+    except ImportError:  # before huggingface_hub 1.0
+        from huggingface_hub.utils import EntryNotFoundError as Absent
 
     if offline is None:
         offline = offline_requested() or constants.is_offline_mode()
     revision = revision or "main"
+    where = f"{repo_id}@{revision}"
 
-    def get(name: str) -> Path:
+    def get(name: str, optional: bool = False) -> Path | None:
+        """The file's cached path; None for an optional file the repo (or, offline, the
+        cache) does not have."""
         try:
             return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
                                         local_files_only=offline, endpoint=endpoint))
-        except EntryNotFoundError:
-            raise
+        except Absent:
+            if optional:
+                return None
+            raise HubError(f"{where}: the repository has no {name}") from None
         except Exception as err:  # the library raises many types; say which file, and why
-            raise HubError(_why(repo_id, revision, name, err, offline)) from None
+            if optional and offline and type(err).__name__ == "LocalEntryNotFoundError":
+                return None
+            raise HubError(_why(where, name, err, offline, endpoint or constants.ENDPOINT)
+                           ) from None
 
     config = get(CONFIG_FILE)
-    try:
-        get(SAFETENSORS)
-    except EntryNotFoundError:
-        try:
-            index = get(SAFETENSORS_INDEX)
-        except EntryNotFoundError:
-            raise HubError(f"{repo_id}@{revision}: has neither {SAFETENSORS} nor "
-                           f"{SAFETENSORS_INDEX}; only safetensors weights are fetched "
-                           "from the Hub") from None
+    if get(SAFETENSORS, optional=True) is None:
+        index = get(SAFETENSORS_INDEX, optional=True)
+        if index is None:
+            raise HubError(f"{where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
+                           + ("is in the Hugging Face cache, and offline mode downloads nothing"
+                              if offline else "is in the repository; only safetensors weights "
+                              "are fetched from the Hub"))
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            if not all(isinstance(n, str) for n in shards):
+                raise TypeError("its values must be file names")
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise HubError(f"{index}: not a safetensors index ({err})") from None
         for shard in shards:
             get(shard)
-    have = 0  # tokenizer files are optional: without them the standard GPT-2 BPE is used
-    for name in HF_BPE_FILES:
-        try:
-            get(name)
-            have += 1
-        except (EntryNotFoundError, HubError):
-            pass
-    if have < len(HF_BPE_FILES):
-        try:
-            get(HF_TOKENIZER_JSON)
-        except (EntryNotFoundError, HubError):
-            pass
+    # tokenizer files are optional: without them the standard GPT-2 BPE is used
+    if None in [get(name, optional=True) for name in HF_BPE_FILES]:
+        get(HF_TOKENIZER_JSON, optional=True)
     return config.parent
 
 
-def _why(repo_id: str, revision: str, name: str, err: Exception, offline: bool) -> str:
+def _why(where: str, name: str, err: Exception, offline: bool, endpoint: str) -> str:
     kind = type(err).__name__
     first = (str(err).strip().splitlines() or [kind])[0]
-    where = f"{repo_id}@{revision}: {name}"
-    if kind == "LocalEntryNotFoundError" or (offline and "local_files_only" in str(err)):
-        return (f"{where} is not in the Hugging Face cache, and offline mode downloads "
-                "nothing; run once online, or unset GPT2_JAX_OFFLINE / HF_HUB_OFFLINE")
-    if kind == "RepositoryNotFoundError":
-        return f"{repo_id}: no such repository on the Hub (or it is private; log in first)"
+    if kind == "LocalEntryNotFoundError":
+        if offline:
+            return (f"{where}: {name} is not in the Hugging Face cache, and offline mode "
+                    "downloads nothing; run once online, or unset GPT2_JAX_OFFLINE / "
+                    "HF_HUB_OFFLINE")
+        return (f"{where}: {name} could not be fetched ({endpoint} did not answer) and is not "
+                "in the Hugging Face cache; check the connection or HF_ENDPOINT")
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return f"{where}: no such repository on the Hub (or it is private or gated; log in first)"
     if kind == "RevisionNotFoundError":
-        return f"{repo_id}: no revision {revision!r} (a branch, tag or commit hash)"
-    return f"{where}: cannot be fetched ({kind}: {first})"
+        return f"{where}: no such revision (a branch, tag or commit hash)"
+    return f"{where}: {name} cannot be fetched ({kind}: {first})"

@@ -21,12 +21,16 @@ OPENAI, HF = "openai", "hf"
 
 
 def folder_format(folder: str | os.PathLike) -> str:
-    """``"openai"`` or ``"hf"``; a folder that is neither is a ``FileNotFoundError``
-    saying what each layout holds."""
+    """``"openai"`` (hparams.json) or ``"hf"`` (config.json); a folder that is neither,
+    or both, is a ``FileNotFoundError`` saying what each layout holds."""
     folder = Path(folder)
-    if (folder / "hparams.json").is_file():
+    openai, hf = (folder / "hparams.json").is_file(), hf_checkpoint.is_hf_folder(folder)
+    if openai and hf:
+        raise FileNotFoundError(f"{folder} holds both OpenAI's hparams.json and Hugging Face's "
+                                "config.json; keep one model per folder")
+    if openai:
         return OPENAI
-    if hf_checkpoint.is_hf_folder(folder):
+    if hf:
         return HF
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (expected a GPT-2 model folder)")

@@ -41,7 +41,14 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
     all. What cannot be had is a ``RuntimeError`` of one line saying where to put them."""
     local = bpe_files(bpe_dir) if bpe_dir is not None else None
     if local is not None:
-        return encoding_from_files(*local)
+        try:
+            return encoding_from_files(*local)
+        except RuntimeError:
+            if local[0].parent == Path(bpe_dir):
+                raise
+            raise RuntimeError(f"{Path(bpe_dir) / HF_TOKENIZER_JSON}: not GPT-2's byte-pair "
+                               "vocabulary and merges; gpt2_jax reads GPT-2's tokenizer only"
+                               ) from None
     if offline is None:
         offline = offline_requested()
     if offline:
@@ -88,12 +95,15 @@ def _pair_from_tokenizer_json(path: Path) -> tuple[Path, Path]:
                            f"merges ({type(err).__name__}: {err})") from None
     folder = Path(tempfile.gettempdir()) / "gpt2_jax-bpe" / hashlib.sha256(raw).hexdigest()
     pair = (folder / BPE_FILES[0], folder / BPE_FILES[1])
-    if not all(p.is_file() for p in pair):
+    texts = (json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n")
+    for target, text in zip(pair, texts):  # written once; an earlier copy is checked
+        data = text.encode("utf-8")
+        if target.is_file() and target.read_bytes() == data:
+            continue
         folder.mkdir(parents=True, exist_ok=True)
-        for target, text in zip(pair, (json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n")):
-            part = target.with_name(f"{target.name}.{os.getpid()}.part")
-            part.write_text(text, encoding="utf-8")
-            os.replace(part, target)
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")
+        part.write_bytes(data)
+        os.replace(part, target)
     return pair
 
 
@@ -152,6 +162,7 @@ def _missing_message(bpe_dir, why: str) -> str:
     had, and where to get them."""
     where = f"in {bpe_dir}" if bpe_dir is not None else "(no model folder given)"
     put = f"put both in {bpe_dir}" if bpe_dir is not None else "put both in the model folder"
-    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe {where}, {why}; "
+    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe {where} (nor "
+            f"vocab.json + merges.txt or tokenizer.json), {why}; "
             f"get them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
             f"and {put}")

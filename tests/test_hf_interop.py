@@ -113,9 +113,10 @@ def test_folder_written_by_transformers_gives_its_logits(transformers_folder):
     assert np.abs(moved - theirs).max() > 1e-3
 
 
-def _rewrite(src, dst, *, drop=None, reshape=None, config=None):
-    """A copy of the HF folder ``src`` with one tensor dropped or reshaped, or config
-    keys changed."""
+def _rewrite(src, dst, *, drop=None, reshape=None, config=None, nan=None, twice=None):
+    """A copy of the HF folder ``src`` with one tensor dropped, reshaped, spoilt with a
+    NaN or stored a second time under the ``transformer.`` prefix, or config keys
+    changed."""
     from safetensors.numpy import load_file, save_file
 
     shutil.copytree(src, dst)
@@ -124,6 +125,10 @@ def _rewrite(src, dst, *, drop=None, reshape=None, config=None):
         del tensors[drop]
     if reshape:
         tensors[reshape] = tensors[reshape][..., :-1].copy()
+    if nan:
+        tensors[nan][0] = np.nan
+    if twice:
+        tensors["transformer." + twice] = tensors[twice]
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     if config:
         cfg = json.loads((dst / "config.json").read_text())
@@ -138,12 +143,48 @@ def _rewrite(src, dst, *, drop=None, reshape=None, config=None):
     ({"config": {"model_type": "llama"}}, "model_type 'llama'"),
     ({"config": {"activation_function": "relu"}}, "activation_function='relu'"),
     ({"config": {"n_inner": 100}}, "n_inner=100"),
+    ({"nan": "h.1.ln_2.bias"}, "'h.1.ln_2.bias' holds NaN"),
+    ({"twice": "ln_f.bias"}, "'ln_f.bias' is stored twice"),
+    ({"config": {"n_layer": 10 ** 6}}, "28 tensors, but config.json"),
 ])
 def test_broken_folders_are_refused_by_name(hf_from_tf, tmp_path, change, named):
     folder = _rewrite(hf_from_tf, tmp_path / "broken", **change)
     with pytest.raises(CheckpointError, match="^" + str(folder).replace("\\", "\\\\")) as err:
         load_pretrained(folder)
     assert named in str(err.value)
+
+
+def test_odd_folders_get_one_clear_error(hf_from_tf, tiny_model_dir, tmp_path):
+    both = shutil.copytree(tiny_model_dir, tmp_path / "both")
+    shutil.copyfile(hf_from_tf / "config.json", both / "config.json")
+    with pytest.raises(FileNotFoundError, match="both OpenAI's hparams.json and Hugging Face's"):
+        load_pretrained(both)
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copyfile(hf_from_tf / "config.json", config_only / "config.json")
+    from gpt2_jax.pretrained import read_folder_settings  # enough for --weights random
+    assert read_folder_settings(config_only) == TINY_SETTINGS
+    with pytest.raises(FileNotFoundError, match="config.json but no weights"):
+        load_pretrained(config_only)
+    index = _rewrite(hf_from_tf, tmp_path / "index", config={})
+    (index / "model.safetensors").rename(index / "part-1.safetensors")
+    for weight_map, says in [({"wte.weight": 3}, "must be file names"),
+                             ({"wte.weight": "../part-1.safetensors"}, "is not a file in")]:
+        (index / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        with pytest.raises(CheckpointError, match=says):
+            load_pretrained(index)
+    (index / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"wte.weight": "part-1.safetensors"}}))
+    _same_params(load_pretrained(index)[1], load_hf_gpt2(hf_from_tf)[1])  # shards work
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copyfile(hf_from_tf / "config.json", pickled / "config.json")
+    torch.save(torch.zeros(3), pickled / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_pretrained(pickled)
+    torch.save({"wte.weight": torch.zeros(3, dtype=torch.int64)}, pickled / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="'wte.weight' is torch.int64"):
+        load_pretrained(pickled)
 
 
 def test_untied_lm_head_and_stray_tensors_are_refused(hf_from_tf, tmp_path):
@@ -246,6 +287,25 @@ def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, l
     assert np.abs(without - ours.probs).max() > 1e-2
 
 
+def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
+    run = _classifier_run(tmp_path / "run")
+    for name in ("encoder.json", "vocab.bpe"):
+        (run / name).unlink()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(ExportError, match="no encoder.json \\+ vocab.bpe and tiktoken's cache"):
+        export_classifier(run, tmp_path / "hf")
+    cache = tmp_path / "tiktoken"  # GPT-2's files as tiktoken caches them: used instead
+    cache.mkdir()
+    from gpt2_jax.tokenizer import TIKTOKEN_GPT2_URL
+    import hashlib
+    for name in ("encoder.json", "vocab.bpe"):
+        key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
+        shutil.copyfile(BPE_DIR / name, cache / key)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    out = export_classifier(run, tmp_path / "hf2")
+    assert (out / "vocab.json").read_bytes() == (BPE_DIR / "encoder.json").read_bytes()
+
+
 @pytest.mark.parametrize("pool, why", [("last", "--pool last-real"), ("mean", "'mean'"),
                                        ("first", "'first'")])
 def test_pools_transformers_cannot_read_are_refused(tmp_path, pool, why):
@@ -305,7 +365,14 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 def hub_repo(hf_from_tf):
     files = {name: (hf_from_tf / name).read_bytes()
              for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt")}
-    return {"tester/tiny-gpt2": {"commit": COMMIT, "files": files}}
+    sharded = {k: v for k, v in files.items() if k != "model.safetensors"}
+    sharded["sub/weights-1.safetensors"] = files["model.safetensors"]
+    sharded["model.safetensors.index.json"] = json.dumps(
+        {"weight_map": {"wte.weight": "sub/weights-1.safetensors"}}).encode()
+    no_config = {k: v for k, v in files.items() if k != "config.json"}
+    return {"tester/tiny-gpt2": {"commit": COMMIT, "files": files},
+            "tester/sharded": {"commit": COMMIT[::-1], "files": sharded},
+            "tester/no-config": {"commit": COMMIT, "files": no_config}}
 
 
 def test_hub_fetch_caches_and_works_offline(hub_repo, hf_from_tf, tmp_path):
@@ -337,12 +404,32 @@ def test_hub_fetch_caches_and_works_offline(hub_repo, hf_from_tf, tmp_path):
             fetch_hf_repo("tester/tiny-gpt2", cache_dir=tmp_path / "empty", endpoint=endpoint,
                           offline=True)
         assert log == []
-        with pytest.raises(HubError, match="no revision 'v9'"):
+        with pytest.raises(HubError, match="tester/tiny-gpt2@v9: no such revision"):
             fetch_hf_repo("tester/tiny-gpt2", revision="v9", cache_dir=tmp_path / "c2",
                           endpoint=endpoint, offline=False)
-        with pytest.raises(HubError, match="tester/nothing: no such repository"):
+        with pytest.raises(HubError, match="tester/nothing@main: no such repository"):
             fetch_hf_repo("tester/nothing", cache_dir=tmp_path / "c3", endpoint=endpoint,
                           offline=False)
+        with pytest.raises(HubError, match="^tester/no-config@main: the repository has no "
+                                           "config.json$"):
+            fetch_hf_repo("tester/no-config", cache_dir=tmp_path / "c4", endpoint=endpoint,
+                          offline=False)
+
+        # a sharded repo, fetched online, then read offline from the cache
+        folder = fetch_hf_repo("tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint,
+                               offline=False)
+        log.clear()
+        assert fetch_hf_repo("tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint,
+                             offline=True) == folder
+        assert log == []
+        _same_params(load_pretrained(folder)[1], load_hf_gpt2(hf_from_tf)[1])
+    # no answer from the endpoint (the library retries for ~25 s, so only the message is
+    # checked here): not mistaken for offline mode
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from gpt2_jax.hf_hub import _why
+    lost = LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
+    assert "did not answer" in _why("r@main", "config.json", lost, False, "http://127.0.0.1:9")
+    assert "offline mode" in _why("r@main", "config.json", lost, True, "http://127.0.0.1:9")
 
 
 # --------------------------------------------------------------------------- training
@@ -395,5 +482,16 @@ def test_training_from_hf_folder_needs_no_tensorflow_and_equals_the_tf_run(
             {"HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path / "hub-cache")})
     assert fetched.returncode == 0, fetched.stderr
     assert any(m == "GET" and p.endswith("model.safetensors") for m, p in log)
-    settings = json.loads((tmp_path / "hub" / "metrics.json").read_text())["settings"]
-    assert settings == TINY_SETTINGS
+    report = json.loads((tmp_path / "hub" / "metrics.json").read_text())
+    assert report["settings"] == TINY_SETTINGS
+    assert report["backbone"]["hf_repo"] == "tester/tiny-gpt2"
+    assert report["backbone"]["hf_commit"] == COMMIT  # what "main" was, for a rerun
+
+
+def test_hub_flags_are_checked():
+    from gpt2_jax.finetune import ModelConfig
+
+    with pytest.raises(ValueError, match="give --hf-repo too"):
+        ModelConfig(hf_revision="abc123")
+    with pytest.raises(ValueError, match="--model-dir or --hf-repo, not both"):
+        ModelConfig(hf_repo="a/b", model_dir="models/124M")

@@ -27,7 +27,8 @@ def test_missing_files_and_no_network_explain(tmp_path, monkeypatch):
         raise ConnectionError("no route to host")
     monkeypatch.delenv("GPT2_JAX_OFFLINE", raising=False)
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    with pytest.raises(RuntimeError, match=f"no encoder.json \\+ vocab.bpe in {tmp_path}, and "
+    with pytest.raises(RuntimeError, match=f"no encoder.json \\+ vocab.bpe in {tmp_path} "
+                                           "\\(nor vocab.json \\+ merges.txt or tokenizer.json\\), and "
                                            "tiktoken could not download them \\(no route"):
         get_tokenizer(tmp_path)
 
@@ -54,7 +55,8 @@ def no_network(monkeypatch, tmp_path):
 
 
 def _offline_message(folder):
-    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe in {folder}, nor in "
+    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe in {folder} (nor "
+            f"vocab.json + merges.txt or tokenizer.json), nor in "
             f"tiktoken's cache ({{cache}}), and offline mode downloads nothing; get "
             f"them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
             f"and put both in {folder}")
@@ -78,7 +80,8 @@ def test_offline_with_caching_disabled(no_network, monkeypatch):
     tried, _ = no_network
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     with pytest.raises(RuntimeError, match=r"no encoder.json \+ vocab.bpe \(no model folder "
-                                           r"given\), nor in tiktoken's cache \(disabled\), "
+                                           r"given\) \(nor vocab.json \+ merges.txt or "
+                                           r"tokenizer.json\), nor in tiktoken's cache \(disabled\), "
                                            r"and offline mode downloads nothing; get them from"):
         get_tokenizer(offline=True)
     assert tried == []
