@@ -5,7 +5,6 @@ transformers). No hub access: the model is built from a config and these weights
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .config import GPTConfig
 from .hf_checkpoint import hf_tensors
