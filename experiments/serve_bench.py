@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from experiments import serve
+
 TEXTS = (
     "Ok lar... Joking wif u oni...",
     "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121 "
@@ -173,15 +175,18 @@ class ServeProcess:
 
 
 def measure(url: str, clients: int, requests: int) -> LoadResult:
-    """An untimed round (compiles each batch shape), then the measured one."""
-    run_load(url, clients, requests)
+    """A short untimed round (first connections, caches), then the measured one."""
+    run_load(url, clients, min(requests, 5))
     return run_load(url, clients, requests)
 
 
-def table(results: dict[str, LoadResult], clients: int, requests: int, run: str) -> str:
+def table(results: dict[str, LoadResult], clients: int, requests: int, run: str,
+          max_batch: int) -> str:
     batched, single = results["batched"], results["unbatched"]
     lines = [f"Load test: {clients} clients x {requests} requests (one text each) on "
-             f"127.0.0.1, run `{Path(run).name}`, CPU: {cpu_name()}.", "",
+             f"127.0.0.1, run `{Path(run).name}`, --max-batch {max_batch}, --batch-wait-ms "
+             f"{serve.parser().get_default('batch_wait_ms'):g} (the default); "
+             f"CPU: {cpu_name()}.", "",
              "| server | requests | errors | p50 latency | p99 latency | throughput |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
@@ -199,17 +204,20 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--requests", type=int, default=50,
                    help="requests per client (default 50)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="the servers' --max-batch (default 8: no more than the clients send "
+                        "at once, and fewer shapes to compile)")
     p.add_argument("--output", metavar="FILE", help="also write the table (markdown) here")
     args = p.parse_args(argv)
-    if args.clients <= 0 or args.requests <= 0:
-        p.error("--clients and --requests must be positive")
+    if min(args.clients, args.requests, args.max_batch) <= 0:
+        p.error("--clients, --requests and --max-batch must be positive")
     results = {}
-    for name, flags in (("batched", ("--warm-up",)),
-                        ("unbatched", ("--warm-up", "--no-batching"))):
+    common = ("--warm-up", "--max-batch", str(args.max_batch))
+    for name, flags in (("batched", common), ("unbatched", (*common, "--no-batching"))):
         with ServeProcess(args.run, flags) as url:
             results[name] = measure(url, args.clients, args.requests)
         print(f"{name}: {results[name].summary()}", file=sys.stderr)
-    text = table(results, args.clients, args.requests, args.run)
+    text = table(results, args.clients, args.requests, args.run, args.max_batch)
     print(text)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
