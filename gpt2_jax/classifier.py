@@ -26,6 +26,8 @@ import numpy as np
 
 from .config import GPTConfig
 from .data import encode, token_lists
+from .distributed import barrier, is_main, several
+from .mesh import to_host
 from .model import GPTModel, init_params, param_shapes
 from .pooling import check_pool, classify, reads_padding
 from .prefix import BUCKET_STEP, prefix_schedule
@@ -196,12 +198,18 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
                         f"model config), got {type(spec).__name__}")
     run_dir = Path(run_dir).resolve()
     check_params(params, spec.model, f"save_classifier({run_dir})")
+    target = run_dir / PARAMS_DIR
+    if several():  # gathered on every process (a collective), written by process 0 alone
+        params = jax.tree.map(to_host, params)
+        if not is_main():
+            barrier("gpt2_jax: classifier saved")
+            return target
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / META_FILE).unlink(missing_ok=True)
-    target = run_dir / PARAMS_DIR
     if target.exists():
         shutil.rmtree(target)
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=jax.process_index(), active_processes={jax.process_index()}))
     checkpointer.save(target, params)
     checkpointer.wait_until_finished()
     files = bpe_files(bpe_dir) if bpe_dir is not None else None
@@ -210,6 +218,7 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
             shutil.copyfile(src, run_dir / name)
     meta = {"format": FORMAT, **spec.to_dict(), "tokenizer": _tokenizer_note(run_dir)}
     _write_json_atomic(run_dir / META_FILE, meta)
+    barrier("gpt2_jax: classifier saved")
     return target
 
 

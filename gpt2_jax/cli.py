@@ -13,6 +13,7 @@ import dataclasses
 import sys
 from typing import Any, Callable
 
+from .distributed import initialize
 from .finetune import RunConfig, load_config, resume_config, run
 from .runtime import keep_freed_memory
 
@@ -88,8 +89,31 @@ def parser(prog: str, description: str, epilog: str, defaults: RunConfig
                    help="go on with an interrupted run from its last finished epoch, with the "
                    "settings it started with (give no other flags); the result equals an "
                    "uninterrupted run")
+    g = p.add_argument_group("several processes (jax.distributed; see the README)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run, with the coordinator, process count and "
+                   "index from JAX's environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address; with --num-processes and --process-id")
+    g.add_argument("--num-processes", type=int, metavar="N")
+    g.add_argument("--process-id", type=int, metavar="I")
     add_config_flags(p, defaults)
     return p
+
+
+LAUNCH_FLAGS = ("--resume", "--debug", "--distributed", "--coordinator", "--num-processes",
+                "--process-id")
+
+
+def join_processes(p: argparse.ArgumentParser, args) -> None:
+    """``jax.distributed`` from the launch flags, before anything touches JAX."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in explicit) and None in explicit:
+        p.error("--coordinator, --num-processes and --process-id go together")
+    if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+        p.error(f"--process-id {args.process_id} must be in 0..{args.num_processes - 1}")
+    if args.distributed or args.coordinator is not None:
+        initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
@@ -109,7 +133,7 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
         args = p.parse_args(argv)
     if args.resume is not None:
         given = [a for a in argv if a.startswith("--")
-                 and a.split("=")[0] not in ("--resume", "--debug")]
+                 and a.split("=")[0] not in LAUNCH_FLAGS]
         if given:
             p.error(f"--resume takes the settings the run started with; drop {' '.join(given)}")
     try:
@@ -119,6 +143,7 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
     except (ValueError, TypeError) as err:  # impossible combinations, before any heavy work
         p.error(str(err))
     try:
+        join_processes(p, args)
         if cfg is None:
             cfg = resume_config(args.resume)
         run(cfg, resume=args.resume is not None)

@@ -29,6 +29,7 @@ from .pretrained import load_pretrained, read_folder_settings
 from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
+from .distributed import barrier, is_main, several
 from .mesh import Placement, describe, make_mesh, parse_mesh
 from .memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
 from .model import GPTModel, merge_lora
@@ -690,12 +691,29 @@ def _record_stop(report: dict, run_dir: Path, checkpoints: EpochCheckpoints, cfg
     err.add_note(where)
 
 
+def _quiet(*_) -> None:
+    """The log of processes other than 0."""
+
+
+class _NoLock:
+    """Processes other than 0 hold no lock on the run folder: process 0 does."""
+
+    def release(self) -> None:
+        pass
+
+
 def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
         on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
     go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``)."""
     started = time.perf_counter()
     m, tc = cfg.model, cfg.train
+    main = is_main()  # with several processes, only process 0 writes the run folder and logs
+    if not main:
+        log = _quiet
+        if cfg.output.run_dir is None:
+            raise ValueError("with several processes give --run-dir (on a file system every "
+                             "host sees): the default name holds the time, which differs")
 
     # ---- data first: cheap, and its errors should come before loading 500 MB ----
     labelled = read_data(cfg.data, tc.seed, m.offline)
@@ -717,7 +735,9 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     check_schedule(tc, batches, len(encoded.get("val", ())))
     check_mesh(cfg.speed, tc)
 
-    run_dir, lock = prepare_run_dir(cfg, resume)
+    run_dir, lock = (prepare_run_dir(cfg, resume) if main
+                     else (Path(cfg.output.run_dir).resolve(), _NoLock()))
+    barrier("gpt2_jax: run folder ready")
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
         log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
@@ -755,7 +775,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                       "backbone": backbone, "data": data_info, "epochs": [],
                       "status": "checked: --epochs 0 reads and splits the data only; nothing "
                                 "was trained and no classifier was saved"}
-            write_json(run_dir / "metrics.json", report)
+            if main:
+                write_json(run_dir / "metrics.json", report)
             log(report["status"])
             return report
 
@@ -797,16 +818,20 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                                          skipped=[{"epoch": e, "why": why}
                                                   for e, why in restored.skipped])
             report["epochs"] = restored.meta["history"]
-        write_json(run_dir / "metrics.json", report)
-        write_json(run_dir / "config.json", cfg.to_dict())
+        if main:
+            write_json(run_dir / "metrics.json", report)
+            write_json(run_dir / "config.json", cfg.to_dict())
 
         def on_epoch(history):
             report["epochs"] = history
-            write_json(run_dir / "metrics.json", report)
-            plot_history(history, run_dir, classes)
+            if main:
+                write_json(run_dir / "metrics.json", report)
+                plot_history(history, run_dir, classes)
             log(epoch_table(history[-1], classes))
 
         disk_dir = run_dir / "prefix" if storage == "disk" else None
+        if disk_dir is not None and several():
+            disk_dir = disk_dir / f"process-{jax.process_index()}"
         try:
             params, _ = train_classifier(
                 GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
@@ -829,7 +854,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
                                     max_length=length)
             save_classifier(run_dir, params, spec, bpe_dir=model_dir)
         except BaseException as err:
-            _record_stop(report, run_dir, checkpoints, cfg, err)
+            if main:
+                _record_stop(report, run_dir, checkpoints, cfg, err)
             raise
         finally:
             checkpoints.close()
@@ -838,7 +864,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         report["status"] = "finished"
         report["total_seconds"] = time.perf_counter() - started
         report["peak_memory_gib"] = peak_memory_bytes() / GIB
-        write_json(run_dir / "metrics.json", report)
+        if main:
+            write_json(run_dir / "metrics.json", report)
         log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
             f"GiB); metrics.json, plots and the classifier are in {run_dir}")
         return report

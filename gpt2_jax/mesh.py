@@ -143,3 +143,12 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def host_tree(tree):
+    """Every leaf of ``tree`` whole as NumPy, in every process (one transfer when there
+    is a single process; a gather per sharded leaf otherwise, which every process must
+    join)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return jax.tree.map(to_host, tree)

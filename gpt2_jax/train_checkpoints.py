@@ -39,6 +39,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from .mesh import host_tree, to_host
 from .tree import named_leaves
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -82,7 +83,7 @@ def sampled_fingerprint(leaves: dict[str, Any], samples: int = 4096) -> str:
         flat = leaf.reshape(-1)  # sampled where it lives: only the samples reach the host
         stride = max(1, flat.size // samples)
         digest.update(f"{name}{np.dtype(leaf.dtype)}{tuple(leaf.shape)}".encode())
-        digest.update(np.ascontiguousarray(np.asarray(flat[::stride])).tobytes())
+        digest.update(np.ascontiguousarray(to_host(flat[::stride])).tobytes())
     return digest.hexdigest()
 
 
@@ -104,7 +105,7 @@ def leaf_digest(leaf) -> str:
 def state_digests(state) -> dict[str, str]:
     """``{leaf name: leaf_digest}`` for a ``TrainState`` (names as ``named_leaves``
     gives them: ``step``, ``trainable/h11/attn/c_attn/kernel``, ``opt_state/0/mu/...``)."""
-    tree = jax.device_get(state._asdict())  # one transfer for the whole state
+    tree = host_tree(state._asdict())  # one transfer for the whole state
     named = named_leaves(tree)
     if len(named) != len(jax.tree.leaves(tree)):
         raise ValueError("two leaves of the training state have the same name; cannot "
@@ -235,7 +236,7 @@ class EpochCheckpoints:
                     f"this run: {extra[:3]}; resume with the settings the run started with")
         state = self._read_state(epoch, state_like)
         if digests is not None:
-            for name, leaf in named_leaves(jax.device_get(state._asdict())).items():
+            for name, leaf in named_leaves(host_tree(state._asdict())).items():
                 if leaf_digest(leaf) != digests[name]:
                     raise DamagedCheckpoint(epoch, self.folder(epoch), f"{name} differs from "
                                             "the digest recorded when it was saved")
@@ -260,7 +261,9 @@ class EpochCheckpoints:
 
     def _read_state(self, epoch: int, state_like):
         ocp = self._ocp
-        abstract = jax.eval_shape(lambda: state_like._asdict())
+        abstract = jax.tree.map(  # restored where the live state lives (its mesh, if any)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+            state_like._asdict())
         out, reason = _quiet_restore(lambda: self._manager.restore(
             epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))))
         if reason is not None:
