@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+# How attention is computed: the CPU-friendly blocked code, jax.nn.dot_product_attention
+# (cuDNN's fused attention on GPUs), or "auto" (fused on GPUs, blocked elsewhere).
+ATTENTION = ("auto", "blocked", "fused")
+
 # OpenAI hparams key -> GPTConfig field.
 OPENAI_TO_CONFIG: dict[str, str] = {
     "n_vocab": "vocab_size",
@@ -49,6 +53,7 @@ class GPTConfig:
     lora_rank: int = 0  # > 0: low-rank adapters on the blocks' linear layers
     lora_alpha: float = 16.0  # the adapters' output is scaled by lora_alpha / lora_rank
     lora_blocks: int = 0  # adapters in the last lora_blocks blocks only (0: all blocks)
+    attention: str = "auto"  # "blocked" (CPU-friendly), "fused" (jax.nn.dot_product_attention), auto: fused on GPUs
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -71,6 +76,9 @@ class GPTConfig:
                              f"(0: all), got {self.lora_blocks!r}")
         if self.lora_rank and not self.lora_alpha > 0:
             raise ValueError(f"GPTConfig.lora_alpha must be > 0, got {self.lora_alpha}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION}, got "
+                             f"{self.attention!r}")
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"GPTConfig.num_classes must be >= 2, got {self.num_classes}")
 

@@ -209,6 +209,14 @@ class SpeedConfig:
     prefix_dtype: str = field(default="float32", metadata={
         "choices": ["float32", "bfloat16"],
         "help": "matmul inputs of the frozen prefix (bfloat16: float32 accumulation)"})
+    train_dtype: str = field(default="float32", metadata={
+        "choices": ["float32", "bfloat16"],
+        "help": "matmul inputs of the trained blocks (bfloat16: float32 accumulation, and "
+        "the weights, gradients and Adam state stay float32)"})
+    attention: str = field(default="auto", metadata={
+        "choices": ["auto", "blocked", "fused"],
+        "help": "how attention is computed: blocked (the CPU's fastest here), fused "
+        "(jax.nn.dot_product_attention: cuDNN flash attention on GPUs), auto: fused on GPUs"})
     prefix_cache_dir: str | None = field(default=None, metadata={
         "metavar": "DIR", "help": "keep the frozen-prefix outputs in DIR (2.8 GB for the "
         "lab's splits at 124M), keyed by weights, data and length, so a rerun skips that pass"})
@@ -542,6 +550,11 @@ def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: st
     placement = check_mesh(speed, tc)
     if placement is not None:
         log(f"mesh: {describe(placement.mesh)}")
+    computed = dataclasses.replace(model.cfg, attention=speed.attention,
+                                   matmul_dtype=None if speed.train_dtype == "float32"
+                                   else speed.train_dtype)
+    if computed != model.cfg:
+        model = GPTModel(computed)
     return Trainer(model, optimizer_for(tc, n_train), weights, pool=pool,
                    seed=tc.seed, start=start, pooled_only=speed.pooled_only,
                    ignore_index=tc.ignore_index, placement=placement)
@@ -597,7 +610,8 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         t0 = time.perf_counter()
         log(f"computing the frozen blocks h0..h{start - 1} once per text "
             f"({speed.prefix_dtype})")
-        inputs = prefix_inputs(cfg, merge(frozen, trainable), encoded, start,
+        inputs = prefix_inputs(dataclasses.replace(cfg, attention=speed.attention),
+                               merge(frozen, trainable), encoded, start,
                                bucketed=bucketed, matmul_dtype=speed.matmul_dtype(),
                                cache_dir=speed.prefix_cache_dir, disk_dir=prefix_disk_dir,
                                log=log, placement=trainer.placement)

@@ -138,6 +138,23 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments
     return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 
 
+def fused_attention(q, k, v, dtype=None, segments=None, causal: bool = True):
+    """``causal_attention`` through ``jax.nn.dot_product_attention``: cuDNN's fused
+    (flash) attention on GPUs where JAX can use it, XLA's own code elsewhere. Same
+    arguments and result (the tests check they agree on the CPU)."""
+    mask = None
+    if segments is not None:  # [B, 1, T, T]: a position sees only its own text
+        mask = (segments[:, :, None] == segments[:, None, :])[:, None]
+    if dtype is not None:
+        q, k, v = (a.astype(dtype) for a in (q, k, v))
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal).astype(jnp.float32)
+
+
+def uses_fused_attention(cfg: GPTConfig) -> bool:
+    """``cfg.attention``: "fused" always, "blocked" never, "auto" on GPUs."""
+    return cfg.attention == "fused" or (cfg.attention == "auto" and jax.default_backend() == "gpu")
+
+
 def normalise(x: jax.Array) -> jax.Array:
     """LayerNorm without its scale and bias: (x - mean) / sqrt(var + eps) over the last
     axis, the variance as flax computes it (E[x^2] - E[x]^2, clipped at 0)."""
@@ -220,7 +237,8 @@ class CausalSelfAttention(nn.Module):
         heads = lambda a: a.reshape(b, t, cfg.n_heads, cfg.head_dim)
         q, k, v = heads(q), heads(k), heads(v)
         if deterministic or cfg.drop_rate == 0:
-            out = causal_attention(q, k, v, dtype, segments=segments, causal=cfg.causal)
+            attend = fused_attention if uses_fused_attention(cfg) else causal_attention
+            out = attend(q, k, v, dtype, segments=segments, causal=cfg.causal)
         else:
             keys_ = jnp.arange(t)
             scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .config import GPTConfig
 from .mesh import Placement, to_host
-from .model import Block, GPTModel
+from .model import Block, GPTModel, uses_fused_attention
 from .tree import named_leaves
 
 BUCKET_STEP = 32  # training/eval batches are padded to a multiple of this many tokens
@@ -252,7 +252,7 @@ def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, sto
     and blocks before ``stop``), the token ids and lengths, and how it is computed."""
     h = hashlib.sha256()
     h.update(repr((PREFIX_LAYOUT, cfg.emb_dim, cfg.n_heads, cfg.causal, cfg.lora_alpha, stop,
-                   bucketed, matmul_dtype, ids.shape)).encode())
+                   bucketed, matmul_dtype, ids.shape, uses_fused_attention(cfg))).encode())
     for name, leaf in sorted(named_leaves(params).items()):
         top = name.split("/")[0]
         if top in ("wte", "wpe") or (top[0] == "h" and top[1:].isdigit() and int(top[1:]) < stop):

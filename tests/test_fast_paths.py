@@ -240,3 +240,50 @@ def test_packed_prefix_equals_each_text_alone(params, widths, monkeypatch):
         alone = model.apply({"params": params}, ids[row:row + 1, :n], stop=2)[0]
         np.testing.assert_allclose(packed[row, :n], alone, atol=1e-5, rtol=0)
         assert not packed[row, n:].any()  # past the text: left zero
+
+
+# ---- jax.nn.dot_product_attention (cuDNN's fused attention on GPUs) ----
+
+@pytest.mark.parametrize("causal, packed", [(True, False), (False, False), (True, True)])
+def test_fused_attention_equals_the_blocked_one(causal, packed):
+    from gpt2_jax.model import causal_attention, fused_attention
+
+    rng = np.random.default_rng(7)
+    q, k, v = (jnp.asarray(rng.normal(size=(3, 37, 4, 8)), jnp.float32) for _ in range(3))
+    segments = (jnp.asarray(np.repeat([[0, 1, 2]], 3, 0).repeat([10, 15, 12], axis=1))
+                if packed else None)
+    blocked = causal_attention(q, k, v, block=8, segments=segments, causal=causal)
+    fused = fused_attention(q, k, v, segments=segments, causal=causal)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(blocked), atol=1e-5, rtol=0)
+    loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v, segments=segments, causal=causal) ** 3)
+    grads_b = jax.grad(loss(causal_attention), argnums=(0, 1, 2))(q, k, v)
+    grads_f = jax.grad(loss(fused_attention), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(grads_f, grads_b):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=0)
+
+
+def test_model_with_fused_attention_gives_the_same_logits():
+    import dataclasses
+
+    cfg = GPTConfig(vocab_size=300, context_length=40, emb_dim=32, n_heads=4, n_layers=2,
+                    num_classes=3, attention="blocked")
+    params = init_params(cfg, seed=2)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 300, size=(2, 40)))
+    blocked = GPTModel(cfg).apply({"params": params}, ids)
+    fused = GPTModel(dataclasses.replace(cfg, attention="fused")).apply({"params": params}, ids)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(blocked), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        dataclasses.replace(cfg, attention="flash")
+
+
+def test_bfloat16_training_keeps_float32_weights_and_stays_close(params):
+    data = {"train": _data(1, 64), "test": _data(2, 24)}
+    p32, h32 = _train(params, data, "last-real", SpeedConfig())
+    p16, h16 = _train(params, data, "last-real", SpeedConfig(train_dtype="bfloat16"))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p16))  # master weights
+    moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p16),
+                                                             jax.tree.leaves(p32)))
+    assert 0 < moved < 1e-2  # bfloat16 products: another path, not another result
+    for a, b in zip(h16, h32):
+        assert a["train_step_loss"] == pytest.approx(b["train_step_loss"], abs=2e-2)
+        assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], abs=2e-2)
