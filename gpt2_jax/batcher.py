@@ -74,6 +74,7 @@ class MicroBatcher:
         self.max_batch, self.wait_ms, self.enabled = max_batch, float(wait_ms), enabled
         self.stats = BatchStats()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._held: _Request | None = None  # taken from the queue, runs in the next call
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -122,7 +123,7 @@ class MicroBatcher:
 
     def _work(self) -> None:
         while True:
-            first = self._queue.get()
+            first, self._held = (self._held or self._queue.get()), None
             if first is None:
                 return
             pending, stop = self._collect(first)
@@ -147,11 +148,17 @@ class MicroBatcher:
                 break
             if item is None:
                 return pending, True
+            if count + len(item.texts) > self.max_batch:
+                self._held = item  # it opens the next call: a call holds at most max_batch
+                break
             pending.append(item)
             count += len(item.texts)
         return pending, False
 
     def _run(self, pending: list[_Request]) -> None:
+        pending = [r for r in pending if not r.future.cancelled()]  # nobody waits for those
+        if not pending:
+            return
         texts = [t for r in pending for t in r.texts]
         try:
             pred = self._classify(texts, batch_rows(len(texts), self.max_batch))

@@ -86,10 +86,13 @@ def saved_metrics(path: Path, labels) -> tuple[dict | None, str]:
     if not path.is_file():
         return None, "no metrics.json in the run folder"
     try:
-        report = json.loads(path.read_text())
-        epochs = [e for e in report.get("epochs", []) if isinstance(e, dict)]
-    except (OSError, ValueError, AttributeError) as err:
+        return _saved_metrics(json.loads(path.read_text()), labels)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
         return None, f"metrics.json unreadable ({type(err).__name__})"
+
+
+def _saved_metrics(report, labels) -> tuple[dict | None, str]:
+    epochs = [e for e in report.get("epochs", []) if isinstance(e, dict)]
     chosen = (report.get("selected") or {}).get("epoch")
     epoch = next((e for e in epochs if e.get("epoch") == chosen), None) if chosen else None
     if epoch is None or "test" not in epoch:
@@ -155,6 +158,10 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
     except json.JSONDecodeError as err:
         raise BadRequest(400, f"the body is not JSON: {err.msg} at line {err.lineno} column "
                          f"{err.colno}") from None
+    except (ValueError, RecursionError) as err:  # a 5,000-digit number, arrays 1,000 deep
+        kind = "nested too deeply" if isinstance(err, RecursionError) else "a number too long"
+        raise BadRequest(400, f"the body is JSON this server does not read ({kind}); send "
+                         '{"texts": ["..."]}') from None
     if not isinstance(data, dict):
         raise BadRequest(422, f'the body must be a JSON object {{"texts": ["..."]}}, got '
                          f"{_kind(data)}")
@@ -180,6 +187,11 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
         if not text.strip():
             raise BadRequest(422, f"texts[{i}] is empty or only white space; give some text "
                              "to classify")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
+            raise BadRequest(422, f"texts[{i}] has an unpaired surrogate at character "
+                             f"{err.start + 1}: not valid Unicode text") from None
         for bad in refused_substrings:
             if bad in text:
                 raise BadRequest(422, f"texts[{i}] contains {bad!r}, a special token the "
@@ -199,8 +211,18 @@ async def read_body(request, limit: int) -> bytes:
         if size > limit:
             raise BadRequest(413, f"the body is {size} bytes; at most {limit} (the server's "
                              "--max-body-bytes)")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except ClientDisconnect:  # the client left half-way: nobody to answer, nothing to log
+            raise BadRequest(400, "the client disconnected before sending the whole body"
+                             ) from None
         size += len(chunk)
         if size > limit:
             raise BadRequest(413, f"the body is over {limit} bytes (the server's "

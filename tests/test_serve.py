@@ -127,9 +127,12 @@ def test_facts_of_a_run_without_metrics(tmp_path, run_dir, classifier):
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("metrics.json"))
     facts = run_facts(bare, classifier)
     assert facts["metrics"] is None and "no metrics.json" in facts["metrics_note"]
-    (bare / "metrics.json").write_text("{not json")
-    facts = run_facts(bare, classifier)
-    assert facts["metrics"] is None and "unreadable" in facts["metrics_note"]
+    for damaged in ("{not json", '{"epochs": 5}', '{"selected": "x", "epochs": []}',
+                    '{"epochs": [{"epoch": 1, "test": {"accuracy": "high"}}]}',
+                    '{"epochs": [{"epoch": 1, "test": {"per_class": {"ham": 0.5}}}]}'):
+        (bare / "metrics.json").write_text(damaged)
+        facts = run_facts(bare, classifier)  # a note, never an error
+        assert facts["metrics"] is None and "unreadable" in facts["metrics_note"], damaged
 
 
 BAD_REQUESTS = [  # (body, extra headers, status, words the error must contain)
@@ -148,6 +151,8 @@ BAD_REQUESTS = [  # (body, extra headers, status, words the error must contain)
     ({"texts": ["x"] * 9}, None, 413, "9 texts in one request; at most 8"),
     ({"texts": ["x" * 5000]}, None, 413, "at most 4096"),
     ({"texts": ["a"]}, {"Content-Type": "text/plain"}, 415, "Content-Type is text/plain"),
+    (b'{"texts": ' + b"[" * 1200 + b"]" * 1200 + b"}", None, 400, "nested too deeply"),
+    (b'{"texts": ["ok \\ud800"]}', None, 422, "texts[0] has an unpaired surrogate"),
 ]
 
 
@@ -237,6 +242,30 @@ def test_one_failing_request_does_not_fail_the_others_batched_with_it(classifier
             futures[1].result(60)
         assert futures[2].result(60).labels == [alone(classifier, "ok")[0]]
         assert batcher.predict(["after"], timeout=60).labels == [alone(classifier, "after")[0]]
+
+
+def test_json_python_cannot_read_is_a_400():
+    from gpt2_jax.serving import BadRequest, Limits, parse_texts
+
+    with pytest.raises(BadRequest, match="a number too long") as err:
+        parse_texts(b'{"texts": [' + b"9" * 5000 + b"]}", Limits())
+    assert err.value.status == 400
+
+
+def test_a_call_never_holds_more_than_max_batch_texts(classifier):
+    sizes = []
+
+    def predict(texts, rows):
+        sizes.append(len(texts))
+        return classifier.predict(texts, batch_size=rows)
+
+    with MicroBatcher(predict, max_batch=4, wait_ms=300) as batcher:
+        futures = [batcher.submit(["one", "two", "three"]), batcher.submit(["x"] * 3),
+                   batcher.submit(["last"])]
+        for f, n in zip(futures, (3, 3, 1)):
+            assert len(f.result(60).labels) == n
+    assert sizes == [3, 4] or sizes == [3, 3, 1], sizes  # the second request opens a call
+    assert max(sizes) <= 4
 
 
 def test_batch_rows_are_powers_of_two_up_to_max_batch():
