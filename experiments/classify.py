@@ -180,7 +180,11 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    pred = classifier.predict(texts, batch_size=args.batch_size)
+    try:
+        pred = classifier.predict(texts, batch_size=args.batch_size)
+    except ValueError as err:  # a text the tokenizer refuses: which one
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
     labels = classifier.labels
     if args.output:
         try:

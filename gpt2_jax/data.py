@@ -616,7 +616,18 @@ class Encoded:
 
 
 def token_lists(tokenizer, texts) -> list[list[int]]:
-    return [tokenizer.encode(text) for text in texts]
+    """Token ids of each text. A text holding GPT-2's special token ``<|endoftext|>`` is
+    refused (tiktoken's rule, as in the book): naming which text, in one line."""
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(tokenizer.encode(text))
+        except ValueError as err:
+            if "special token" not in str(err):
+                raise
+            raise ValueError(f"text {i + 1} contains GPT-2's special token <|endoftext|>, "
+                             "which cannot be part of a text; remove it") from None
+    return out
 
 
 def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:

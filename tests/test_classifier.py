@@ -366,3 +366,9 @@ def test_cli_help_explains():
     for words in ("--run", "--input", "--format", "--text-column", "--output", "argmax", "stdin",
                   "truncated", "p_<class>"):
         assert words in text
+
+
+def test_special_token_in_a_text_is_named(runs):
+    clf = Classifier.load(runs["last-real"])
+    with pytest.raises(ValueError, match="^text 2 contains GPT-2's special token"):
+        clf.predict(["fine", "x <|endoftext|> y"])
