@@ -312,6 +312,7 @@ def make_app(classifier, facts: dict, limits: Limits = Limits(),
                             Route("/classify", classify, methods=["POST"])],
                     exception_handlers={HTTPException: http_error, Exception: server_error},
                     lifespan=lifespan)
+    app.router.redirect_slashes = False  # /classify/ is a 404, not a redirect built from Host
     app.state.batcher = batcher
     return app
 

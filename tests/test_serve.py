@@ -184,6 +184,8 @@ def test_wrong_paths_and_methods_get_json_errors(server):
     assert post(url, None, path="/nope", method="GET")[0] == 404
     status, got = post(url, None, method="GET")
     assert status == 405 and "use POST" in got["error"]
+    status, got = post(url, {"texts": ["a"]}, path="/classify/", headers={"Host": "evil.example"})
+    assert status == 404 and "error" in got  # no redirect built from the Host header
 
 
 def test_server_still_answers_after_every_bad_request(server, classifier):
