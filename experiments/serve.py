@@ -51,12 +51,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-up", action="store_true",
                    help="compile every batch shape before serving (slower start, no slow "
                         "first requests)")
+    p.add_argument("--max-connections", type=int, default=256, metavar="N",
+                   help="open connections at most; more get 503 at once (default 256)")
     p.add_argument("--access-log", action="store_true", help="print a line per request")
     return p
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
-    for flag in ("max_texts", "max_body_bytes", "max_batch"):
+    for flag in ("max_texts", "max_body_bytes", "max_batch", "max_connections"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0 <= args.port <= 65535:
@@ -108,6 +110,7 @@ def main(argv=None) -> int:
     print(f"serving {classifier!r} on http://{shown}:{port} "
           f"({'batching' if batcher.enabled else 'no batching'}; Ctrl-C stops)", flush=True)
     server = uvicorn_server(app, sock, log_level="info" if args.access_log else "warning",
+                            max_connections=args.max_connections,
                             access_log=args.access_log)
     try:
         server.run(sockets=[sock])  # Ctrl-C / SIGTERM: uvicorn finishes, then re-raises it

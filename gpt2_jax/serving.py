@@ -348,25 +348,31 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(app, sock: socket.socket, log_level: str = "warning",
-                   access_log: bool = False):
+                   access_log: bool = False, max_connections: int | None = None):
+    """uvicorn for ``app`` on ``sock``; over ``max_connections`` open connections, new
+    ones get 503 at once (uvicorn's ``limit_concurrency``), so a flood of slow clients
+    cannot exhaust the server."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                         access_log=access_log, lifespan="on"))
+                                         access_log=access_log, lifespan="on",
+                                         limit_concurrency=max_connections))
 
 
 class ServerThread:
     """Serve ``app`` on ``host``, a free port, from a background thread (tests and
     benchmarks): ``with ServerThread(app) as url: ...``; stopped on exit."""
 
-    def __init__(self, app, host: str = "127.0.0.1", start_timeout: float = 60.0):
+    def __init__(self, app, host: str = "127.0.0.1", start_timeout: float = 60.0,
+                 max_connections: int | None = None):
         self.app, self.host, self.start_timeout = app, host, start_timeout
+        self.max_connections = max_connections
         self.server = self.thread = None
 
     def __enter__(self) -> str:
         sock = listen(self.host, 0)
-        self.server = uvicorn_server(self.app, sock)
+        self.server = uvicorn_server(self.app, sock, max_connections=self.max_connections)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        name="uvicorn", daemon=True)
         self.thread.start()

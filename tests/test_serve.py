@@ -366,3 +366,35 @@ def test_cli_serves_on_localhost_and_stops(run_dir):
     # uvicorn shuts down, then ends the process with the SIGTERM it caught
     assert served.proc.returncode in (0, -signal.SIGTERM), served.log
     assert "Traceback" not in served.log and time.monotonic() - started < 60
+
+
+def test_connections_over_the_limit_get_503_and_the_server_goes_on(classifier, run_dir):
+    import socket
+
+    batcher = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows))
+    app = make_app(classifier, run_facts(run_dir, classifier), LIMITS, batcher)
+    with ServerThread(app, max_connections=2) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = []  # two clients that send half a request and wait (slowloris)
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: 100\r\n\r\n{\"te")
+            slow.append(s)
+        time.sleep(0.3)
+        status, _ = _get(url + "/health")
+        assert status == 503  # refused at once, not queued behind the slow ones
+        for s in slow:
+            s.close()
+        deadline = time.monotonic() + 10
+        while _get(url + "/health")[0] != 200:  # their slots come back
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as res:
+            return res.status, res.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
