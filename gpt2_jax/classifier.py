@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import GPTConfig
 from .data import encode, token_lists
-from .distributed import barrier, is_main, several
+from .distributed import is_main, several, share_outcome
 from .mesh import to_host
 from .model import GPTModel, init_params, param_shapes
 from .pooling import check_pool, classify, reads_padding
@@ -190,9 +190,9 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
     write ``run_dir/classifier.json`` last; returns the parameters' folder.
 
     An old classifier.json is removed first, so a save that dies half-way leaves a
-    folder that ``load_classifier`` calls unfinished rather than a mix of old and new."""
-    import orbax.checkpoint as ocp
-
+    folder that ``load_classifier`` calls unfinished rather than a mix of old and new.
+    With several processes every process calls it (the weights are gathered) and
+    process 0 writes; the others learn whether it worked."""
     if not isinstance(spec, ClassifierConfig):
         raise TypeError(f"save_classifier needs a ClassifierConfig (labels, pool, max_length, "
                         f"model config), got {type(spec).__name__}")
@@ -202,8 +202,21 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
     if several():  # gathered on every process (a collective), written by process 0 alone
         params = jax.tree.map(to_host, params)
         if not is_main():
-            barrier("gpt2_jax: classifier saved")
+            share_outcome(True, "save the classifier")
             return target
+    try:
+        _write_classifier(run_dir, target, params, spec, bpe_dir)
+    except BaseException:
+        share_outcome(False, "save the classifier")
+        raise
+    share_outcome(True, "save the classifier")
+    return target
+
+
+def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfig,
+                      bpe_dir) -> None:
+    import orbax.checkpoint as ocp
+
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / META_FILE).unlink(missing_ok=True)
     if target.exists():
@@ -218,8 +231,6 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
             shutil.copyfile(src, run_dir / name)
     meta = {"format": FORMAT, **spec.to_dict(), "tokenizer": _tokenizer_note(run_dir)}
     _write_json_atomic(run_dir / META_FILE, meta)
-    barrier("gpt2_jax: classifier saved")
-    return target
 
 
 def read_spec(run_dir: str | os.PathLike) -> ClassifierConfig:

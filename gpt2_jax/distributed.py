@@ -44,3 +44,18 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def share_outcome(ok: bool, what: str) -> None:
+    """Process 0 tells the others whether ``what`` (something only it does, such as
+    preparing the run folder) worked; they raise if it did not, instead of waiting for
+    it at the next collective. Every process calls this exactly once per step: process
+    0 with its outcome (before re-raising its error), the others with ``True``."""
+    if not several():
+        return
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    worked = bool(multihost_utils.broadcast_one_to_all(np.int32(ok if is_main() else 1)))
+    if not worked and not is_main():
+        raise RuntimeError(f"process 0 could not {what}; its log says why")

@@ -29,7 +29,7 @@ from .pretrained import load_pretrained, read_folder_settings
 from .classifier import ClassifierConfig, save_classifier, with_class_head
 from .config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from .download import download_gpt2
-from .distributed import barrier, is_main, several
+from .distributed import is_main, several, share_outcome
 from .mesh import Placement, describe, make_mesh, parse_mesh
 from .memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
 from .model import GPTModel, merge_lora
@@ -610,10 +610,15 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         t0 = time.perf_counter()
         log(f"computing the frozen blocks h0..h{start - 1} once per text "
             f"({speed.prefix_dtype})")
+        cache_dir = speed.prefix_cache_dir
+        if cache_dir is not None and several():
+            log("--prefix-cache-dir is not used with several processes (each would decide on "
+                "its own whether to reuse it); the prefix is computed")
+            cache_dir = None
         inputs = prefix_inputs(dataclasses.replace(cfg, attention=speed.attention),
                                merge(frozen, trainable), encoded, start,
                                bucketed=bucketed, matmul_dtype=speed.matmul_dtype(),
-                               cache_dir=speed.prefix_cache_dir, disk_dir=prefix_disk_dir,
+                               cache_dir=cache_dir, disk_dir=prefix_disk_dir,
                                log=log, placement=trainer.placement)
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")
@@ -723,11 +728,11 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     started = time.perf_counter()
     m, tc = cfg.model, cfg.train
     main = is_main()  # with several processes, only process 0 writes the run folder and logs
+    if several() and cfg.output.run_dir is None:  # checked by every process alike
+        raise ValueError("with several processes give --run-dir (on a file system every "
+                         "host sees): the default name holds the time, which differs")
     if not main:
         log = _quiet
-        if cfg.output.run_dir is None:
-            raise ValueError("with several processes give --run-dir (on a file system every "
-                             "host sees): the default name holds the time, which differs")
 
     # ---- data first: cheap, and its errors should come before loading 500 MB ----
     labelled = read_data(cfg.data, tc.seed, m.offline)
@@ -749,9 +754,13 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     check_schedule(tc, batches, len(encoded.get("val", ())))
     check_mesh(cfg.speed, tc)
 
-    run_dir, lock = (prepare_run_dir(cfg, resume) if main
-                     else (Path(cfg.output.run_dir).resolve(), _NoLock()))
-    barrier("gpt2_jax: run folder ready")
+    try:
+        run_dir, lock = (prepare_run_dir(cfg, resume) if main
+                         else (Path(cfg.output.run_dir).resolve(), _NoLock()))
+    except BaseException:
+        share_outcome(False, "prepare the run folder")
+        raise
+    share_outcome(True, "prepare the run folder")
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
         log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))

@@ -1,8 +1,10 @@
 """Memory of the compiled training step per device, from XLA's own analysis.
 
 The step is lowered and compiled ahead of time on abstract shapes (``jax.ShapeDtypeStruct``
-with the mesh's shardings): nothing is allocated, so the plan for 1558M on eight GPUs
-can be made on a laptop with eight fake CPU devices. XLA reports, per device, the
+with the mesh's shardings): nothing is allocated, so a plan for 1558M on eight devices
+can be made on a laptop with eight fake CPU devices. The figures are those of the
+backend that compiles: on the CPU they are a CPU-compiled estimate for a GPU (another
+compiler fuses differently, and GPUs use the fused attention). XLA reports, per device, the
 bytes of the step's arguments (the trainable state, the frozen weights, the batch),
 its outputs, the outputs that reuse donated arguments (the new state), and its
 temporaries (activations kept for the backward pass, gradients, ...). The peak is

@@ -389,9 +389,11 @@ class Trainer:
 
     def _gathered(self, params):
         """Inside a step: the weights whole on every device while they are used (their
-        pieces are gathered over fsdp; the gradients are cut again for the update), so
-        the activations stay split by batch rows. Left to itself, XLA may instead
-        gather the activations to the weights' layout, which costs far more memory."""
+        pieces are gathered over fsdp), so the activations stay split by batch rows. The
+        gradients come out whole too (all-reduced), and the updated state is cut again
+        by ``_keep_layout``. Left to itself, XLA may instead gather the activations to
+        the weights' layout, which costs far more memory (178 against 39.5 GiB per
+        device for 1558M on fsdp=8, see step_memory)."""
         if self.placement is None or self.placement.mesh.shape["fsdp"] == 1:
             return params
         return jax.lax.with_sharding_constraint(params, replicated(self.placement.mesh))

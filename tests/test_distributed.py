@@ -114,3 +114,17 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(tiny_model_dir, tm
     report = json.loads((killed / "metrics.json").read_text())
     assert report["resumed"][-1]["after_epoch"] == 1
     _close(_figures(report), expected, "resumed")
+
+
+def test_when_process_0_cannot_prepare_the_folder_the_other_stops_too(tiny_model_dir, tmp_path):
+    from synthetic import write_sms_file
+
+    data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=20)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("someone else's")  # not empty, no --overwrite
+    results = _two_processes(_flags(tiny_model_dir, data, taken), timeout=120)
+    assert [code for code, _, _ in results] == [1, 1]
+    assert f"run folder {taken}" in results[0][2], results[0][2][-2000:]  # its own reason
+    assert "process 0 could not prepare the run folder" in results[1][2]
+    assert (taken / "notes.txt").read_text() == "someone else's"
