@@ -38,14 +38,6 @@ def several() -> bool:
     return jax.process_count() > 1
 
 
-def barrier(name: str) -> None:
-    """Wait until every process has got here (no-op in a single process)."""
-    if several():
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def share_outcome(ok: bool, what: str) -> None:
     """Process 0 tells the others whether ``what`` (something only it does, such as
     preparing the run folder) worked; they raise if it did not, instead of waiting for
