@@ -31,12 +31,11 @@ from .mesh import to_host
 from .model import GPTModel, init_params, param_shapes
 from .pooling import check_pool, classify, reads_padding
 from .prefix import BUCKET_STEP, prefix_schedule
-from .tokenizer import bpe_files
+from .tokenizer import BPE_FILES, bpe_files
 from .tree import named_leaves, path_name
 
 META_FILE = "classifier.json"
 PARAMS_DIR = "classifier"
-BPE_FILES = ("encoder.json", "vocab.bpe")
 MODEL_SIZE_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers",
                    "num_classes")
 FORMAT = 1  # version of classifier.json's layout; bump when it changes incompatibly

@@ -156,8 +156,8 @@ def read_hf_tensors(folder: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     return tensors
 
 
-def _shards(index_path: Path) -> list[Path]:
-    """The shard files an index names, each checked to be a file inside its folder."""
+def shard_names(index_path: Path) -> list[str]:
+    """The shard file names a safetensors index lists (each once, sorted)."""
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
         names = sorted(set(weight_map.values()))
@@ -168,9 +168,14 @@ def _shards(index_path: Path) -> list[Path]:
         raise CheckpointError(f"{index_path}: not a safetensors index (needs a 'weight_map' "
                               f"object of tensor -> file name; {type(err).__name__}: {err})"
                               ) from None
+    return names
+
+
+def _shards(index_path: Path) -> list[Path]:
+    """The shard files an index names, each checked to be a file inside its folder."""
     folder = Path(os.path.abspath(index_path.parent))
     shards = []
-    for name in names:
+    for name in shard_names(index_path):
         # the name must stay inside the folder; the file itself may be a link (as in the
         # Hugging Face cache, where snapshots link to blobs)
         shard = Path(os.path.normpath(folder / name))

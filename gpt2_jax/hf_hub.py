@@ -10,12 +10,11 @@ extra: ``pip install 'gpt2_jax[hub]'``.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .download import offline_requested
-from .hf_checkpoint import CONFIG_FILE, SAFETENSORS, SAFETENSORS_INDEX
+from .hf_checkpoint import CONFIG_FILE, SAFETENSORS, SAFETENSORS_INDEX, shard_names
 from .tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
 
 
@@ -72,13 +71,7 @@ def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
                            + ("is in the Hugging Face cache, and offline mode downloads nothing"
                               if offline else "is in the repository; only safetensors weights "
                               "are fetched from the Hub"))
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            if not all(isinstance(n, str) for n in shards):
-                raise TypeError("its values must be file names")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise HubError(f"{index}: not a safetensors index ({err})") from None
-        for shard in shards:
+        for shard in shard_names(index):  # the loader's own reading of the index
             get(shard)
     # tokenizer files are optional: without them the standard GPT-2 BPE is used
     if None in [get(name, optional=True) for name in HF_BPE_FILES]:
