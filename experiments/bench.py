@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_jax.util.machine import machine_name
+
 VARIANTS = {
     # name: (description, pool, cached, prefix dtype)
     "hf": ("Hugging Face GPT2ForSequenceClassification (PyTorch)", "last", None, None),
@@ -40,12 +42,12 @@ VARIANTS = {
 
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
-    from gpt2_jax import data as tables
-    from gpt2_jax.pretrained import load_pretrained
-    from gpt2_jax.config import GPTConfig
-    from gpt2_jax.sms import read_sms_spam
-    from gpt2_jax.tokenizer import get_tokenizer
-    from gpt2_jax.train import class_weights_for
+    from gpt2_jax.data import tables
+    from gpt2_jax.weights.pretrained import load_pretrained
+    from gpt2_jax.model.config import GPTConfig
+    from gpt2_jax.data.sms import read_sms_spam
+    from gpt2_jax.data.tokenizer import get_tokenizer
+    from gpt2_jax.training.train import class_weights_for
 
     settings, params = load_pretrained(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
@@ -60,9 +62,9 @@ def _setup(args):
 def _lab_setup(args):
     """What ``experiments.spam`` builds before training: the classifier tree and the
     partition of the lab's trainable leaves."""
-    from gpt2_jax.openai_checkpoint import load_weights
-    from gpt2_jax.classifier import with_class_head
-    from gpt2_jax.train import Partition, resolve_trainable
+    from gpt2_jax.weights.openai import load_weights
+    from gpt2_jax.classifier.classifier import with_class_head
+    from gpt2_jax.training.train import Partition, resolve_trainable
 
     cfg, params, data, weights = _setup(args)
     tree, _ = with_class_head(load_weights(params), cfg, 123)
@@ -82,7 +84,7 @@ def run_hf(args):
     import torch
     import transformers
 
-    from gpt2_jax.interop import hf_config, hf_state_dict, load_into
+    from gpt2_jax.weights.hf_torch import hf_config, hf_state_dict, load_into
 
     t0 = time.perf_counter()
     cfg, params, data, weights = _setup(args)
@@ -132,9 +134,9 @@ def run_book(args):
     """The CLI's step with --no-prefix-cache --full-logits (``build_trainer``), timed."""
     import jax
 
-    from gpt2_jax.finetune import SpeedConfig, build_trainer
-    from gpt2_jax.model import GPTModel
-    from gpt2_jax.train import Batch, TrainConfig
+    from gpt2_jax.finetune.run import SpeedConfig, build_trainer
+    from gpt2_jax.model.gpt import GPTModel
+    from gpt2_jax.training.train import Batch, TrainConfig
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
@@ -164,9 +166,9 @@ def run_book(args):
 
 def run_cached(args, pool, prefix_dtype):
     """The CLI's own training function (``train_classifier``), the whole run."""
-    from gpt2_jax.finetune import SpeedConfig, train_classifier
-    from gpt2_jax.model import GPTModel
-    from gpt2_jax.train import TrainConfig
+    from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+    from gpt2_jax.model.gpt import GPTModel
+    from gpt2_jax.training.train import TrainConfig
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
@@ -194,7 +196,7 @@ def prefix_work(cfg, data: dict, bucketed: bool) -> dict:
     (packed rows with --pool last-real, full-width rows otherwise; distinct texts only)
     and flops of the frozen blocks: 24 E^2 per slot for the matmuls, plus the causal
     attention's two products, 2 E W (W + 1) per row of width W."""
-    from gpt2_jax.prefix import PACK_TOKENS, PREFIX_ROWS, pack_groups, unique_texts
+    from gpt2_jax.training.prefix import PACK_TOKENS, PREFIX_ROWS, pack_groups, unique_texts
 
     k, e = cfg.n_layers - 1, cfg.emb_dim
     slots = real = flops = 0
@@ -243,7 +245,7 @@ def matmul_rate(dtype: str | None, m: int, e: int, reps: int = 5) -> float:
 
 
 def one(args) -> None:
-    from gpt2_jax.runtime import keep_freed_memory
+    from gpt2_jax.util.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the command line does
     desc, pool, cached, dtype = VARIANTS[args.one]
@@ -256,23 +258,6 @@ def one(args) -> None:
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result.update(variant=args.one, description=desc)
     Path(args.result).write_text(json.dumps(result, indent=2))
-
-
-def machine_name() -> str:
-    """CPU model, core count and whether it has bfloat16 units (timings depend on all three)."""
-    model, flags = os.uname().machine, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return (f"{model}, {os.cpu_count()} CPUs, "
-            + (f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"))
 
 
 def table(results: dict, epochs: int) -> str:

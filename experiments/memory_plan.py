@@ -52,9 +52,9 @@ def main(argv=None) -> int:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
                                    f"platform_device_count={args.fake_devices}").strip()
         os.environ["JAX_PLATFORMS"] = "cpu"
-    from gpt2_jax.config import settings_for_size
-    from gpt2_jax.mesh import Placement, describe, make_mesh
-    from gpt2_jax.step_memory import GIB, step_memory
+    from gpt2_jax.model.config import settings_for_size
+    from gpt2_jax.parallel.mesh import Placement, describe, make_mesh
+    from gpt2_jax.training.step_memory import GIB, step_memory
 
     try:
         placement = Placement(make_mesh(args.mesh))

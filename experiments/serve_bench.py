@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from experiments import serve
+from gpt2_jax.commands import serve
 
 TEXTS = (
     "Ok lar... Joking wif u oni...",

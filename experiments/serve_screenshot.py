@@ -79,9 +79,9 @@ def main(argv=None) -> int:
         print(f"error: {CHROMIUM} not found; install it (apt-get install chromium)",
               file=sys.stderr)
         return 1
-    from experiments.classify import InputError, load
-    from gpt2_jax.runtime import keep_freed_memory
-    from gpt2_jax.serving import ServerThread, make_app, run_facts
+    from gpt2_jax.commands.classify import InputError, load
+    from gpt2_jax.util.runtime import keep_freed_memory
+    from gpt2_jax.serve.app import ServerThread, make_app, run_facts
 
     keep_freed_memory()
     try:

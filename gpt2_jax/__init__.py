@@ -7,16 +7,16 @@
     clf = Classifier.load(report["run_dir"])
     clf.predict(["my invoice is wrong"]).labels
 """
-from .classifier import Classifier, ClassifierConfig, Predictions, load_classifier
-from .config import MODEL_SIZES, GPTConfig
-from .download import download_and_load_gpt2, download_gpt2
-from .finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
+from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, Predictions, load_classifier
+from gpt2_jax.model.config import MODEL_SIZES, GPTConfig
+from gpt2_jax.weights.download import download_and_load_gpt2, download_gpt2
+from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
                        load_config, run)
-from .hf_export import export_backbone, export_classifier
-from .model import GPTModel, init_params
-from .pretrained import load_pretrained
-from .tokenizer import get_tokenizer
-from .train import Partition, TrainConfig
+from gpt2_jax.classifier.export import export_backbone, export_classifier
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.weights.pretrained import load_pretrained
+from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.training.train import Partition, TrainConfig
 
 __all__ = [
     "Classifier", "ClassifierConfig", "Predictions", "load_classifier", "MODEL_SIZES",

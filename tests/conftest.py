@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_jax.testing import write_openai_model_dir
+from gpt2_jax.weights.synthetic import write_openai_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GPT2_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -46,9 +46,9 @@ def _old_metrics(value):
 
 
 def record(model_dir: Path, sms_file: Path, root: Path) -> dict:
-    from gpt2_jax.finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig,
+    from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig,
                                    SpeedConfig, run)
-    from gpt2_jax.train import TrainConfig
+    from gpt2_jax.training.train import TrainConfig
 
     out = {}
     for name, (pool, speed) in VARIANTS.items():
@@ -62,7 +62,7 @@ def record(model_dir: Path, sms_file: Path, root: Path) -> dict:
 
 if __name__ == "__main__":
     from conftest import BPE_DIR, SMS_FILE, TINY_SETTINGS
-    from gpt2_jax.testing import write_openai_model_dir
+    from gpt2_jax.weights.synthetic import write_openai_model_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_openai_model_dir(Path(tmp) / "tiny", TINY_SETTINGS, seed=1,

@@ -15,16 +15,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gpt2_jax import mesh as mesh_module
-from gpt2_jax.finetune import DataConfig, SpeedConfig, read_data, train_classifier
-from gpt2_jax.train import TrainConfig, class_weights, resolve_trainable, Partition
-from gpt2_jax.classifier import with_class_head
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import encode_splits
-from gpt2_jax.model import GPTModel
-from gpt2_jax.openai_checkpoint import load_gpt2, load_weights
-from gpt2_jax.tokenizer import get_tokenizer
-from gpt2_jax.tree import named_leaves
+from gpt2_jax.parallel import mesh as mesh_module
+from gpt2_jax.finetune.run import DataConfig, SpeedConfig, read_data, train_classifier
+from gpt2_jax.training.train import TrainConfig, class_weights, resolve_trainable, Partition
+from gpt2_jax.classifier.classifier import with_class_head
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.tables import encode_splits
+from gpt2_jax.model.gpt import GPTModel
+from gpt2_jax.weights.openai import load_gpt2, load_weights
+from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.util.tree import named_leaves
 
 mesh_module.MIN_SHARDED_ELEMENTS = 64  # the tiny model's trained leaves are small
 

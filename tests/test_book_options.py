@@ -8,14 +8,14 @@ import numpy as np
 import optax
 import pytest
 
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import encode
-from gpt2_jax.finetune import SpeedConfig, train_classifier
-from gpt2_jax.model import GPTModel, init_params, merge_lora
-from gpt2_jax.pooling import classify, pool_logits
-from gpt2_jax.train import (Batch, Partition, TrainConfig, Trainer, best_epoch, evaluate,
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.tables import encode
+from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.model.gpt import GPTModel, init_params, merge_lora
+from gpt2_jax.model.pooling import classify, pool_logits
+from gpt2_jax.training.train import (Batch, Partition, TrainConfig, Trainer, best_epoch, evaluate,
                             make_optimizer, resolve_trainable)
-from gpt2_jax.tree import named_leaves, path_name
+from gpt2_jax.util.tree import named_leaves, path_name
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
                 num_classes=2)
@@ -215,7 +215,7 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
 
 
 def test_ignore_index_leaves_that_class_out_of_the_loss():
-    from gpt2_jax.train import weighted_cross_entropy
+    from gpt2_jax.training.train import weighted_cross_entropy
 
     rng = np.random.default_rng(9)
     logits = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
@@ -243,7 +243,7 @@ def test_clipping_bounds_the_gradient_adam_sees():
 
 
 def test_settings_that_cannot_work_are_refused_before_training():
-    from gpt2_jax.finetune import ModelConfig, OutputConfig, RunConfig, check_schedule
+    from gpt2_jax.finetune.run import ModelConfig, OutputConfig, RunConfig, check_schedule
 
     with pytest.raises(ValueError, match="--accumulation-steps 9 is more than the 8 batches"):
         check_schedule(TrainConfig(accumulation_steps=9), 8, 10)
@@ -266,7 +266,7 @@ def test_settings_that_cannot_work_are_refused_before_training():
 
 @pytest.mark.slow
 def test_resume_after_an_early_stop_trains_no_further(tmp_path):
-    from gpt2_jax.train_checkpoints import EpochCheckpoints
+    from gpt2_jax.training.checkpoints import EpochCheckpoints
 
     params = init_params(CFG, seed=8)
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))

@@ -10,15 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-import gpt2_jax.classifier as clf
+import gpt2_jax.classifier.classifier as clf
 from conftest import BPE_DIR, REPO, needs
-from experiments import classify
-from gpt2_jax.classifier import (Classifier, ClassifierConfig, load_classifier, predict_proba,
+from gpt2_jax.commands import classify
+from gpt2_jax.classifier.classifier import (Classifier, ClassifierConfig, load_classifier, predict_proba,
                                  save_classifier)
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import PAD_ID
-from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.tokenizer import get_tokenizer
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.tables import PAD_ID
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.data.tokenizer import get_tokenizer
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2,
                 num_classes=3)

@@ -1,10 +1,10 @@
 import jax
 import pytest
 
-from gpt2_jax.openai_checkpoint import expected_shapes, load_weights, nest_variables
-from gpt2_jax.config import MODEL_SIZES, GPTConfig, settings_for_size
-from gpt2_jax.model import param_shapes
-from gpt2_jax.tree import count_params
+from gpt2_jax.weights.openai import expected_shapes, load_weights, nest_variables
+from gpt2_jax.model.config import MODEL_SIZES, GPTConfig, settings_for_size
+from gpt2_jax.model.gpt import param_shapes
+from gpt2_jax.util.tree import count_params
 
 
 def test_from_settings_maps_openai_names_to_book_names():
@@ -65,7 +65,7 @@ def test_classifier_head_replaces_tied_lm_head():
 
 
 def test_memory_estimate():
-    from gpt2_jax.memory import GIB, RUNTIME_BYTES, estimate_peak_bytes, memory_check
+    from gpt2_jax.training.memory import GIB, RUNTIME_BYTES, estimate_peak_bytes, memory_check
 
     s = settings_for_size("124M")
     weights = 4 * 124_439_808

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpt2_jax import data
+from gpt2_jax.data import tables as data
 from synthetic import labelled_frame, write_rows
 
 # A 3-class CSV whose quoted fields hold a comma, a tab, newlines (a blank line too)

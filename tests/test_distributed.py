@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
 # peer then stops, as the distributed runtime does when a task dies.
 KILL_AT = """
 import os, signal, sys
-from experiments.finetune import main
-import gpt2_jax.finetune as finetune
+from gpt2_jax.commands.finetune import main
+import gpt2_jax.finetune.run as finetune
 if sys.argv[-1] == "1":
     real_run = finetune.run
     def run(cfg, *a, **kw):
@@ -27,7 +27,7 @@ if sys.argv[-1] == "1":
             if step == 9:
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_run(cfg, *a, on_step=die, **kw)
-    import gpt2_jax.cli as cli
+    import gpt2_jax.finetune.cli as cli
     cli.run = run
 sys.exit(main(sys.argv[1:]))
 """
@@ -50,7 +50,7 @@ def _two_processes(flags, script=None, timeout=240):
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)  # one CPU device each: two in all
-    code = script or "import sys; from experiments.finetune import main; sys.exit(main(sys.argv[1:]))"
+    code = script or "import sys; from gpt2_jax.commands.finetune import main; sys.exit(main(sys.argv[1:]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, *flags, "--coordinator",
                                f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -83,7 +83,7 @@ def _close(a, b, where=""):
 
 
 def test_two_processes_train_like_one_and_resume_after_a_kill(tiny_model_dir, tmp_path):
-    from experiments import finetune
+    from gpt2_jax.commands import finetune
     from synthetic import write_sms_file
 
     data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=20)

@@ -4,11 +4,11 @@ import socket
 import numpy as np
 import pytest
 
-from gpt2_jax.openai_checkpoint import load_gpt2
+from gpt2_jax.weights.openai import load_gpt2
 from conftest import BPE_DIR, needs
-from gpt2_jax.openai_checkpoint import parameter_count
-from gpt2_jax.config import settings_for_size
-from gpt2_jax.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
+from gpt2_jax.weights.openai import parameter_count
+from gpt2_jax.model.config import settings_for_size
+from gpt2_jax.weights.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
                                DownloadError, Expected, download_and_load_gpt2, download_gpt2,
                                fetch, gpt2_files, sha256_of)
 from http_server import serve

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from conftest import BPE_DIR, REPO, needs
-from experiments import spam
-from gpt2_jax import finetune
-from gpt2_jax.finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, RunFolderLock,
+from gpt2_jax.commands import spam
+from gpt2_jax.finetune import run as finetune
+from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig, RunFolderLock,
                                run)
-from gpt2_jax.train import TrainConfig
+from gpt2_jax.training.train import TrainConfig
 from synthetic import write_sms_file
 
 SIZES = dict(train_size=160, val_size=40, test_size=40)
@@ -128,9 +128,9 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 TERMINATED_RUN = """
 import os, signal, sys
-from experiments import spam
-import gpt2_jax.cli as cli
-from gpt2_jax.finetune import run
+from gpt2_jax.commands import spam
+import gpt2_jax.finetune.cli as cli
+from gpt2_jax.finetune.run import run
 
 def sigterm_at_15(step):
     if step == 15:  # 10 steps per epoch: half-way through epoch 2

@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import encode
-from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.finetune import SpeedConfig, train_classifier
-from gpt2_jax.pooling import pool_logits, pool_positions
-from gpt2_jax.prefix import bucket_length, compute_prefix
-from gpt2_jax.train import Partition, TrainConfig, resolve_trainable, weighted_cross_entropy
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.tables import encode
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.model.pooling import pool_logits, pool_positions
+from gpt2_jax.training.prefix import bucket_length, compute_prefix
+from gpt2_jax.training.train import Partition, TrainConfig, resolve_trainable, weighted_cross_entropy
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
                 num_classes=2)
@@ -125,7 +125,7 @@ def test_cached_training_matches_the_plain_path(params, pool, tmp_path):
 
 
 def test_prefix_cache_on_disk(params, batch, tmp_path):
-    from gpt2_jax.prefix import cached_prefix, prefix_key
+    from gpt2_jax.training.prefix import cached_prefix, prefix_key
 
     ids, lengths, _ = batch
     logs = []
@@ -157,7 +157,7 @@ def test_prefix_progress_is_logged_without_a_terminal(params, batch):
 @pytest.mark.parametrize("t, block", [(1, 96), (5, 2), (64, 96), (257, 96), (257, 32),
                                       (1024, 96)])
 def test_blocked_causal_attention_equals_the_full_square(t, block):
-    from gpt2_jax.model import causal_attention
+    from gpt2_jax.model.gpt import causal_attention
 
     rng = np.random.default_rng(t)
     q, k, v = (rng.standard_normal((2, t, 3, 8)).astype(np.float32) for _ in range(3))
@@ -214,8 +214,8 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
 def test_packed_prefix_equals_each_text_alone(params, widths, monkeypatch):
     """Texts packed several to a row (segment masks, per-text positions), short texts in
     short rows, repeats computed once: every real position equals the text run alone."""
-    from gpt2_jax import prefix
-    from gpt2_jax.prefix import pack_groups, unique_texts
+    from gpt2_jax.training import prefix
+    from gpt2_jax.training.prefix import pack_groups, unique_texts
 
     monkeypatch.setattr(prefix, "PACK_WIDTHS", widths)
     rng = np.random.default_rng(7)
@@ -246,7 +246,7 @@ def test_packed_prefix_equals_each_text_alone(params, widths, monkeypatch):
 
 @pytest.mark.parametrize("causal, packed", [(True, False), (False, False), (True, True)])
 def test_fused_attention_equals_the_blocked_one(causal, packed):
-    from gpt2_jax.model import causal_attention, fused_attention
+    from gpt2_jax.model.gpt import causal_attention, fused_attention
 
     rng = np.random.default_rng(7)
     q, k, v = (jnp.asarray(rng.normal(size=(3, 37, 4, 8)), jnp.float32) for _ in range(3))

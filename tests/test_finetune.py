@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import BPE_DIR, REPO, SMS_FILE, needs
-from experiments import spam
-from gpt2_jax.classifier import Classifier
-from gpt2_jax.data import add_class_ids, split
-from gpt2_jax.finetune import DataConfig, ModelConfig, OutputConfig, RunConfig, run
-from gpt2_jax.sms import read_sms_spam
-from gpt2_jax.train import TrainConfig
+from gpt2_jax.commands import spam
+from gpt2_jax.classifier.classifier import Classifier
+from gpt2_jax.data.tables import add_class_ids, split
+from gpt2_jax.finetune.run import DataConfig, ModelConfig, OutputConfig, RunConfig, run
+from gpt2_jax.data.sms import read_sms_spam
+from gpt2_jax.training.train import TrainConfig
 from synthetic import write_sms_file
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]

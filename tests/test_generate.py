@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-import gpt2_jax.generate as gen
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.generate import generate, generate_text
-from gpt2_jax.model import GPTModel, init_params
+import gpt2_jax.model.generate as gen
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.generate import generate, generate_text
+from gpt2_jax.model.gpt import GPTModel, init_params
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=16, n_heads=2, n_layers=2)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import BPE_DIR, REPO, needs
-from experiments import grid
+from gpt2_jax.commands import grid
 from synthetic import write_sms_file
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]

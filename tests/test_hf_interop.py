@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 from conftest import BPE_DIR, REPO, TINY_SETTINGS, needs
-from gpt2_jax import hf_checkpoint
-from gpt2_jax.classifier import Classifier, ClassifierConfig, save_classifier
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.hf_checkpoint import load_hf_gpt2, save_hf_gpt2
-from gpt2_jax.hf_export import ExportError, export_backbone, export_classifier, fold_head_bias
-from gpt2_jax.hf_hub import HubError, fetch_hf_repo
-from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.openai_checkpoint import CheckpointError, lab_params, load_gpt2, load_weights
-from gpt2_jax.pretrained import folder_format, load_pretrained
-from gpt2_jax.tokenizer import get_tokenizer
+from gpt2_jax.weights import hf as hf_checkpoint
+from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.weights.hf import load_hf_gpt2, save_hf_gpt2
+from gpt2_jax.classifier.export import ExportError, export_backbone, export_classifier, fold_head_bias
+from gpt2_jax.weights.hub import HubError, fetch_hf_repo
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.weights.openai import CheckpointError, lab_params, load_gpt2, load_weights
+from gpt2_jax.weights.pretrained import folder_format, load_pretrained
+from gpt2_jax.data.tokenizer import get_tokenizer
 from hub_server import serve_hub
 
 torch = pytest.importorskip("torch")
@@ -162,7 +162,7 @@ def test_odd_folders_get_one_clear_error(hf_from_tf, tiny_model_dir, tmp_path):
     config_only = tmp_path / "config-only"
     config_only.mkdir()
     shutil.copyfile(hf_from_tf / "config.json", config_only / "config.json")
-    from gpt2_jax.pretrained import read_folder_settings  # enough for --weights random
+    from gpt2_jax.weights.pretrained import read_folder_settings  # enough for --weights random
     assert read_folder_settings(config_only) == TINY_SETTINGS
     with pytest.raises(FileNotFoundError, match="config.json but no weights"):
         load_pretrained(config_only)
@@ -296,7 +296,7 @@ def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
         export_classifier(run, tmp_path / "hf")
     cache = tmp_path / "tiktoken"  # GPT-2's files as tiktoken caches them: used instead
     cache.mkdir()
-    from gpt2_jax.tokenizer import TIKTOKEN_GPT2_URL
+    from gpt2_jax.data.tokenizer import TIKTOKEN_GPT2_URL
     import hashlib
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
@@ -331,7 +331,7 @@ def test_head_bias_fold_is_exact_and_refuses_a_rank_deficient_head():
 
 def test_export_command_converts_a_tf_checkpoint_that_transformers_loads(tiny_model_dir,
                                                                           tmp_path, capsys):
-    from experiments import export
+    from gpt2_jax.commands import export
 
     out = tmp_path / "converted"
     assert export.main(["--model-dir", str(tiny_model_dir), "--to", "hf", str(out)]) == 0
@@ -426,7 +426,7 @@ def test_hub_fetch_caches_and_works_offline(hub_repo, hf_from_tf, tmp_path):
     # no answer from the endpoint (the library retries for ~25 s, so only the message is
     # checked here): not mistaken for offline mode
     from huggingface_hub.errors import LocalEntryNotFoundError
-    from gpt2_jax.hf_hub import _why
+    from gpt2_jax.weights.hub import _why
     lost = LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
     assert "did not answer" in _why("r@main", "config.json", lost, False, "http://127.0.0.1:9")
     assert "offline mode" in _why("r@main", "config.json", lost, True, "http://127.0.0.1:9")
@@ -440,7 +440,7 @@ NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.argv[0] = 'finetune';
 def _finetune_without_tf(args, env_extra=None):
     """``experiments.finetune`` in a process where ``import tensorflow`` fails."""
     env = {**os.environ, **(env_extra or {})}
-    code = NO_TF + "from experiments.finetune import main; sys.exit(main(sys.argv[1:]))"
+    code = NO_TF + "from gpt2_jax.commands.finetune import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -454,7 +454,7 @@ def test_training_from_hf_folder_needs_no_tensorflow_and_equals_the_tf_run(
     common = ["--data-file", str(data), "--epochs", "1", "--train-size", "48",
               "--val-size", "16", "--test-size", "16", "--batch-size", "8",
               "--memory-budget-gib", "0.001", "--pool", "last-real"]
-    from experiments import finetune
+    from gpt2_jax.commands import finetune
 
     assert finetune.main([*common, "--model-dir", str(tiny_model_dir),
                           "--run-dir", str(tmp_path / "tf")]) == 0
@@ -489,7 +489,7 @@ def test_training_from_hf_folder_needs_no_tensorflow_and_equals_the_tf_run(
 
 
 def test_hub_flags_are_checked():
-    from gpt2_jax.finetune import ModelConfig
+    from gpt2_jax.finetune.run import ModelConfig
 
     with pytest.raises(ValueError, match="give --hf-repo too"):
         ModelConfig(hf_revision="abc123")

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from conftest import BPE_DIR, REPO, needs
-from gpt2_jax.mesh import leaf_spec, make_mesh, parse_mesh
+from gpt2_jax.parallel.mesh import leaf_spec, make_mesh, parse_mesh
 
 EIGHT_CPUS = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 

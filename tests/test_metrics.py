@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gpt2_jax.metrics import classification_metrics, confusion_matrix
+from gpt2_jax.training.metrics import classification_metrics, confusion_matrix
 
 # 3 classes, 10 examples. By true class:
 #   cat  (0): predicted 0, 0, 1, 2  -> row [2, 1, 1]

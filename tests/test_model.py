@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpt2_jax.openai_checkpoint import load_gpt2, load_weights
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.generate import generate
-from gpt2_jax.model import GPTModel, init_params
+from gpt2_jax.weights.openai import load_gpt2, load_weights
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.generate import generate
+from gpt2_jax.model.gpt import GPTModel, init_params
 
 ATOL = 1e-4
 
@@ -85,7 +85,7 @@ def test_matches_hugging_face(loaded, flax_logits, pad):
     cfg, params, _ = loaded
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from gpt2_jax.interop import hf_lm
+    from gpt2_jax.weights.hf_torch import hf_lm
     model = hf_lm(cfg, params)
     ids = _inputs(cfg, seed=10 + int(pad), batch=4, pad_to=cfg.context_length if pad else None)
     with torch.no_grad():

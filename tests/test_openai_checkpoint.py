@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SETTINGS
-from gpt2_jax.openai_checkpoint import CheckpointError, load_gpt2, load_weights
-from gpt2_jax.testing import openai_variables, write_openai_model_dir, write_tf_checkpoint
+from gpt2_jax.weights.openai import CheckpointError, load_gpt2, load_weights
+from gpt2_jax.weights.synthetic import openai_variables, write_openai_model_dir, write_tf_checkpoint
 
 
 def test_round_trip_is_bit_exact(tiny_model_dir):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import BPE_DIR, REPO, needs
-from experiments import finetune
+from gpt2_jax.commands import finetune
 from gpt2_jax import Classifier
-from gpt2_jax.data import read_table
+from gpt2_jax.data.tables import read_table
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
 

@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from gpt2_jax import prefix
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.model import init_params
-from gpt2_jax.prefix import CacheEntry, cached_prefix, compute_prefix, file_sha256, prefix_key
+from gpt2_jax.training import prefix
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.gpt import init_params
+from gpt2_jax.training.prefix import CacheEntry, cached_prefix, compute_prefix, file_sha256, prefix_key
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
                 num_classes=2)

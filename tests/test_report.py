@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from gpt2_jax.metrics import classification_metrics
-from gpt2_jax.report import epoch_table, plot_history, short_name, short_names, write_json
+from gpt2_jax.training.metrics import classification_metrics
+from gpt2_jax.finetune.report import epoch_table, plot_history, short_name, short_names, write_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAB = ("ham", "spam")

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import BPE_DIR, REPO, needs
-from experiments import spam
-from gpt2_jax.classifier import load_classifier
-from gpt2_jax.config import GPTConfig
-from gpt2_jax.data import encode, epoch_order
-from gpt2_jax.finetune import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
+from gpt2_jax.commands import spam
+from gpt2_jax.classifier.classifier import load_classifier
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.tables import encode, epoch_order
+from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
                                run, train_classifier)
-from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.train import (NonFiniteError, Partition, TrainConfig, Trainer, make_optimizer,
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.training.train import (NonFiniteError, Partition, TrainConfig, Trainer, make_optimizer,
                             resolve_trainable)
-from gpt2_jax.train_checkpoints import EpochCheckpoints
+from gpt2_jax.training.checkpoints import EpochCheckpoints
 from synthetic import write_sms_file
 
 CFG = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2,
@@ -113,7 +113,7 @@ def _strip_times(history):
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from gpt2_jax.finetune import RunConfig, run
+from gpt2_jax.finetune.run import RunConfig, run
 
 def die(step):
     if step == 15:  # 10 steps per epoch: half-way through epoch 2

@@ -1,4 +1,4 @@
-"""The allocator setting of the command-line entry points (gpt2_jax.runtime)."""
+"""The allocator setting of the command-line entry points (gpt2_jax.util.runtime)."""
 import subprocess
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 SCRIPT = """
 import sys
 import numpy as np
-from gpt2_jax.runtime import keep_freed_memory
+from gpt2_jax.util.runtime import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() and keep_freed_memory()
 

@@ -17,15 +17,15 @@ from conftest import BPE_DIR, REPO, needs
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
 
-from experiments import classify as classify_cli  # noqa: E402
-from experiments import serve as serve_cli  # noqa: E402
+from gpt2_jax.commands import classify as classify_cli  # noqa: E402
+from gpt2_jax.commands import serve as serve_cli  # noqa: E402
 from experiments.serve_bench import ServeProcess, run_load  # noqa: E402
 from experiments.serve_screenshot import CHROMIUM, SPAM, chromium_page, classify_in_page  # noqa: E402
-from gpt2_jax.batcher import MicroBatcher, batch_rows  # noqa: E402
-from gpt2_jax.classifier import Classifier, ClassifierConfig, save_classifier  # noqa: E402
-from gpt2_jax.config import GPTConfig  # noqa: E402
-from gpt2_jax.model import init_params  # noqa: E402
-from gpt2_jax.serving import Limits, ServerThread, make_app, run_facts, warm_up  # noqa: E402
+from gpt2_jax.serve.batcher import MicroBatcher, batch_rows  # noqa: E402
+from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier  # noqa: E402
+from gpt2_jax.model.config import GPTConfig  # noqa: E402
+from gpt2_jax.model.gpt import init_params  # noqa: E402
+from gpt2_jax.serve.app import Limits, ServerThread, make_app, run_facts, warm_up  # noqa: E402
 
 pytestmark = needs(BPE_DIR)
 
@@ -247,7 +247,7 @@ def test_one_failing_request_does_not_fail_the_others_batched_with_it(classifier
 
 
 def test_json_python_cannot_read_is_a_400():
-    from gpt2_jax.serving import BadRequest, Limits, parse_texts
+    from gpt2_jax.serve.app import BadRequest, Limits, parse_texts
 
     with pytest.raises(BadRequest, match="a number too long") as err:
         parse_texts(b'{"texts": [' + b"9" * 5000 + b"]}", Limits())

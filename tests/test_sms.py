@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from conftest import BPE_DIR, SMS_FILE, needs
-from gpt2_jax import data, sms
-from gpt2_jax.download import DownloadError
-from gpt2_jax.tokenizer import get_tokenizer
+from gpt2_jax.data import tables as data
+from gpt2_jax.data import sms
+from gpt2_jax.weights.download import DownloadError
+from gpt2_jax.data.tokenizer import get_tokenizer
 from http_server import serve
 from synthetic import write_sms_file
 

@@ -5,8 +5,8 @@ import socket
 import pytest
 
 from conftest import BPE_DIR, needs
-from gpt2_jax import tokenizer
-from gpt2_jax.tokenizer import END_OF_TEXT_ID, TIKTOKEN_GPT2_URL, get_tokenizer
+from gpt2_jax.data import tokenizer
+from gpt2_jax.data.tokenizer import END_OF_TEXT_ID, TIKTOKEN_GPT2_URL, get_tokenizer
 
 
 @needs(BPE_DIR)

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from gpt2_jax.finetune import SpeedConfig, train_classifier
-from gpt2_jax.model import GPTModel, init_params
-from gpt2_jax.train import TrainConfig, Trainer, make_optimizer
-from gpt2_jax.train_checkpoints import (LEAF_DIGESTS, META_DIGEST, DamagedCheckpoint,
+from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.training.train import TrainConfig, Trainer, make_optimizer
+from gpt2_jax.training.checkpoints import (LEAF_DIGESTS, META_DIGEST, DamagedCheckpoint,
                                         EpochCheckpoints, run_fingerprints, state_digests)
 from test_resume import CFG, _data, _partition  # the same tiny model and data
 

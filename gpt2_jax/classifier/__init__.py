@@ -1,0 +1,1 @@
+"""A trained classifier: load it, predict, export it to transformers."""

@@ -1,0 +1,1 @@
+"""The user commands behind `python -m experiments.<name>` and the console scripts."""

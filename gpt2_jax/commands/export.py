@@ -1,0 +1,75 @@
+"""Write a trained classifier, or a GPT-2 folder, in Hugging Face's format.
+
+    python -m experiments.export --run runs/spam-124M-... --to hf exported/spam
+    python -m experiments.export --model-dir models/124M --to hf models/124M-hf
+
+--run: the classifier becomes a transformers GPT2ForSequenceClassification folder
+(config.json with id2label/label2id and pad_token_id, model.safetensors, vocab.json,
+merges.txt, tokenizer_config.json). Then, with transformers installed:
+
+    from transformers import pipeline
+    clf = pipeline("text-classification", model="exported/spam", top_k=None)
+    clf("WINNER!! Claim your prize now", truncation=True)
+
+gives the probabilities experiments.classify gives (within float32 rounding). Only
+classifiers trained with --pool last-real can be exported (transformers reads the
+last real token); the head's bias is folded into ln_f's bias, since transformers'
+score layer has none (see gpt2_jax.classifier.export).
+
+--model-dir: any GPT-2 folder this package reads (OpenAI's TensorFlow checkpoint
+included) becomes a Hugging Face GPT2LMHeadModel folder with model.safetensors, bit
+for bit the same weights. Convert once, then pass --model-dir OUT to
+experiments.finetune / experiments.spam: TensorFlow is no longer needed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+TARGETS = ("hf",)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", metavar="DIR", help="run folder of a trained classifier "
+                      "(holds classifier.json)")
+    what.add_argument("--model-dir", metavar="DIR", help="a GPT-2 folder (OpenAI's or Hugging "
+                      "Face's layout) to convert")
+    p.add_argument("--to", nargs=2, metavar=("FORMAT", "OUT"), required=True,
+                   help="format (hf: Hugging Face transformers) and the folder to write "
+                        "(must not exist, or be empty)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    target, out = args.to
+    if target not in TARGETS:
+        p.error(f"--to {target}: unknown format; choose from {', '.join(TARGETS)}")
+    from gpt2_jax.classifier.export import export_backbone, export_classifier
+    from gpt2_jax.util.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    try:
+        if args.run:
+            path = export_classifier(args.run, out)
+            print(f"wrote {path}: load it with transformers.pipeline('text-classification', "
+                  f"model='{path}', top_k=None)")
+        else:
+            path = export_backbone(args.model_dir, out)
+            print(f"wrote {path}: a Hugging Face GPT-2 folder; use it with --model-dir {path}")
+    except (OSError, ValueError, RuntimeError) as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

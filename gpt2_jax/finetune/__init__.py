@@ -1,0 +1,1 @@
+"""A whole run: its settings, its folder, its steps, its report."""

@@ -1,0 +1,1 @@
+"""GPT-2 itself: sizes, the Flax module, pooling, generation."""

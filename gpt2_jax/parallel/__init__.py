@@ -1,0 +1,1 @@
+"""Devices and processes: meshes, placements, several processes as one runtime."""

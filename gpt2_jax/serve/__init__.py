@@ -1,0 +1,1 @@
+"""The served classifier: micro-batching, the HTTP app and its page."""

@@ -1,0 +1,1 @@
+"""Training a classifier: what trains, the jitted step, the frozen prefix, checkpoints."""

@@ -1,0 +1,1 @@
+"""Small tools every layer may use: pytrees, files, downloads, process settings."""

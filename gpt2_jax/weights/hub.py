@@ -1,0 +1,96 @@
+"""A GPT-2 folder from the Hugging Face Hub, by repo id, through ``huggingface_hub``.
+
+Only the files a GPT-2 needs are fetched (``config.json``, the safetensors weights,
+``vocab.json`` + ``merges.txt``, else ``tokenizer.json``), into the library's own cache (``HF_HUB_CACHE``,
+by default ``~/.cache/huggingface/hub``), so a second run reads them from there.
+``revision`` pins a branch, tag or commit; offline (``offline=True``, or
+``GPT2_JAX_OFFLINE`` / ``HF_HUB_OFFLINE`` set) only the cache is read. The endpoint
+is the library's (``HF_ENDPOINT``) unless ``endpoint`` is given. Needs the ``hub``
+extra: ``pip install 'gpt2_jax[hub]'``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gpt2_jax.weights.download import offline_requested
+from gpt2_jax.weights.hf import CONFIG_FILE, SAFETENSORS, SAFETENSORS_INDEX, shard_names
+from gpt2_jax.data.tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
+
+
+class HubError(RuntimeError):
+    """The repo's files could not be had; the message says which file and why."""
+
+
+def _hub() -> None:
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        raise HubError("--hf-repo needs the huggingface_hub package: pip install "
+                       "'gpt2_jax[hub]' (or download the folder and pass --model-dir)") from None
+
+
+def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
+                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+                  endpoint: str | None = None) -> Path:
+    """The local folder (a snapshot in the cache, named by the commit) holding
+    ``repo_id``'s GPT-2 files."""
+    _hub()
+    from huggingface_hub import constants, hf_hub_download
+    try:
+        from huggingface_hub.errors import RemoteEntryNotFoundError as Absent
+    except ImportError:  # before huggingface_hub 1.0
+        from huggingface_hub.utils import EntryNotFoundError as Absent
+
+    if offline is None:
+        offline = offline_requested() or constants.is_offline_mode()
+    revision = revision or "main"
+    where = f"{repo_id}@{revision}"
+
+    def get(name: str, optional: bool = False) -> Path | None:
+        """The file's cached path; None for an optional file the repo (or, offline, the
+        cache) does not have."""
+        try:
+            return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=offline, endpoint=endpoint))
+        except Absent:
+            if optional:
+                return None
+            raise HubError(f"{where}: the repository has no {name}") from None
+        except Exception as err:  # the library raises many types; say which file, and why
+            if optional and offline and type(err).__name__ == "LocalEntryNotFoundError":
+                return None
+            raise HubError(_why(where, name, err, offline, endpoint or constants.ENDPOINT)
+                           ) from None
+
+    config = get(CONFIG_FILE)
+    if get(SAFETENSORS, optional=True) is None:
+        index = get(SAFETENSORS_INDEX, optional=True)
+        if index is None:
+            raise HubError(f"{where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
+                           + ("is in the Hugging Face cache, and offline mode downloads nothing"
+                              if offline else "is in the repository; only safetensors weights "
+                              "are fetched from the Hub"))
+        for shard in shard_names(index):  # the loader's own reading of the index
+            get(shard)
+    # tokenizer files are optional: without them the standard GPT-2 BPE is used
+    if None in [get(name, optional=True) for name in HF_BPE_FILES]:
+        get(HF_TOKENIZER_JSON, optional=True)
+    return config.parent
+
+
+def _why(where: str, name: str, err: Exception, offline: bool, endpoint: str) -> str:
+    kind = type(err).__name__
+    first = (str(err).strip().splitlines() or [kind])[0]
+    if kind == "LocalEntryNotFoundError":
+        if offline:
+            return (f"{where}: {name} is not in the Hugging Face cache, and offline mode "
+                    "downloads nothing; run once online, or unset GPT2_JAX_OFFLINE / "
+                    "HF_HUB_OFFLINE")
+        return (f"{where}: {name} could not be fetched ({endpoint} did not answer) and is not "
+                "in the Hugging Face cache; check the connection or HF_ENDPOINT")
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return f"{where}: no such repository on the Hub (or it is private or gated; log in first)"
+    if kind == "RevisionNotFoundError":
+        return f"{where}: no such revision (a branch, tag or commit hash)"
+    return f"{where}: {name} cannot be fetched ({kind}: {first})"
