@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         print(f"error: {CHROMIUM} not found; install it (apt-get install chromium)",
               file=sys.stderr)
         return 1
-    from gpt2_jax.commands.classify import InputError, load
+    from gpt2_jax.commands.common import InputError, load
     from gpt2_jax.util.runtime import keep_freed_memory
     from gpt2_jax.serve.app import ServerThread, make_app, run_facts
 

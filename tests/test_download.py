@@ -8,9 +8,10 @@ from gpt2_jax.weights.openai import load_gpt2
 from conftest import BPE_DIR, needs
 from gpt2_jax.weights.openai import parameter_count
 from gpt2_jax.model.config import settings_for_size
-from gpt2_jax.weights.download import (GPT2_BASE_URL, GPT2_BPE, GPT2_DATA_BYTES, GPT2_FILES,
-                               DownloadError, Expected, download_and_load_gpt2, download_gpt2,
-                               fetch, gpt2_files, sha256_of)
+from gpt2_jax.data.tokenizer import GPT2_BPE
+from gpt2_jax.util.fetch import DownloadError, Expected, fetch, sha256_of
+from gpt2_jax.weights.download import (GPT2_BASE_URL, GPT2_DATA_BYTES, GPT2_FILES,
+                                       download_and_load_gpt2, download_gpt2, gpt2_files)
 from http_server import serve
 
 

@@ -11,7 +11,8 @@ from gpt2_jax.data.tables import encode
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.finetune.run import SpeedConfig, train_classifier
 from gpt2_jax.model.pooling import pool_logits, pool_positions
-from gpt2_jax.training.prefix import bucket_length, compute_prefix
+from gpt2_jax.data.batches import bucket_length
+from gpt2_jax.training.prefix import compute_prefix
 from gpt2_jax.training.train import Partition, TrainConfig, resolve_trainable, weighted_cross_entropy
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,

@@ -10,7 +10,7 @@ import pytest
 from conftest import BPE_DIR, SMS_FILE, needs
 from gpt2_jax.data import tables as data
 from gpt2_jax.data import sms
-from gpt2_jax.weights.download import DownloadError
+from gpt2_jax.util.fetch import DownloadError
 from gpt2_jax.data.tokenizer import get_tokenizer
 from http_server import serve
 from synthetic import write_sms_file

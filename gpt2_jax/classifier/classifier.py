@@ -30,7 +30,7 @@ from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.parallel.mesh import to_host
 from gpt2_jax.model.gpt import GPTModel, init_params, param_shapes
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
-from gpt2_jax.training.prefix import BUCKET_STEP, prefix_schedule
+from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
 from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
 from gpt2_jax.util.tree import named_leaves, path_name
 

@@ -30,11 +30,9 @@ import pandas as pd
 from gpt2_jax.data.tables import FORMATS, read_table
 from gpt2_jax.util.runtime import keep_freed_memory
 
+from gpt2_jax.commands.common import InputError, load, one_line
+
 OUTPUT_FORMATS = (".csv", ".jsonl")
-
-
-class InputError(Exception):
-    """A problem with what the user gave (texts, files); reported as one line, exit 1."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,15 +128,6 @@ def read_input_file(path: str, text_column: str, fmt: str) -> list[str]:
     return df["text"].astype(str).tolist()
 
 
-def one_line(err: BaseException) -> str:
-    """The message on one line: a list of problems (one per line) is joined with "; "."""
-    lines = [line.strip() for line in str(err).strip().strip("'\"").splitlines() if line.strip()]
-    if not lines:  # KeyError quotes its message, hence the strip above
-        return type(err).__name__
-    head, rest = lines[0], lines[1:]
-    return head if not rest else f"{head.rstrip(':')}: " + "; ".join(rest)
-
-
 def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.DataFrame:
     """Columns text, label, p_<class>..., truncated."""
     table = pd.DataFrame({"text": texts, "label": pred.labels})
@@ -198,18 +187,6 @@ def main(argv=None) -> int:
     print(f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
           f"{classifier.spec.max_length} tokens and were truncated to them", file=sys.stderr)
     return 0
-
-
-def load(run: str):
-    """The classifier in ``run``; a folder that is not a finished run is an InputError."""
-    from gpt2_jax.classifier.classifier import Classifier
-
-    try:
-        return Classifier.load(run)
-    except (OSError, ValueError) as err:
-        raise InputError(one_line(err)) from None
-    except RuntimeError as err:  # the tokenizer: no BPE files and no network
-        raise InputError(f"{run}: {one_line(err)}") from None
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import argparse
 import sys
 import time
 
-from gpt2_jax.commands.classify import InputError, load, one_line
+from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.util.runtime import keep_freed_memory
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 # (data imports this module only inside read_table)
-from gpt2_jax.data.tables import SMS_FILE_NAME, SMS_QUOTING, CsvRecordError, _Problems, csv_records
-from gpt2_jax.weights.download import fetch
+from gpt2_jax.data.records import SMS_FILE_NAME, SMS_QUOTING, CsvRecordError, Problems, csv_records
+from gpt2_jax.util.fetch import fetch
 
 SMS_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -71,7 +71,7 @@ def check_lines(path: Path, raw: bytes, *, quoting: str = "pandas") -> None:
     Lines that are empty or only spaces are skipped (pandas skips them too). With
     ``quoting="none"`` a line must hold exactly one tab; with the lab's quoting a second
     tab may sit inside a quoted message, so ``_check_records`` counts fields instead."""
-    problems = _Problems(path)
+    problems = Problems(path)
     for number, line in enumerate(raw.splitlines(), start=1):
         problem = _line_problem(number, line, quoting)
         if problem:
@@ -207,7 +207,7 @@ def _sms_records(text: str) -> list[tuple[int, int, list]]:
 def _check_records(path: Path, text: str, records: list[tuple[int, int, list]]) -> None:
     """Every record is label + message (a tab only inside a quoted message), and no
     quote runs on to the end of the file."""
-    problems = _Problems(path)
+    problems = Problems(path)
     for start, end, row in records:
         if len(row) != 2:
             problems.add(_fields_problem(start, end, len(row)))

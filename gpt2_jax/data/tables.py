@@ -32,47 +32,19 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from gpt2_jax.data import sms
+from gpt2_jax.data.records import (MAX_PROBLEMS, SMS_FILE_NAME, SMS_QUOTING, CsvRecordError,
+                                    Problems, byte_place, csv_records, decode)
 from gpt2_jax.data.tokenizer import END_OF_TEXT_ID
 
 PAD_ID = END_OF_TEXT_ID
 FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
               ".ndjson": "jsonl", ".parquet": "parquet"}
-SMS_FILE_NAME = "SMSSpamCollection"  # the one extension-less name ``fmt="auto"`` knows
-# how the "sms" format treats quotes (gpt2_jax.data.sms.read_sms_spam): "pandas" = the lab's
-# (a message starting with " runs on to the next "), "none" = one message per line
-SMS_QUOTING = ("pandas", "none")
-MAX_PROBLEMS = 5  # a bad file reports this many problems at once, not thousands
 _INTEGER = re.compile(r"-?[0-9]+")  # an integer label as written (ASCII digits only)
 
 
 # --------------------------------------------------------------------------- reading
-
-class _Problems:
-    """Collects "line N: what is wrong" for one file and raises them as one ValueError."""
-
-    def __init__(self, path: Path, advice: str = ""):
-        self.path, self.advice, self.items = path, advice, []
-
-    @property
-    def full(self) -> bool:
-        return len(self.items) >= MAX_PROBLEMS
-
-    def add(self, problem: str) -> None:
-        if not self.full:
-            self.items.append(problem)
-
-    def raise_if_any(self, more: bool = False) -> None:
-        """``more``: reading stopped at the limit, so there may be further problems."""
-        if not self.items:
-            return
-        advice = f" ({self.advice})" if self.advice else ""
-        if len(self.items) == 1 and not more:
-            raise ValueError(f"{self.path} {self.items[0]}{advice}")
-        tail = ["(stopped after the first ones)"] if more or self.full else []
-        raise ValueError(f"{self.path}: {len(self.items)} problems{advice}:\n  "
-                         + "\n  ".join(self.items + tail))
-
 
 def guess_format(path: str | os.PathLike) -> str:
     """The format ``fmt="auto"`` picks for ``path``: by extension (case ignored), or
@@ -117,8 +89,7 @@ def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str =
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if fmt == "sms":
-        from gpt2_jax.data.sms import read_sms_spam  # sms imports this module, so not at the top
-        return read_sms_spam(path, quoting=sms_quoting)
+        return sms.read_sms_spam(path, quoting=sms_quoting)
     if label_column is not None and label_column == text_column:
         raise ValueError(f"{path}: text and label column are both {text_column!r}; name two "
                          "different columns with --text-column and --label-column")
@@ -144,7 +115,7 @@ def _frame(path: Path, columns: tuple[str, ...], places: list[str],
     return df
 
 
-def _keep_checked(problems: _Problems, place: str, columns: tuple[str, ...], values,
+def _keep_checked(problems: Problems, place: str, columns: tuple[str, ...], values,
                   places: list, cells: list) -> None:
     """One record's cells checked (see ``_check_cells``) and, when fine, kept with its
     place; the record loop of every reader goes through here."""
@@ -154,7 +125,7 @@ def _keep_checked(problems: _Problems, place: str, columns: tuple[str, ...], val
         cells.append(checked)
 
 
-def _check_cells(problems: _Problems, place: str, columns: tuple[str, ...],
+def _check_cells(problems: Problems, place: str, columns: tuple[str, ...],
                  text, label=None) -> tuple | None:
     """(text[, label]) as strings, or None after noting what is wrong with them."""
     kinds = ("text", "label")
@@ -204,72 +175,13 @@ def _is_null(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    """The file as text (UTF-8, a leading byte-order mark dropped); a byte that is not
-    UTF-8 is reported with its line and its byte position in that line (the mark not
-    counted: editors do not show it)."""
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line, column = byte_place(raw, err.start)
-        raise ValueError(f"{path} line {line}, byte {column}: {raw[err.start]:#04x} is not "
-                         "UTF-8 (save the file as UTF-8)") from None
-
-
-def byte_place(raw: bytes, offset: int) -> tuple[int, int]:
-    """(line, byte in that line) of ``raw[offset]``, both 1-based."""
-    line = raw.count(b"\n", 0, offset) + 1
-    return line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-
-
-class CsvRecordError(ValueError):
-    """The csv module refused a record: ``start`` = the line the record starts on,
-    ``line`` = where the parser gave up, ``reason`` = its message."""
-
-    def __init__(self, start: int, line: int, reason: str):
-        super().__init__(f"line {start}: {reason}")
-        self.start, self.line, self.reason = start, line, reason
-
-
-def csv_records(text: str, delimiter: str, strict: bool = True) -> list[tuple[int, int, list]]:
-    """``(first_line, last_line, fields)`` of every non-blank record of ``text`` (1-based
-    lines; a quoted field may hold newlines, so one record may span several lines).
-
-    Standard quoting (RFC 4180): ``"`` opens a field that may hold the delimiter,
-    newlines and doubled quotes ``""``. ``strict`` makes a quote that is never closed
-    (or text right after a closing quote) a ``CsvRecordError`` instead of being taken as
-    data; that is what a broken quote looks like.
-    """
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=strict)
-    limit = csv.field_size_limit()
-    # A field cannot be longer than the file; the default limit (128 KiB) would turn an
-    # unclosed quote into a "field larger than field limit" error far from its start.
-    csv.field_size_limit(max(limit, len(text) + 1))
-    records, done = [], 0  # done: lines consumed by the records before
-    try:
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                raise CsvRecordError(done + 1, reader.line_num, str(err)) from None
-            if row:  # a blank line is an empty record
-                records.append((done + 1, reader.line_num, row))
-            done = reader.line_num
-    finally:
-        csv.field_size_limit(limit)
-    return records
-
-
 def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """CSV (``delimiter=","``) or TSV with a header row and standard quoting.
 
     Python's csv module parses it (every cell a string, nothing turned into NaN, like
     pandas with ``dtype=str, keep_default_na=False``): the same parser then gives the
     values and the line each record starts on, so ``where`` cannot disagree with them."""
-    text = _decode(path, path.read_bytes())
+    text = decode(path, path.read_bytes())
     name = "tab" if delimiter == "\t" else "comma"
     try:
         records = csv_records(text, delimiter)
@@ -284,7 +196,7 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
                          f"(e.g. {delimiter.join(columns)}) and rows under it")
     (_, _, header), rows = records[0], records[1:]
     index = _column_index(path, header, columns)
-    problems = _Problems(path, "fill in or remove these rows")
+    problems = Problems(path, "fill in or remove these rows")
     places, cells = [], []
     for start, end, row in rows:
         place = f"line {start}"
@@ -328,9 +240,9 @@ def _require_columns(path: Path, present: Sequence[str], columns: tuple[str, ...
 
 def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """One JSON object per line (blank lines skipped); ``columns`` are its keys."""
-    text = _decode(path, path.read_bytes())
+    text = decode(path, path.read_bytes())
     example = ", ".join(f'"{c}": "..."' for c in columns)
-    problems = _Problems(path, f"fix or remove these lines; each holds one JSON object "
+    problems = Problems(path, f"fix or remove these lines; each holds one JSON object "
                                f"like {{{example}}}")
     places, cells = [], []
     # split on "\n" only: str.splitlines would also split at U+2028 etc., which JSON
@@ -370,7 +282,7 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
                               "pip install 'gpt2_jax[parquet]'") from None
     table = pd.read_parquet(path)
     _require_columns(path, [str(c) for c in table.columns], columns)
-    problems = _Problems(path, "fill in or remove these rows")
+    problems = Problems(path, "fill in or remove these rows")
     places, cells = [], []
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):

@@ -16,7 +16,18 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gpt2_jax.weights.download import GPT2_BPE, GPT2_BPE_MIRROR, offline_requested
+from gpt2_jax.util.fetch import Expected, offline_requested
+
+# a second home of the two BPE files (the one tiktoken reads)
+GPT2_BPE_MIRROR = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+# GPT-2's byte-pair files are the same for every model size (and on the
+# .../encodings/main/ path): sizes and SHA-256 of OpenAI's copies.
+GPT2_BPE = {
+    "encoder.json": Expected(1_042_301,
+                             "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "vocab.bpe": Expected(456_318,
+                          "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+}
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
@@ -37,7 +48,7 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
 
     Without those files: online, ``tiktoken.get_encoding("gpt2")`` (its cache, else a
     download); offline (``offline=True``, or ``None`` and ``GPT2_JAX_OFFLINE`` set, see
-    ``gpt2_jax.weights.download.offline_requested``) only tiktoken's cache, and no network at
+    ``gpt2_jax.util.fetch.offline_requested``) only tiktoken's cache, and no network at
     all. What cannot be had is a ``RuntimeError`` of one line saying where to put them."""
     local = bpe_files(bpe_dir) if bpe_dir is not None else None
     if local is not None:

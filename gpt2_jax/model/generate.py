@@ -9,7 +9,7 @@ import numpy as np
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
-from gpt2_jax.training.prefix import bucket_length
+from gpt2_jax.data.batches import bucket_length
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

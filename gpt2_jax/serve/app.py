@@ -324,7 +324,7 @@ def warm_up(classifier, max_batch: int) -> int:
     (else the first requests of each shape wait for XLA): rows 1, 2, 4 .. ``max_batch``
     times each length bucket up to ``max_length``. Returns the number of shapes."""
     from gpt2_jax.model.pooling import reads_padding
-    from gpt2_jax.training.prefix import bucket_length
+    from gpt2_jax.data.batches import bucket_length
 
     spec = classifier.spec
     widths = {}  # bucket width -> a text that needs it

@@ -25,30 +25,8 @@ from gpt2_jax.parallel.mesh import Placement, to_host
 from gpt2_jax.model.gpt import Block, GPTModel, uses_fused_attention
 from gpt2_jax.util.tree import named_leaves
 
-BUCKET_STEP = 32  # training/eval batches are padded to a multiple of this many tokens
-
-
-def bucket_length(longest: int, full: int, step: int = BUCKET_STEP) -> int:
-    """Smallest multiple of ``step`` >= ``longest`` (at most ``full``): few shapes to
-    compile, little padding."""
-    return min(full, max(step, -(-longest // step) * step))
-
-
 PREFIX_ROWS = 32  # rows per prefix batch when every row has the full width
 PREFIX_LAYOUT = 2  # in the cache key: 2 = packed rows, zeros after each text's end
-
-
-def prefix_schedule(lengths: np.ndarray, full: int, batch_size: int,
-                    bucketed: bool, step: int = BUCKET_STEP) -> list[tuple[np.ndarray, int]]:
-    """``(row indices, width)`` of each batch of a pass over texts. Bucketed: rows in
-    length order, each batch cut to its bucket length; else every batch is ``full`` wide."""
-    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
-    batches = []
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        width = bucket_length(int(lengths[idx].max()), full, step) if bucketed else full
-        batches.append((idx, width))
-    return batches
 
 
 PACK_TOKENS = 4112  # token slots per packed prefix batch (16 rows of 257, 64 of 64, ...)

@@ -33,7 +33,7 @@ from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_sharding
 from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify
-from gpt2_jax.training.prefix import bucket_length
+from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.util.tree import count_params, named_leaves, subtree
 
 # Words accepted among --trainable patterns; anything else is a regular expression.

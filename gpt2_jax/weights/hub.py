@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gpt2_jax.weights.download import offline_requested
+from gpt2_jax.util.fetch import offline_requested
 from gpt2_jax.weights.hf import CONFIG_FILE, SAFETENSORS, SAFETENSORS_INDEX, shard_names
 from gpt2_jax.data.tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
 
