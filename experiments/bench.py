@@ -13,11 +13,11 @@ variants run whole, compile time included. Writes bench/<variant>.json and
 bench/results.{json,md}; the table also takes in results already in that folder, so
 variants can be run in separate calls.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -35,19 +35,18 @@ VARIANTS = {
     "last-f32": ("gpt2_jax, cached, --pool last", "last", True, None),
     "last-bf16": ("gpt2_jax, cached, --pool last, bf16 prefix", "last", True, "bfloat16"),
     "real-f32": ("gpt2_jax, cached, --pool last-real", "last-real", True, None),
-    "real-bf16": ("gpt2_jax, cached, --pool last-real, bf16 prefix", "last-real", True,
-                  "bfloat16"),
+    "real-bf16": ("gpt2_jax, cached, --pool last-real, bf16 prefix", "last-real", True, "bfloat16"),
 }
 
 
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
     from gpt2_jax.data import tables
-    from gpt2_jax.weights.pretrained import load_pretrained
-    from gpt2_jax.model.config import GPTConfig
     from gpt2_jax.data.sms import read_sms_spam
     from gpt2_jax.data.tokenizer import get_tokenizer
+    from gpt2_jax.model.config import GPTConfig
     from gpt2_jax.training.train import class_weights_for
+    from gpt2_jax.weights.pretrained import load_pretrained
 
     settings, params = load_pretrained(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
@@ -62,9 +61,9 @@ def _setup(args):
 def _lab_setup(args):
     """What ``experiments.spam`` builds before training: the classifier tree and the
     partition of the lab's trainable leaves."""
-    from gpt2_jax.weights.openai import load_weights
     from gpt2_jax.classifier.classifier import with_class_head
     from gpt2_jax.training.train import Partition, resolve_trainable
+    from gpt2_jax.weights.openai import load_weights
 
     cfg, params, data, weights = _setup(args)
     tree, _ = with_class_head(load_weights(params), cfg, 123)
@@ -75,9 +74,14 @@ def _lab_setup(args):
 def _extrapolate(epochs, n_train, n_test, batch, step_s, eval_s, fixed_s):
     steps = n_train // batch
     evals = -(-n_train // batch) + -(-n_test // batch)
-    return {"epoch_s": steps * step_s, "eval_epoch_s": evals * eval_s,
-            "total_s": fixed_s + epochs * (steps * step_s + evals * eval_s),
-            "step_s": step_s, "eval_batch_s": eval_s, "extrapolated": True}
+    return {
+        "epoch_s": steps * step_s,
+        "eval_epoch_s": evals * eval_s,
+        "total_s": fixed_s + epochs * (steps * step_s + evals * eval_s),
+        "step_s": step_s,
+        "eval_batch_s": eval_s,
+        "extrapolated": True,
+    }
 
 
 def run_hf(args):
@@ -90,12 +94,16 @@ def run_hf(args):
     cfg, params, data, weights = _setup(args)
     torch.manual_seed(0)
     model = transformers.GPT2ForSequenceClassification(
-        hf_config(cfg, num_labels=2, pad_token_id=50256))
+        hf_config(cfg, num_labels=2, pad_token_id=50256)
+    )
     load_into(model, hf_state_dict(params))
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = [*model.transformer.h[-1].parameters(), *model.transformer.ln_f.parameters(),
-                 *model.score.parameters()]
+    trainable = [
+        *model.transformer.h[-1].parameters(),
+        *model.transformer.ln_f.parameters(),
+        *model.score.parameters(),
+    ]
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.1)
@@ -107,8 +115,9 @@ def run_hf(args):
         idx = slice(i * 16, (i + 1) * 16)
         model.train()
         logits = model(input_ids=torch.tensor(train.ids[idx], dtype=torch.long)).logits
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(train.labels[idx],
-                                                                      dtype=torch.long), weight=w)
+        loss = torch.nn.functional.cross_entropy(
+            logits, torch.tensor(train.labels[idx], dtype=torch.long), weight=w
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -116,7 +125,7 @@ def run_hf(args):
     def evaluate(i):
         model.eval()
         with torch.no_grad():
-            model(input_ids=torch.tensor(train.ids[i * 16:(i + 1) * 16], dtype=torch.long))
+            model(input_ids=torch.tensor(train.ids[i * 16 : (i + 1) * 16], dtype=torch.long))
 
     step(0), evaluate(0)  # warm-up
     t = time.perf_counter()
@@ -141,13 +150,16 @@ def run_book(args):
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
     speed = SpeedConfig(prefix_cache=False, pooled_only=False)
-    trainer = build_trainer(GPTModel(cfg), TrainConfig(), speed, "last", weights, partition,
-                            len(data["train"]))
+    trainer = build_trainer(
+        GPTModel(cfg), TrainConfig(), speed, "last", weights, partition, len(data["train"])
+    )
     frozen, state = partition.frozen(tree), trainer.init(partition.trainable(tree))
     del tree
     train = data["train"]
-    batch = lambda i: Batch(*(a[i * 16:(i + 1) * 16]  # noqa: E731
-                              for a in (train.ids, train.lengths, train.labels)))
+
+    def batch(i):
+        return Batch(*(a[i * 16 : (i + 1) * 16] for a in (train.ids, train.lengths, train.labels)))
+
     state, metrics = trainer.train_step(state, frozen, batch(0))
     jax.block_until_ready(trainer.eval_step(state.trainable, frozen, batch(0)))
     fixed = time.perf_counter() - t0  # loading + both compiles
@@ -172,23 +184,36 @@ def run_cached(args, pool, prefix_dtype):
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
-    _, history = train_classifier(GPTModel(cfg), tree, data, ("ham", "spam"),
-                                  TrainConfig(epochs=args.epochs),
-                                  SpeedConfig(prefix_dtype=prefix_dtype or "float32"), pool,
-                                  weights, partition, log=lambda s: None)
+    _, history = train_classifier(
+        GPTModel(cfg),
+        tree,
+        data,
+        ("ham", "spam"),
+        TrainConfig(epochs=args.epochs),
+        SpeedConfig(prefix_dtype=prefix_dtype or "float32"),
+        pool,
+        weights,
+        partition,
+        log=lambda s: None,
+    )
     total = time.perf_counter() - t0
     work = prefix_work(cfg, data, pool == "last-real")
     prefix_s = history[0]["prefix_seconds"]
     rate = matmul_rate(prefix_dtype, work["tokens_per_batch"], cfg.emb_dim)
     gflops = work["prefix_flops"] / prefix_s / 1e9
-    return {"total_s": total, "prefix_s": prefix_s, "prefix_gflops": gflops,
-            "matmul_gflops": rate, "prefix_share": gflops / rate, **work,
-            "epoch_s": float(np.mean([h["train_seconds"] for h in history])),
-            "eval_epoch_s": float(np.mean([h["eval_seconds"] for h in history])),
-            "extrapolated": False,
-            "final_test": {k2: history[-1]["test"][k2] for k2 in ("loss", "accuracy",
-                                                                   "spam_recall")},
-            "final_train_loss": history[-1]["train"]["loss"]}
+    return {
+        "total_s": total,
+        "prefix_s": prefix_s,
+        "prefix_gflops": gflops,
+        "matmul_gflops": rate,
+        "prefix_share": gflops / rate,
+        **work,
+        "epoch_s": float(np.mean([h["train_seconds"] for h in history])),
+        "eval_epoch_s": float(np.mean([h["eval_seconds"] for h in history])),
+        "extrapolated": False,
+        "final_test": {k2: history[-1]["test"][k2] for k2 in ("loss", "accuracy", "spam_recall")},
+        "final_train_loss": history[-1]["train"]["loss"],
+    }
 
 
 def prefix_work(cfg, data: dict, bucketed: bool) -> dict:
@@ -204,8 +229,10 @@ def prefix_work(cfg, data: dict, bucketed: bool) -> dict:
         first, _ = unique_texts(split.ids, split.lengths)
         full = split.ids.shape[1]
         if bucketed:  # (row width, rows computed) of each group, last batch filled up
-            shapes = [(plan.width, -(-plan.rows // rows) * rows)
-                      for plan, rows in pack_groups(first, split.lengths, full)]
+            shapes = [
+                (plan.width, -(-plan.rows // rows) * rows)
+                for plan, rows in pack_groups(first, split.lengths, full)
+            ]
         else:
             shapes = [(full, -(-len(first) // PREFIX_ROWS) * PREFIX_ROWS)]
         for width, rows in shapes:
@@ -213,8 +240,12 @@ def prefix_work(cfg, data: dict, bucketed: bool) -> dict:
             flops += k * rows * (24 * e * e * width + 2 * e * width * (width + 1))
         real += int(split.lengths.sum())
     full = max(split.ids.shape[1] for split in data.values())
-    return {"prefix_slots": slots, "real_tokens": real, "prefix_flops": flops,
-            "tokens_per_batch": PACK_TOKENS if bucketed else PREFIX_ROWS * full}
+    return {
+        "prefix_slots": slots,
+        "real_tokens": real,
+        "prefix_flops": flops,
+        "tokens_per_batch": PACK_TOKENS if bucketed else PREFIX_ROWS * full,
+    }
 
 
 def matmul_rate(dtype: str | None, m: int, e: int, reps: int = 5) -> float:
@@ -262,37 +293,56 @@ def one(args) -> None:
 
 def table(results: dict, epochs: int) -> str:
     hf = results.get("hf", {}).get("total_s")
-    lines = [f"| variant | s / training epoch | s / eval pass (train+test) | {epochs}-epoch run, s "
-             "| × vs HF | peak RSS GiB | prefix GFLOP/s of the matmul rate for its shapes | test acc |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
+    lines = [
+        f"| variant | s / training epoch | s / eval pass (train+test) | {epochs}-epoch run, s "
+        "| × vs HF | peak RSS GiB | prefix GFLOP/s of the matmul rate for its shapes | test acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.values():
         if "error" in r:
             lines.append(f"| {r['description']} | failed: {r['error'][:80]} |||||||")
             continue
-        gf = (f"{r['prefix_gflops']:.0f} of {r['matmul_gflops']:.0f} "
-              f"({100 * r['prefix_gflops'] / r['matmul_gflops']:.0f} %)"
-              if "prefix_gflops" in r else "")
+        gf = (
+            f"{r['prefix_gflops']:.0f} of {r['matmul_gflops']:.0f} "
+            f"({100 * r['prefix_gflops'] / r['matmul_gflops']:.0f} %)"
+            if "prefix_gflops" in r
+            else ""
+        )
         acc = f"{r['final_test']['accuracy']:.4f}" if "final_test" in r else ""
         star = "*" if r["extrapolated"] else ""
         ratio = f"{hf / r['total_s']:.1f}" if hf else "n/a"
-        lines.append(f"| {r['description']} | {r['epoch_s']:.1f}{star} | "
-                     f"{r['eval_epoch_s']:.1f}{star} | {r['total_s']:.0f}{star} | {ratio} | "
-                     f"{r['peak_rss_gib']:.2f} | {gf} | {acc} |")
+        lines.append(
+            f"| {r['description']} | {r['epoch_s']:.1f}{star} | "
+            f"{r['eval_epoch_s']:.1f}{star} | {r['total_s']:.0f}{star} | {ratio} | "
+            f"{r['peak_rss_gib']:.2f} | {gf} | {acc} |"
+        )
     lines.append("")
-    lines.append("\\* extrapolated from timed steps (see --steps); the others ran whole, "
-                 "compile and the one-off prefix pass included.")
+    lines.append(
+        "\\* extrapolated from timed steps (see --steps); the others ran whole, "
+        "compile and the one-off prefix pass included."
+    )
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", default="models/124M",
-                   help="GPT-2 folder in OpenAI's layout (random weights do for timing)")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model-dir",
+        default="models/124M",
+        help="GPT-2 folder in OpenAI's layout (random weights do for timing)",
+    )
     p.add_argument("--data-file", default="../shared/data/sms_spam_collection/SMSSpamCollection")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--steps", type=int, default=5,
-                   help="timed training steps and eval batches for extrapolated variants")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="timed training steps and eval batches for extrapolated variants",
+    )
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default="bench")
     p.add_argument("--one", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -306,9 +356,23 @@ def main(argv=None) -> None:
     for name in args.variants:
         print(f"running {name}: {VARIANTS[name][0]} ...", flush=True)
         path = out / f"{name}.json"
-        cmd = [sys.executable, "-m", "experiments.bench", "--one", name, "--result", str(path),
-               "--model-dir", args.model_dir, "--data-file", args.data_file,
-               "--epochs", str(args.epochs), "--steps", str(args.steps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.bench",
+            "--one",
+            name,
+            "--result",
+            str(path),
+            "--model-dir",
+            args.model_dir,
+            "--data-file",
+            args.data_file,
+            "--epochs",
+            str(args.epochs),
+            "--steps",
+            str(args.steps),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             results[name] = {"description": VARIANTS[name][0], "error": proc.stderr[-2000:]}
@@ -323,8 +387,9 @@ def main(argv=None) -> None:
     results = {name: results[name] for name in VARIANTS if name in results}
     machine = machine_name()
     md = f"Machine: {machine}\n\n" + table(results, args.epochs)
-    (out / "results.json").write_text(json.dumps({"machine": machine, "results": results},
-                                                 indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2)
+    )
     (out / "results.md").write_text(md + "\n")
     print(md)
 

@@ -2,6 +2,7 @@
 
 The command lives in `gpt2_jax/commands/grid.py`; this alias keeps the short name.
 """
+
 import sys
 
 from gpt2_jax.commands.grid import main

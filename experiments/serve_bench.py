@@ -11,6 +11,7 @@ the rest. Prints, and with --output writes as a markdown table, p50/p99 latency,
 throughput and the batched/unbatched throughput ratio, with the CPU named.
 Any failed request is counted and makes the exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,13 +71,16 @@ class LoadResult:
         return len(self.latencies) / self.seconds if self.seconds > 0 else float("nan")
 
     def summary(self) -> str:
-        return (f"{self.requests} requests, {len(self.errors)} errors, "
-                f"p50 {1000 * self.percentile(50):.1f} ms, p99 {1000 * self.percentile(99):.1f} "
-                f"ms, {self.throughput:.1f} requests/s")
+        return (
+            f"{self.requests} requests, {len(self.errors)} errors, "
+            f"p50 {1000 * self.percentile(50):.1f} ms, p99 {1000 * self.percentile(99):.1f} "
+            f"ms, {self.throughput:.1f} requests/s"
+        )
 
 
-def run_load(url: str, clients: int = 8, requests: int = 50, texts=TEXTS,
-             timeout: float = 60.0) -> LoadResult:
+def run_load(
+    url: str, clients: int = 8, requests: int = 50, texts=TEXTS, timeout: float = 60.0
+) -> LoadResult:
     """``clients`` threads, each sending ``requests`` one-text POST /classify in a row
     over one keep-alive connection. Every failure (status, bad answer, exception) is
     recorded, none raised; each request is bounded by ``timeout`` seconds."""
@@ -93,8 +97,7 @@ def run_load(url: str, clients: int = 8, requests: int = 50, texts=TEXTS,
                 body = json.dumps({"texts": [text]}).encode()
                 started = time.perf_counter()
                 try:
-                    conn.request("POST", "/classify", body,
-                                 {"Content-Type": "application/json"})
+                    conn.request("POST", "/classify", body, {"Content-Type": "application/json"})
                     res = conn.getresponse()
                     answer = res.read()
                     took = time.perf_counter() - started
@@ -103,8 +106,7 @@ def run_load(url: str, clients: int = 8, requests: int = 50, texts=TEXTS,
                 except Exception as err:  # noqa: BLE001 - counted, then a fresh connection
                     took, problem = 0.0, f"{type(err).__name__}: {err}"
                     conn.close()
-                    conn = http.client.HTTPConnection(parts.hostname, parts.port,
-                                                      timeout=timeout)
+                    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
                 with lock:
                     (errors.append(problem) if problem else latencies.append(took))
         finally:
@@ -136,21 +138,33 @@ class ServeProcess:
     ``with ServeProcess(run, flags) as url``: started, ready (``/health``), stopped."""
 
     def __init__(self, run: str, flags=(), start_timeout: float = 300.0):
-        self.cmd = [sys.executable, "-m", "experiments.serve", "--run", str(run),
-                    "--port", "0", *flags]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "experiments.serve",
+            "--run",
+            str(run),
+            "--port",
+            "0",
+            *flags,
+        ]
         self.start_timeout = start_timeout
         self.proc = None
         self.log = ""  # the server's stderr, once it has stopped
 
     def __enter__(self) -> str:
         repo = Path(__file__).resolve().parents[1]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]))
-        self.proc = subprocess.Popen(self.cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        )
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: box.append(self.proc.stdout.readline()), daemon=True
+        )
         reader.start()
         reader.join(self.start_timeout)
         found = re.search(r"http://\S+", box[0]) if box else None
@@ -180,33 +194,45 @@ def measure(url: str, clients: int, requests: int) -> LoadResult:
     return run_load(url, clients, requests)
 
 
-def table(results: dict[str, LoadResult], clients: int, requests: int, run: str,
-          max_batch: int) -> str:
+def table(
+    results: dict[str, LoadResult], clients: int, requests: int, run: str, max_batch: int
+) -> str:
     batched, single = results["batched"], results["unbatched"]
-    lines = [f"Load test: {clients} clients x {requests} requests (one text each) on "
-             f"127.0.0.1, run `{Path(run).name}`, --max-batch {max_batch}, --batch-wait-ms "
-             f"{serve.parser().get_default('batch_wait_ms'):g} (the default); "
-             f"CPU: {cpu_name()}.", "",
-             "| server | requests | errors | p50 latency | p99 latency | throughput |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Load test: {clients} clients x {requests} requests (one text each) on "
+        f"127.0.0.1, run `{Path(run).name}`, --max-batch {max_batch}, --batch-wait-ms "
+        f"{serve.parser().get_default('batch_wait_ms'):g} (the default); "
+        f"CPU: {cpu_name()}.",
+        "",
+        "| server | requests | errors | p50 latency | p99 latency | throughput |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r.requests} | {len(r.errors)} | "
-                     f"{1000 * r.percentile(50):.1f} ms | {1000 * r.percentile(99):.1f} ms | "
-                     f"{r.throughput:.1f} req/s |")
+        lines.append(
+            f"| {name} | {r.requests} | {len(r.errors)} | "
+            f"{1000 * r.percentile(50):.1f} ms | {1000 * r.percentile(99):.1f} ms | "
+            f"{r.throughput:.1f} req/s |"
+        )
     lines += ["", f"Batched / unbatched throughput: {batched.throughput / single.throughput:.2f}x"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.serve_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.serve_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", required=True, metavar="DIR", help="run folder to serve")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    p.add_argument("--requests", type=int, default=50,
-                   help="requests per client (default 50)")
-    p.add_argument("--max-batch", type=int, default=8,
-                   help="the servers' --max-batch (default 8: no more than the clients send "
-                        "at once, and fewer shapes to compile)")
+    p.add_argument("--requests", type=int, default=50, help="requests per client (default 50)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="the servers' --max-batch (default 8: no more than the clients send "
+        "at once, and fewer shapes to compile)",
+    )
     p.add_argument("--output", metavar="FILE", help="also write the table (markdown) here")
     args = p.parse_args(argv)
     if min(args.clients, args.requests, args.max_batch) <= 0:

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny GPT-2 folder in OpenAI's exact layout, and the offline data."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ was asked, and misbehaves on demand.
 ``"slow"`` (say nothing for ``slow_s`` seconds, then close), ``"short-length"``
 (announce and send 100 bytes fewer than the file has).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,9 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def serve(root: Path, faults: dict[str, list[str]] | None = None, ranges: bool = True,
-          slow_s: float = 3.0):
+def serve(
+    root: Path, faults: dict[str, list[str]] | None = None, ranges: bool = True, slow_s: float = 3.0
+):
     """Serve ``root`` on a free port; yields ``(base_url, log)`` with ``log`` a list of
     ``(method, path, range header or None)``."""
     log: list[tuple[str, str, str | None]] = []

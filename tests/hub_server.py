@@ -8,6 +8,7 @@ is ``main`` or the commit. Answers carry the headers the library requires
 ``X-Error-Code`` it reads (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``).
 Every request is logged as ``(method, path)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,9 @@ def serve_hub(repos: dict):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", log

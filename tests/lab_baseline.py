@@ -6,6 +6,7 @@ regression test (``test_lab_baseline.py``) runs the same configurations and comp
 The file was written by the code of commit a60ca7c, before the reshaped core (whose
 configuration classes this script now uses to ask for the same runs).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,17 @@ LR = 1e-3
 
 def comparable(report: dict) -> dict:
     """What must not change: the data facts and every epoch's metrics (timings dropped)."""
-    epochs = [{k: _old_metrics(v) for k, v in e.items() if not k.endswith("seconds")}
-              for e in report["epochs"]]
-    return {"data": report["data"]["splits"], "batches": report["data"]["batches_per_epoch"],
-            "class_weights": report["class_weights"], "parameters": report["parameters"],
-            "epochs": epochs}
+    epochs = [
+        {k: _old_metrics(v) for k, v in e.items() if not k.endswith("seconds")}
+        for e in report["epochs"]
+    ]
+    return {
+        "data": report["data"]["splits"],
+        "batches": report["data"]["batches_per_epoch"],
+        "class_weights": report["class_weights"],
+        "parameters": report["parameters"],
+        "epochs": epochs,
+    }
 
 
 def _old_metrics(value):
@@ -46,27 +53,38 @@ def _old_metrics(value):
 
 
 def record(model_dir: Path, sms_file: Path, root: Path) -> dict:
-    from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig,
-                                   SpeedConfig, run)
+    from gpt2_jax.finetune.run import (
+        DataConfig,
+        ModelConfig,
+        OutputConfig,
+        RunConfig,
+        SpeedConfig,
+        run,
+    )
     from gpt2_jax.training.train import TrainConfig
 
     out = {}
     for name, (pool, speed) in VARIANTS.items():
-        cfg = RunConfig(model=ModelConfig(model_dir=str(model_dir), pool=pool),
-                        data=DataConfig(data_file=str(sms_file), **SIZES),
-                        train=TrainConfig(epochs=EPOCHS, lr=LR), speed=SpeedConfig(**speed),
-                        output=OutputConfig(run_dir=str(root / name), keep_checkpoints=1))
+        cfg = RunConfig(
+            model=ModelConfig(model_dir=str(model_dir), pool=pool),
+            data=DataConfig(data_file=str(sms_file), **SIZES),
+            train=TrainConfig(epochs=EPOCHS, lr=LR),
+            speed=SpeedConfig(**speed),
+            output=OutputConfig(run_dir=str(root / name), keep_checkpoints=1),
+        )
         out[name] = comparable(run(cfg, log=lambda s: None))
     return out
 
 
 if __name__ == "__main__":
     from conftest import BPE_DIR, SMS_FILE, TINY_SETTINGS
+
     from gpt2_jax.weights.synthetic import write_openai_model_dir
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = write_openai_model_dir(Path(tmp) / "tiny", TINY_SETTINGS, seed=1,
-                                           bpe_dir=BPE_DIR)
+        model_dir = write_openai_model_dir(
+            Path(tmp) / "tiny", TINY_SETTINGS, seed=1, bpe_dir=BPE_DIR
+        )
         result = record(model_dir, SMS_FILE, Path(tmp) / "runs")
     BASELINE.parent.mkdir(exist_ok=True)
     BASELINE.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,8 +1,9 @@
 """Run in a process of its own; prints one JSON line.
 
-    python tests/step_memory_worker.py measure B L   # analysis vs the step's measured growth
-    python tests/step_memory_worker.py plan          # 1558M 'all' on 8 devices and on 1
+python tests/step_memory_worker.py measure B L   # analysis vs the step's measured growth
+python tests/step_memory_worker.py plan          # 1558M 'all' on 8 devices and on 1
 """
+
 import json
 import sys
 
@@ -11,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.model.config import GPTConfig, settings_for_size
-from gpt2_jax.parallel.mesh import Placement, make_mesh
 from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.parallel.mesh import Placement, make_mesh
 from gpt2_jax.training.step_memory import step_memory
 from gpt2_jax.training.train import Batch, Partition, Trainer, make_optimizer, resolve_trainable
 
@@ -37,24 +38,37 @@ def reset_peak() -> None:
 def measure(b: int, length: int) -> dict:
     """XLA's figures for the step of a small model, and how much the process's peak
     memory grows while that step runs once (everything else already in place)."""
-    plan = step_memory(SMALL, "all", Placement(make_mesh("data=1")), batch_size=b,
-                       length=length, prefix_cache=False)
+    plan = step_memory(
+        SMALL,
+        "all",
+        Placement(make_mesh("data=1")),
+        batch_size=b,
+        length=length,
+        prefix_cache=False,
+    )
     cfg = GPTConfig.from_settings(SMALL, num_classes=2)
     params = init_params(cfg, 0)
     partition = Partition.from_patterns(params, resolve_trainable(["all"], cfg.n_layers))
     trainer = Trainer(GPTModel(cfg), make_optimizer(1e-5, 0.1), np.ones(2), pool="last", seed=0)
     state, frozen = trainer.init(partition.trainable(params)), partition.frozen(params)
     del params
-    batch = Batch(jnp.zeros((b, length), jnp.int32), jnp.full((b,), length, jnp.int32),
-                  jnp.zeros((b,), jnp.int32))
+    batch = Batch(
+        jnp.zeros((b, length), jnp.int32),
+        jnp.full((b,), length, jnp.int32),
+        jnp.zeros((b,), jnp.int32),
+    )
     step = trainer.train_step.lower(state, frozen, batch).compile()
     jax.block_until_ready((state, frozen, batch))
     reset_peak()  # earlier peaks (compiling, the plan) must not hide the step's own
     before = status("VmRSS")
     state, metrics = step(state, frozen, batch)
     jax.block_until_ready(metrics)
-    return {"temporaries": plan.temporaries, "peak": plan.peak, "arguments": plan.arguments,
-            "grew": status("VmHWM") - before}
+    return {
+        "temporaries": plan.temporaries,
+        "peak": plan.peak,
+        "arguments": plan.arguments,
+        "grew": status("VmHWM") - before,
+    }
 
 
 def plan_1558m() -> dict:

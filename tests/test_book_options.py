@@ -1,5 +1,6 @@
 """The book's experiment knobs: trainable presets, LoRA, pools, causal mask off,
 gradient accumulation, learning-rate schedules, best-epoch selection, early stopping."""
+
 import dataclasses
 
 import jax
@@ -8,17 +9,26 @@ import numpy as np
 import optax
 import pytest
 
-from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.data.tables import encode
 from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, merge_lora
 from gpt2_jax.model.pooling import classify, pool_logits
-from gpt2_jax.training.train import (Batch, Partition, TrainConfig, Trainer, best_epoch, evaluate,
-                            make_optimizer, resolve_trainable)
+from gpt2_jax.training.train import (
+    Batch,
+    Partition,
+    TrainConfig,
+    Trainer,
+    best_epoch,
+    evaluate,
+    make_optimizer,
+    resolve_trainable,
+)
 from gpt2_jax.util.tree import named_leaves, path_name
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
-                num_classes=2)
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3, num_classes=2
+)
 LORA = dataclasses.replace(CFG, lora_rank=2, lora_alpha=4.0)
 BLOCK = 64 + (32 * 96 + 96) + (32 * 32 + 32) + 64 + (32 * 128 + 128) + (128 * 32 + 32)
 HEAD, LN_F = 32 * 2 + 2, 64
@@ -29,25 +39,30 @@ def _data(seed, n, length=40):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(2, length, n)
     labels = rng.integers(0, 2, n)
-    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
-              for m, y in zip(lengths, labels)]
+    tokens = [
+        [7 if y else 9] + rng.integers(0, 499, m - 1).tolist() for m, y in zip(lengths, labels)
+    ]
     return encode(tokens, labels, 48)
 
 
 def _randomised(params, seed=0, scale=0.2):
     """Every leaf moved off its init (LoRA's B = 0 and unit LayerNorms hide errors)."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: a + scale * rng.standard_normal(a.shape).astype(np.float32),
-                        params)
+    return jax.tree.map(
+        lambda a: a + scale * rng.standard_normal(a.shape).astype(np.float32), params
+    )
 
 
-@pytest.mark.parametrize("preset, cfg, expected", [
-    ("last_layer", CFG, HEAD),
-    ("last_block", CFG, BLOCK + LN_F + HEAD),
-    ("last_two_blocks", CFG, 2 * BLOCK + LN_F + HEAD),
-    ("all", CFG, None),
-    ("lora", LORA, 3 * LORA_BLOCK + HEAD),
-])
+@pytest.mark.parametrize(
+    "preset, cfg, expected",
+    [
+        ("last_layer", CFG, HEAD),
+        ("last_block", CFG, BLOCK + LN_F + HEAD),
+        ("last_two_blocks", CFG, 2 * BLOCK + LN_F + HEAD),
+        ("all", CFG, None),
+        ("lora", LORA, 3 * LORA_BLOCK + HEAD),
+    ],
+)
 def test_presets_train_exactly_their_leaves(preset, cfg, expected):
     params = init_params(cfg, seed=1)
     part = Partition.from_patterns(params, resolve_trainable([preset], cfg.n_layers))
@@ -55,9 +70,18 @@ def test_presets_train_exactly_their_leaves(preset, cfg, expected):
     assert part.counts["trainable"] == (total if expected is None else expected)
     data = {"train": _data(1, 32), "test": _data(2, 8)}
     tc = TrainConfig(batch_size=8, epochs=1, lr=1e-2, trainable=(preset,))
-    trained, _ = train_classifier(GPTModel(cfg), jax.tree.map(jnp.array, params), data,
-                                  ("a", "b"), tc, SpeedConfig(), "last-real",
-                                  np.ones(2, np.float32), part, log=lambda s: None)
+    trained, _ = train_classifier(
+        GPTModel(cfg),
+        jax.tree.map(jnp.array, params),
+        data,
+        ("a", "b"),
+        tc,
+        SpeedConfig(),
+        "last-real",
+        np.ones(2, np.float32),
+        part,
+        log=lambda s: None,
+    )
     before, after = named_leaves(params), named_leaves(trained)
     for name in before:
         same = np.array_equal(np.asarray(before[name]), np.asarray(after[name]))
@@ -72,7 +96,8 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
     assert all(not np.asarray(v).any() for n, v in names.items() if n.endswith("lora_b"))
     flat = named_leaves(base)  # the base weights, plus the fresh adapters
     fresh = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: flat.get(path_name(path), leaf), with_lora)
+        lambda path, leaf: flat.get(path_name(path), leaf), with_lora
+    )
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 500, (3, 20)).astype(np.int32)
     lengths = jnp.asarray([20, 9, 1])
@@ -87,8 +112,12 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
         full = classify(GPTModel(LORA), trained, ids, lengths, pool, pooled_only=False)
         np.testing.assert_allclose(a, full, atol=1e-5, rtol=0)  # absorbed path with LoRA
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
-        assert np.abs(np.asarray(a) - np.asarray(classify(GPTModel(CFG), base, ids, lengths,
-                                                          pool))).max() > 1e-3
+        assert (
+            np.abs(
+                np.asarray(a) - np.asarray(classify(GPTModel(CFG), base, ids, lengths, pool))
+            ).max()
+            > 1e-3
+        )
 
 
 def test_lora_in_the_last_blocks_keeps_the_prefix():
@@ -125,8 +154,9 @@ def test_pools_equal_the_full_computation(pool):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
     if pool != "mean":  # cut to a text's own length: the same logits (causal mask)
         short = classify(model, params, ids[1:2, :3], lengths[1:2], pool)
-        np.testing.assert_allclose(short, classify(model, params, ids, lengths, pool)[1:2],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            short, classify(model, params, ids, lengths, pool)[1:2], atol=1e-5
+        )
 
 
 def test_without_the_causal_mask_tokens_see_the_future():
@@ -141,9 +171,11 @@ def test_without_the_causal_mask_tokens_see_the_future():
         b = GPTModel(c).apply({"params": params}, changed)[:, 0]
         assert (np.abs(np.asarray(a - b)).max() > 1e-4) == expect_change
     for pool in ("first", "last-real", "last"):
-        np.testing.assert_allclose(classify(GPTModel(cfg), params, ids, lengths, pool),
-                                   classify(GPTModel(cfg), params, ids, lengths, pool,
-                                            pooled_only=False), atol=1e-5)
+        np.testing.assert_allclose(
+            classify(GPTModel(cfg), params, ids, lengths, pool),
+            classify(GPTModel(cfg), params, ids, lengths, pool, pooled_only=False),
+            atol=1e-5,
+        )
 
 
 def test_accumulated_batches_give_the_update_of_one_larger_batch():
@@ -184,9 +216,15 @@ def test_schedules_warm_up_from_zero_and_decay_to_zero():
 
 
 def test_best_epoch_by_hand():
-    h = [{"epoch": e, "val": {"loss": l, "accuracy": a, "macro_f1": f}}
-         for e, l, a, f in ((1, 0.9, 0.5, 0.4), (2, 0.4, 0.7, 0.7), (3, 0.5, 0.8, 0.7),
-                            (4, float("nan"), 0.8, 0.6))]
+    h = [
+        {"epoch": e, "val": {"loss": l, "accuracy": a, "macro_f1": f}}
+        for e, l, a, f in (
+            (1, 0.9, 0.5, 0.4),
+            (2, 0.4, 0.7, 0.7),
+            (3, 0.5, 0.8, 0.7),
+            (4, float("nan"), 0.8, 0.6),
+        )
+    ]
     assert best_epoch(h, "last") == 4
     assert best_epoch(h, "val_loss") == 2  # NaN never wins
     assert best_epoch(h, "val_accuracy") == 3  # the earliest of equals
@@ -200,17 +238,33 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
     data = {"train": _data(3, 48), "val": _data(4, 16), "test": _data(5, 16)}
     tc = TrainConfig(batch_size=8, epochs=6, lr=3e-2, select_by="val_loss", patience=2)
     model = GPTModel(CFG)
-    trained, history = train_classifier(model, jax.tree.map(jnp.array, params), data,
-                                        ("a", "b"), tc, SpeedConfig(), "last-real",
-                                        np.ones(2, np.float32), part, log=lambda s: None)
+    trained, history = train_classifier(
+        model,
+        jax.tree.map(jnp.array, params),
+        data,
+        ("a", "b"),
+        tc,
+        SpeedConfig(),
+        "last-real",
+        np.ones(2, np.float32),
+        part,
+        log=lambda s: None,
+    )
     chosen = best_epoch(history, "val_loss")
     last = history[-1]["epoch"]
     assert last == 6 or last - chosen == 2  # stopped exactly when patience ran out
     for e in range(1, last):  # ... and not before
         assert e - best_epoch(history[:e], "val_loss") < 2
     trainer = Trainer(model, make_optimizer(1e-3, 0.0), np.ones(2), pool="last-real", seed=0)
-    again = evaluate(trainer, part.trainable(trained), part.frozen(trained), data["val"].ids,
-                     data["val"], 8, ("a", "b"))
+    again = evaluate(
+        trainer,
+        part.trainable(trained),
+        part.frozen(trained),
+        data["val"].ids,
+        data["val"],
+        8,
+        ("a", "b"),
+    )
     assert again["loss"] == pytest.approx(history[chosen - 1]["val"]["loss"], abs=1e-5)
 
 
@@ -223,11 +277,15 @@ def test_ignore_index_leaves_that_class_out_of_the_loss():
     w = jnp.asarray([1.0, 2.0, 0.5])
     keep = np.asarray(labels) != 2
     expected = weighted_cross_entropy(logits[keep], labels[keep], w)
-    np.testing.assert_allclose(weighted_cross_entropy(logits, labels, w, ignore_index=2),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted_cross_entropy(logits, labels, w, ignore_index=2), expected, rtol=1e-6
+    )
     # the book's row 18: an id that is no class changes nothing
-    np.testing.assert_allclose(weighted_cross_entropy(logits, labels, w, ignore_index=50256),
-                               weighted_cross_entropy(logits, labels, w), rtol=1e-7)
+    np.testing.assert_allclose(
+        weighted_cross_entropy(logits, labels, w, ignore_index=50256),
+        weighted_cross_entropy(logits, labels, w),
+        rtol=1e-7,
+    )
 
 
 def test_clipping_bounds_the_gradient_adam_sees():
@@ -251,8 +309,9 @@ def test_settings_that_cannot_work_are_refused_before_training():
         check_schedule(TrainConfig(epochs=2, warmup_steps=16, lr_schedule="cosine"), 8, 10)
     with pytest.raises(ValueError, match="--select-by val_loss needs a validation split"):
         check_schedule(TrainConfig(select_by="val_loss"), 8, 0)
-    check_schedule(TrainConfig(epochs=4, warmup_steps=15, accumulation_steps=2,
-                               select_by="val_loss"), 8, 10)
+    check_schedule(
+        TrainConfig(epochs=4, warmup_steps=15, accumulation_steps=2, select_by="val_loss"), 8, 10
+    )
     with pytest.raises(ValueError, match="patience needs a validation metric"):
         TrainConfig(patience=2)
     with pytest.raises(ValueError, match="--trainable lora needs --lora-rank"):
@@ -261,7 +320,8 @@ def test_settings_that_cannot_work_are_refused_before_training():
         RunConfig(output=OutputConfig(merge_lora=True))
     with pytest.raises(ValueError, match="--lora-blocks 3: the model has only 2 blocks"):
         ModelConfig(lora_rank=2, lora_blocks=3).gpt_config(
-            {"n_vocab": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}, 2)
+            {"n_vocab": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}, 2
+        )
 
 
 @pytest.mark.slow
@@ -277,10 +337,20 @@ def test_resume_after_an_early_stop_trains_no_further(tmp_path):
     def fit(resume):
         ckpt = EpochCheckpoints(tmp_path / "ckpt", keep=2)
         try:
-            return train_classifier(GPTModel(CFG), jax.tree.map(jnp.array, params), data,
-                                    ("a", "b"), tc, SpeedConfig(), "last-real",
-                                    np.ones(2, np.float32), part, checkpoints=ckpt,
-                                    resume=resume, log=lambda s: None)
+            return train_classifier(
+                GPTModel(CFG),
+                jax.tree.map(jnp.array, params),
+                data,
+                ("a", "b"),
+                tc,
+                SpeedConfig(),
+                "last-real",
+                np.ones(2, np.float32),
+                part,
+                checkpoints=ckpt,
+                resume=resume,
+                log=lambda s: None,
+            )
         finally:
             ckpt.close()
 

@@ -1,5 +1,6 @@
 """A saved classifier knows what it is: save, load, predict, the CLI, damaged folders,
 and predictions compiled once per shape with the weights as arguments."""
+
 import dataclasses
 import json
 import os
@@ -9,30 +10,42 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import BPE_DIR, REPO, needs
 
 import gpt2_jax.classifier.classifier as clf
-from conftest import BPE_DIR, REPO, needs
+from gpt2_jax.classifier.classifier import (
+    Classifier,
+    ClassifierConfig,
+    load_classifier,
+    predict_proba,
+    save_classifier,
+)
 from gpt2_jax.commands import classify
-from gpt2_jax.classifier.classifier import (Classifier, ClassifierConfig, load_classifier, predict_proba,
-                                 save_classifier)
-from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.data.tables import PAD_ID
-from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.gpt import GPTModel, init_params
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2,
-                num_classes=3)
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2, num_classes=3
+)
 LABELS = ("billing", "bug", "praise")
 MAX_LENGTH = 40
 LONG = " ".join(["the invoice for march was charged twice to my card"] * 8)  # > 40 tokens
-TEXTS = ["thanks, love it", "the app crashes when I open settings", LONG,
-         "why was I billed twice?", "ok"]
+TEXTS = [
+    "thanks, love it",
+    "the app crashes when I open settings",
+    LONG,
+    "why was I billed twice?",
+    "ok",
+]
 needs_bpe = needs(BPE_DIR)
 
 
 def spec(pool="last-real", **changes):
-    return ClassifierConfig(**{"model": CFG, "labels": LABELS, "pool": pool,
-                               "max_length": MAX_LENGTH, **changes})
+    return ClassifierConfig(
+        **{"model": CFG, "labels": LABELS, "pool": pool, "max_length": MAX_LENGTH, **changes}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +53,24 @@ def runs(tmp_path_factory):
     """``{pool: run folder}``: the same random weights saved with each pooling."""
     params = init_params(CFG, seed=3)
     root = tmp_path_factory.mktemp("classifiers")
-    return {pool: save_classifier(root / pool, params, spec(pool), bpe_dir=BPE_DIR).parent
-            for pool in ("last", "last-real")}
+    return {
+        pool: save_classifier(root / pool, params, spec(pool), bpe_dir=BPE_DIR).parent
+        for pool in ("last", "last-real")
+    }
 
 
 def run_cli(*args, stdin=None):
     """The CLI in a subprocess; ``stdin`` as str, or as bytes sent unchanged (stdout and
     stderr are decoded as UTF-8 either way)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-m", "experiments.classify", *map(str, args)],
-                         input=stdin.encode() if isinstance(stdin, str) else stdin,
-                         capture_output=True, cwd=REPO, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.classify", *map(str, args)],
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
+        capture_output=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     out.stdout, out.stderr = out.stdout.decode(), out.stderr.decode()
     return out
 
@@ -68,31 +88,38 @@ def reference_probs(params, tokenizer, text, pool):
 
 # ----------------------------------------------------------------- ClassifierConfig
 
+
 def test_config_round_trips_through_json():
     s = spec("last")
     again = ClassifierConfig.from_dict(json.loads(json.dumps(s.to_dict())))
     assert again == s and hash(again) == hash(s) and again.labels == LABELS
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(labels=("a", "b")), "num_classes=3 but 2 labels"),
-    (dict(labels=("a", "a", "b")), "distinct"),
-    (dict(pool="middle"), "pool must be one of"),
-    (dict(max_length=0), "max_length must be an int in 1..64"),
-    (dict(max_length=65), "max_length must be an int in 1..64"),
-    (dict(model=dataclasses.replace(CFG, num_classes=None)), "num_classes=None"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(labels=("a", "b")), "num_classes=3 but 2 labels"),
+        (dict(labels=("a", "a", "b")), "distinct"),
+        (dict(pool="middle"), "pool must be one of"),
+        (dict(max_length=0), "max_length must be an int in 1..64"),
+        (dict(max_length=65), "max_length must be an int in 1..64"),
+        (dict(model=dataclasses.replace(CFG, num_classes=None)), "num_classes=None"),
+    ],
+)
 def test_config_rejects_what_cannot_work(changes, message):
     with pytest.raises(ValueError, match=message):
         spec(**changes)
 
 
-@pytest.mark.parametrize("mangle, message", [
-    (lambda d: d.pop("labels"), r"missing key\(s\) \['labels'\]"),
-    (lambda d: d["model"].pop("emb_dim"), "key 'model'"),
-    (lambda d: d["model"].update(n_heads=5), "key 'model'.*not divisible"),
-    (lambda d: d.update(labels="abc"), "key 'labels'"),
-])
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda d: d.pop("labels"), r"missing key\(s\) \['labels'\]"),
+        (lambda d: d["model"].pop("emb_dim"), "key 'model'"),
+        (lambda d: d["model"].update(n_heads=5), "key 'model'.*not divisible"),
+        (lambda d: d.update(labels="abc"), "key 'labels'"),
+    ],
+)
 def test_from_dict_names_the_bad_key(mangle, message):
     d = spec().to_dict()
     mangle(d)
@@ -107,6 +134,7 @@ def test_save_refuses_params_of_another_model(tmp_path):
 
 
 # ----------------------------------------------------------------- save / load / predict
+
 
 @needs_bpe
 def test_run_folder_holds_everything(runs):
@@ -125,8 +153,9 @@ def test_predict_equals_the_full_forward(runs, pool):
     classifier = Classifier.load(runs[pool])
     assert classifier.labels == LABELS and classifier.spec == spec(pool)
     pred = classifier.predict(TEXTS, batch_size=2)  # 3 batches, the last one padded
-    want = np.stack([reference_probs(classifier.params, classifier.tokenizer, t, pool)
-                     for t in TEXTS])
+    want = np.stack(
+        [reference_probs(classifier.params, classifier.tokenizer, t, pool) for t in TEXTS]
+    )
     np.testing.assert_allclose(pred.probs, want, atol=2e-6)
     np.testing.assert_allclose(pred.probs.sum(1), 1.0, rtol=1e-6)
     assert pred.labels == [LABELS[k] for k in want.argmax(1)]
@@ -137,10 +166,12 @@ def test_predict_equals_the_full_forward(runs, pool):
 @needs_bpe
 def test_module_predict_proba_agrees(runs):
     model, params, s = load_classifier(runs["last-real"])
-    got = predict_proba(model, params, get_tokenizer(runs["last-real"]), TEXTS, s.max_length,
-                        s.pool)
-    np.testing.assert_allclose(got, Classifier.load(runs["last-real"]).predict_proba(TEXTS),
-                               atol=1e-6)
+    got = predict_proba(
+        model, params, get_tokenizer(runs["last-real"]), TEXTS, s.max_length, s.pool
+    )
+    np.testing.assert_allclose(
+        got, Classifier.load(runs["last-real"]).predict_proba(TEXTS), atol=1e-6
+    )
 
 
 @needs_bpe
@@ -178,6 +209,7 @@ def test_predictions_compile_once_per_shape(runs, monkeypatch):
 
 # ----------------------------------------------------------------- damaged folders
 
+
 def damage(run_dir, how):
     meta = run_dir / "classifier.json"
     if how == "no json":
@@ -185,19 +217,24 @@ def damage(run_dir, how):
     elif how == "invalid json":
         meta.write_text('{"format": 1, "labels": [')
     elif how == "key missing":
-        meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items()
-                                    if k != "pool"}))
+        meta.write_text(
+            json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "pool"})
+        )
     elif how == "no weights":
         import shutil
+
         shutil.rmtree(run_dir / "classifier")
 
 
-@pytest.mark.parametrize("how, message", [
-    ("no json", "is not a finished run: no classifier.json"),
-    ("invalid json", "classifier.json: not valid JSON"),
-    ("key missing", r"classifier.json: missing key\(s\) \['pool'\]"),
-    ("no weights", "holds no weights"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("no json", "is not a finished run: no classifier.json"),
+        ("invalid json", "classifier.json: not valid JSON"),
+        ("key missing", r"classifier.json: missing key\(s\) \['pool'\]"),
+        ("no weights", "holds no weights"),
+    ],
+)
 def test_damaged_folder_is_one_clear_line(tmp_path, how, message, capsys):
     run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec()).parent
     damage(run_dir, how)
@@ -218,13 +255,18 @@ def test_missing_folder(tmp_path):
 def test_classifier_json_of_before_format_1_still_loads(tmp_path):
     run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec("last")).parent
     meta = json.loads((run_dir / "classifier.json").read_text())
-    old = {"config": meta["model"], "max_length": MAX_LENGTH, "pool": "last",
-           "labels": list(LABELS)}
+    old = {
+        "config": meta["model"],
+        "max_length": MAX_LENGTH,
+        "pool": "last",
+        "labels": list(LABELS),
+    }
     (run_dir / "classifier.json").write_text(json.dumps(old))
     assert load_classifier(run_dir)[2] == spec("last")
 
 
 # ----------------------------------------------------------------- CLI
+
 
 def parse_stdout(stdout):
     header, *rows = stdout.rstrip("\n").split("\n")
@@ -256,27 +298,38 @@ def test_cli_reads_stdin(runs):
 def test_cli_csv_in_jsonl_out(runs, tmp_path):
     import pandas as pd
 
-    pd.DataFrame({"id": range(len(TEXTS)), "message": TEXTS}).to_csv(tmp_path / "in.csv",
-                                                                    index=False)
-    out = run_cli("--run", runs["last"], "--input", tmp_path / "in.csv", "--text-column",
-                  "message", "--output", tmp_path / "out.jsonl")
+    pd.DataFrame({"id": range(len(TEXTS)), "message": TEXTS}).to_csv(
+        tmp_path / "in.csv", index=False
+    )
+    out = run_cli(
+        "--run",
+        runs["last"],
+        "--input",
+        tmp_path / "in.csv",
+        "--text-column",
+        "message",
+        "--output",
+        tmp_path / "out.jsonl",
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert list(rows[0]) == ["text", "label", "p_billing", "p_bug", "p_praise", "truncated"]
     want = Classifier.load(runs["last"]).predict(TEXTS)
     assert [r["text"] for r in rows] == TEXTS and [r["label"] for r in rows] == want.labels
     assert [r["truncated"] for r in rows] == want.truncated.tolist()
-    np.testing.assert_allclose([[r[f"p_{n}"] for n in LABELS] for r in rows], want.probs,
-                               atol=1e-6)
+    np.testing.assert_allclose([[r[f"p_{n}"] for n in LABELS] for r in rows], want.probs, atol=1e-6)
     assert "1 of 5 texts were longer than 40 tokens" in out.stderr
 
 
 @needs_bpe
-@pytest.mark.parametrize("name, content", [
-    ("in.csv", None),  # no such file
-    ("in.csv", "id,message\n1,hello\n"),  # no text column
-    ("in.jsonl", "not json\n{also not\n"),  # several problems: still one line
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("in.csv", None),  # no such file
+        ("in.csv", "id,message\n1,hello\n"),  # no text column
+        ("in.jsonl", "not json\n{also not\n"),  # several problems: still one line
+    ],
+)
 def test_cli_unreadable_input(runs, tmp_path, capsys, name, content):
     if content is not None:
         (tmp_path / name).write_text(content)
@@ -290,7 +343,8 @@ def test_cli_no_texts(runs):
     out = run_cli("--run", runs["last"], stdin="\n  \n")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: no texts to classify: give them as arguments, with --input FILE, or one per "
-        "line on stdin"]
+        "line on stdin"
+    ]
 
 
 @needs_bpe
@@ -308,17 +362,27 @@ def test_cli_refuses_stdin_that_is_not_utf8(runs):
     out = run_cli("--run", runs["last"], stdin=b"fine\r\nWIN \xa3100 now\n")  # Latin-1 pound
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [
-        "error: stdin line 2, byte 5: 0xa3 is not UTF-8 (send UTF-8 text)"]
+        "error: stdin line 2, byte 5: 0xa3 is not UTF-8 (send UTF-8 text)"
+    ]
 
 
 @needs_bpe
-@pytest.mark.parametrize("name, content, message", [
-    ("in.csv", b"text\nfine\nWIN \xa3100\n", "in.csv line 3, byte 5: 0xa3 is not UTF-8 "
-                                               "(save the file as UTF-8)"),
-    ("in.jsonl", b'{"text": "ok"}\n{"text": "\xe9t\xe9"}\n', "in.jsonl line 2, byte 11: "
-                                                          "0xe9 is not UTF-8"),
-    ("in.csv", b"text\nfine\n  \n", "in.csv line 3, column 'text': empty text"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "in.csv",
+            b"text\nfine\nWIN \xa3100\n",
+            "in.csv line 3, byte 5: 0xa3 is not UTF-8 (save the file as UTF-8)",
+        ),
+        (
+            "in.jsonl",
+            b'{"text": "ok"}\n{"text": "\xe9t\xe9"}\n',
+            "in.jsonl line 2, byte 11: 0xe9 is not UTF-8",
+        ),
+        ("in.csv", b"text\nfine\n  \n", "in.csv line 3, column 'text': empty text"),
+    ],
+)
 def test_cli_input_file_problems_name_the_line(runs, tmp_path, capsys, name, content, message):
     (tmp_path / name).write_bytes(content)
     assert classify.main(["--run", str(runs["last"]), "--input", str(tmp_path / name)]) == 1
@@ -328,12 +392,18 @@ def test_cli_input_file_problems_name_the_line(runs, tmp_path, capsys, name, con
 
 
 @needs_bpe
-@pytest.mark.parametrize("texts, message", [
-    (["fine", ""], "error: TEXT argument 2 is empty; give a text with at least one visible "
-                   "character, or leave the argument out"),
-    ([" \t "], "error: TEXT argument 1 is empty"),
-    (["ok", "WIN \udca3100"], "error: TEXT argument 2, character 5: a byte that is not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        (
+            ["fine", ""],
+            "error: TEXT argument 2 is empty; give a text with at least one visible "
+            "character, or leave the argument out",
+        ),
+        ([" \t "], "error: TEXT argument 1 is empty"),
+        (["ok", "WIN \udca3100"], "error: TEXT argument 2, character 5: a byte that is not UTF-8"),
+    ],
+)
 def test_cli_refuses_empty_or_undecodable_arguments(runs, capsys, texts, message):
     assert classify.main(["--run", str(runs["last"]), *texts]) == 1
     err = capsys.readouterr().err
@@ -349,12 +419,15 @@ def test_stdin_texts_without_a_classifier():
         classify.stdin_texts(io.BytesIO(b"a\nb\n\xff\n"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--run", "x", "a", "--input", "f.csv"], "not both"),
-    (["--run", "x", "a", "--output", "out.txt"], "must end in one of"),
-    (["--run", "x", "a", "--batch-size", "0"], "--batch-size must be positive"),
-    (["a"], "--run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--run", "x", "a", "--input", "f.csv"], "not both"),
+        (["--run", "x", "a", "--output", "out.txt"], "must end in one of"),
+        (["--run", "x", "a", "--batch-size", "0"], "--batch-size must be positive"),
+        (["a"], "--run"),
+    ],
+)
 def test_cli_rejects_impossible_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         classify.main(argv)
@@ -363,8 +436,17 @@ def test_cli_rejects_impossible_flags(argv, message, capsys):
 
 def test_cli_help_explains():
     text = classify.parser().format_help()
-    for words in ("--run", "--input", "--format", "--text-column", "--output", "argmax", "stdin",
-                  "truncated", "p_<class>"):
+    for words in (
+        "--run",
+        "--input",
+        "--format",
+        "--text-column",
+        "--output",
+        "argmax",
+        "stdin",
+        "truncated",
+        "p_<class>",
+    ):
         assert words in text
 
 

@@ -1,17 +1,22 @@
 import jax
 import pytest
 
-from gpt2_jax.weights.openai import expected_shapes, load_weights, nest_variables
 from gpt2_jax.model.config import MODEL_SIZES, GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import param_shapes
 from gpt2_jax.util.tree import count_params
+from gpt2_jax.weights.openai import expected_shapes, load_weights, nest_variables
 
 
 def test_from_settings_maps_openai_names_to_book_names():
     settings = {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12}
     cfg = GPTConfig.from_settings(settings, drop_rate=0.1)
     assert (cfg.vocab_size, cfg.context_length, cfg.emb_dim, cfg.n_heads, cfg.n_layers) == (
-        50257, 1024, 768, 12, 12)
+        50257,
+        1024,
+        768,
+        12,
+        12,
+    )
     assert cfg.drop_rate == 0.1 and cfg.qkv_bias is True
     assert cfg.to_settings() == settings
 
@@ -41,14 +46,20 @@ def test_full_size_shapes_without_weights(size):
     shapes = param_shapes(cfg)
     assert count_params(shapes) == _hand_count(MODEL_SIZES[size])
     assert shapes[f"h{cfg.n_layers - 1}"]["attn"]["c_attn"]["kernel"].shape == (
-        cfg.emb_dim, 3 * cfg.emb_dim)
+        cfg.emb_dim,
+        3 * cfg.emb_dim,
+    )
     assert f"h{cfg.n_layers}" not in shapes
 
     # The checkpoint mapping produces exactly this tree structure and these shapes.
     settings = MODEL_SIZES[size]
-    fake = nest_variables({name: jax.ShapeDtypeStruct(shape, "float32")
-                           for name, shape in expected_shapes(settings).items()},
-                          settings["n_layer"])
+    fake = nest_variables(
+        {
+            name: jax.ShapeDtypeStruct(shape, "float32")
+            for name, shape in expected_shapes(settings).items()
+        },
+        settings["n_layer"],
+    )
     mapped = load_weights(fake)
     assert jax.tree.structure(mapped) == jax.tree.structure(shapes)
     assert jax.tree.map(lambda a: a.shape, mapped) == jax.tree.map(lambda a: a.shape, shapes)

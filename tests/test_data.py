@@ -1,5 +1,6 @@
 """The general data layer: readers (CSV, TSV, JSONL, parquet), class order and ids,
 splits (plain, stratified, balanced, fractions), encoding and batching."""
+
 import importlib.util
 import json
 import sys
@@ -7,23 +8,27 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic import labelled_frame, write_rows
 
 from gpt2_jax.data import tables as data
-from synthetic import labelled_frame, write_rows
 
 # A 3-class CSV whose quoted fields hold a comma, a tab, newlines (a blank line too)
 # and doubled quotes; "extra" is a column the reader must ignore.
 QUOTED_CSV = (
-    'id,text,label,extra\n'                    # line 1
-    '1,"Hello, world",billing,x\n'             # line 2
-    '2,"tab\there",bug,y\n'                    # line 3
+    "id,text,label,extra\n"  # line 1
+    '1,"Hello, world",billing,x\n'  # line 2
+    '2,"tab\there",bug,y\n'  # line 3
     '3,"line one\nline two\n\nline four",other,z\n'  # lines 4-7
-    '4,"she said ""hi""",billing,\n'           # line 8
-    '5,plain text,bug,w\n'                     # line 9
+    '4,"she said ""hi""",billing,\n'  # line 8
+    "5,plain text,bug,w\n"  # line 9
 )
-QUOTED_ROWS = [("Hello, world", "billing", 2), ("tab\there", "bug", 3),
-               ("line one\nline two\n\nline four", "other", 4), ('she said "hi"', "billing", 8),
-               ("plain text", "bug", 9)]
+QUOTED_ROWS = [
+    ("Hello, world", "billing", 2),
+    ("tab\there", "bug", 3),
+    ("line one\nline two\n\nline four", "other", 4),
+    ('she said "hi"', "billing", 8),
+    ("plain text", "bug", 9),
+]
 
 
 def _write(path, text):
@@ -37,13 +42,16 @@ def _jsonl(path, records):
 
 # --------------------------------------------------------------------------- CSV / TSV
 
+
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_csv_quoted_fields_read_back_exactly_with_record_start_lines(tmp_path, newline):
     path = _write(tmp_path / "tickets.csv", QUOTED_CSV.replace("\n", newline))
     df = data.read_table(path)
     assert list(df.columns) == ["text", "label", "where"]
-    want = [(t.replace("\n", newline), label, f"tickets.csv line {line}")
-            for t, label, line in QUOTED_ROWS]
+    want = [
+        (t.replace("\n", newline), label, f"tickets.csv line {line}")
+        for t, label, line in QUOTED_ROWS
+    ]
     assert list(zip(df["text"], df["label"], df["where"])) == want
     # the same cells pandas reads with dtype=str, keep_default_na=False
     pandas = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -52,12 +60,9 @@ def test_csv_quoted_fields_read_back_exactly_with_record_start_lines(tmp_path, n
 
 
 def test_tsv_quoted_tab_and_plain_comma(tmp_path):
-    path = _write(tmp_path / "t.tab", 'label\ttext\n'
-                                      'a\t"one\ttwo"\n'
-                                      'b\tthree, four\n'
-                                      '\n'
-                                      'a\t"x\ny"\n'
-                                      'b\tlast\n')
+    path = _write(
+        tmp_path / "t.tab", 'label\ttext\na\t"one\ttwo"\nb\tthree, four\n\na\t"x\ny"\nb\tlast\n'
+    )
     df = data.read_table(path)
     assert df["text"].tolist() == ["one\ttwo", "three, four", "x\ny", "last"]
     assert df["where"].tolist() == [f"t.tab line {n}" for n in (2, 3, 5, 7)]
@@ -69,16 +74,25 @@ def test_csv_written_by_the_csv_module_round_trips(tmp_path):
     assert list(zip(df["text"], df["label"])) == rows
 
 
-@pytest.mark.parametrize("body, message", [
-    ('fine,a\n"never closed,b\nmore,c\nlast,a\n',
-     r"b\.csv line 3: a quote opened here is never closed; a field that starts with \" "
-     r"must end with \" right before a comma"),
-    ('fine,a\nok,b\n"quoted" tail,b\n',
-     r"b\.csv line 4: ',' expected after '\"' \(on line 4\)"),
-    ('fine,a\n"opens here,b\nand closes",c,x\nlast,a\n',
-     r"b\.csv line 3: 3 fields, but the header has 2 \(the record runs over lines 3-4: is a "
-     r"quote not closed\?\)"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            'fine,a\n"never closed,b\nmore,c\nlast,a\n',
+            r"b\.csv line 3: a quote opened here is never closed; a field that starts with \" "
+            r"must end with \" right before a comma",
+        ),
+        (
+            'fine,a\nok,b\n"quoted" tail,b\n',
+            r"b\.csv line 4: ',' expected after '\"' \(on line 4\)",
+        ),
+        (
+            'fine,a\n"opens here,b\nand closes",c,x\nlast,a\n',
+            r"b\.csv line 3: 3 fields, but the header has 2 \(the record runs over lines 3-4: is a "
+            r"quote not closed\?\)",
+        ),
+    ],
+)
 def test_a_broken_quote_is_reported_where_its_record_starts(tmp_path, body, message):
     path = _write(tmp_path / "b.csv", "text,label\n" + body)
     with pytest.raises(ValueError, match=message):
@@ -94,12 +108,18 @@ def test_a_long_unclosed_quote_is_not_a_field_size_error(tmp_path):
 
 def test_missing_columns_list_the_existing_ones_and_the_flags(tmp_path):
     path = write_rows(tmp_path / "c.csv", [("hi", "a"), ("yo", "b")], header=("body", "topic"))
-    with pytest.raises(ValueError, match=r"c\.csv: no column 'text' and no column 'label' "
-                                         r"\(columns: 'body', 'topic'\); name the right one with "
-                                         r"--text-column / --label-column"):
+    with pytest.raises(
+        ValueError,
+        match=r"c\.csv: no column 'text' and no column 'label' "
+        r"\(columns: 'body', 'topic'\); name the right one with "
+        r"--text-column / --label-column",
+    ):
         data.read_table(path)
-    with pytest.raises(ValueError, match=r"no column 'label' \(columns: 'body', 'topic'\); "
-                                         r"name the right one with --label-column$"):
+    with pytest.raises(
+        ValueError,
+        match=r"no column 'label' \(columns: 'body', 'topic'\); "
+        r"name the right one with --label-column$",
+    ):
         data.read_table(path, text_column="body")
     df = data.read_table(path, text_column="body", label_column="topic")
     assert df["text"].tolist() == ["hi", "yo"] and df["label"].tolist() == ["a", "b"]
@@ -126,12 +146,15 @@ def test_empty_cells_are_named_by_line_together(tmp_path):
     assert message.count("\n  line ") == 5 and "stopped after the first ones" in message
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", r"empty file; expected a header row"),
-    (b"text,label\n", r"no rows"),
-    (b"text,label\nhi,\xe9t\xe9\n", r"x\.csv line 2, byte 4: 0xe9 is not UTF-8"),
-    (b"text,text,label\na,b,c\n", r"names column 'text' 2 times"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"empty file; expected a header row"),
+        (b"text,label\n", r"no rows"),
+        (b"text,label\nhi,\xe9t\xe9\n", r"x\.csv line 2, byte 4: 0xe9 is not UTF-8"),
+        (b"text,text,label\na,b,c\n", r"names column 'text' 2 times"),
+    ],
+)
 def test_other_bad_csv_files(tmp_path, content, message):
     path = tmp_path / "x.csv"
     path.write_bytes(content)
@@ -146,12 +169,15 @@ def test_a_non_utf8_byte_after_a_byte_order_mark_is_placed_as_an_editor_shows_it
         data.read_table(path)
 
 
-@pytest.mark.parametrize("name, content", [
-    ("b.csv", "\ufefftext,label\nhello,a\nbye,b\n"),
-    ("b.tsv", "\ufefftext\tlabel\nhello\ta\nbye\tb\n"),
-    ("b.jsonl", '\ufeff{"text": "hello", "label": "a"}\n{"text": "bye", "label": "b"}\n'),
-    ("SMSSpamCollection", "\ufeffham\thello\nspam\tbye\n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("b.csv", "\ufefftext,label\nhello,a\nbye,b\n"),
+        ("b.tsv", "\ufefftext\tlabel\nhello\ta\nbye\tb\n"),
+        ("b.jsonl", '\ufeff{"text": "hello", "label": "a"}\n{"text": "bye", "label": "b"}\n'),
+        ("SMSSpamCollection", "\ufeffham\thello\nspam\tbye\n"),
+    ],
+)
 def test_a_byte_order_mark_is_dropped(tmp_path, name, content):
     """Spreadsheet programs and Windows editors start UTF-8 files with U+FEFF; it must
     not become part of the first column name (CSV/TSV), JSON or label (SMS)."""
@@ -171,10 +197,13 @@ def test_sms_quoting_is_checked_for_every_format(tmp_path):
 
 def test_format_by_extension_and_forced(tmp_path):
     path = write_rows(tmp_path / "notes.txt", [("a", "x"), ("b", "y")])
-    with pytest.raises(ValueError, match=r"notes\.txt: extension '\.txt', so the format is "
-                                         r"unknown; supported: \.csv, \.tsv, \.tab, \.jsonl, "
-                                         r"\.ndjson, \.parquet, or a file named SMSSpamCollection;"
-                                         r" use --format \{sms,csv,tsv,jsonl,parquet\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"notes\.txt: extension '\.txt', so the format is "
+        r"unknown; supported: \.csv, \.tsv, \.tab, \.jsonl, "
+        r"\.ndjson, \.parquet, or a file named SMSSpamCollection;"
+        r" use --format \{sms,csv,tsv,jsonl,parquet\}",
+    ):
         data.read_table(path)
     assert data.read_table(path, fmt="csv")["label"].tolist() == ["x", "y"]
     assert data.guess_format("A.CSV") == "csv" and data.guess_format("d/SMSSpamCollection") == "sms"
@@ -188,15 +217,21 @@ def test_format_by_extension_and_forced(tmp_path):
 
 # --------------------------------------------------------------------------- JSONL
 
+
 def test_jsonl_integer_labels_in_numeric_order(tmp_path):
-    path = _write(tmp_path / "n.jsonl", "".join([
-        '{"text": "ten", "label": 10}\n',
-        '\n',                                   # blank lines are skipped
-        '{"text": "two", "label": 2, "x": 1}\n',
-        '{"text": "one", "label": 1}\n',
-        '   \n',
-        '{"text": "two again", "label": "2"}\n',
-    ]))
+    path = _write(
+        tmp_path / "n.jsonl",
+        "".join(
+            [
+                '{"text": "ten", "label": 10}\n',
+                "\n",  # blank lines are skipped
+                '{"text": "two", "label": 2, "x": 1}\n',
+                '{"text": "one", "label": 1}\n',
+                "   \n",
+                '{"text": "two again", "label": "2"}\n',
+            ]
+        ),
+    )
     df = data.read_table(path)
     assert df["label"].tolist() == ["10", "2", "1", "2"]
     assert df["where"].tolist() == [f"n.jsonl line {n}" for n in (1, 3, 4, 6)]
@@ -207,18 +242,26 @@ def test_jsonl_integer_labels_in_numeric_order(tmp_path):
     assert data.add_class_ids(df, explicit)["y"].tolist() == [0, 1, 2, 1]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"text": "x", "label": "a"', r"line 2: not valid JSON \(Expecting ',' delimiter"),
-    ('["x", "a"]', r"line 2: a JSON list, not an object"),
-    ('{"text": "x", "label": 1.5}',
-     r"line 2, column 'label': label 1\.5 is a float; write a name or an integer"),
-    ('{"text": "x", "label": true}', r"line 2, column 'label': label True is a boolean"),
-    ('{"text": "x", "label": null}', r"line 2, column 'label': no label \(null\)"),
-    ('{"text": 7, "label": "a"}', r"line 2, column 'text': text 7 is not a string \(int\)"),
-    ('{"text": "", "label": "a"}', r"line 2, column 'text': empty text"),
-    ('{"body": "x", "label": "a"}', r"j\.jsonl line 2: no column 'text' \(columns: 'body', "
-                                    r"'label'\); name the right one with --text-column"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"text": "x", "label": "a"', r"line 2: not valid JSON \(Expecting ',' delimiter"),
+        ('["x", "a"]', r"line 2: a JSON list, not an object"),
+        (
+            '{"text": "x", "label": 1.5}',
+            r"line 2, column 'label': label 1\.5 is a float; write a name or an integer",
+        ),
+        ('{"text": "x", "label": true}', r"line 2, column 'label': label True is a boolean"),
+        ('{"text": "x", "label": null}', r"line 2, column 'label': no label \(null\)"),
+        ('{"text": 7, "label": "a"}', r"line 2, column 'text': text 7 is not a string \(int\)"),
+        ('{"text": "", "label": "a"}', r"line 2, column 'text': empty text"),
+        (
+            '{"body": "x", "label": "a"}',
+            r"j\.jsonl line 2: no column 'text' \(columns: 'body', "
+            r"'label'\); name the right one with --text-column",
+        ),
+    ],
+)
 def test_bad_jsonl_lines_are_named(tmp_path, line, message):
     path = _write(tmp_path / "j.jsonl", '{"text": "fine", "label": "b"}\n' + line + "\n")
     with pytest.raises(ValueError, match=message) as err:
@@ -228,12 +271,16 @@ def test_bad_jsonl_lines_are_named(tmp_path, line, message):
 
 # --------------------------------------------------------------------------- parquet
 
+
 def test_parquet_without_an_engine_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # None: "import pyarrow" fails
     monkeypatch.setitem(sys.modules, "fastparquet", None)
     path = _write(tmp_path / "x.parquet", "not really parquet")
-    with pytest.raises(ImportError, match=r"^reading x\.parquet needs pyarrow: "
-                                          r"pip install 'gpt2_jax\[parquet\]'$"):
+    with pytest.raises(
+        ImportError,
+        match=r"^reading x\.parquet needs pyarrow: "
+        r"pip install 'gpt2_jax\[parquet\]'$",
+    ):
         data.read_table(path)
 
 
@@ -251,29 +298,45 @@ def test_parquet_rows_and_integer_labels(tmp_path):
 
 # --------------------------------------------------------------------------- classes
 
+
 def test_class_order_rule_and_explicit_order():
     assert data.class_names(["spam", "ham", "spam"]) == ("ham", "spam")
     assert data.class_names(["b", "B", "a"]) == ("B", "a", "b")  # Python's string order
     assert data.class_names(["10", "-1", "2"]) == ("-1", "2", "10")
     assert data.class_names(["10", "2", "x"]) == ("10", "2", "x")  # not all integers
     assert data.class_names(["a", "b"], ["b", "a", "c"]) == ("b", "a", "c")
-    with pytest.raises(ValueError, match=r"every row is labelled 'x'; a classifier needs at "
-                                         r"least two classes"):
+    with pytest.raises(
+        ValueError,
+        match=r"every row is labelled 'x'; a classifier needs at "
+        r"least two classes",
+    ):
         data.class_names(["x", "x"])
-    with pytest.raises(ValueError, match=r"lacks the label\(s\) 'c', 'd' of the data \(first at "
-                                         r"f\.csv line 4\); add them"):
-        data.class_names(["a", "b", "c", "d"], ["a", "b"],
-                         where=[f"f.csv line {n}" for n in (2, 3, 4, 5)])
+    with pytest.raises(
+        ValueError,
+        match=r"lacks the label\(s\) 'c', 'd' of the data \(first at "
+        r"f\.csv line 4\); add them",
+    ):
+        data.class_names(
+            ["a", "b", "c", "d"], ["a", "b"], where=[f"f.csv line {n}" for n in (2, 3, 4, 5)]
+        )
     with pytest.raises(ValueError, match=r"names 'a' more than once"):
         data.class_names(["a", "b"], ["a", "b", "a"])
 
 
 def test_a_label_not_seen_in_training_is_named_with_where():
     classes = data.class_names(labelled_frame({"a": 3, "b": 3})["label"])
-    test = pd.DataFrame({"text": ["t1", "t2", "t3"], "label": ["a", "x", "y"],
-                         "where": ["test.csv line 2", "test.csv line 5", "test.csv line 6"]})
-    with pytest.raises(ValueError, match=r"^test\.csv line 5: label 'x' does not occur in the "
-                                         r"training data \(classes: a, b\) \(1 more rows have"):
+    test = pd.DataFrame(
+        {
+            "text": ["t1", "t2", "t3"],
+            "label": ["a", "x", "y"],
+            "where": ["test.csv line 2", "test.csv line 5", "test.csv line 6"],
+        }
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^test\.csv line 5: label 'x' does not occur in the "
+        r"training data \(classes: a, b\) \(1 more rows have",
+    ):
         data.add_class_ids(test, classes)
     ok = data.add_class_ids(test.iloc[:1], classes)
     assert ok["y"].dtype == np.int32 and "y" not in test  # a copy
@@ -287,25 +350,31 @@ def test_class_counts():
 
 # --------------------------------------------------------------------------- splits
 
+
 def _frame(counts, seed=0):
     df = labelled_frame(counts, seed)
     return data.add_class_ids(df, data.class_names(df["label"]))
 
 
 def _per_class(splits):
-    return [np.bincount(part["y"], minlength=len(part.attrs["classes"])).tolist()
-            for _, part in splits.items()]
+    return [
+        np.bincount(part["y"], minlength=len(part.attrs["classes"])).tolist()
+        for _, part in splits.items()
+    ]
 
 
-@pytest.mark.parametrize("counts, sizes, want", [
-    # exact quotas: train 10 * (10, 6, 4) / 20; then val's 0.5 / 0.5 tie goes to class a
-    ({"a": 10, "b": 6, "c": 4}, (10, 5, 5), [[5, 3, 2], [3, 1, 1], [2, 2, 1]]),
-    # train's quota for b is 1.76, but b must keep a row for val and one for test
-    ({"a": 14, "b": 3}, (10, 4, 3), [[9, 1], [3, 1], [2, 1]]),
-    # val's quota for b is 0.77: every non-empty split gets at least one row of each class
-    ({"a": 30, "b": 3}, (20, 5, 5), [[19, 1], [4, 1], [4, 1]]),
-    ({"a": 30, "b": 3}, (20, 0, None), [[18, 2], [0, 0], [12, 1]]),
-])
+@pytest.mark.parametrize(
+    "counts, sizes, want",
+    [
+        # exact quotas: train 10 * (10, 6, 4) / 20; then val's 0.5 / 0.5 tie goes to class a
+        ({"a": 10, "b": 6, "c": 4}, (10, 5, 5), [[5, 3, 2], [3, 1, 1], [2, 2, 1]]),
+        # train's quota for b is 1.76, but b must keep a row for val and one for test
+        ({"a": 14, "b": 3}, (10, 4, 3), [[9, 1], [3, 1], [2, 1]]),
+        # val's quota for b is 0.77: every non-empty split gets at least one row of each class
+        ({"a": 30, "b": 3}, (20, 5, 5), [[19, 1], [4, 1], [4, 1]]),
+        ({"a": 30, "b": 3}, (20, 0, None), [[18, 2], [0, 0], [12, 1]]),
+    ],
+)
 def test_stratified_split_counts_match_a_hand_count(counts, sizes, want):
     df = _frame(counts)
     splits = data.split(df, *sizes, seed=5, stratify=True)
@@ -323,10 +392,16 @@ def test_stratified_split_counts_match_a_hand_count(counts, sizes, want):
 def test_stratified_split_errors():
     with pytest.raises(ValueError, match=r"class 'b' has 2 row\(s\); add rows of that class"):
         data.split(_frame({"a": 20, "b": 2}), 10, 5, 5, stratify=True)
-    assert _per_class(data.split(_frame({"a": 20, "b": 2}), 10, 0, 5, stratify=True)) == \
-        [[9, 1], [0, 0], [4, 1]]
-    with pytest.raises(ValueError, match=r"a stratified split of 2 rows cannot hold one row of "
-                                         r"each of the 3 classes"):
+    assert _per_class(data.split(_frame({"a": 20, "b": 2}), 10, 0, 5, stratify=True)) == [
+        [9, 1],
+        [0, 0],
+        [4, 1],
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"a stratified split of 2 rows cannot hold one row of "
+        r"each of the 3 classes",
+    ):
         data.split(_frame({"a": 9, "b": 9, "c": 9}), 10, 2, 5, stratify=True)
 
 
@@ -334,8 +409,11 @@ def test_plain_split_is_consecutive_slices_of_the_shuffle():
     df = _frame({"a": 30, "b": 12, "c": 8})
     splits = data.split(df, 20, 10, 5, seed=7)
     shuffled = df.sample(frac=1, random_state=7)["text"].tolist()
-    assert [p["text"].tolist() for _, p in splits.items()] == \
-        [shuffled[:20], shuffled[20:30], shuffled[30:35]]
+    assert [p["text"].tolist() for _, p in splits.items()] == [
+        shuffled[:20],
+        shuffled[20:30],
+        shuffled[30:35],
+    ]
 
 
 def test_fraction_sizes():
@@ -344,11 +422,17 @@ def test_fraction_sizes():
     assert [len(p) for _, p in splits.items()] == [40, 5, 5]
     splits = data.split(_frame({"a": 6, "b": 4}), 0.25, 0.35, 0.15)  # 2.5 -> 3, 3.5 -> 4
     assert [len(p) for _, p in splits.items()] == [3, 4, 2]
-    with pytest.raises(ValueError, match=r"train size must be a count or a fraction in "
-                                         r"\(0, 1\), got 1\.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"train size must be a count or a fraction in "
+        r"\(0, 1\), got 1\.0",
+    ):
         data.split(df, 1.0, 0, None)
-    with pytest.raises(ValueError, match=r"train 40 \+ val 15 \+ test None = 55 rows wanted, "
-                                         r"but the data has only 50"):
+    with pytest.raises(
+        ValueError,
+        match=r"train 40 \+ val 15 \+ test None = 55 rows wanted, "
+        r"but the data has only 50",
+    ):
         data.split(df, 0.8, 0.3, None)
     with pytest.raises(ValueError, match="split sizes must be positive: train size 0"):
         data.split(df, 0, 5, None)
@@ -362,8 +446,10 @@ def test_balance_three_classes():
     assert np.bincount(balanced["y"]).tolist() == [7, 7, 7]
     assert balanced["y"].tolist() == [0] * 7 + [1] * 7 + [2] * 7  # by class id
     assert balanced["text"].iloc[7:14].tolist() == df[df["y"] == 1]["text"].tolist()  # whole
-    assert balanced["text"].iloc[:7].tolist() == \
-        df[df["y"] == 0].sample(7, random_state=3)["text"].tolist()
+    assert (
+        balanced["text"].iloc[:7].tolist()
+        == df[df["y"] == 0].sample(7, random_state=3)["text"].tolist()
+    )
     splits = data.split(df, 0.5, 0.25, None, balance=True)
     assert sum(len(p) for _, p in splits.items()) == 21
     with pytest.raises(ValueError, match="rows wanted, but the data has only 21 after balancing"):
@@ -371,6 +457,7 @@ def test_balance_three_classes():
 
 
 # --------------------------------------------------------------------------- encoding
+
 
 class _WordTokenizer:
     """One id per word: enough to count tokens without the BPE files."""
@@ -380,10 +467,16 @@ class _WordTokenizer:
 
 
 def _text_splits():
-    df = data.add_class_ids(pd.DataFrame({
-        "text": ["a bb ccc dddd", "a", "bb ccccc", "a b", "xx yy zz"],
-        "label": ["p", "q", "p", "q", "p"],
-        "where": [f"f.csv line {n}" for n in range(2, 7)]}), ("p", "q"))
+    df = data.add_class_ids(
+        pd.DataFrame(
+            {
+                "text": ["a bb ccc dddd", "a", "bb ccccc", "a b", "xx yy zz"],
+                "label": ["p", "q", "p", "q", "p"],
+                "where": [f"f.csv line {n}" for n in range(2, 7)],
+            }
+        ),
+        ("p", "q"),
+    )
     return data.Splits(df.iloc[:3], df.iloc[3:4], df.iloc[4:])
 
 
@@ -397,8 +490,11 @@ def test_texts_longer_than_the_context_are_truncated_and_counted():
 
 
 def test_token_ids_beyond_the_vocabulary_name_the_row():
-    with pytest.raises(ValueError, match=r"^f\.csv line 4 \(train split\) has token id 5, but "
-                                         r"the model's vocabulary has only 5 ids"):
+    with pytest.raises(
+        ValueError,
+        match=r"^f\.csv line 4 \(train split\) has token id 5, but "
+        r"the model's vocabulary has only 5 ids",
+    ):
         data.encode_splits(_text_splits(), _WordTokenizer(), 16, vocab_size=5)
 
 

@@ -1,6 +1,7 @@
 """Two processes on 127.0.0.1 as one JAX runtime (jax.distributed, gloo on CPU): a
 fine-tuning run finishes with the figures of a single process, only process 0 writes
 the run folder, and a run with one process killed mid-epoch resumes on both."""
+
 import json
 import os
 import signal
@@ -9,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
@@ -40,9 +40,28 @@ def _free_port() -> int:
 
 
 def _flags(tiny_model_dir, data, run_dir):
-    return ["--model-dir", str(tiny_model_dir), "--data-file", str(data), "--train-size", "48",
-            "--val-size", "16", "--test-size", "16", "--epochs", "3", "--batch-size", "8",
-            "--pool", "last-real", "--memory-budget-gib", "0.001", "--run-dir", str(run_dir)]
+    return [
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data-file",
+        str(data),
+        "--train-size",
+        "48",
+        "--val-size",
+        "16",
+        "--test-size",
+        "16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--pool",
+        "last-real",
+        "--memory-budget-gib",
+        "0.001",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def _two_processes(flags, script=None, timeout=240):
@@ -50,11 +69,32 @@ def _two_processes(flags, script=None, timeout=240):
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)  # one CPU device each: two in all
-    code = script or "import sys; from gpt2_jax.commands.finetune import main; sys.exit(main(sys.argv[1:]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, *flags, "--coordinator",
-                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
+    code = (
+        script
+        or "import sys; from gpt2_jax.commands.finetune import main; sys.exit(main(sys.argv[1:]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                *flags,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for p in procs:
         try:
@@ -83,8 +123,9 @@ def _close(a, b, where=""):
 
 
 def test_two_processes_train_like_one_and_resume_after_a_kill(tiny_model_dir, tmp_path):
-    from gpt2_jax.commands import finetune
     from synthetic import write_sms_file
+
+    from gpt2_jax.commands import finetune
 
     data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=20)
     single = tmp_path / "single"

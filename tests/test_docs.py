@@ -6,6 +6,7 @@ path must name an existing file or folder, relative to the page that links to it
 anchor must be the GitHub-style slug of a heading in the target page. Links inside code
 (fenced blocks and inline code spans) are not links and are skipped.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,9 +93,12 @@ def broken_links(page: Path) -> list[str]:
 def test_there_are_pages_with_links():
     assert (REPO / "README.md").is_file()
     assert len(pages()) > 1, "docs/*.md pages are missing"
-    links = [m for page in pages()
-             for _, line in prose_lines(page.read_text(encoding="utf-8"))
-             for m in LINK.finditer(line)]
+    links = [
+        m
+        for page in pages()
+        for _, line in prose_lines(page.read_text(encoding="utf-8"))
+        for m in LINK.finditer(line)
+    ]
     assert links, "no links found: the link pattern is broken"
 
 
@@ -108,7 +112,8 @@ def test_readme_is_short():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, (
         f"README.md has {len(lines)} lines; keep it at most {README_MAX_LINES} and move "
-        "details to a page under docs/")
+        "details to a page under docs/"
+    )
 
 
 def test_the_checker_finds_broken_links(tmp_path):
@@ -124,10 +129,15 @@ def test_the_checker_finds_broken_links(tmp_path):
         "[web](https://example.com) `[code](missing.md)`\n"
         "```\n[in a fence](missing.md)\n```\n"
         "[gone](docs/b.md) [no heading](docs/a.md#install) ![gone](docs/pic.jpg) [x](#nope)\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     problems = broken_links(page)
     assert [p.split(": ")[1] for p in problems] == [
-        "docs/b.md", "docs/a.md#install", "docs/pic.jpg", "#nope"], problems
+        "docs/b.md",
+        "docs/a.md#install",
+        "docs/pic.jpg",
+        "#nope",
+    ], problems
 
 
 def test_slugs_follow_github():
@@ -135,4 +145,7 @@ def test_slugs_follow_github():
     assert slug("Interruption and `--resume`") == "interruption-and---resume"
     assert slug("The book's experiments") == "the-books-experiments"
     assert slug("Speed, results and memory") == "speed-results-and-memory"
-    assert slug("`util`: helpers with no knowledge of GPT-2") == "util-helpers-with-no-knowledge-of-gpt-2"
+    assert (
+        slug("`util`: helpers with no knowledge of GPT-2")
+        == "util-helpers-with-no-knowledge-of-gpt-2"
+    )

@@ -3,16 +3,21 @@ import socket
 
 import numpy as np
 import pytest
-
-from gpt2_jax.weights.openai import load_gpt2
 from conftest import BPE_DIR, needs
-from gpt2_jax.weights.openai import parameter_count
-from gpt2_jax.model.config import settings_for_size
-from gpt2_jax.data.tokenizer import GPT2_BPE
-from gpt2_jax.util.fetch import DownloadError, Expected, fetch, sha256_of
-from gpt2_jax.weights.download import (GPT2_BASE_URL, GPT2_DATA_BYTES, GPT2_FILES,
-                                       download_and_load_gpt2, download_gpt2, gpt2_files)
 from http_server import serve
+
+from gpt2_jax.data.tokenizer import GPT2_BPE
+from gpt2_jax.model.config import settings_for_size
+from gpt2_jax.util.fetch import DownloadError, Expected, fetch, sha256_of
+from gpt2_jax.weights.download import (
+    GPT2_BASE_URL,
+    GPT2_DATA_BYTES,
+    GPT2_FILES,
+    download_and_load_gpt2,
+    download_gpt2,
+    gpt2_files,
+)
+from gpt2_jax.weights.openai import load_gpt2, parameter_count
 
 
 @pytest.fixture()
@@ -33,8 +38,9 @@ def _gets(log):
 
 def test_fresh_download_then_skip(tmp_path, remote):
     url, log, src = remote
-    settings, params = download_and_load_gpt2("124M", tmp_path / "models", base_url=url,
-                                              progress=False)
+    settings, params = download_and_load_gpt2(
+        "124M", tmp_path / "models", base_url=url, progress=False
+    )
     local = tmp_path / "models" / "124M"
     assert sorted(p.name for p in local.iterdir()) == sorted(GPT2_FILES)
     for name in GPT2_FILES:
@@ -242,4 +248,6 @@ def test_offline_message_for_openais_files_lists_each_file_once(tmp_path):
     message = str(err.value)
     assert message.startswith("7 file(s) could not be downloaded")
     assert f"get it from {GPT2_BASE_URL}/124M/vocab.bpe\n" in message
-    assert " or https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe" in message
+    assert (
+        " or https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe" in message
+    )

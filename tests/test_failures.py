@@ -1,21 +1,27 @@
 """Expected failures end with one clear line, a non-zero exit and a true status in
 metrics.json; a run folder belongs to one run at a time."""
+
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
+from synthetic import write_sms_file
+
 from gpt2_jax.commands import spam
 from gpt2_jax.finetune import run as finetune
-from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig, RunFolderLock,
-                               run)
+from gpt2_jax.finetune.run import (
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    RunFolderLock,
+    run,
+)
 from gpt2_jax.training.train import TrainConfig
-from synthetic import write_sms_file
 
 SIZES = dict(train_size=160, val_size=40, test_size=40)
 
@@ -26,9 +32,25 @@ def sms_file(tmp_path_factory):
 
 
 def _args(model_dir, sms_file, run_dir, *extra):
-    return ["--model-dir", str(model_dir), "--data-file", str(sms_file), "--run-dir",
-            str(run_dir), "--train-size", "160", "--val-size", "40", "--test-size", "40",
-            "--epochs", "3", "--lr", "1e-3", *extra]
+    return [
+        "--model-dir",
+        str(model_dir),
+        "--data-file",
+        str(sms_file),
+        "--run-dir",
+        str(run_dir),
+        "--train-size",
+        "160",
+        "--val-size",
+        "40",
+        "--test-size",
+        "40",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
 
 
 def _one_error_line(err: str) -> str:
@@ -37,16 +59,19 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lr", "nan"], "lr must be a positive number, got nan"),
-    (["--lr", "inf"], "lr must be a positive number, got inf"),
-    (["--weight-decay", "nan"], "weight_decay must be a number >= 0"),
-    (["--class-weights", "ham=inf,spam=1"], "at 'ham=inf'"),
-    (["--train-size", "nan"], "train_size must be a count or a fraction"),
-    (["--drop-rate", "nan"], "drop_rate must be in [0, 1)"),
-    (["--memory-budget-gib", "0"], "memory_budget_gib must be"),
-    (["--trainable", "h1/[a"], "--trainable 'h1/[a' is neither a preset"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "nan"], "lr must be a positive number, got nan"),
+        (["--lr", "inf"], "lr must be a positive number, got inf"),
+        (["--weight-decay", "nan"], "weight_decay must be a number >= 0"),
+        (["--class-weights", "ham=inf,spam=1"], "at 'ham=inf'"),
+        (["--train-size", "nan"], "train_size must be a count or a fraction"),
+        (["--drop-rate", "nan"], "drop_rate must be in [0, 1)"),
+        (["--memory-budget-gib", "0"], "memory_budget_gib must be"),
+        (["--trainable", "h1/[a"], "--trainable 'h1/[a' is neither a preset"),
+    ],
+)
 def test_impossible_flags_stop_before_any_work(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         spam.main(flags)
@@ -70,9 +95,11 @@ def test_a_folder_in_use_is_refused(tiny_model_dir, sms_file, tmp_path):
     folder = tmp_path / "busy"
     folder.mkdir()
     lock = RunFolderLock(folder)  # another run holds it
-    cfg = RunConfig(model=ModelConfig(model_dir=str(tiny_model_dir)),
-                    data=DataConfig(data_file=str(sms_file), **SIZES),
-                    output=OutputConfig(run_dir=str(folder), overwrite=True))
+    cfg = RunConfig(
+        model=ModelConfig(model_dir=str(tiny_model_dir)),
+        data=DataConfig(data_file=str(sms_file), **SIZES),
+        output=OutputConfig(run_dir=str(folder), overwrite=True),
+    )
     try:
         with pytest.raises(FileExistsError, match=r"in use by another run \(pid \d+"):
             run(cfg, log=lambda s: None)
@@ -86,10 +113,18 @@ def test_a_folder_in_use_is_refused(tiny_model_dir, sms_file, tmp_path):
 def test_two_runs_started_together_on_one_folder(tiny_model_dir, sms_file, tmp_path):
     run_dir = tmp_path / "shared"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "experiments.spam",
-           *_args(tiny_model_dir, sms_file, run_dir, "--epochs", "1")]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.spam",
+        *_args(tiny_model_dir, sms_file, run_dir, "--epochs", "1"),
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
@@ -101,8 +136,9 @@ def test_two_runs_started_together_on_one_folder(tiny_model_dir, sms_file, tmp_p
 
 @pytest.mark.slow
 @needs(BPE_DIR)
-def test_full_disk_gives_one_line_and_a_true_status(tiny_model_dir, sms_file, tmp_path,
-                                                    monkeypatch, capsys):
+def test_full_disk_gives_one_line_and_a_true_status(
+    tiny_model_dir, sms_file, tmp_path, monkeypatch, capsys
+):
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -112,8 +148,9 @@ def test_full_disk_gives_one_line_and_a_true_status(tiny_model_dir, sms_file, tm
     err = capsys.readouterr().err
     assert "No space left on device" in _one_error_line(err)
     status = json.loads((run_dir / "metrics.json").read_text())["status"]
-    assert status.startswith("stopped: [Errno 28] No space left on device; the last good "
-                             "state (epoch 1)")
+    assert status.startswith(
+        "stopped: [Errno 28] No space left on device; the last good state (epoch 1)"
+    )
     assert f"--resume {run_dir}" in status and f"--resume {run_dir}" in err
 
 
@@ -147,16 +184,28 @@ def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
     run_dir = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = TERMINATED_RUN.format(argv=_args(tiny_model_dir, sms_file, run_dir))
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 130, done.stderr[-2000:]
     assert _one_error_line(done.stderr) == "stopped: terminated (SIGTERM)"
     report = json.loads((run_dir / "metrics.json").read_text())
-    assert report["status"].startswith("stopped: terminated (SIGTERM); the last good state "
-                                       "(epoch 1)")
-    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
-                              str(run_dir)], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=600)
+    assert report["status"].startswith(
+        "stopped: terminated (SIGTERM); the last good state (epoch 1)"
+    )
+    resumed = subprocess.run(
+        [sys.executable, "-m", "experiments.spam", "--resume", str(run_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["status"] == "finished"
@@ -172,13 +221,24 @@ def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_
     env = dict(os.environ, PYTHONPATH=str(REPO))
     argv = _args(tiny_model_dir, sms_file, run_dir, "--keep-checkpoints", "3")
     script = TERMINATED_RUN.format(argv=argv).replace("step == 15", "step == 25")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 130, done.stderr[-2000:]  # stopped in epoch 3, epochs 1-2 saved
     _damage(run_dir / "checkpoints" / "2", how="truncate")
-    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
-                              str(run_dir)], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "experiments.spam", "--resume", str(run_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "checkpoints/2 is damaged" in resumed.stdout + resumed.stderr
     report = json.loads((run_dir / "metrics.json").read_text())
@@ -196,9 +256,23 @@ def test_overwrite_never_empties_a_folder_that_is_not_a_run(tiny_model_dir, tmp_
     precious.mkdir()
     data = write_sms_file(precious / "SMSSpamCollection")
     (precious / "thesis.txt").write_text("years of work")
-    args = ["--model-dir", str(tiny_model_dir), "--data-file", str(data), "--epochs", "1",
-            "--train-size", "160", "--val-size", "40", "--test-size", "40",
-            "--run-dir", str(precious), "--overwrite"]
+    args = [
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data-file",
+        str(data),
+        "--epochs",
+        "1",
+        "--train-size",
+        "160",
+        "--val-size",
+        "40",
+        "--test-size",
+        "40",
+        "--run-dir",
+        str(precious),
+        "--overwrite",
+    ]
     assert spam.main(args) == 1
     assert "not an earlier run's folder" in _one_error_line(capsys.readouterr().err)
     (precious / "metrics.json").write_text("{}")  # looks like a run, but holds the data

@@ -1,4 +1,5 @@
 """The speed-ups are exact: same logits, gradients and metrics as the plain computation."""
+
 import json
 
 import jax
@@ -6,17 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.data.tables import encode
-from gpt2_jax.model.gpt import GPTModel, init_params
-from gpt2_jax.finetune.run import SpeedConfig, train_classifier
-from gpt2_jax.model.pooling import pool_logits, pool_positions
 from gpt2_jax.data.batches import bucket_length
+from gpt2_jax.data.tables import encode
+from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.model.pooling import pool_logits, pool_positions
 from gpt2_jax.training.prefix import compute_prefix
-from gpt2_jax.training.train import Partition, TrainConfig, resolve_trainable, weighted_cross_entropy
+from gpt2_jax.training.train import (
+    Partition,
+    TrainConfig,
+    resolve_trainable,
+    weighted_cross_entropy,
+)
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
-                num_classes=2)
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3, num_classes=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +96,9 @@ def _data(seed, n):
     lengths = rng.integers(2, 40, n)
     labels = rng.integers(0, 2, n)
     # spam-like messages start with token 7, so there is something to learn
-    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
-              for m, y in zip(lengths, labels)]
+    tokens = [
+        [7 if y else 9] + rng.integers(0, 499, m - 1).tolist() for m, y in zip(lengths, labels)
+    ]
     return encode(tokens, labels, 48)
 
 
@@ -98,9 +106,19 @@ def _train(params, data, pool, speed, **kwargs):
     tc = TrainConfig(batch_size=8, epochs=2, lr=1e-3)
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
     # the step donates the trainable leaves, so each run gets a copy
-    return train_classifier(GPTModel(CFG), jax.tree.map(jnp.array, params), data, ("a", "b"),
-                            tc, speed, pool, np.array([1.0, 1.5], np.float32), part,
-                            log=lambda s: None, **kwargs)
+    return train_classifier(
+        GPTModel(CFG),
+        jax.tree.map(jnp.array, params),
+        data,
+        ("a", "b"),
+        tc,
+        speed,
+        pool,
+        np.array([1.0, 1.5], np.float32),
+        part,
+        log=lambda s: None,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -112,8 +130,12 @@ def test_cached_training_matches_the_plain_path(params, pool, tmp_path):
     p_plain, h_plain = _train(params, data, pool, plain)
     p_disk, h_disk = _train(params, data, pool, SpeedConfig(), prefix_disk_dir=tmp_path / "p")
     assert len(list((tmp_path / "p").glob("prefix-*.npy"))) == 2  # train and test
-    strip = lambda h: json.dumps([{k: v for k, v in e.items() if "seconds" not in k}  # noqa
-                                  for e in h])  # as text, so that NaN equals NaN
+    strip = lambda h: json.dumps(
+        [
+            {k: v for k, v in e.items() if "seconds" not in k}  # noqa
+            for e in h
+        ]
+    )  # as text, so that NaN equals NaN
     assert strip(h_disk) == strip(h_fast)  # memory-mapped inputs: the very same run
     for a, b in zip(h_fast, h_plain):
         assert a["train_step_loss"] == pytest.approx(b["train_step_loss"], abs=1e-5)
@@ -151,12 +173,14 @@ def test_prefix_progress_is_logged_without_a_terminal(params, batch):
     logs = []
     compute_prefix(CFG, params, ids, lengths, 2, batch_size=1, desc="prefix train", log=logs.append)
     assert [line.split(",")[0] for line in logs] == [
-        "prefix train: 1/4 batches (25 %)", "prefix train: 2/4 batches (50 %)",
-        "prefix train: 3/4 batches (75 %)", "prefix train: 4/4 batches (100 %)"]
+        "prefix train: 1/4 batches (25 %)",
+        "prefix train: 2/4 batches (50 %)",
+        "prefix train: 3/4 batches (75 %)",
+        "prefix train: 4/4 batches (100 %)",
+    ]
 
 
-@pytest.mark.parametrize("t, block", [(1, 96), (5, 2), (64, 96), (257, 96), (257, 32),
-                                      (1024, 96)])
+@pytest.mark.parametrize("t, block", [(1, 96), (5, 2), (64, 96), (257, 96), (257, 32), (1024, 96)])
 def test_blocked_causal_attention_equals_the_full_square(t, block):
     from gpt2_jax.model.gpt import causal_attention
 
@@ -172,8 +196,9 @@ def test_blocked_causal_attention_equals_the_full_square(t, block):
     np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
 
 
-LONG = GPTConfig(vocab_size=512, context_length=1024, emb_dim=64, n_heads=4, n_layers=2,
-                 num_classes=3)
+LONG = GPTConfig(
+    vocab_size=512, context_length=1024, emb_dim=64, n_heads=4, n_layers=2, num_classes=3
+)
 
 
 @pytest.mark.parametrize("t", [7, 300, 1024])
@@ -183,8 +208,10 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
     included, on hidden states as the prefix cache gives them."""
     rng = np.random.default_rng(t)
     # every leaf random (LayerNorm scale 1 and zero biases would hide absorption errors)
-    params = jax.tree.map(lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32),
-                          init_params(LONG, seed=3))
+    params = jax.tree.map(
+        lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32),
+        init_params(LONG, seed=3),
+    )
     hidden = jnp.asarray(rng.standard_normal((3, t, LONG.emb_dim)), jnp.float32)
     lengths = jnp.asarray([t, max(1, t // 3), 1])  # full, padded, a single token
     labels = jnp.asarray([0, 2, 1])
@@ -199,8 +226,7 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
         def pooled(p, x):
             return model.apply({"params": p}, x, start=start, pool_index=index)
 
-        np.testing.assert_allclose(pooled(params, hidden), full(params, hidden),
-                                   atol=1e-5, rtol=0)
+        np.testing.assert_allclose(pooled(params, hidden), full(params, hidden), atol=1e-5, rtol=0)
         loss = lambda f: lambda p, x: weighted_cross_entropy(f(p, x), labels, weights)  # noqa
         g_full = jax.grad(loss(full), argnums=(0, 1))(params, hidden)
         g_pool = jax.grad(loss(pooled), argnums=(0, 1))(params, hidden)
@@ -238,12 +264,13 @@ def test_packed_prefix_equals_each_text_alone(params, widths, monkeypatch):
     packed = compute_prefix(CFG, params, ids, lengths, 2, batch_size=2, bucketed=True)
     model = GPTModel(CFG)
     for row, n in enumerate(lengths):
-        alone = model.apply({"params": params}, ids[row:row + 1, :n], stop=2)[0]
+        alone = model.apply({"params": params}, ids[row : row + 1, :n], stop=2)[0]
         np.testing.assert_allclose(packed[row, :n], alone, atol=1e-5, rtol=0)
         assert not packed[row, n:].any()  # past the text: left zero
 
 
 # ---- jax.nn.dot_product_attention (cuDNN's fused attention on GPUs) ----
+
 
 @pytest.mark.parametrize("causal, packed", [(True, False), (False, False), (True, True)])
 def test_fused_attention_equals_the_blocked_one(causal, packed):
@@ -251,8 +278,9 @@ def test_fused_attention_equals_the_blocked_one(causal, packed):
 
     rng = np.random.default_rng(7)
     q, k, v = (jnp.asarray(rng.normal(size=(3, 37, 4, 8)), jnp.float32) for _ in range(3))
-    segments = (jnp.asarray(np.repeat([[0, 1, 2]], 3, 0).repeat([10, 15, 12], axis=1))
-                if packed else None)
+    segments = (
+        jnp.asarray(np.repeat([[0, 1, 2]], 3, 0).repeat([10, 15, 12], axis=1)) if packed else None
+    )
     blocked = causal_attention(q, k, v, block=8, segments=segments, causal=causal)
     fused = fused_attention(q, k, v, segments=segments, causal=causal)
     np.testing.assert_allclose(np.asarray(fused), np.asarray(blocked), atol=1e-5, rtol=0)
@@ -266,8 +294,15 @@ def test_fused_attention_equals_the_blocked_one(causal, packed):
 def test_model_with_fused_attention_gives_the_same_logits():
     import dataclasses
 
-    cfg = GPTConfig(vocab_size=300, context_length=40, emb_dim=32, n_heads=4, n_layers=2,
-                    num_classes=3, attention="blocked")
+    cfg = GPTConfig(
+        vocab_size=300,
+        context_length=40,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        num_classes=3,
+        attention="blocked",
+    )
     params = init_params(cfg, seed=2)
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 300, size=(2, 40)))
     blocked = GPTModel(cfg).apply({"params": params}, ids)
@@ -282,8 +317,9 @@ def test_bfloat16_training_keeps_float32_weights_and_stays_close(params):
     p32, h32 = _train(params, data, "last-real", SpeedConfig())
     p16, h16 = _train(params, data, "last-real", SpeedConfig(train_dtype="bfloat16"))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p16))  # master weights
-    moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p16),
-                                                             jax.tree.leaves(p32)))
+    moved = max(
+        float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p16), jax.tree.leaves(p32))
+    )
     assert 0 < moved < 1e-2  # bfloat16 products: another path, not another result
     for a, b in zip(h16, h32):
         assert a["train_step_loss"] == pytest.approx(b["train_step_loss"], abs=2e-2)

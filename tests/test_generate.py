@@ -1,8 +1,8 @@
 """Greedy generation: equal to the plain loop, compiled once per buffer shape with the
 weights as arguments."""
+
 import dataclasses
 
-import jax
 import numpy as np
 import pytest
 
@@ -23,16 +23,19 @@ def plain_greedy(params, ids, max_new_tokens):
     """The obvious way: no jit, the whole (last context_length tokens of the) text each step."""
     ids = np.atleast_2d(np.asarray(ids, np.int32))
     for _ in range(max_new_tokens):
-        logits = GPTModel(CFG).apply({"params": params}, ids[:, -CFG.context_length:])
+        logits = GPTModel(CFG).apply({"params": params}, ids[:, -CFG.context_length :])
         ids = np.concatenate([ids, np.argmax(logits[:, -1], axis=-1)[:, None]], axis=1)
     return ids
 
 
-@pytest.mark.parametrize("prompt, new", [
-    ([5, 17, 3], 5),  # [T]
-    ([[5, 17, 3, 9], [1, 2, 3, 4]], 6),  # [B, T]
-    (list(range(10)), 12),  # grows past context_length 16
-])
+@pytest.mark.parametrize(
+    "prompt, new",
+    [
+        ([5, 17, 3], 5),  # [T]
+        ([[5, 17, 3, 9], [1, 2, 3, 4]], 6),  # [B, T]
+        (list(range(10)), 12),  # grows past context_length 16
+    ],
+)
 def test_equals_the_plain_greedy_loop(params, prompt, new):
     got = generate(GPTModel(CFG), params, prompt, new)
     want = plain_greedy(params, prompt, new)

@@ -1,5 +1,6 @@
 """experiments.grid: rows run one after another, a finished row is not run again after
 an interruption, and the table reads the runs' own metrics."""
+
 import json
 import os
 import signal
@@ -8,10 +9,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
-from gpt2_jax.commands import grid
 from synthetic import write_sms_file
+
+from gpt2_jax.commands import grid
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
 
@@ -20,22 +21,53 @@ def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp
     data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=30)
     out = tmp_path / "grid"
     rows = tmp_path / "rows.json"
-    rows.write_text(json.dumps([
-        {"name": "lab", "flags": []},
-        {"name": "first", "flags": ["--pool", "first"]},
-        {"name": "lora", "flags": ["--trainable", "lora", "--lora-rank", "2"]},
-    ]))
-    cmd = [sys.executable, "-m", "experiments.grid", "--out", str(out), "--rows-file", str(rows),
-           "--", "--model-dir", str(tiny_model_dir), "--data-file", str(data), "--offline",
-           "--train-size", "32", "--val-size", "16", "--test-size", "16", "--epochs", "1",
-           "--batch-size", "8"]
+    rows.write_text(
+        json.dumps(
+            [
+                {"name": "lab", "flags": []},
+                {"name": "first", "flags": ["--pool", "first"]},
+                {"name": "lora", "flags": ["--trainable", "lora", "--lora-rank", "2"]},
+            ]
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.grid",
+        "--out",
+        str(out),
+        "--rows-file",
+        str(rows),
+        "--",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data-file",
+        str(data),
+        "--offline",
+        "--train-size",
+        "32",
+        "--val-size",
+        "16",
+        "--test-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # first try: killed once the first row has finished
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
-    while (time.time() < deadline and proc.poll() is None
-           and grid.result_of(out / "lab") is None):
+    while time.time() < deadline and proc.poll() is None and grid.result_of(out / "lab") is None:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     output = proc.communicate()[0]

@@ -1,6 +1,7 @@
 """Hugging Face interop: GPT-2 folders in Hugging Face's layout in, classifiers and
 backbones out, checked against ``transformers`` itself; the Hub through a stand-in on
 127.0.0.1; TensorFlow needed only for OpenAI's checkpoint."""
+
 import copy
 import json
 import os
@@ -12,30 +13,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import BPE_DIR, REPO, TINY_SETTINGS, needs
-from gpt2_jax.weights import hf as hf_checkpoint
+from hub_server import serve_hub
+
 from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier
+from gpt2_jax.classifier.export import (
+    ExportError,
+    export_backbone,
+    export_classifier,
+    fold_head_bias,
+)
+from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.weights.hf import load_hf_gpt2, save_hf_gpt2
-from gpt2_jax.classifier.export import ExportError, export_backbone, export_classifier, fold_head_bias
-from gpt2_jax.weights.hub import HubError, fetch_hf_repo
 from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.weights import hf as hf_checkpoint
+from gpt2_jax.weights.hf import load_hf_gpt2, save_hf_gpt2
+from gpt2_jax.weights.hub import HubError, fetch_hf_repo
 from gpt2_jax.weights.openai import CheckpointError, lab_params, load_gpt2, load_weights
 from gpt2_jax.weights.pretrained import folder_format, load_pretrained
-from gpt2_jax.data.tokenizer import get_tokenizer
-from hub_server import serve_hub
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytestmark = needs(BPE_DIR)
 
-MESSAGES = ["WINNER!! You have been selected to receive a $900 prize. Call now!",
-            "Are we still on for lunch tomorrow?",
-            "Free entry in 2 a wkly comp to win FA Cup final tkts",
-            "ok",
-            "I'll be late, the bus broke down again :(",
-            "URGENT: your account has been suspended, reply with your PIN"]
+MESSAGES = [
+    "WINNER!! You have been selected to receive a $900 prize. Call now!",
+    "Are we still on for lunch tomorrow?",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts",
+    "ok",
+    "I'll be late, the bus broke down again :(",
+    "URGENT: your account has been suspended, reply with your PIN",
+]
 
 
 def _same_params(a: dict, b: dict) -> None:
@@ -57,8 +65,9 @@ def transformers_folder(tmp_path_factory):
     """A folder written by transformers itself: a GPT-2 of none of OpenAI's sizes, every
     weight random (LayerNorms and biases too), and its tokenizer from our BPE files."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=50257, n_positions=40, n_embd=48, n_layer=3,
-                                     n_head=6)
+    config = transformers.GPT2Config(
+        vocab_size=50257, n_positions=40, n_embd=48, n_layer=3, n_head=6
+    )
     model = transformers.GPT2LMHeadModel(config)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -137,16 +146,19 @@ def _rewrite(src, dst, *, drop=None, reshape=None, config=None, nan=None, twice=
     return dst
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"drop": "h.1.mlp.c_fc.bias"}, "h.1.mlp.c_fc.bias (128,)"),
-    ({"reshape": "h.0.attn.c_attn.weight"}, "'h.0.attn.c_attn.weight' has shape (32, 95)"),
-    ({"config": {"model_type": "llama"}}, "model_type 'llama'"),
-    ({"config": {"activation_function": "relu"}}, "activation_function='relu'"),
-    ({"config": {"n_inner": 100}}, "n_inner=100"),
-    ({"nan": "h.1.ln_2.bias"}, "'h.1.ln_2.bias' holds NaN"),
-    ({"twice": "ln_f.bias"}, "'ln_f.bias' is stored twice"),
-    ({"config": {"n_layer": 10 ** 6}}, "28 tensors, but config.json"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"drop": "h.1.mlp.c_fc.bias"}, "h.1.mlp.c_fc.bias (128,)"),
+        ({"reshape": "h.0.attn.c_attn.weight"}, "'h.0.attn.c_attn.weight' has shape (32, 95)"),
+        ({"config": {"model_type": "llama"}}, "model_type 'llama'"),
+        ({"config": {"activation_function": "relu"}}, "activation_function='relu'"),
+        ({"config": {"n_inner": 100}}, "n_inner=100"),
+        ({"nan": "h.1.ln_2.bias"}, "'h.1.ln_2.bias' holds NaN"),
+        ({"twice": "ln_f.bias"}, "'ln_f.bias' is stored twice"),
+        ({"config": {"n_layer": 10**6}}, "28 tensors, but config.json"),
+    ],
+)
 def test_broken_folders_are_refused_by_name(hf_from_tf, tmp_path, change, named):
     folder = _rewrite(hf_from_tf, tmp_path / "broken", **change)
     with pytest.raises(CheckpointError, match="^" + str(folder).replace("\\", "\\\\")) as err:
@@ -163,18 +175,22 @@ def test_odd_folders_get_one_clear_error(hf_from_tf, tiny_model_dir, tmp_path):
     config_only.mkdir()
     shutil.copyfile(hf_from_tf / "config.json", config_only / "config.json")
     from gpt2_jax.weights.pretrained import read_folder_settings  # enough for --weights random
+
     assert read_folder_settings(config_only) == TINY_SETTINGS
     with pytest.raises(FileNotFoundError, match="config.json but no weights"):
         load_pretrained(config_only)
     index = _rewrite(hf_from_tf, tmp_path / "index", config={})
     (index / "model.safetensors").rename(index / "part-1.safetensors")
-    for weight_map, says in [({"wte.weight": 3}, "must be file names"),
-                             ({"wte.weight": "../part-1.safetensors"}, "is not a file in")]:
+    for weight_map, says in [
+        ({"wte.weight": 3}, "must be file names"),
+        ({"wte.weight": "../part-1.safetensors"}, "is not a file in"),
+    ]:
         (index / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
         with pytest.raises(CheckpointError, match=says):
             load_pretrained(index)
     (index / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {"wte.weight": "part-1.safetensors"}}))
+        json.dumps({"weight_map": {"wte.weight": "part-1.safetensors"}})
+    )
     _same_params(load_pretrained(index)[1], load_hf_gpt2(hf_from_tf)[1])  # shards work
     pickled = tmp_path / "pickled"
     pickled.mkdir()
@@ -190,21 +206,36 @@ def test_odd_folders_get_one_clear_error(hf_from_tf, tiny_model_dir, tmp_path):
 def test_untied_lm_head_and_stray_tensors_are_refused(hf_from_tf, tmp_path):
     settings, params = load_hf_gpt2(hf_from_tf)
     untied = np.asarray(params["wte"]) + 1.0
-    folder = save_hf_gpt2(tmp_path / "untied", settings, params, prefix="transformer.",
-                          extra_tensors={"lm_head.weight": untied})
+    folder = save_hf_gpt2(
+        tmp_path / "untied",
+        settings,
+        params,
+        prefix="transformer.",
+        extra_tensors={"lm_head.weight": untied},
+    )
     with pytest.raises(CheckpointError, match="lm_head.weight differs from wte.weight"):
         load_hf_gpt2(folder)
-    tied = save_hf_gpt2(tmp_path / "tied", settings, params, prefix="transformer.",
-                        extra_tensors={"lm_head.weight": np.asarray(params["wte"])})
+    tied = save_hf_gpt2(
+        tmp_path / "tied",
+        settings,
+        params,
+        prefix="transformer.",
+        extra_tensors={"lm_head.weight": np.asarray(params["wte"])},
+    )
     _same_params(load_hf_gpt2(tied)[1], params)
-    stray = save_hf_gpt2(tmp_path / "stray", settings, params,
-                         extra_tensors={"h.9.attn.c_attn.weight": np.zeros((2, 2), np.float32)})
+    stray = save_hf_gpt2(
+        tmp_path / "stray",
+        settings,
+        params,
+        extra_tensors={"h.9.attn.c_attn.weight": np.zeros((2, 2), np.float32)},
+    )
     with pytest.raises(CheckpointError, match="unexpected tensor 'h.9.attn.c_attn.weight'"):
         load_hf_gpt2(stray)
 
 
-def test_half_precision_and_pytorch_pickles_load_as_float32(transformers_folder, tmp_path,
-                                                             monkeypatch):
+def test_half_precision_and_pytorch_pickles_load_as_float32(
+    transformers_folder, tmp_path, monkeypatch
+):
     folder, hf_model = transformers_folder
     _, params = load_pretrained(folder)
     bf16 = tmp_path / "bf16"
@@ -215,15 +246,16 @@ def test_half_precision_and_pytorch_pickles_load_as_float32(transformers_folder,
         half = hf_checkpoint.flat_variables(halves)[name]
         assert half.dtype == np.float32
         # bfloat16 keeps 8 bits of mantissa: within 2^-8 relative, and not identical
-        np.testing.assert_allclose(half, full, rtol=2 ** -8, atol=0)
+        np.testing.assert_allclose(half, full, rtol=2**-8, atol=0)
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     shutil.copyfile(folder / "config.json", pickled / "config.json")
     torch.save(hf_model.state_dict(), pickled / "pytorch_model.bin")
     _same_params(load_pretrained(pickled)[1], params)
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(CheckpointError, match="needs torch .* convert it once to "
-                                              "model.safetensors"):
+    with pytest.raises(
+        CheckpointError, match="needs torch .* convert it once to model.safetensors"
+    ):
         load_pretrained(pickled)
 
 
@@ -240,8 +272,9 @@ LABELS = ("ham", "promo", "spam")
 def _classifier_run(root, pool="last-real", lora_rank=0, seed=5):
     """A saved classifier with random weights, a head bias large enough to matter, and
     (for LoRA) adapters that are not zero."""
-    cfg = GPTConfig.from_settings(TINY_SETTINGS, num_classes=len(LABELS), lora_rank=lora_rank,
-                                  lora_alpha=8.0)
+    cfg = GPTConfig.from_settings(
+        TINY_SETTINGS, num_classes=len(LABELS), lora_rank=lora_rank, lora_alpha=8.0
+    )
     params = jax.tree.map(np.asarray, init_params(cfg, seed=seed))
     rng = np.random.default_rng(seed)
     params["head"]["bias"] = np.array([1.5, -0.7, 0.4], np.float32)
@@ -257,25 +290,28 @@ def _classifier_run(root, pool="last-real", lora_rank=0, seed=5):
 
 
 def _pipeline_probs(out, texts, **kwargs):
-    clf = transformers.pipeline("text-classification", model=str(out), top_k=None,
-                                device="cpu")
+    clf = transformers.pipeline("text-classification", model=str(out), top_k=None, device="cpu")
     results = clf(texts, truncation=True, **kwargs)
-    return np.array([[{r["label"]: r["score"] for r in res}[name] for name in LABELS]
-                     for res in results])
+    return np.array(
+        [[{r["label"]: r["score"] for r in res}[name] for name in LABELS] for res in results]
+    )
 
 
 @pytest.mark.parametrize("lora_rank", [0, 2])
 def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, lora_rank):
     run = _classifier_run(tmp_path / "run", lora_rank=lora_rank)
     out = export_classifier(run, tmp_path / "hf")
-    texts = MESSAGES + ["a text long enough to be cut at the classifier's twenty-four tokens, "
-                        "which is what the training saw and what truncation=True does too"]
+    texts = MESSAGES + [
+        "a text long enough to be cut at the classifier's twenty-four tokens, "
+        "which is what the training saw and what truncation=True does too"
+    ]
     ours = Classifier.load(run).predict(texts)
     assert ours.truncated[-1] and not ours.truncated[:-1].any()
     np.testing.assert_allclose(_pipeline_probs(out, texts), ours.probs, atol=1e-4, rtol=0)
     # batched with padding: transformers finds the last real token itself
-    np.testing.assert_allclose(_pipeline_probs(out, texts, batch_size=4), ours.probs,
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        _pipeline_probs(out, texts, batch_size=4), ours.probs, atol=1e-4, rtol=0
+    )
     model = transformers.GPT2ForSequenceClassification.from_pretrained(out)
     assert model.config.id2label == dict(enumerate(LABELS))
     assert model.config.pad_token_id == 50256
@@ -296,8 +332,10 @@ def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
         export_classifier(run, tmp_path / "hf")
     cache = tmp_path / "tiktoken"  # GPT-2's files as tiktoken caches them: used instead
     cache.mkdir()
-    from gpt2_jax.data.tokenizer import TIKTOKEN_GPT2_URL
     import hashlib
+
+    from gpt2_jax.data.tokenizer import TIKTOKEN_GPT2_URL
+
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
         shutil.copyfile(BPE_DIR / name, cache / key)
@@ -306,8 +344,9 @@ def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
     assert (out / "vocab.json").read_bytes() == (BPE_DIR / "encoder.json").read_bytes()
 
 
-@pytest.mark.parametrize("pool, why", [("last", "--pool last-real"), ("mean", "'mean'"),
-                                       ("first", "'first'")])
+@pytest.mark.parametrize(
+    "pool, why", [("last", "--pool last-real"), ("mean", "'mean'"), ("first", "'first'")]
+)
 def test_pools_transformers_cannot_read_are_refused(tmp_path, pool, why):
     run = _classifier_run(tmp_path / "run", pool=pool)
     with pytest.raises(ExportError, match=why):
@@ -329,8 +368,9 @@ def test_head_bias_fold_is_exact_and_refuses_a_rank_deficient_head():
         fold_head_bias(kernel, bias, ln_bias)
 
 
-def test_export_command_converts_a_tf_checkpoint_that_transformers_loads(tiny_model_dir,
-                                                                          tmp_path, capsys):
+def test_export_command_converts_a_tf_checkpoint_that_transformers_loads(
+    tiny_model_dir, tmp_path, capsys
+):
     from gpt2_jax.commands import export
 
     out = tmp_path / "converted"
@@ -340,7 +380,8 @@ def test_export_command_converts_a_tf_checkpoint_that_transformers_loads(tiny_mo
     settings, params = load_gpt2(tiny_model_dir)
     ids = get_tokenizer(out).encode(MESSAGES[0])
     ours = GPTModel(GPTConfig.from_settings(settings)).apply(
-        {"params": load_weights(params)}, jnp.asarray([ids]))
+        {"params": load_weights(params)}, jnp.asarray([ids])
+    )
     with torch.no_grad():
         theirs = hf_model(torch.tensor([ids])).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
@@ -363,70 +404,104 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(scope="module")
 def hub_repo(hf_from_tf):
-    files = {name: (hf_from_tf / name).read_bytes()
-             for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt")}
+    files = {
+        name: (hf_from_tf / name).read_bytes()
+        for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+    }
     sharded = {k: v for k, v in files.items() if k != "model.safetensors"}
     sharded["sub/weights-1.safetensors"] = files["model.safetensors"]
     sharded["model.safetensors.index.json"] = json.dumps(
-        {"weight_map": {"wte.weight": "sub/weights-1.safetensors"}}).encode()
+        {"weight_map": {"wte.weight": "sub/weights-1.safetensors"}}
+    ).encode()
     no_config = {k: v for k, v in files.items() if k != "config.json"}
-    return {"tester/tiny-gpt2": {"commit": COMMIT, "files": files},
-            "tester/sharded": {"commit": COMMIT[::-1], "files": sharded},
-            "tester/no-config": {"commit": COMMIT, "files": no_config}}
+    return {
+        "tester/tiny-gpt2": {"commit": COMMIT, "files": files},
+        "tester/sharded": {"commit": COMMIT[::-1], "files": sharded},
+        "tester/no-config": {"commit": COMMIT, "files": no_config},
+    }
 
 
 def test_hub_fetch_caches_and_works_offline(hub_repo, hf_from_tf, tmp_path):
     cache = tmp_path / "hub-cache"
     with serve_hub(hub_repo) as (endpoint, log):
-        folder = fetch_hf_repo("tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint,
-                               offline=False)
+        folder = fetch_hf_repo(
+            "tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint, offline=False
+        )
         gets = sorted(p.rsplit("/", 1)[1] for m, p in log if m == "GET")
         assert gets == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
         assert COMMIT in str(folder)  # a snapshot of the commit the server named
         _same_params(load_pretrained(folder)[1], load_hf_gpt2(hf_from_tf)[1])
 
         log.clear()  # cache hit: the server is asked only whether the files changed
-        assert fetch_hf_repo("tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint,
-                             offline=False) == folder
+        assert (
+            fetch_hf_repo("tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint, offline=False)
+            == folder
+        )
         assert log and all(method == "HEAD" for method, _ in log)
 
         log.clear()  # pinned to the commit
-        assert fetch_hf_repo("tester/tiny-gpt2", revision=COMMIT, cache_dir=cache,
-                             endpoint=endpoint, offline=False) == folder
+        assert (
+            fetch_hf_repo(
+                "tester/tiny-gpt2",
+                revision=COMMIT,
+                cache_dir=cache,
+                endpoint=endpoint,
+                offline=False,
+            )
+            == folder
+        )
         assert all(f"/resolve/{COMMIT}/" in path for _, path in log)
 
         log.clear()  # offline with the files cached: no request at all
-        assert fetch_hf_repo("tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint,
-                             offline=True) == folder
+        assert (
+            fetch_hf_repo("tester/tiny-gpt2", cache_dir=cache, endpoint=endpoint, offline=True)
+            == folder
+        )
         assert log == []
 
         with pytest.raises(HubError, match="not in the Hugging Face cache, and offline mode"):
-            fetch_hf_repo("tester/tiny-gpt2", cache_dir=tmp_path / "empty", endpoint=endpoint,
-                          offline=True)
+            fetch_hf_repo(
+                "tester/tiny-gpt2", cache_dir=tmp_path / "empty", endpoint=endpoint, offline=True
+            )
         assert log == []
         with pytest.raises(HubError, match="tester/tiny-gpt2@v9: no such revision"):
-            fetch_hf_repo("tester/tiny-gpt2", revision="v9", cache_dir=tmp_path / "c2",
-                          endpoint=endpoint, offline=False)
+            fetch_hf_repo(
+                "tester/tiny-gpt2",
+                revision="v9",
+                cache_dir=tmp_path / "c2",
+                endpoint=endpoint,
+                offline=False,
+            )
         with pytest.raises(HubError, match="tester/nothing@main: no such repository"):
-            fetch_hf_repo("tester/nothing", cache_dir=tmp_path / "c3", endpoint=endpoint,
-                          offline=False)
-        with pytest.raises(HubError, match="^tester/no-config@main: the repository has no "
-                                           "config.json$"):
-            fetch_hf_repo("tester/no-config", cache_dir=tmp_path / "c4", endpoint=endpoint,
-                          offline=False)
+            fetch_hf_repo(
+                "tester/nothing", cache_dir=tmp_path / "c3", endpoint=endpoint, offline=False
+            )
+        with pytest.raises(
+            HubError, match="^tester/no-config@main: the repository has no config.json$"
+        ):
+            fetch_hf_repo(
+                "tester/no-config", cache_dir=tmp_path / "c4", endpoint=endpoint, offline=False
+            )
 
         # a sharded repo, fetched online, then read offline from the cache
-        folder = fetch_hf_repo("tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint,
-                               offline=False)
+        folder = fetch_hf_repo(
+            "tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint, offline=False
+        )
         log.clear()
-        assert fetch_hf_repo("tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint,
-                             offline=True) == folder
+        assert (
+            fetch_hf_repo(
+                "tester/sharded", cache_dir=tmp_path / "c5", endpoint=endpoint, offline=True
+            )
+            == folder
+        )
         assert log == []
         _same_params(load_pretrained(folder)[1], load_hf_gpt2(hf_from_tf)[1])
     # no answer from the endpoint (the library retries for ~25 s, so only the message is
     # checked here): not mistaken for offline mode
     from huggingface_hub.errors import LocalEntryNotFoundError
+
     from gpt2_jax.weights.hub import _why
+
     lost = LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
     assert "did not answer" in _why("r@main", "config.json", lost, False, "http://127.0.0.1:9")
     assert "offline mode" in _why("r@main", "config.json", lost, True, "http://127.0.0.1:9")
@@ -441,45 +516,84 @@ def _finetune_without_tf(args, env_extra=None):
     """``experiments.finetune`` in a process where ``import tensorflow`` fails."""
     env = {**os.environ, **(env_extra or {})}
     code = NO_TF + "from gpt2_jax.commands.finetune import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_training_from_hf_folder_needs_no_tensorflow_and_equals_the_tf_run(
-        tiny_model_dir, hf_from_tf, hub_repo, tmp_path):
+    tiny_model_dir, hf_from_tf, hub_repo, tmp_path
+):
     from synthetic import write_sms_file
 
     data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=60, n_spam=20)
-    common = ["--data-file", str(data), "--epochs", "1", "--train-size", "48",
-              "--val-size", "16", "--test-size", "16", "--batch-size", "8",
-              "--memory-budget-gib", "0.001", "--pool", "last-real"]
+    common = [
+        "--data-file",
+        str(data),
+        "--epochs",
+        "1",
+        "--train-size",
+        "48",
+        "--val-size",
+        "16",
+        "--test-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--memory-budget-gib",
+        "0.001",
+        "--pool",
+        "last-real",
+    ]
     from gpt2_jax.commands import finetune
 
-    assert finetune.main([*common, "--model-dir", str(tiny_model_dir),
-                          "--run-dir", str(tmp_path / "tf")]) == 0
-    done = _finetune_without_tf([*common, "--model-dir", str(hf_from_tf),
-                                 "--run-dir", str(tmp_path / "hf")])
+    assert (
+        finetune.main(
+            [*common, "--model-dir", str(tiny_model_dir), "--run-dir", str(tmp_path / "tf")]
+        )
+        == 0
+    )
+    done = _finetune_without_tf(
+        [*common, "--model-dir", str(hf_from_tf), "--run-dir", str(tmp_path / "hf")]
+    )
     assert done.returncode == 0, done.stderr
     tf_report = json.loads((tmp_path / "tf" / "metrics.json").read_text())
     hf_report = json.loads((tmp_path / "hf" / "metrics.json").read_text())
+
     def figures(report):  # everything but the clock
-        return [{k: v for k, v in e.items() if not k.endswith("seconds")}
-                for e in report["epochs"]]
+        return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in report["epochs"]]
+
     assert figures(hf_report) == figures(tf_report)  # same weights, same run
     assert len(figures(hf_report)) == 1 and "test" in figures(hf_report)[0]
 
-    refused = _finetune_without_tf([*common, "--model-dir", str(tiny_model_dir),
-                                    "--run-dir", str(tmp_path / "tf2")])
+    refused = _finetune_without_tf(
+        [*common, "--model-dir", str(tiny_model_dir), "--run-dir", str(tmp_path / "tf2")]
+    )
     assert refused.returncode == 1
     assert "needs tensorflow" in refused.stderr and "experiments.export" in refused.stderr
 
     # --hf-repo through the library's own endpoint setting, in a process of its own
     with serve_hub(hub_repo) as (endpoint, log):
         fetched = _finetune_without_tf(
-            [*common, "--hf-repo", "tester/tiny-gpt2", "--hf-revision", COMMIT, "--epochs", "0",
-             "--run-dir", str(tmp_path / "hub")],
-            {"HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path / "hub-cache")})
+            [
+                *common,
+                "--hf-repo",
+                "tester/tiny-gpt2",
+                "--hf-revision",
+                COMMIT,
+                "--epochs",
+                "0",
+                "--run-dir",
+                str(tmp_path / "hub"),
+            ],
+            {"HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path / "hub-cache")},
+        )
     assert fetched.returncode == 0, fetched.stderr
     assert any(m == "GET" and p.endswith("model.safetensors") for m, p in log)
     report = json.loads((tmp_path / "hub" / "metrics.json").read_text())

@@ -6,11 +6,11 @@ differ by at most one message per split and epoch, since XLA's float32 reduction
 differ slightly between CPU models (the file was recorded on one of them). On the
 machine that recorded it the comparison is exact.
 """
+
 import json
 import math
 
 import pytest
-
 from conftest import BPE_DIR, SMS_FILE, needs
 from lab_baseline import BASELINE, record
 

@@ -2,6 +2,7 @@
 
 Every expected number below was counted by hand from the label/prediction lists.
 """
+
 import json
 import math
 
@@ -40,12 +41,12 @@ def test_three_classes_hand_counted():
     out = classification_metrics(LABELS3, PREDS3, 1.25, THREE)
     assert out["loss"] == 1.25
     assert out["n"] == 10
-    assert out["accuracy"] == pytest.approx(6 / 10)          # diagonal 2 + 2 + 2
+    assert out["accuracy"] == pytest.approx(6 / 10)  # diagonal 2 + 2 + 2
     assert out["confusion"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
     # precision = diagonal / column sum, recall = diagonal / row sum
     expected = {
-        "cat": (2 / 3, 2 / 4, 4 / 7, 4),   # F1 = 2*(2/3)*(1/2) / (2/3 + 1/2) = 4/7
-        "dog": (2 / 4, 2 / 3, 4 / 7, 3),   # F1 = 2*(1/2)*(2/3) / (1/2 + 2/3) = 4/7
+        "cat": (2 / 3, 2 / 4, 4 / 7, 4),  # F1 = 2*(2/3)*(1/2) / (2/3 + 1/2) = 4/7
+        "dog": (2 / 4, 2 / 3, 4 / 7, 3),  # F1 = 2*(1/2)*(2/3) / (1/2 + 2/3) = 4/7
         "bird": (2 / 3, 2 / 3, 2 / 3, 3),
     }
     assert list(out["per_class"]) == THREE
@@ -59,17 +60,37 @@ def test_three_classes_hand_counted():
     assert out["macro_f1"] == pytest.approx((4 / 7 + 4 / 7 + 2 / 3) / 3)  # = 38/63
     # the flat positive-class keys exist only for two classes
     assert not any(k.endswith(("_precision", "_recall", "_f1")) for k in out if k != "macro_f1")
-    assert list(out) == ["loss", "accuracy", "n", "cat_accuracy", "dog_accuracy",
-                         "bird_accuracy", "confusion", "macro_f1", "per_class"]
+    assert list(out) == [
+        "loss",
+        "accuracy",
+        "n",
+        "cat_accuracy",
+        "dog_accuracy",
+        "bird_accuracy",
+        "confusion",
+        "macro_f1",
+        "per_class",
+    ]
 
 
 def test_two_classes_keep_the_labs_keys_order_and_numbers():
-    out = classification_metrics(np.array(LABELS2), np.array(PREDS2), np.float32(0.5),
-                                 ("ham", "spam"))
-    assert list(out) == ["loss", "accuracy", "n", "ham_accuracy", "spam_accuracy",
-                         "spam_precision", "spam_recall", "spam_f1", "confusion",
-                         "macro_f1", "per_class"]
-    assert out["confusion"] == [[5, 1], [2, 2]]   # [[TN FP] [FN TP]]
+    out = classification_metrics(
+        np.array(LABELS2), np.array(PREDS2), np.float32(0.5), ("ham", "spam")
+    )
+    assert list(out) == [
+        "loss",
+        "accuracy",
+        "n",
+        "ham_accuracy",
+        "spam_accuracy",
+        "spam_precision",
+        "spam_recall",
+        "spam_f1",
+        "confusion",
+        "macro_f1",
+        "per_class",
+    ]
+    assert out["confusion"] == [[5, 1], [2, 2]]  # [[TN FP] [FN TP]]
     assert out["n"] == 10
     assert out["accuracy"] == pytest.approx(7 / 10)
     assert out["ham_accuracy"] == pytest.approx(5 / 6)
@@ -78,9 +99,12 @@ def test_two_classes_keep_the_labs_keys_order_and_numbers():
     assert out["spam_recall"] == out["spam_accuracy"]
     assert out["spam_f1"] == pytest.approx(4 / 7)  # 2*(2/3)*(1/2) / (2/3 + 1/2)
     ham = out["per_class"]["ham"]
-    assert (ham["precision"], ham["recall"], ham["support"]) == \
-        (pytest.approx(5 / 7), pytest.approx(5 / 6), 6)
-    assert ham["f1"] == pytest.approx(10 / 13)      # 2*(5/7)*(5/6) / (5/7 + 5/6)
+    assert (ham["precision"], ham["recall"], ham["support"]) == (
+        pytest.approx(5 / 7),
+        pytest.approx(5 / 6),
+        6,
+    )
+    assert ham["f1"] == pytest.approx(10 / 13)  # 2*(5/7)*(5/6) / (5/7 + 5/6)
     assert out["macro_f1"] == pytest.approx((10 / 13 + 4 / 7) / 2)
 
 
@@ -99,7 +123,7 @@ def test_nan_conventions():
     assert math.isnan(out["spam_accuracy"])
     assert out["spam_f1"] == 0.0
     assert out["per_class"]["spam"]["support"] == 0
-    assert out["macro_f1"] == 1.0                  # only ham has support
+    assert out["macro_f1"] == 1.0  # only ham has support
     # spam present but never predicted: precision NaN, recall 0, F1 0
     out = classification_metrics([0, 1], [0, 0], 0.1, ["ham", "spam"])
     assert math.isnan(out["spam_precision"])

@@ -1,4 +1,5 @@
 """The Flax model against two independent implementations of GPT-2."""
+
 import math
 
 import jax
@@ -6,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpt2_jax.weights.openai import load_gpt2, load_weights
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.generate import generate
 from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.weights.openai import load_gpt2, load_weights
 
 ATOL = 1e-4
 
@@ -47,7 +48,7 @@ def _np_layer_norm(x, g, b, eps=1e-5):
 
 
 def _np_gelu(x):
-    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def _np_gpt2(params, ids, n_head):
@@ -86,6 +87,7 @@ def test_matches_hugging_face(loaded, flax_logits, pad):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from gpt2_jax.weights.hf_torch import hf_lm
+
     model = hf_lm(cfg, params)
     ids = _inputs(cfg, seed=10 + int(pad), batch=4, pad_to=cfg.context_length if pad else None)
     with torch.no_grad():
@@ -105,17 +107,20 @@ def test_causal(loaded, flax_logits):
 
 
 def test_dropout_only_when_not_deterministic():
-    cfg = GPTConfig(vocab_size=100, context_length=16, emb_dim=16, n_heads=2, n_layers=1,
-                    drop_rate=0.5)
+    cfg = GPTConfig(
+        vocab_size=100, context_length=16, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.5
+    )
     params = init_params(cfg)
     ids = jnp.arange(8)[None] % 100
     model = GPTModel(cfg)
     det = model.apply({"params": params}, ids)
     np.testing.assert_array_equal(det, model.apply({"params": params}, ids))
-    r1 = model.apply({"params": params}, ids, deterministic=False,
-                     rngs={"dropout": jax.random.PRNGKey(1)})
-    r2 = model.apply({"params": params}, ids, deterministic=False,
-                     rngs={"dropout": jax.random.PRNGKey(2)})
+    r1 = model.apply(
+        {"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)}
+    )
+    r2 = model.apply(
+        {"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)}
+    )
     assert not np.allclose(r1, det) and not np.allclose(r1, r2)
 
 

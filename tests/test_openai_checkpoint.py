@@ -3,8 +3,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import TINY_SETTINGS
+
 from gpt2_jax.weights.openai import CheckpointError, load_gpt2, load_weights
 from gpt2_jax.weights.synthetic import openai_variables, write_openai_model_dir, write_tf_checkpoint
 
@@ -34,9 +34,15 @@ def test_round_trip_is_bit_exact(tiny_model_dir):
 
 def test_openai_file_layout(tiny_model_dir):
     names = {p.name for p in tiny_model_dir.iterdir()}
-    assert {"checkpoint", "hparams.json", "model.ckpt.index", "model.ckpt.meta",
-            "model.ckpt.data-00000-of-00001"} <= names
+    assert {
+        "checkpoint",
+        "hparams.json",
+        "model.ckpt.index",
+        "model.ckpt.meta",
+        "model.ckpt.data-00000-of-00001",
+    } <= names
     import tensorflow as tf
+
     shapes = dict(tf.train.list_variables(str(tiny_model_dir / "model.ckpt")))
     assert shapes["model/h0/attn/c_attn/w"] == [1, 32, 96]
     assert shapes["model/wte"] == [50257, 32]
@@ -62,6 +68,7 @@ def _broken_dir(tmp_path, mutate):
 def test_wrong_shape_names_variable_and_shapes(tmp_path):
     def mutate(v, s):
         v["model/h1/mlp/c_fc/w"] = np.zeros((1, 32, 100), np.float32)
+
     with pytest.raises(CheckpointError, match=r"model/h1/mlp/c_fc/w.*\(32, 100\).*\(32, 128\)"):
         load_gpt2(_broken_dir(tmp_path, mutate))
 
@@ -69,6 +76,7 @@ def test_wrong_shape_names_variable_and_shapes(tmp_path):
 def test_missing_variable_is_named(tmp_path):
     def mutate(v, s):
         del v["model/h0/ln_2/b"]
+
     with pytest.raises(CheckpointError, match=r"missing.*model/h0/ln_2/b"):
         load_gpt2(_broken_dir(tmp_path, mutate))
 
@@ -76,7 +84,11 @@ def test_missing_variable_is_named(tmp_path):
 def test_hparams_disagreeing_with_checkpoint(tmp_path):
     def mutate(v, s):
         return dict(s, n_embd=64, n_head=4)
-    with pytest.raises(CheckpointError, match=r"variable .model/h0/attn/c_attn/b. has shape \(96,\), expected \(192,\)"):
+
+    with pytest.raises(
+        CheckpointError,
+        match=r"variable .model/h0/attn/c_attn/b. has shape \(96,\), expected \(192,\)",
+    ):
         load_gpt2(_broken_dir(tmp_path, mutate))
 
 
@@ -97,8 +109,11 @@ def test_truncated_data_file(tmp_path, tiny_model_dir):
     data = copy / "model.ckpt.data-00000-of-00001"
     whole = data.read_bytes()
     data.write_bytes(whole[:1000])
-    with pytest.raises(CheckpointError, match=f"1,000 bytes, but the variables of hparams.json "
-                                              rf".* take {len(whole):,}: a truncated download"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"1,000 bytes, but the variables of hparams.json "
+        rf".* take {len(whole):,}: a truncated download",
+    ):
         load_gpt2(copy)
     data.write_bytes(whole)
     index = copy / "model.ckpt.index"

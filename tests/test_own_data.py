@@ -1,5 +1,6 @@
 """Your own data end to end: a 3-class CSV through `experiments.finetune`, the saved
 classifier used from a file and from Python, bad input, and `--config` reruns."""
+
 import csv
 import json
 import os
@@ -9,23 +10,28 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
-from gpt2_jax.commands import finetune
+
 from gpt2_jax import Classifier
+from gpt2_jax.commands import finetune
 from gpt2_jax.data.tables import read_table
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
 
-CUES = {"billing": "my invoice for {n} dollars, is it right?",
-        "bug": "the app crashes when I tap {n}\nthen it freezes",
-        "praise": 'love it, "best" app {n}\tever'}
+CUES = {
+    "billing": "my invoice for {n} dollars, is it right?",
+    "bug": "the app crashes when I tap {n}\nthen it freezes",
+    "praise": 'love it, "best" app {n}\tever',
+}
 
 
 def _write_csv(path, n_per_class, seed=0):
     rng = random.Random(seed)
-    rows = [(team, text.format(n=rng.randint(1, 99)), rng.randint(1, 9))
-            for team, text in CUES.items() for _ in range(n_per_class[team])]
+    rows = [
+        (team, text.format(n=rng.randint(1, 99)), rng.randint(1, 9))
+        for team, text in CUES.items()
+        for _ in range(n_per_class[team])
+    ]
     rng.shuffle(rows)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)  # quotes the fields holding commas, quotes, tabs and newlines
@@ -37,17 +43,36 @@ def _write_csv(path, n_per_class, seed=0):
 
 @pytest.fixture(scope="module")
 def tickets(tmp_path_factory):
-    return _write_csv(tmp_path_factory.mktemp("data") / "tickets.csv",
-                      {"billing": 60, "bug": 40, "praise": 20})
+    return _write_csv(
+        tmp_path_factory.mktemp("data") / "tickets.csv", {"billing": 60, "bug": 40, "praise": 20}
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tickets, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tickets"
-    code = finetune.main([
-        "--data-file", str(tickets), "--text-column", "body", "--label-column", "team",
-        "--model-dir", str(tiny_model_dir), "--epochs", "3", "--lr", "1e-3",
-        "--pool", "last-real", "--run-dir", str(run_dir), "--memory-budget-gib", "0.001"])
+    code = finetune.main(
+        [
+            "--data-file",
+            str(tickets),
+            "--text-column",
+            "body",
+            "--label-column",
+            "team",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--epochs",
+            "3",
+            "--lr",
+            "1e-3",
+            "--pool",
+            "last-real",
+            "--run-dir",
+            str(run_dir),
+            "--memory-budget-gib",
+            "0.001",
+        ]
+    )
     assert code == 0
     return run_dir, json.loads((run_dir / "metrics.json").read_text())
 
@@ -83,9 +108,26 @@ def test_classify_a_file_and_the_python_api_agree(trained, tickets, tmp_path):
     texts = read_table(tickets, text_column="body", label_column=None)["text"].tolist()[:20]
     out = tmp_path / "predictions.jsonl"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "experiments.classify", "--run", str(run_dir),
-                           "--input", str(tickets), "--text-column", "body", "--output", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.classify",
+            "--run",
+            str(run_dir),
+            "--input",
+            str(tickets),
+            "--text-column",
+            "body",
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 120 and rows[0]["text"] == texts[0]
@@ -93,8 +135,9 @@ def test_classify_a_file_and_the_python_api_agree(trained, tickets, tmp_path):
     pred = clf.predict(texts)
     assert clf.labels == ("billing", "bug", "praise")
     assert [r["label"] for r in rows[:20]] == pred.labels
-    np.testing.assert_allclose([[r[f"p_{c}"] for c in clf.labels] for r in rows[:20]],
-                               pred.probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        [[r[f"p_{c}"] for c in clf.labels] for r in rows[:20]], pred.probs, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_config_reruns_a_saved_run(trained, tmp_path):
@@ -102,22 +145,41 @@ def test_config_reruns_a_saved_run(trained, tmp_path):
     again = tmp_path / "again"
     assert finetune.main(["--config", str(run_dir), "--run-dir", str(again)]) == 0
     rerun = json.loads((again / "metrics.json").read_text())
-    assert rerun["config"] == dict(report["config"], output=dict(report["config"]["output"],
-                                                                   run_dir=str(again)))
-    strip = lambda r: json.dumps([{k: v for k, v in e.items() if "seconds" not in k}  # noqa
-                                  for e in r["epochs"]])
+    assert rerun["config"] == dict(
+        report["config"], output=dict(report["config"]["output"], run_dir=str(again))
+    )
+    strip = lambda r: json.dumps(
+        [
+            {k: v for k, v in e.items() if "seconds" not in k}  # noqa
+            for e in r["epochs"]
+        ]
+    )
     assert strip(rerun) == strip(report)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--text-column", "message"], "--text-column"),
-    (["--labels", "billing,bug"], "praise"),
-    (["--class-weights", "billing=1,bug=2"], "no weight for ['praise']"),
-])
-def test_bad_input_stops_before_the_weights_with_one_line(flags, message, tickets, tmp_path,
-                                                          capsys):
-    args = ["--data-file", str(tickets), "--text-column", "body", "--label-column", "team",
-            "--model-dir", str(tmp_path / "no-model-here"), "--run-dir", str(tmp_path / "r")]
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--text-column", "message"], "--text-column"),
+        (["--labels", "billing,bug"], "praise"),
+        (["--class-weights", "billing=1,bug=2"], "no weight for ['praise']"),
+    ],
+)
+def test_bad_input_stops_before_the_weights_with_one_line(
+    flags, message, tickets, tmp_path, capsys
+):
+    args = [
+        "--data-file",
+        str(tickets),
+        "--text-column",
+        "body",
+        "--label-column",
+        "team",
+        "--model-dir",
+        str(tmp_path / "no-model-here"),
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
     assert finetune.main(args + flags) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err

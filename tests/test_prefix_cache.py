@@ -1,4 +1,5 @@
 """The on-disk prefix cache is reused only when it is intact, and never stops a run."""
+
 import errno
 import json
 import os
@@ -7,13 +8,20 @@ import threading
 import numpy as np
 import pytest
 
-from gpt2_jax.training import prefix
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
-from gpt2_jax.training.prefix import CacheEntry, cached_prefix, compute_prefix, file_sha256, prefix_key
+from gpt2_jax.training import prefix
+from gpt2_jax.training.prefix import (
+    CacheEntry,
+    cached_prefix,
+    compute_prefix,
+    file_sha256,
+    prefix_key,
+)
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3,
-                num_classes=2)
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3, num_classes=2
+)
 STOP = 2
 
 
@@ -46,6 +54,7 @@ def calls(monkeypatch):
     def counting(*args, out=None, **kwargs):
         seen.append(type(out))
         return compute_prefix(*args, out=out, **kwargs)
+
     monkeypatch.setattr(prefix, "compute_prefix", counting)
     return seen
 
@@ -72,7 +81,9 @@ def test_written_then_reused_without_computing(params, batch, fresh, tmp_path, c
     assert record["shape"] == [4, 48, CFG.emb_dim] and record["dtype"] == "<f4"
     assert record["bytes"] == entry.array.stat().st_size
     assert record["sha256"] == file_sha256(entry.array)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([entry.array.name, entry.record.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [entry.array.name, entry.record.name]
+    )
 
     monkeypatch.setattr(prefix, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
     again = run(tmp_path, params, batch, logs)
@@ -115,21 +126,26 @@ def other_array_same_size(entry):
     byte for byte but claims the expected shape: only the header check can refuse it."""
     np.save(entry.array, np.ones((4, 32, 48), np.float32))
     record = json.loads(entry.record.read_text())
-    entry.record.write_text(json.dumps(dict(record, bytes=entry.array.stat().st_size,
-                                            sha256=file_sha256(entry.array))))
+    entry.record.write_text(
+        json.dumps(dict(record, bytes=entry.array.stat().st_size, sha256=file_sha256(entry.array)))
+    )
 
 
-@pytest.mark.parametrize("damage, said", [
-    (zero_data, "checksum differs from the one recorded"),
-    (truncate, "truncated"),
-    (zero_header, "unreadable header"),
-    (drop_record, "is missing"),
-    (garble_record, "is unreadable"),
-    (wrong_record_shape, "its record says shape (4, 48, 16)"),
-    (other_array_same_size, "its header says shape (4, 32, 48)"),
-])
-def test_damaged_entry_is_named_recomputed_and_replaced(params, batch, fresh, tmp_path, calls,
-                                                        damage, said):
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        (zero_data, "checksum differs from the one recorded"),
+        (truncate, "truncated"),
+        (zero_header, "unreadable header"),
+        (drop_record, "is missing"),
+        (garble_record, "is unreadable"),
+        (wrong_record_shape, "its record says shape (4, 48, 16)"),
+        (other_array_same_size, "its header says shape (4, 32, 48)"),
+    ],
+)
+def test_damaged_entry_is_named_recomputed_and_replaced(
+    params, batch, fresh, tmp_path, calls, damage, said
+):
     logs = []
     run(tmp_path, params, batch, logs)
     entry = entry_of(tmp_path, params, batch)
@@ -159,6 +175,7 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
         out = compute_prefix(*args, **kwargs)
         both_computed.wait()  # both runs hold a finished temporary file before either commits
         return out
+
     monkeypatch.setattr(prefix, "compute_prefix", computing_together)
     logs, results, errors = [], [None, None], []
 
@@ -167,6 +184,7 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
             results[i] = np.array(run(tmp_path, params, batch, logs))
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
+
     threads = [threading.Thread(target=one_run, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
@@ -179,7 +197,8 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
         np.testing.assert_array_equal(result, fresh)
     assert stale.read_bytes() == b"left by a crashed run"  # another run's file: left alone
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [entry.array.name, entry.record.name, stale.name])
+        [entry.array.name, entry.record.name, stale.name]
+    )
     monkeypatch.setattr(prefix, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
     logs.clear()
     np.testing.assert_array_equal(run(tmp_path, params, batch, logs), fresh)
@@ -194,13 +213,17 @@ def read_only(*args, **kwargs):
     raise OSError(errno.EROFS, "Read-only file system")
 
 
-@pytest.mark.parametrize("target, failure, reason", [
-    ("tempfile.mkstemp", read_only, "Read-only file system"),  # nothing could be created
-    ("os.posix_fallocate", no_space, "No space left on device"),  # before computing
-    ("os.fsync", no_space, "No space left on device"),  # writing the record, array complete
-])
-def test_unwritable_cache_folder_is_reported_and_skipped(params, batch, fresh, tmp_path, calls,
-                                                         monkeypatch, target, failure, reason):
+@pytest.mark.parametrize(
+    "target, failure, reason",
+    [
+        ("tempfile.mkstemp", read_only, "Read-only file system"),  # nothing could be created
+        ("os.posix_fallocate", no_space, "No space left on device"),  # before computing
+        ("os.fsync", no_space, "No space left on device"),  # writing the record, array complete
+    ],
+)
+def test_unwritable_cache_folder_is_reported_and_skipped(
+    params, batch, fresh, tmp_path, calls, monkeypatch, target, failure, reason
+):
     module, name = target.split(".")
     monkeypatch.setattr({"os": os, "tempfile": prefix.tempfile}[module], name, failure)
     folder = tmp_path / "cache"
@@ -208,8 +231,10 @@ def test_unwritable_cache_folder_is_reported_and_skipped(params, batch, fresh, t
     result = run(folder, params, batch, logs)
     monkeypatch.undo()
 
-    assert cache_lines(logs) == [f"prefix train: cannot write the prefix cache in {folder} "
-                                 f"({reason}); going on without the cache"]
+    assert cache_lines(logs) == [
+        f"prefix train: cannot write the prefix cache in {folder} "
+        f"({reason}); going on without the cache"
+    ]
     np.testing.assert_array_equal(result, fresh)
     assert len(calls) == 1  # a complete temporary array is kept, not computed twice
     assert list(folder.iterdir()) == []  # no temporary files, no entry
@@ -242,6 +267,7 @@ def test_interrupted_write_leaves_nothing_reusable(params, batch, fresh, tmp_pat
         if str(dst) == str(entry.array):
             raise KeyboardInterrupt  # killed between the record's rename and the array's
         real_replace(src, dst)
+
     monkeypatch.setattr(os, "replace", crash_on_last_rename)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, params, batch, [])
@@ -253,8 +279,9 @@ def test_interrupted_write_leaves_nothing_reusable(params, batch, fresh, tmp_pat
     assert cache_lines(logs) == [f"prefix train: saved to {entry.array}"]
 
 
-def test_damaged_entry_is_removed_even_when_it_cannot_be_rewritten(params, batch, fresh, tmp_path,
-                                                                    monkeypatch):
+def test_damaged_entry_is_removed_even_when_it_cannot_be_rewritten(
+    params, batch, fresh, tmp_path, monkeypatch
+):
     run(tmp_path, params, batch, [])
     entry = entry_of(tmp_path, params, batch)
     zero_data(entry)
@@ -263,5 +290,6 @@ def test_damaged_entry_is_removed_even_when_it_cannot_be_rewritten(params, batch
     np.testing.assert_array_equal(run(tmp_path, params, batch, logs), fresh)
     assert [line.split(" (")[0] for line in cache_lines(logs)] == [
         f"prefix train: cache file {entry.array} is damaged",
-        f"prefix train: cannot write the prefix cache in {tmp_path}"]
+        f"prefix train: cannot write the prefix cache in {tmp_path}",
+    ]
     assert list(tmp_path.iterdir()) == []  # its disk space is freed, not kept for the next run

@@ -1,11 +1,12 @@
 """Report for k named classes: the two-class lab prints and plots what it always did."""
+
 import json
 import math
 
 import pytest
 
-from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.finetune.report import epoch_table, plot_history, short_name, short_names, write_json
+from gpt2_jax.training.metrics import classification_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAB = ("ham", "spam")
@@ -22,13 +23,22 @@ def _record(epoch, names, train, val, test=None):
 
 
 def _lab_record(epoch=1):
-    return _record(epoch, LAB, ([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1, 0, 0]),
-                   ([0, 0], [0, 0]), ([0, 1], [0, 1]))
+    return _record(
+        epoch,
+        LAB,
+        ([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1, 0, 0]),
+        ([0, 0], [0, 0]),
+        ([0, 1], [0, 1]),
+    )
 
 
 def _three_record(epoch=1):
-    return _record(epoch, THREE, ([0, 0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 2, 1, 1, 0, 2, 2, 1]),
-                   ([0, 1, 2], [0, 0, 2]))
+    return _record(
+        epoch,
+        THREE,
+        ([0, 0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 2, 1, 1, 0, 2, 2, 1]),
+        ([0, 1, 2], [0, 0, 2]),
+    )
 
 
 def _assert_pngs(paths, names):
@@ -39,48 +49,69 @@ def _assert_pngs(paths, names):
 
 def test_lab_table_is_the_labs():
     lines = epoch_table(_lab_record(), LAB).splitlines()
-    assert lines[0] == ("epoch 1: training steps 1.2 s, evaluation 0.5 s; "
-                        "mean step loss 0.7000")
+    assert lines[0] == ("epoch 1: training steps 1.2 s, evaluation 0.5 s; mean step loss 0.7000")
     # exactly the table the lab printed before classes were generalised
-    assert lines[1] == ("split       loss       acc   ham acc  spam acc    spam P    spam R"
-                        "   spam F1   confusion [[TN FP] [FN TP]]")
-    assert lines[2] == ("train     0.5000    70.00%    83.33%    50.00%     0.667     0.500"
-                        "     0.571   [[5, 1], [2, 2]]")
-    assert lines[3].split() == ["val", "0.5000", "100.00%", "100.00%", "n/a", "n/a", "n/a",
-                                "0.000", "[[2,", "0],", "[0,", "0]]"]
+    assert lines[1] == (
+        "split       loss       acc   ham acc  spam acc    spam P    spam R"
+        "   spam F1   confusion [[TN FP] [FN TP]]"
+    )
+    assert lines[2] == (
+        "train     0.5000    70.00%    83.33%    50.00%     0.667     0.500"
+        "     0.571   [[5, 1], [2, 2]]"
+    )
+    assert lines[3].split() == [
+        "val",
+        "0.5000",
+        "100.00%",
+        "100.00%",
+        "n/a",
+        "n/a",
+        "n/a",
+        "0.000",
+        "[[2,",
+        "0],",
+        "[0,",
+        "0]]",
+    ]
     assert lines[4].startswith("test ") and len(lines) == 5
 
 
 def test_lab_plots_are_the_labs(tmp_path):
     history = [_lab_record(1), _lab_record(2)]
-    _assert_pngs(plot_history(history, tmp_path, LAB),
-                 ["loss.png", "accuracy.png", "spam_recall.png"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
-        ["accuracy.png", "loss.png", "spam_recall.png"]
+    _assert_pngs(
+        plot_history(history, tmp_path, LAB), ["loss.png", "accuracy.png", "spam_recall.png"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy.png",
+        "loss.png",
+        "spam_recall.png",
+    ]
 
 
 def test_three_class_table_names_every_class():
     table = epoch_table(_three_record(), THREE)
     header = table.splitlines()[1].split()
     assert header[:4] == ["split", "loss", "acc", "macro-F1"]
-    assert "n/a" in table          # val: nobody predicted "neutral" -> precision NaN
+    assert "n/a" in table  # val: nobody predicted "neutral" -> precision NaN
     for name in short_names(THREE):
         assert f"{name} R" in table
-        assert table.count(f"  {name} ") >= 2   # a per-class row in each split's block
-    assert "positive_but_with_a_very_long_name" not in table   # shortened
+        assert table.count(f"  {name} ") >= 2  # a per-class row in each split's block
+    assert "positive_but_with_a_very_long_name" not in table  # shortened
     # columns stay aligned: every summary row as long as the header
     summary = table.splitlines()[1:4]
     assert len({len(line) for line in summary}) == 1
     train_block = table.split("train: per class")[1].split("\n\n")[0].splitlines()
     assert train_block[1].split()[:4] == ["precision", "recall", "F1", "support"]
     assert train_block[2].split()[1:] == ["0.667", "0.500", "0.571", "4", "|", "2", "1", "1"]
-    assert "macro-F1" in table and "0.603" in table   # (4/7 + 4/7 + 2/3) / 3
+    assert "macro-F1" in table and "0.603" in table  # (4/7 + 4/7 + 2/3) / 3
 
 
 def test_three_class_plots(tmp_path):
     history = [_three_record(1), _three_record(2)]
-    _assert_pngs(plot_history(history, tmp_path, THREE),
-                 ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"])
+    _assert_pngs(
+        plot_history(history, tmp_path, THREE),
+        ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"],
+    )
 
 
 def test_plots_survive_records_without_newer_keys(tmp_path):
@@ -89,8 +120,10 @@ def test_plots_survive_records_without_newer_keys(tmp_path):
     for split in ("train", "val"):
         del old[split]["per_class"], old[split]["macro_f1"]
     assert "n/a" in epoch_table(old, THREE)
-    _assert_pngs(plot_history([old, _three_record(2)], tmp_path, THREE),
-                 ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"])
+    _assert_pngs(
+        plot_history([old, _three_record(2)], tmp_path, THREE),
+        ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"],
+    )
 
 
 def test_short_names():

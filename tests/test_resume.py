@@ -1,4 +1,5 @@
 """Interruption and resume: epoch checkpoints, SIGKILL mid-epoch, non-finite losses."""
+
 import json
 import os
 import signal
@@ -8,22 +9,36 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
-from gpt2_jax.commands import spam
-from gpt2_jax.classifier.classifier import load_classifier
-from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.data.tables import encode, epoch_order
-from gpt2_jax.finetune.run import (DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig,
-                               run, train_classifier)
-from gpt2_jax.model.gpt import GPTModel, init_params
-from gpt2_jax.training.train import (NonFiniteError, Partition, TrainConfig, Trainer, make_optimizer,
-                            resolve_trainable)
-from gpt2_jax.training.checkpoints import EpochCheckpoints
 from synthetic import write_sms_file
 
-CFG = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2,
-                num_classes=2)
+from gpt2_jax.classifier.classifier import load_classifier
+from gpt2_jax.commands import spam
+from gpt2_jax.data.tables import encode, epoch_order
+from gpt2_jax.finetune.run import (
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    SpeedConfig,
+    run,
+    train_classifier,
+)
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.training.checkpoints import EpochCheckpoints
+from gpt2_jax.training.train import (
+    NonFiniteError,
+    Partition,
+    TrainConfig,
+    Trainer,
+    make_optimizer,
+    resolve_trainable,
+)
+
+CFG = GPTConfig(
+    vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, num_classes=2
+)
 SIZES = dict(train_size=160, val_size=40, test_size=40)  # 10 steps per epoch at batch 16
 
 
@@ -31,8 +46,9 @@ def _data(seed, n, length=24):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
     lengths = rng.integers(2, length + 1, n)
-    tokens = [[7 if y else 9] + rng.integers(0, 499, m - 1).tolist()
-              for m, y in zip(lengths, labels)]
+    tokens = [
+        [7 if y else 9] + rng.integers(0, 499, m - 1).tolist() for m, y in zip(lengths, labels)
+    ]
     return encode(tokens, labels, length)
 
 
@@ -45,18 +61,31 @@ def _fit(data, tmp_path, resume=False, epochs=2, seed=3):
     params = init_params(CFG, seed)
     checkpoints = EpochCheckpoints(tmp_path / "ckpt", keep=2)
     try:
-        return train_classifier(GPTModel(CFG), params, data, ("ham", "spam"), tc, SpeedConfig(),
-                                "last", np.array([1.0, 2.0], np.float32), _partition(params),
-                                checkpoints=checkpoints, resume=resume, log=lambda s: None)
+        return train_classifier(
+            GPTModel(CFG),
+            params,
+            data,
+            ("ham", "spam"),
+            tc,
+            SpeedConfig(),
+            "last",
+            np.array([1.0, 2.0], np.float32),
+            _partition(params),
+            checkpoints=checkpoints,
+            resume=resume,
+            log=lambda s: None,
+        )
     finally:
         checkpoints.close()
 
 
 def _config(model_dir, data_file, run_dir, epochs=3):
-    return RunConfig(model=ModelConfig(model_dir=str(model_dir)),
-                     data=DataConfig(data_file=str(data_file), **SIZES),
-                     train=TrainConfig(epochs=epochs, lr=1e-3),
-                     output=OutputConfig(run_dir=str(run_dir)))
+    return RunConfig(
+        model=ModelConfig(model_dir=str(model_dir)),
+        data=DataConfig(data_file=str(data_file), **SIZES),
+        train=TrainConfig(epochs=epochs, lr=1e-3),
+        output=OutputConfig(run_dir=str(run_dir)),
+    )
 
 
 def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_path):
@@ -65,8 +94,9 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_pat
     # that epoch 1 drops (44 = 5 batches of 8 + 4 left over) and epoch 2 trains on.
     dropped_1 = set(range(44)) - set(np.concatenate(epoch_order(44, 8, 123, 1)).tolist())
     batches_2 = epoch_order(44, 8, 123, 2)
-    bad, batch = next((i, b) for i in sorted(dropped_1) for b, idx in enumerate(batches_2)
-                      if i in idx)
+    bad, batch = next(
+        (i, b) for i in sorted(dropped_1) for b, idx in enumerate(batches_2) if i in idx
+    )
     data["train"].ids[bad, 0] = CFG.vocab_size + 5
     with pytest.raises(NonFiniteError) as err:
         _fit(data, tmp_path)
@@ -104,8 +134,7 @@ def test_resume_in_process_equals_one_go(tmp_path):
 
 def _strip_times(history):
     """Every epoch's record but its timings, as JSON text (so that NaN equals NaN)."""
-    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")}
-                       for e in history])
+    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")} for e in history])
 
 
 # ---- the whole command, killed with SIGKILL in the middle of epoch 2 ----
@@ -131,18 +160,30 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_di
     whole = run(_config(tiny_model_dir, sms_file, whole_dir), log=lambda s: None)
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    script = KILLED_RUN.format(tests=str(REPO / "tests"),
-                               config=_config(tiny_model_dir, sms_file, killed_dir).to_dict())
-    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    script = KILLED_RUN.format(
+        tests=str(REPO / "tests"), config=_config(tiny_model_dir, sms_file, killed_dir).to_dict()
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     report = json.loads((killed_dir / "metrics.json").read_text())
     assert report["status"] == "running" and len(report["epochs"]) == 1
     assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["1"]
 
-    resumed = subprocess.run([sys.executable, "-m", "experiments.spam", "--resume",
-                              str(killed_dir)], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "experiments.spam", "--resume", str(killed_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch 1 (step 10)" in resumed.stdout
     report = json.loads((killed_dir / "metrics.json").read_text())
@@ -176,6 +217,7 @@ def test_interrupt_records_where_to_resume(tiny_model_dir, tmp_path):
         def hook(step):
             if step == when:
                 raise KeyboardInterrupt
+
         return hook
 
     def status():

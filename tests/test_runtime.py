@@ -1,4 +1,5 @@
 """The allocator setting of the command-line entry points (gpt2_jax.util.runtime)."""
+
 import subprocess
 import sys
 
@@ -27,7 +28,12 @@ print(rss_mib() - base)
 def test_freed_blocks_stay_with_the_process():
     """Default glibc returns a freed 64 MiB block to the OS (so the next call faults it
     in again); with keep_freed_memory it stays, ready for the next allocation."""
-    grown = {mode: float(subprocess.run([sys.executable, "-c", SCRIPT, mode], check=True,
-                                        capture_output=True, text=True).stdout)
-             for mode in ("default", "keep")}
+    grown = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", SCRIPT, mode], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for mode in ("default", "keep")
+    }
     assert grown["default"] < 16 and grown["keep"] > 48, grown

@@ -1,5 +1,6 @@
 """experiments.serve: the page in a real browser, the JSON API, bad requests, batching
 and a bounded load test. Servers listen on 127.0.0.1 only and stop inside the tests."""
+
 import http.client
 import json
 import shutil
@@ -7,53 +8,94 @@ import signal
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import BPE_DIR, REPO, needs
 
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
 
-from gpt2_jax.commands import classify as classify_cli  # noqa: E402
-from gpt2_jax.commands import serve as serve_cli  # noqa: E402
 from experiments.serve_bench import ServeProcess, run_load  # noqa: E402
 from experiments.serve_screenshot import CHROMIUM, SPAM, chromium_page, classify_in_page  # noqa: E402
-from gpt2_jax.serve.batcher import MicroBatcher, batch_rows  # noqa: E402
 from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier  # noqa: E402
+from gpt2_jax.commands import classify as classify_cli  # noqa: E402
+from gpt2_jax.commands import serve as serve_cli  # noqa: E402
 from gpt2_jax.model.config import GPTConfig  # noqa: E402
 from gpt2_jax.model.gpt import init_params  # noqa: E402
 from gpt2_jax.serve.app import Limits, ServerThread, make_app, run_facts, warm_up  # noqa: E402
+from gpt2_jax.serve.batcher import MicroBatcher, batch_rows  # noqa: E402
 
 pytestmark = needs(BPE_DIR)
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2,
-                num_classes=3)
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2, num_classes=3
+)
 LABELS = ("ham", "spam", "promo")
 MAX_LENGTH = 40
 LONG = " ".join(["call now to claim your free prize, reply STOP to end"] * 6)  # > 40 tokens
-TEXTS = ["Ok lar... Joking wif u oni...", SPAM, "hi", LONG,
-         "Sorry, I'll call later", "Free entry in 2 a wkly comp to win FA Cup final tkts"]
+TEXTS = [
+    "Ok lar... Joking wif u oni...",
+    SPAM,
+    "hi",
+    LONG,
+    "Sorry, I'll call later",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts",
+]
 LIMITS = Limits(max_texts=8, max_body_bytes=4096)
 ARTIFACTS = REPO / "tests" / "artifacts"
 # metrics.json as experiments.spam writes it (the keys the page reads); epoch 2 was
 # kept, so its figures, not the last epoch's, are the classifier's.
-METRICS = {"status": "finished", "selected": {"epoch": 2, "by": "val_loss"}, "epochs": [
-    {"epoch": 1, "test": {"accuracy": 0.5, "n": 80, "per_class": {
-        "ham": {"recall": 0.5}, "spam": {"recall": 0.25}, "promo": {"recall": 0.75}}}},
-    {"epoch": 2, "test": {"accuracy": 0.9625, "n": 80, "per_class": {
-        "ham": {"recall": 0.984375}, "spam": {"recall": 0.875}, "promo": {"recall": float("nan")}}}},
-    {"epoch": 3, "test": {"accuracy": 0.7, "n": 80, "per_class": {
-        "ham": {"recall": 0.6}, "spam": {"recall": 0.7}, "promo": {"recall": 0.8}}}}]}
+METRICS = {
+    "status": "finished",
+    "selected": {"epoch": 2, "by": "val_loss"},
+    "epochs": [
+        {
+            "epoch": 1,
+            "test": {
+                "accuracy": 0.5,
+                "n": 80,
+                "per_class": {
+                    "ham": {"recall": 0.5},
+                    "spam": {"recall": 0.25},
+                    "promo": {"recall": 0.75},
+                },
+            },
+        },
+        {
+            "epoch": 2,
+            "test": {
+                "accuracy": 0.9625,
+                "n": 80,
+                "per_class": {
+                    "ham": {"recall": 0.984375},
+                    "spam": {"recall": 0.875},
+                    "promo": {"recall": float("nan")},
+                },
+            },
+        },
+        {
+            "epoch": 3,
+            "test": {
+                "accuracy": 0.7,
+                "n": 80,
+                "per_class": {
+                    "ham": {"recall": 0.6},
+                    "spam": {"recall": 0.7},
+                    "promo": {"recall": 0.8},
+                },
+            },
+        },
+    ],
+}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     spec = ClassifierConfig(model=CFG, labels=LABELS, pool="last-real", max_length=MAX_LENGTH)
-    run = save_classifier(tmp_path_factory.mktemp("serve") / "run", init_params(CFG, seed=5),
-                          spec, bpe_dir=BPE_DIR).parent
+    run = save_classifier(
+        tmp_path_factory.mktemp("serve") / "run", init_params(CFG, seed=5), spec, bpe_dir=BPE_DIR
+    ).parent
     (run / "metrics.json").write_text(json.dumps(METRICS))  # NaN as JSON's NaN, as json writes
     return run
 
@@ -66,8 +108,9 @@ def classifier(run_dir):
 @pytest.fixture(scope="module")
 def server(classifier, run_dir):
     """``(url, app)`` of a batching server with small limits."""
-    batcher = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows),
-                           max_batch=8)  # 8 clients in the load test: rows 1, 2, 4, 8
+    batcher = MicroBatcher(
+        lambda texts, rows: classifier.predict(texts, batch_size=rows), max_batch=8
+    )  # 8 clients in the load test: rows 1, 2, 4, 8
     app = make_app(classifier, run_facts(run_dir, classifier), LIMITS, batcher)
     warm_up(classifier, batcher.max_batch)
     with ServerThread(app) as url:
@@ -77,8 +120,12 @@ def server(classifier, run_dir):
 def post(url, body, headers=None, path="/classify", method="POST"):
     """``(status, parsed JSON)``; ``body`` bytes are sent as they are, else as JSON."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method, headers={
-        "Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as res:
             return res.status, json.loads(res.read())
@@ -93,6 +140,7 @@ def alone(classifier, text):
 
 
 # ----------------------------------------------------------------- the API
+
 
 def test_batch_of_texts_equals_predict_of_each_alone(server, classifier):
     url, _ = server
@@ -115,10 +163,16 @@ def test_health_and_info(server, run_dir):
         info = json.loads(res.read())
     assert info["labels"] == list(LABELS) and info["max_length"] == MAX_LENGTH
     assert info["limits"] == {"max_texts": 8, "max_body_bytes": 4096}
-    assert info["metrics"] == {"epoch": 2, "test_accuracy": 0.9625, "test_n": 80,
-                               "recall": {"ham": 0.984375, "spam": 0.875, "promo": None}}
-    n_params = sum(int(np.prod(np.shape(x))) for x in
-                   __import__("jax").tree_util.tree_leaves(init_params(CFG, seed=5)))
+    assert info["metrics"] == {
+        "epoch": 2,
+        "test_accuracy": 0.9625,
+        "test_n": 80,
+        "recall": {"ham": 0.984375, "spam": 0.875, "promo": None},
+    }
+    n_params = sum(
+        int(np.prod(np.shape(x)))
+        for x in __import__("jax").tree_util.tree_leaves(init_params(CFG, seed=5))
+    )
     assert info["model"]["parameters"] == n_params and info["model"]["n_layers"] == 2
 
 
@@ -127,9 +181,13 @@ def test_facts_of_a_run_without_metrics(tmp_path, run_dir, classifier):
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("metrics.json"))
     facts = run_facts(bare, classifier)
     assert facts["metrics"] is None and "no metrics.json" in facts["metrics_note"]
-    for damaged in ("{not json", '{"epochs": 5}', '{"selected": "x", "epochs": []}',
-                    '{"epochs": [{"epoch": 1, "test": {"accuracy": "high"}}]}',
-                    '{"epochs": [{"epoch": 1, "test": {"per_class": {"ham": 0.5}}}]}'):
+    for damaged in (
+        "{not json",
+        '{"epochs": 5}',
+        '{"selected": "x", "epochs": []}',
+        '{"epochs": [{"epoch": 1, "test": {"accuracy": "high"}}]}',
+        '{"epochs": [{"epoch": 1, "test": {"per_class": {"ham": 0.5}}}]}',
+    ):
         (bare / "metrics.json").write_text(damaged)
         facts = run_facts(bare, classifier)  # a note, never an error
         assert facts["metrics"] is None and "unreadable" in facts["metrics_note"], damaged
@@ -156,8 +214,9 @@ BAD_REQUESTS = [  # (body, extra headers, status, words the error must contain)
 ]
 
 
-@pytest.mark.parametrize("body, headers, status, words", BAD_REQUESTS,
-                         ids=[f"{b[2]}-{b[3][:22]}" for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "body, headers, status, words", BAD_REQUESTS, ids=[f"{b[2]}-{b[3][:22]}" for b in BAD_REQUESTS]
+)
 def test_bad_request_gets_its_4xx_and_says_what(server, body, headers, status, words):
     url, _ = server
     got_status, got = post(url, body, headers)
@@ -171,8 +230,9 @@ def test_streamed_body_over_the_limit_is_refused_while_read(server):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         chunks = iter([b'{"texts": ["', b"y" * 3000, b"y" * 3000, b'"]}'])
-        conn.request("POST", "/classify", chunks, {"Content-Type": "application/json"},
-                     encode_chunked=True)
+        conn.request(
+            "POST", "/classify", chunks, {"Content-Type": "application/json"}, encode_chunked=True
+        )
         res = conn.getresponse()
         assert res.status == 413 and "over 4096 bytes" in json.loads(res.read())["error"]
     finally:
@@ -199,6 +259,7 @@ def test_server_still_answers_after_every_bad_request(server, classifier):
 
 
 # ----------------------------------------------------------------- batching
+
 
 def test_concurrent_requests_are_batched_and_equal_each_text_alone(classifier):
     """Requests of mixed lengths from 12 threads at once: fewer calls than requests,
@@ -262,8 +323,11 @@ def test_a_call_never_holds_more_than_max_batch_texts(classifier):
         return classifier.predict(texts, batch_size=rows)
 
     with MicroBatcher(predict, max_batch=4, wait_ms=300) as batcher:
-        futures = [batcher.submit(["one", "two", "three"]), batcher.submit(["x"] * 3),
-                   batcher.submit(["last"])]
+        futures = [
+            batcher.submit(["one", "two", "three"]),
+            batcher.submit(["x"] * 3),
+            batcher.submit(["last"]),
+        ]
         for f, n in zip(futures, (3, 3, 1)):
             assert len(f.result(60).labels) == n
     assert sizes == [3, 4] or sizes == [3, 3, 1], sizes  # the second request opens a call
@@ -271,8 +335,17 @@ def test_a_call_never_holds_more_than_max_batch_texts(classifier):
 
 
 def test_batch_rows_are_powers_of_two_up_to_max_batch():
-    assert [batch_rows(n, 32) for n in (1, 2, 3, 5, 8, 9, 31, 33, 100)] == \
-        [1, 2, 4, 8, 8, 16, 32, 32, 32]
+    assert [batch_rows(n, 32) for n in (1, 2, 3, 5, 8, 9, 31, 33, 100)] == [
+        1,
+        2,
+        4,
+        8,
+        8,
+        16,
+        32,
+        32,
+        32,
+    ]
     assert batch_rows(20, 24) == 24
 
 
@@ -281,8 +354,9 @@ def test_load_no_errors_and_figures_batched_vs_unbatched(server, classifier, run
     one; no request may fail. Speed is not asserted here (see experiments.serve_bench),
     only printed; batching must have served several requests per call."""
     url, app = server
-    single = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows),
-                          enabled=False)
+    single = MicroBatcher(
+        lambda texts, rows: classifier.predict(texts, batch_size=rows), enabled=False
+    )
     unbatched_app = make_app(classifier, run_facts(run_dir, classifier), LIMITS, single)
     results = {}
     with ServerThread(unbatched_app) as single_url:
@@ -300,14 +374,18 @@ def test_load_no_errors_and_figures_batched_vs_unbatched(server, classifier, run
             else:
                 assert calls == requests
     ratio = results["batched"].throughput / results["unbatched"].throughput
-    print(f"batched / unbatched throughput: {ratio:.2f}x (tiny random model, client threads "
-          "in the server's process)")
+    print(
+        f"batched / unbatched throughput: {ratio:.2f}x (tiny random model, client threads "
+        "in the server's process)"
+    )
 
 
 # ----------------------------------------------------------------- the page
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not present (apt-get install "
-                    "chromium; .ci/run does)")
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} not present (apt-get install chromium; .ci/run does)"
+)
 def test_page_in_chromium_shows_what_experiments_classify_prints(server, run_dir, capsys):
     pytest.importorskip("playwright", reason="playwright (pip) is not installed")
     url, _ = server
@@ -338,6 +416,7 @@ def test_page_in_chromium_shows_what_experiments_classify_prints(server, run_dir
 
 
 # ----------------------------------------------------------------- the command line
+
 
 def test_cli_refuses_bad_flags_and_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -378,8 +457,10 @@ def test_connections_over_the_limit_get_503_and_the_server_goes_on(classifier, r
         slow = []  # two clients that send half a request and wait (slowloris)
         for _ in range(2):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                      b"\r\nContent-Length: 100\r\n\r\n{\"te")
+            s.sendall(
+                b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b'\r\nContent-Length: 100\r\n\r\n{"te'
+            )
             slow.append(s)
         time.sleep(0.3)
         status, _ = _get(url + "/health")

@@ -1,19 +1,20 @@
 """The SMS Spam Collection: fetch, check, read into the standard frame, and the lab's
 numbers through the general data layer."""
+
 import io
 import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import BPE_DIR, SMS_FILE, needs
-from gpt2_jax.data import tables as data
-from gpt2_jax.data import sms
-from gpt2_jax.util.fetch import DownloadError
-from gpt2_jax.data.tokenizer import get_tokenizer
 from http_server import serve
 from synthetic import write_sms_file
+
+from gpt2_jax.data import sms
+from gpt2_jax.data import tables as data
+from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.util.fetch import DownloadError
 
 
 def _with_ids(df):
@@ -42,8 +43,10 @@ def test_real_file_where_counts_lines_joined_by_a_quote():
     df = sms.read_sms_spam(SMS_FILE)
     # message 5082 opens a quote that pandas closes three lines further down
     assert df["where"].iloc[5080:5083].tolist() == [
-        "SMSSpamCollection line 5081", "SMSSpamCollection line 5082",
-        "SMSSpamCollection line 5085"]
+        "SMSSpamCollection line 5081",
+        "SMSSpamCollection line 5082",
+        "SMSSpamCollection line 5085",
+    ]
     assert "\nham\tYeah, give me a call" in df["text"].iloc[5081]
     assert df["where"].iloc[-1] == "SMSSpamCollection line 5574"
 
@@ -82,15 +85,18 @@ def test_split_sizes_and_balance(tmp_path):
     assert np.bincount(together).tolist() == [30, 30]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"ham\thello\nspam\tWIN\nmaybe\twhat\n", r"line 3: label 'maybe'; expected one of"),
-    (b"ham\thello\nspam WIN now\n", r"line 2: no tab; expected 'ham' or 'spam', a tab"),
-    (b"ham\thello\nspam\t  \nham\tok\n", r"line 2: empty message after the 'spam' label"),
-    (b"ham\thello\nspam\tWIN \xa3100\n", r"line 2, byte 10: 0xa3 is not UTF-8"),
-    (b"ham\thello\nham\tbye\n", r"every message is labelled \['ham'\]; a classifier needs"),
-    (b"ham\thello\nspam\t\"\"\n", r"s.txt line 2: empty message \(as pandas reads"),
-    (b"\xef\xbb\xbf\n  \n", r"s.txt: no messages; expected lines of 'ham' or 'spam', a tab"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"ham\thello\nspam\tWIN\nmaybe\twhat\n", r"line 3: label 'maybe'; expected one of"),
+        (b"ham\thello\nspam WIN now\n", r"line 2: no tab; expected 'ham' or 'spam', a tab"),
+        (b"ham\thello\nspam\t  \nham\tok\n", r"line 2: empty message after the 'spam' label"),
+        (b"ham\thello\nspam\tWIN \xa3100\n", r"line 2, byte 10: 0xa3 is not UTF-8"),
+        (b"ham\thello\nham\tbye\n", r"every message is labelled \['ham'\]; a classifier needs"),
+        (b'ham\thello\nspam\t""\n', r"s.txt line 2: empty message \(as pandas reads"),
+        (b"\xef\xbb\xbf\n  \n", r"s.txt: no messages; expected lines of 'ham' or 'spam', a tab"),
+    ],
+)
 def test_bad_rows_are_named_by_file_and_line(tmp_path, content, message):
     path = tmp_path / "s.txt"
     path.write_bytes(content)
@@ -111,15 +117,17 @@ def test_where_falls_back_to_message_numbers_if_the_parsers_disagree(tmp_path, m
     path = write_sms_file(tmp_path / "s.txt", n_ham=3, n_spam=2)
     assert sms.read_sms_spam(path)["where"].tolist()[:2] == ["s.txt line 1", "s.txt line 2"]
     monkeypatch.setattr(sms, "csv_records", lambda *a, **k: [])
-    assert sms.read_sms_spam(path)["where"].tolist()[:2] == ["s.txt message 1",
-                                                             "s.txt message 2"]
+    assert sms.read_sms_spam(path)["where"].tolist()[:2] == ["s.txt message 1", "s.txt message 2"]
 
 
 def test_training_split_without_a_class(tmp_path):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt", n_ham=100, n_spam=2)))
-    with pytest.raises(ValueError, match=r"the 3 training rows hold no row of class 'spam' "
-                                         r"\(rows per class: \{'ham': 3, 'spam': 0\}\); use a "
-                                         r"larger train size, or a stratified split"):
+    with pytest.raises(
+        ValueError,
+        match=r"the 3 training rows hold no row of class 'spam' "
+        r"\(rows per class: \{'ham': 3, 'spam': 0\}\); use a "
+        r"larger train size, or a stratified split",
+    ):
         data.split(df, 3, 10, 10, seed=1)
 
 
@@ -128,8 +136,11 @@ def test_token_ids_beyond_the_models_vocabulary(tmp_path):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt")))
     splits = data.split(df, 100, 20, 20)
     first = splits.train["where"].iloc[0]
-    with pytest.raises(ValueError, match=rf"^{first} \(train split\) has token id \d+, but the "
-                                         r"model's vocabulary has only 1000 ids"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{first} \(train split\) has token id \d+, but the "
+        r"model's vocabulary has only 1000 ids",
+    ):
         data.encode_splits(splits, get_tokenizer(BPE_DIR), 64, vocab_size=1000)
 
 
@@ -176,14 +187,16 @@ def test_fetch_checks_the_unzipped_files_hash(tmp_path):
 # ----------------------------------------------------------------- quoting and joins
 
 # line 3 opens a quote that closes on line 7: pandas' quoting makes lines 3-7 one message
-JOINED = (b"ham\tsee you at 6\n"                  # line 1
-          b"spam\tWIN a prize now\n"              # line 2
-          b"ham\t\"so he said\n"                  # line 3: the quote opens
-          b"ham\tok\n"                            # line 4
-          b"spam\tFREE entry\n"                   # line 5
-          b"ham\tlater\n"                         # line 6
-          b"spam\tclaim it\" today\n"             # line 7: the quote closes
-          b"ham\tbye\n")                          # line 8
+JOINED = (
+    b"ham\tsee you at 6\n"  # line 1
+    b"spam\tWIN a prize now\n"  # line 2
+    b'ham\t"so he said\n'  # line 3: the quote opens
+    b"ham\tok\n"  # line 4
+    b"spam\tFREE entry\n"  # line 5
+    b"ham\tlater\n"  # line 6
+    b'spam\tclaim it" today\n'  # line 7: the quote closes
+    b"ham\tbye\n"
+)  # line 8
 
 
 def test_a_quote_that_joins_lines_is_reported(tmp_path):
@@ -192,10 +205,10 @@ def test_a_quote_that_joins_lines_is_reported(tmp_path):
     df = sms.read_sms_spam(path)  # the default: the lab's quoting
     assert df.attrs["quoting"] == "pandas"
     assert df.attrs["joined"] == [{"where": "s.txt line 3", "lines": 5}]
-    assert df["where"].tolist() == ["s.txt line 1", "s.txt line 2", "s.txt line 3",
-                                    "s.txt line 8"]
-    assert df["text"].iloc[2] == ("so he said\nham\tok\nspam\tFREE entry\nham\tlater\n"
-                                  "spam\tclaim it today")
+    assert df["where"].tolist() == ["s.txt line 1", "s.txt line 2", "s.txt line 3", "s.txt line 8"]
+    assert df["text"].iloc[2] == (
+        "so he said\nham\tok\nspam\tFREE entry\nham\tlater\nspam\tclaim it today"
+    )
     assert df["label"].tolist() == ["ham", "spam", "ham", "ham"]
 
 
@@ -216,8 +229,11 @@ def test_read_table_passes_the_quoting_through(tmp_path):
     assert len(data.read_table(path, fmt="sms")) == 4
     assert len(data.read_table(path, fmt="sms", sms_quoting="pandas")) == 4
     assert len(data.read_table(path, fmt="sms", sms_quoting="none")) == 8
-    with pytest.raises(ValueError, match=r"unknown SMS quoting 'csv'; expected one of pandas, "
-                                         r"none"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown SMS quoting 'csv'; expected one of pandas, "
+        r"none",
+    ):
         data.read_table(path, fmt="sms", sms_quoting="csv")
     with pytest.raises(ValueError, match=r"SMS quoting 'csv' is not one of \('pandas', 'none'\)"):
         sms.read_sms_spam(path, quoting="csv")
@@ -242,21 +258,39 @@ def test_real_file_joins_are_reported_and_quoting_none_reads_every_line():
     assert plain["where"].iloc[-1] == "SMSSpamCollection line 5574"
 
 
-@pytest.mark.parametrize("content, quoting, message", [
-    (b"ham\ta\tb\nspam\tx\n", "pandas",  # pandas would take the first column as an index
-     r"s.txt line 1: 3 tab-separated fields, expected 2 \(label, message\); put a message "
-     r"that holds a tab in quotes"),
-    (b"ham\tok\nspam\tx\nham\ta\tb\n", "pandas",  # pandas: "Expected 2 fields in line 3"
-     r"s.txt line 3: 3 tab-separated fields, expected 2"),
-    (b"ham\tok\nspam\t\"x\nham\tb\tc\"\tq\n", "pandas",
-     r"s.txt line 2: the quote at the start of this message joins lines 2-3 into one "
-     r"record of 3 tab-separated fields"),
-    (b"ham\tok\nspam\tx\nham\ta\tb\n", "none",
-     r"line 3: 3 tab-separated fields, expected 2 \(label, message\); remove the tab"),
-    (b"ham\tok\nspam\t\"never closed\nham\tmore\n\nham\tq\n", "pandas",
-     r"s.txt line 2: the quote that opens this message is never closed, so it would "
-     r"swallow every line after it; remove the quote, or read the file with --quoting none"),
-])
+@pytest.mark.parametrize(
+    "content, quoting, message",
+    [
+        (
+            b"ham\ta\tb\nspam\tx\n",
+            "pandas",  # pandas would take the first column as an index
+            r"s.txt line 1: 3 tab-separated fields, expected 2 \(label, message\); put a message "
+            r"that holds a tab in quotes",
+        ),
+        (
+            b"ham\tok\nspam\tx\nham\ta\tb\n",
+            "pandas",  # pandas: "Expected 2 fields in line 3"
+            r"s.txt line 3: 3 tab-separated fields, expected 2",
+        ),
+        (
+            b'ham\tok\nspam\t"x\nham\tb\tc"\tq\n',
+            "pandas",
+            r"s.txt line 2: the quote at the start of this message joins lines 2-3 into one "
+            r"record of 3 tab-separated fields",
+        ),
+        (
+            b"ham\tok\nspam\tx\nham\ta\tb\n",
+            "none",
+            r"line 3: 3 tab-separated fields, expected 2 \(label, message\); remove the tab",
+        ),
+        (
+            b'ham\tok\nspam\t"never closed\nham\tmore\n\nham\tq\n',
+            "pandas",
+            r"s.txt line 2: the quote that opens this message is never closed, so it would "
+            r"swallow every line after it; remove the quote, or read the file with --quoting none",
+        ),
+    ],
+)
 def test_records_of_the_wrong_shape_are_named(tmp_path, content, quoting, message):
     path = tmp_path / "s.txt"
     path.write_bytes(content)
@@ -267,7 +301,7 @@ def test_records_of_the_wrong_shape_are_named(tmp_path, content, quoting, messag
 
 def test_a_quoted_tab_is_part_of_the_message(tmp_path):
     path = tmp_path / "s.txt"
-    path.write_bytes(b"ham\tok\nspam\t\"a\tb\"\n")
+    path.write_bytes(b'ham\tok\nspam\t"a\tb"\n')
     assert sms.read_sms_spam(path)["text"].tolist() == ["ok", "a\tb"]
 
 

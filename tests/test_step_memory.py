@@ -1,22 +1,27 @@
 """The per-device memory plan of the training step, from XLA's analysis of the step
 compiled on abstract shapes: checked against a measured run, and for 1558M on 8 devices."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 
 
 def _worker(*args, env=None):
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "step_memory_worker.py"), *args],
-                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "step_memory_worker.py"), *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

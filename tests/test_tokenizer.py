@@ -3,8 +3,8 @@ import shutil
 import socket
 
 import pytest
-
 from conftest import BPE_DIR, needs
+
 from gpt2_jax.data import tokenizer
 from gpt2_jax.data.tokenizer import END_OF_TEXT_ID, TIKTOKEN_GPT2_URL, get_tokenizer
 
@@ -25,15 +25,20 @@ def test_missing_files_and_no_network_explain(tmp_path, monkeypatch):
 
     def offline(name):
         raise ConnectionError("no route to host")
+
     monkeypatch.delenv("GPT2_JAX_OFFLINE", raising=False)
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    with pytest.raises(RuntimeError, match=f"no encoder.json \\+ vocab.bpe in {tmp_path} "
-                                           "\\(nor vocab.json \\+ merges.txt or tokenizer.json\\), and "
-                                           "tiktoken could not download them \\(no route"):
+    with pytest.raises(
+        RuntimeError,
+        match=f"no encoder.json \\+ vocab.bpe in {tmp_path} "
+        "\\(nor vocab.json \\+ merges.txt or tokenizer.json\\), and "
+        "tiktoken could not download them \\(no route",
+    ):
         get_tokenizer(tmp_path)
 
 
 # ----------------------------------------------------------------- offline: no network at all
+
 
 @pytest.fixture
 def no_network(monkeypatch, tmp_path):
@@ -43,6 +48,7 @@ def no_network(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         tried.append(args)
         raise OSError("network used in a test that must not use it")
+
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
@@ -55,16 +61,19 @@ def no_network(monkeypatch, tmp_path):
 
 
 def _offline_message(folder):
-    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe in {folder} (nor "
-            f"vocab.json + merges.txt or tokenizer.json), nor in "
-            f"tiktoken's cache ({{cache}}), and offline mode downloads nothing; get "
-            f"them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
-            f"and put both in {folder}")
+    return (
+        f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe in {folder} (nor "
+        f"vocab.json + merges.txt or tokenizer.json), nor in "
+        f"tiktoken's cache ({{cache}}), and offline mode downloads nothing; get "
+        f"them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
+        f"and put both in {folder}"
+    )
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
-def test_offline_without_files_names_the_folder_and_touches_no_network(no_network, tmp_path,
-                                                                       monkeypatch, how):
+def test_offline_without_files_names_the_folder_and_touches_no_network(
+    no_network, tmp_path, monkeypatch, how
+):
     tried, cache = no_network
     folder = tmp_path / "model"
     folder.mkdir()
@@ -79,10 +88,13 @@ def test_offline_without_files_names_the_folder_and_touches_no_network(no_networ
 def test_offline_with_caching_disabled(no_network, monkeypatch):
     tried, _ = no_network
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    with pytest.raises(RuntimeError, match=r"no encoder.json \+ vocab.bpe \(no model folder "
-                                           r"given\) \(nor vocab.json \+ merges.txt or "
-                                           r"tokenizer.json\), nor in tiktoken's cache \(disabled\), "
-                                           r"and offline mode downloads nothing; get them from"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"no encoder.json \+ vocab.bpe \(no model folder "
+        r"given\) \(nor vocab.json \+ merges.txt or "
+        r"tokenizer.json\), nor in tiktoken's cache \(disabled\), "
+        r"and offline mode downloads nothing; get them from",
+    ):
         get_tokenizer(offline=True)
     assert tried == []
 
@@ -122,15 +134,21 @@ def test_offline_with_local_files(no_network):
 
 
 @needs(BPE_DIR)
-@pytest.mark.parametrize("name, content", [
-    ("vocab.bpe", b"#version: 0.2\nG t\n"),  # merges that do not fit the encoder
-    ("encoder.json", b'{"!": 0, '),           # not JSON
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("vocab.bpe", b"#version: 0.2\nG t\n"),  # merges that do not fit the encoder
+        ("encoder.json", b'{"!": 0, '),  # not JSON
+    ],
+)
 def test_damaged_local_files_are_named(tmp_path, name, content):
     for other in ("encoder.json", "vocab.bpe"):
         shutil.copyfile(BPE_DIR / other, tmp_path / other)
     (tmp_path / name).write_bytes(content)
-    with pytest.raises(RuntimeError, match=r"encoder.json \+ .*vocab.bpe: not GPT-2's "
-                                           r"byte-pair files \(.*\); replace both") as err:
+    with pytest.raises(
+        RuntimeError,
+        match=r"encoder.json \+ .*vocab.bpe: not GPT-2's "
+        r"byte-pair files \(.*\); replace both",
+    ) as err:
         get_tokenizer(tmp_path, offline=True)
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)

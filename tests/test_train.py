@@ -8,12 +8,20 @@ import pytest
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.model.pooling import pool_logits
-from gpt2_jax.training.train import (Batch, Partition, Trainer, class_weights, class_weights_for,
-                            make_optimizer, merge, resolve_trainable, weighted_cross_entropy)
+from gpt2_jax.training.train import (
+    Batch,
+    Partition,
+    Trainer,
+    class_weights,
+    class_weights_for,
+    make_optimizer,
+    merge,
+    resolve_trainable,
+    weighted_cross_entropy,
+)
 from gpt2_jax.util.tree import named_leaves
 
-CFG = GPTConfig(vocab_size=300, context_length=16, emb_dim=16, n_heads=2, n_layers=3,
-                num_classes=2)
+CFG = GPTConfig(vocab_size=300, context_length=16, emb_dim=16, n_heads=2, n_layers=3, num_classes=2)
 
 
 def test_weighted_loss_equals_hand_computation():
@@ -28,8 +36,9 @@ def test_weighted_loss_equals_hand_computation():
     got = float(weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), weights))
     assert got == pytest.approx(total / norm, rel=1e-6)
     torch = pytest.importorskip("torch")  # and PyTorch's weighted mean, as in the lab
-    ref = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
-                                            weight=torch.tensor(weights))
+    ref = torch.nn.functional.cross_entropy(
+        torch.tensor(logits), torch.tensor(labels), weight=torch.tensor(weights)
+    )
     assert got == pytest.approx(float(ref), rel=1e-6)
 
 
@@ -48,8 +57,9 @@ def test_class_weight_specs_by_name():
     labels, names = np.array([0, 0, 0, 1, 2]), ("billing", "bug", "praise")
     np.testing.assert_array_equal(class_weights("none", labels, names), [1, 1, 1])
     np.testing.assert_allclose(class_weights("balanced", labels, names), [5 / 9, 5 / 3, 5 / 3])
-    np.testing.assert_array_equal(class_weights("praise=3,billing=1,bug=2.5", labels, names),
-                                  [1, 2.5, 3])
+    np.testing.assert_array_equal(
+        class_weights("praise=3,billing=1,bug=2.5", labels, names), [1, 2.5, 3]
+    )
     with pytest.raises(ValueError, match=r"no class named \['bugs'\]; no weight for \['bug'\]"):
         class_weights("billing=1,bugs=2,praise=1", labels, names)
     with pytest.raises(ValueError, match="NAME=POSITIVE_NUMBER"):
@@ -59,16 +69,21 @@ def test_class_weight_specs_by_name():
 def test_pooling():
     logits = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2)
     np.testing.assert_array_equal(pool_logits(logits, jnp.array([1, 3]), "last"), logits[:, -1])
-    np.testing.assert_array_equal(pool_logits(logits, jnp.array([1, 3]), "last-real"),
-                                  jnp.stack([logits[0, 0], logits[1, 2]]))
+    np.testing.assert_array_equal(
+        pool_logits(logits, jnp.array([1, 3]), "last-real"), jnp.stack([logits[0, 0], logits[1, 2]])
+    )
 
 
 def test_partition_from_patterns_and_presets():
     params = init_params(CFG)
     assert resolve_trainable(["last_block"], 3) == ("h2/.*", "ln_f/.*", "head/.*")
     assert resolve_trainable(["auto"], 3, pretrained=False) == (".*",)
-    assert resolve_trainable(["auto", "h0/ln_1/.*"], 3) == ("h2/.*", "ln_f/.*", "head/.*",
-                                                            "h0/ln_1/.*")
+    assert resolve_trainable(["auto", "h0/ln_1/.*"], 3) == (
+        "h2/.*",
+        "ln_f/.*",
+        "head/.*",
+        "h0/ln_1/.*",
+    )
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], 3))
     assert {"h2/attn/c_attn/kernel", "ln_f/scale", "head/bias"} <= part.names
     assert not {"h1/mlp/c_fc/kernel", "wte/embedding"} & part.names
@@ -77,8 +92,10 @@ def test_partition_from_patterns_and_presets():
     assert sum(part.counts.values()) == sum(np.size(x) for x in jax.tree.leaves(params))
     assert set(named_leaves(part.trainable(params))) == part.names
     assert not set(named_leaves(part.frozen(params))) & part.names
-    assert named_leaves(merge(part.frozen(params), part.trainable(params))).keys() == \
-        named_leaves(params).keys()
+    assert (
+        named_leaves(merge(part.frozen(params), part.trainable(params))).keys()
+        == named_leaves(params).keys()
+    )
     assert part.first_block(3) == 2
     assert Partition.from_patterns(params, ["ln_f/.*", "head/.*"]).first_block(3) == 3
     assert Partition.from_patterns(params, ["h1/mlp/.*", "head/.*"]).first_block(3) == 1
@@ -95,15 +112,17 @@ def stepped():
     params = init_params(CFG, seed=3)
     start = jax.tree.map(np.array, params)
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
-    trainer = Trainer(GPTModel(CFG), make_optimizer(1e-2, 0.1), np.array([1.0, 2.0]),
-                      pool="last", seed=0)
+    trainer = Trainer(
+        GPTModel(CFG), make_optimizer(1e-2, 0.1), np.array([1.0, 2.0]), pool="last", seed=0
+    )
     frozen = part.frozen(params)
     state = trainer.init(part.trainable(params))
     rng = np.random.default_rng(0)
     for _ in range(3):
         ids = rng.integers(0, CFG.vocab_size, (4, 8)).astype(np.int32)
-        state, metrics = trainer.train_step(state, frozen, Batch(
-            ids, np.full(4, 8, np.int32), np.array([0, 1, 0, 1], np.int32)))
+        state, metrics = trainer.train_step(
+            state, frozen, Batch(ids, np.full(4, 8, np.int32), np.array([0, 1, 0, 1], np.int32))
+        )
         assert bool(metrics["finite"])
     return start, merge(frozen, state.trainable), state, part
 
@@ -137,11 +156,15 @@ def test_uncached_step_differentiates_only_the_trainable_tree():
     cfg = GPTConfig.from_size("124M", num_classes=2)
     shapes = jax.eval_shape(lambda: init_params(cfg))
     part = Partition.from_patterns(shapes, resolve_trainable(["last_block"], cfg.n_layers))
-    trainer = Trainer(GPTModel(cfg), make_optimizer(5e-5, 0.1), np.ones(2), pool="last",
-                      seed=0, pooled_only=False)
+    trainer = Trainer(
+        GPTModel(cfg), make_optimizer(5e-5, 0.1), np.ones(2), pool="last", seed=0, pooled_only=False
+    )
     state = jax.eval_shape(trainer.init, part.trainable(shapes))
-    batch = Batch(jax.ShapeDtypeStruct((16, 257), jnp.int32),
-                  jax.ShapeDtypeStruct((16,), jnp.int32), jax.ShapeDtypeStruct((16,), jnp.int32))
+    batch = Batch(
+        jax.ShapeDtypeStruct((16, 257), jnp.int32),
+        jax.ShapeDtypeStruct((16,), jnp.int32),
+        jax.ShapeDtypeStruct((16,), jnp.int32),
+    )
 
     def flops(fn, *args):
         cost = fn.lower(*args).compile().cost_analysis()
@@ -150,5 +173,7 @@ def test_uncached_step_differentiates_only_the_trainable_tree():
     step = flops(trainer.train_step, state, part.frozen(shapes), batch)
     forward = flops(trainer.eval_step, part.trainable(shapes), part.frozen(shapes), batch)
     assert forward > 5e11  # about 2 x 124M x 16 x 257 multiply-adds, plus attention
-    print(f"step {step / 1e9:.0f} GFLOP, forward {forward / 1e9:.0f} GFLOP, ratio {step / forward:.3f}")
-    assert step <= 1.2 * forward, (step / forward)
+    print(
+        f"step {step / 1e9:.0f} GFLOP, forward {forward / 1e9:.0f} GFLOP, ratio {step / forward:.3f}"
+    )
+    assert step <= 1.2 * forward, step / forward

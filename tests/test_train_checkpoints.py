@@ -1,18 +1,25 @@
 """Epoch checkpoints check what they read back: digests per leaf, fallback to the newest
 intact epoch, a clear error when none is intact."""
+
 import json
 import re
 
 import jax
 import numpy as np
 import pytest
+from test_resume import CFG, _data, _partition  # the same tiny model and data
 
 from gpt2_jax.finetune.run import SpeedConfig, train_classifier
 from gpt2_jax.model.gpt import GPTModel, init_params
+from gpt2_jax.training.checkpoints import (
+    LEAF_DIGESTS,
+    META_DIGEST,
+    DamagedCheckpoint,
+    EpochCheckpoints,
+    run_fingerprints,
+    state_digests,
+)
 from gpt2_jax.training.train import TrainConfig, Trainer, make_optimizer
-from gpt2_jax.training.checkpoints import (LEAF_DIGESTS, META_DIGEST, DamagedCheckpoint,
-                                        EpochCheckpoints, run_fingerprints, state_digests)
-from test_resume import CFG, _data, _partition  # the same tiny model and data
 
 SEED = 3
 DATA = {"train": _data(0, 32), "test": _data(1, 8)}  # 4 steps per epoch at batch 8
@@ -23,10 +30,20 @@ def _fit(run_dir, epochs, resume=False, lines=None):
     params = init_params(CFG, SEED)
     checkpoints = EpochCheckpoints(run_dir / "ckpt", keep=3)
     try:
-        return train_classifier(GPTModel(CFG), params, DATA, ("ham", "spam"), tc, SpeedConfig(),
-                                "last", np.array([1.0, 2.0], np.float32), _partition(params),
-                                checkpoints=checkpoints, resume=resume,
-                                log=(lines.append if lines is not None else lambda s: None))
+        return train_classifier(
+            GPTModel(CFG),
+            params,
+            DATA,
+            ("ham", "spam"),
+            tc,
+            SpeedConfig(),
+            "last",
+            np.array([1.0, 2.0], np.float32),
+            _partition(params),
+            checkpoints=checkpoints,
+            resume=resume,
+            log=(lines.append if lines is not None else lambda s: None),
+        )
     finally:
         checkpoints.close()
 
@@ -35,19 +52,21 @@ def _state_like_and_fingerprints():
     params = init_params(CFG, SEED)
     partition = _partition(params)
     trainer = Trainer(GPTModel(CFG), make_optimizer(1e-3, 0.1), np.ones(2), pool="last", seed=0)
-    return (trainer.init(partition.trainable(params)),
-            run_fingerprints(partition.frozen(params), DATA["train"].ids, DATA["train"].labels))
+    return (
+        trainer.init(partition.trainable(params)),
+        run_fingerprints(partition.frozen(params), DATA["train"].ids, DATA["train"].labels),
+    )
 
 
 def _strip_times(history):
     """Every epoch's record but its timings, as JSON text (so that NaN equals NaN)."""
-    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")}
-                       for e in history])
+    return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")} for e in history])
 
 
 def _largest_data_file(epoch_dir):
-    files = [p for p in (epoch_dir / "state").rglob("*")
-             if p.is_file() and p.parent.name == "d"]  # the array data orbax (OCDBT) writes
+    files = [
+        p for p in (epoch_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"
+    ]  # the array data orbax (OCDBT) writes
     assert files, f"no array data files under {epoch_dir / 'state'}"
     return max(files, key=lambda p: p.stat().st_size)
 
@@ -61,7 +80,7 @@ def _damage(epoch_dir, how="flip"):
             data[i] ^= 0xFF
         path.write_bytes(bytes(data))
     elif how == "truncate":
-        path.write_bytes(bytes(data[:len(data) // 2]))
+        path.write_bytes(bytes(data[: len(data) // 2]))
     elif how == "delete":
         path.unlink()
     elif how == "meta":
@@ -114,12 +133,14 @@ def test_digests_round_trip(tmp_path):
             assert restored.verified and restored.meta["epoch"] == epoch
             assert int(restored.state.step) == 4 * epoch
             assert LEAF_DIGESTS not in restored.meta and META_DIGEST not in restored.meta
-            on_disk = json.loads((tmp_path / "ckpt" / str(epoch) / "meta" / "metadata")
-                                 .read_text())
+            on_disk = json.loads((tmp_path / "ckpt" / str(epoch) / "meta" / "metadata").read_text())
             digests = on_disk[LEAF_DIGESTS]
             assert digests == state_digests(restored.state)
-            assert {"step", "trainable/h1/attn/c_attn/kernel",
-                    "opt_state/0/mu/h1/attn/c_attn/kernel"} <= set(digests)
+            assert {
+                "step",
+                "trainable/h1/attn/c_attn/kernel",
+                "opt_state/0/mu/h1/attn/c_attn/kernel",
+            } <= set(digests)
             assert len(digests) == len(jax.tree.leaves(restored.state))
         lines = []
         latest = checkpoints.resume(like, fingerprints, log=lines.append)
@@ -170,9 +191,14 @@ def test_every_epoch_damaged_names_them_and_blames_no_lr(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "2"]  # kept
 
 
-@pytest.mark.parametrize("how,reason", [("truncate", "state unreadable"),
-                                        ("delete", "state unreadable"),
-                                        ("meta", "meta differs from the digest")])
+@pytest.mark.parametrize(
+    "how,reason",
+    [
+        ("truncate", "state unreadable"),
+        ("delete", "state unreadable"),
+        ("meta", "meta differs from the digest"),
+    ],
+)
 def test_unreadable_newest_epoch_falls_back(tmp_path, how, reason):
     _fit(tmp_path, epochs=2)
     _damage(tmp_path / "ckpt" / "2", how)
@@ -207,9 +233,13 @@ def test_checkpoint_without_digests_is_restored_with_a_warning(tmp_path):
     like, fingerprints = _state_like_and_fingerprints()
     checkpoints = EpochCheckpoints(tmp_path / "ckpt")
     try:
-        checkpoints._manager.save(1, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(like._asdict()),
-            meta=ocp.args.JsonSave({"epoch": 1, "step": 0, "history": [], **fingerprints})))
+        checkpoints._manager.save(
+            1,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(like._asdict()),
+                meta=ocp.args.JsonSave({"epoch": 1, "step": 0, "history": [], **fingerprints}),
+            ),
+        )
         checkpoints._manager.wait_until_finished()
         lines = []
         restored = checkpoints.resume(like, fingerprints, log=lines.append)

@@ -10,6 +10,7 @@ A saved classifier is a run folder holding
 
 ``Classifier.load(run_dir).predict(texts)`` needs nothing else.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,20 +25,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
 from gpt2_jax.data.tables import encode, token_lists
-from gpt2_jax.parallel.distributed import is_main, several, share_outcome
-from gpt2_jax.parallel.mesh import to_host
+from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
+from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, param_shapes
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
-from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
-from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
+from gpt2_jax.parallel.distributed import is_main, several, share_outcome
+from gpt2_jax.parallel.mesh import to_host
 from gpt2_jax.util.tree import named_leaves, path_name
 
 META_FILE = "classifier.json"
 PARAMS_DIR = "classifier"
-MODEL_SIZE_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers",
-                   "num_classes")
+MODEL_SIZE_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "num_classes")
 FORMAT = 1  # version of classifier.json's layout; bump when it changes incompatibly
 
 
@@ -54,22 +54,36 @@ def with_class_head(pretrained, cfg: GPTConfig, seed: int) -> tuple[dict, list[s
     have = named_leaves(pretrained)
     shapes = param_shapes(cfg)
     want = named_leaves(shapes)
-    wrong = [f"{n}: checkpoint {have[n].shape} vs model {want[n].shape}"
-             for n in want if n in have and tuple(have[n].shape) != want[n].shape]
+    wrong = [
+        f"{n}: checkpoint {have[n].shape} vs model {want[n].shape}"
+        for n in want
+        if n in have and tuple(have[n].shape) != want[n].shape
+    ]
     extra = [n for n in have if n not in want]
     if wrong or extra:
-        raise ValueError("pretrained weights do not fit the classifier: "
-                         + "; ".join(wrong + [f"{n}: not in the model" for n in extra]))
+        raise ValueError(
+            "pretrained weights do not fit the classifier: "
+            + "; ".join(wrong + [f"{n}: not in the model" for n in extra])
+        )
     missing = [n for n in want if n not in have]
-    fresh = jax.jit(lambda: {n: leaf for n, leaf in named_leaves(init_params(cfg, seed)).items()
-                             if n in missing})()
+    fresh = jax.jit(
+        lambda: {
+            n: leaf for n, leaf in named_leaves(init_params(cfg, seed)).items() if n in missing
+        }
+    )()
     merged = jax.tree_util.tree_map_with_path(
-        lambda path, _: fresh[path_name(path)] if path_name(path) in fresh
-        else jnp.asarray(have[path_name(path)]), shapes)
+        lambda path, _: (
+            fresh[path_name(path)]
+            if path_name(path) in fresh
+            else jnp.asarray(have[path_name(path)])
+        ),
+        shapes,
+    )
     return merged, missing
 
 
 # --------------------------------------------------------------------------- config
+
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -92,24 +106,33 @@ class ClassifierConfig:
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
-            raise TypeError(f"ClassifierConfig.model must be a GPTConfig, got "
-                            f"{type(self.model).__name__}")
-        if (not isinstance(self.labels, (list, tuple))
-                or not all(isinstance(x, str) for x in self.labels)):
-            raise ValueError(f"ClassifierConfig.labels must be a sequence of class names "
-                             f"(strings), got {self.labels!r}")
+            raise TypeError(
+                f"ClassifierConfig.model must be a GPTConfig, got {type(self.model).__name__}"
+            )
+        if not isinstance(self.labels, (list, tuple)) or not all(
+            isinstance(x, str) for x in self.labels
+        ):
+            raise ValueError(
+                f"ClassifierConfig.labels must be a sequence of class names "
+                f"(strings), got {self.labels!r}"
+            )
         object.__setattr__(self, "labels", tuple(self.labels))  # lists (JSON) -> hashable
         if len(set(self.labels)) < 2 or len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"ClassifierConfig.labels must be >= 2 distinct names, got "
-                             f"{list(self.labels)}")
+            raise ValueError(
+                f"ClassifierConfig.labels must be >= 2 distinct names, got {list(self.labels)}"
+            )
         if self.model.num_classes != len(self.labels):
-            raise ValueError(f"ClassifierConfig: model.num_classes={self.model.num_classes} but "
-                             f"{len(self.labels)} labels {list(self.labels)}")
+            raise ValueError(
+                f"ClassifierConfig: model.num_classes={self.model.num_classes} but "
+                f"{len(self.labels)} labels {list(self.labels)}"
+            )
         check_pool(self.pool)
         ctx = self.model.context_length
         if not _is_int(self.max_length) or not 0 < self.max_length <= ctx:
-            raise ValueError(f"ClassifierConfig.max_length must be an int in 1..{ctx} (the "
-                             f"model's context_length), got {self.max_length!r}")
+            raise ValueError(
+                f"ClassifierConfig.max_length must be an int in 1..{ctx} (the "
+                f"model's context_length), got {self.max_length!r}"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -117,22 +140,29 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready: ``{"model": {...GPTConfig fields}, "labels": [...], "pool", "max_length"}``."""
-        return {"model": dataclasses.asdict(self.model), "labels": list(self.labels),
-                "pool": self.pool, "max_length": self.max_length}
+        return {
+            "model": dataclasses.asdict(self.model),
+            "labels": list(self.labels),
+            "pool": self.pool,
+            "max_length": self.max_length,
+        }
 
     @classmethod
-    def from_dict(cls, d) -> "ClassifierConfig":
+    def from_dict(cls, d) -> ClassifierConfig:
         """Inverse of ``to_dict``; other keys (``format``, ``tokenizer``) are ignored.
         Raises one ``ValueError`` naming the key that is missing or wrong."""
         if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object with keys model, labels, pool, "
-                             f"max_length; got {type(d).__name__}")
+            raise ValueError(
+                f"expected a JSON object with keys model, labels, pool, "
+                f"max_length; got {type(d).__name__}"
+            )
         missing = [k for k in ("model", "labels", "pool", "max_length") if k not in d]
         if missing:
             raise ValueError(f"missing key(s) {missing} (have {sorted(d)})")
         if not isinstance(d["model"], dict):
-            raise ValueError(f"key 'model' must be an object of GPTConfig fields, got "
-                             f"{d['model']!r}")
+            raise ValueError(
+                f"key 'model' must be an object of GPTConfig fields, got {d['model']!r}"
+            )
         # Sizes must be there: GPTConfig's defaults (124M) would silently not fit the weights.
         absent = [k for k in MODEL_SIZE_KEYS if k not in d["model"]]
         if absent:
@@ -143,8 +173,9 @@ class ClassifierConfig:
             raise ValueError(f"key 'model': {err}") from None
         if not isinstance(d["labels"], list):
             raise ValueError(f"key 'labels' must be a list of class names, got {d['labels']!r}")
-        return cls(model=model, labels=tuple(d["labels"]), pool=d["pool"],
-                   max_length=d["max_length"])
+        return cls(
+            model=model, labels=tuple(d["labels"]), pool=d["pool"], max_length=d["max_length"]
+        )
 
 
 def _upgrade_legacy(meta: dict) -> dict:
@@ -157,17 +188,24 @@ def _upgrade_legacy(meta: dict) -> dict:
 
 # --------------------------------------------------------------------------- save/load
 
+
 def check_params(params, cfg: GPTConfig, where: str) -> None:
     """Raise one ``ValueError`` if ``params`` is not a tree of ``GPTModel(cfg)``'s shapes."""
     have = {n: tuple(np.shape(leaf)) for n, leaf in named_leaves(params).items()}
     want = {n: tuple(s.shape) for n, s in named_leaves(param_shapes(cfg)).items()}
     if have == want:
         return
-    problems = ([f"{n}: missing" for n in want if n not in have]
-                + [f"{n}: not in the model" for n in have if n not in want]
-                + [f"{n}: {have[n]} vs {want[n]}" for n in want if n in have and have[n] != want[n]])
-    raise ValueError(f"{where}: parameters do not fit the model config ("
-                     + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "") + ")")
+    problems = (
+        [f"{n}: missing" for n in want if n not in have]
+        + [f"{n}: not in the model" for n in have if n not in want]
+        + [f"{n}: {have[n]} vs {want[n]}" for n in want if n in have and have[n] != want[n]]
+    )
+    raise ValueError(
+        f"{where}: parameters do not fit the model config ("
+        + "; ".join(problems[:5])
+        + (" ..." if len(problems) > 5 else "")
+        + ")"
+    )
 
 
 def _tokenizer_note(run_dir: Path) -> str:
@@ -183,8 +221,12 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(part, path)
 
 
-def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
-                    bpe_dir: str | os.PathLike | None = None) -> Path:
+def save_classifier(
+    run_dir: str | os.PathLike,
+    params,
+    spec: ClassifierConfig,
+    bpe_dir: str | os.PathLike | None = None,
+) -> Path:
     """Write ``run_dir/classifier/`` (orbax), copy the BPE files from ``bpe_dir`` and
     write ``run_dir/classifier.json`` last; returns the parameters' folder.
 
@@ -193,8 +235,10 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
     With several processes every process calls it (the weights are gathered) and
     process 0 writes; the others learn whether it worked."""
     if not isinstance(spec, ClassifierConfig):
-        raise TypeError(f"save_classifier needs a ClassifierConfig (labels, pool, max_length, "
-                        f"model config), got {type(spec).__name__}")
+        raise TypeError(
+            f"save_classifier needs a ClassifierConfig (labels, pool, max_length, "
+            f"model config), got {type(spec).__name__}"
+        )
     run_dir = Path(run_dir).resolve()
     check_params(params, spec.model, f"save_classifier({run_dir})")
     target = run_dir / PARAMS_DIR
@@ -212,16 +256,18 @@ def save_classifier(run_dir: str | os.PathLike, params, spec: ClassifierConfig,
     return target
 
 
-def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfig,
-                      bpe_dir) -> None:
+def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfig, bpe_dir) -> None:
     import orbax.checkpoint as ocp
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / META_FILE).unlink(missing_ok=True)
     if target.exists():
         shutil.rmtree(target)
-    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-        primary_host=jax.process_index(), active_processes={jax.process_index()}))
+    checkpointer = ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()}
+        )
+    )
     checkpointer.save(target, params)
     checkpointer.wait_until_finished()
     files = bpe_files(bpe_dir) if bpe_dir is not None else None
@@ -236,19 +282,24 @@ def read_spec(run_dir: str | os.PathLike) -> ClassifierConfig:
     """The ``ClassifierConfig`` in ``run_dir/classifier.json``; errors name the path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such folder (expected a run folder written "
-                                "by experiments.spam)")
+        raise FileNotFoundError(
+            f"{run_dir}: no such folder (expected a run folder written by experiments.spam)"
+        )
     path = run_dir / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished run: no {META_FILE} (training "
-                                "writes it last; train again or pick another folder)")
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished run: no {META_FILE} (training "
+            "writes it last; train again or pick another folder)"
+        )
     try:
         meta = _upgrade_legacy(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); the file is damaged") from None
     if isinstance(meta, dict) and meta.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{path}: format {meta['format']!r}, this version reads format "
-                         f"{FORMAT}; use the gpt2_jax version that wrote it")
+        raise ValueError(
+            f"{path}: format {meta['format']!r}, this version reads format "
+            f"{FORMAT}; use the gpt2_jax version that wrote it"
+        )
     try:
         return ClassifierConfig.from_dict(meta)
     except (TypeError, ValueError) as err:
@@ -263,18 +314,21 @@ def load_classifier(run_dir: str | os.PathLike) -> tuple[GPTModel, dict, Classif
     spec = read_spec(run_dir)
     target = run_dir / PARAMS_DIR
     if not target.is_dir():
-        raise FileNotFoundError(f"{target}: missing, so {run_dir} holds no weights (the folder "
-                                "is damaged; train again)")
+        raise FileNotFoundError(
+            f"{target}: missing, so {run_dir} holds no weights (the folder is damaged; train again)"
+        )
     try:
         params = ocp.StandardCheckpointer().restore(target, param_shapes(spec.model))
     except Exception as err:  # orbax raises many types; the first line says what
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{target}: cannot restore the weights of the model in {META_FILE} "
-                         f"({first})") from err
+        raise ValueError(
+            f"{target}: cannot restore the weights of the model in {META_FILE} ({first})"
+        ) from err
     return GPTModel(spec.model), params, spec
 
 
 # --------------------------------------------------------------------------- predict
+
 
 @functools.partial(jax.jit, static_argnames=("cfg", "pool"))
 def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
@@ -305,14 +359,17 @@ def _encode_texts(tokenizer, texts: list[str], max_length: int, vocab_size: int)
     tokens = token_lists(tokenizer, texts)
     for i, toks in enumerate(tokens):
         if toks and max(toks) >= vocab_size:  # an out-of-range id would be silently clamped
-            raise ValueError(f"text {i} has token id {max(toks)}, but the model's vocabulary "
-                             f"has {vocab_size} ids: tokenizer and model do not belong together")
+            raise ValueError(
+                f"text {i} has token id {max(toks)}, but the model's vocabulary "
+                f"has {vocab_size} ids: tokenizer and model do not belong together"
+            )
     truncated = np.array([len(t) > max_length for t in tokens], bool)
     return encode(tokens, np.zeros(len(texts)), max_length), truncated
 
 
-def _probs(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: str,
-           batch_size: int) -> np.ndarray:
+def _probs(
+    cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: str, batch_size: int
+) -> np.ndarray:
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
     Every batch has ``batch_size`` rows (the last repeats rows, the extra results are
@@ -324,8 +381,13 @@ def _probs(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: s
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
     out = np.zeros((n, cfg.num_classes), np.float32)
-    schedule = prefix_schedule(lengths, ids.shape[1], batch_size,
-                               bucketed=not reads_padding(pool, cfg.causal), step=BUCKET_STEP)
+    schedule = prefix_schedule(
+        lengths,
+        ids.shape[1],
+        batch_size,
+        bucketed=not reads_padding(pool, cfg.causal),
+        step=BUCKET_STEP,
+    )
     for idx, width in schedule:
         rows = np.resize(idx, batch_size)
         got = class_probs(params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool)
@@ -333,8 +395,15 @@ def _probs(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: s
     return out
 
 
-def predict_proba(model: GPTModel, params, tokenizer, texts: list[str], max_length: int,
-                  pool: str, batch_size: int = 16) -> np.ndarray:
+def predict_proba(
+    model: GPTModel,
+    params,
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    pool: str,
+    batch_size: int = 16,
+) -> np.ndarray:
     """Class probabilities [N, C] for raw texts (encoded as in training). Prefer
     ``Classifier``, which reads ``max_length`` and ``pool`` from the saved run."""
     texts = _check_texts(texts)
@@ -380,7 +449,7 @@ class Classifier:
         self.tokenizer = tokenizer
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> "Classifier":
+    def load(cls, run_dir: str | os.PathLike) -> Classifier:
         """The classifier saved in ``run_dir`` (weights, config and tokenizer)."""
         from gpt2_jax.data.tokenizer import get_tokenizer
 
@@ -393,8 +462,10 @@ class Classifier:
 
     def __repr__(self) -> str:
         s = self.spec
-        return (f"Classifier(labels={s.labels}, pool={s.pool!r}, max_length={s.max_length}, "
-                f"emb_dim={s.model.emb_dim}, n_layers={s.model.n_layers})")
+        return (
+            f"Classifier(labels={s.labels}, pool={s.pool!r}, max_length={s.max_length}, "
+            f"emb_dim={s.model.emb_dim}, n_layers={s.model.n_layers})"
+        )
 
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = _check_texts(texts)

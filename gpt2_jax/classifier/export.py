@@ -21,6 +21,7 @@ probabilities as ``Classifier.predict``:
 (OpenAI's TF checkpoint included) as a Hugging Face ``GPT2LMHeadModel`` folder: the
 one-time conversion after which TensorFlow is no longer needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_jax.classifier.classifier import load_classifier
-from gpt2_jax.weights.hf import check_new_folder, save_hf_gpt2
+from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 from gpt2_jax.model.gpt import merge_lora
+from gpt2_jax.weights.hf import check_new_folder, save_hf_gpt2
 from gpt2_jax.weights.openai import lab_params
 from gpt2_jax.weights.pretrained import load_pretrained
-from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 
 EXPORT_NOTE = "gpt2_jax_export.json"
 FOLD_TOLERANCE = 1e-5  # |d W - b| allowed, relative to max(1, |b|)
@@ -53,16 +54,25 @@ def fold_head_bias(kernel, bias, ln_bias) -> tuple[np.ndarray, float]:
     e, c = w.shape
     rank = np.linalg.matrix_rank(w)
     if rank < c:
-        raise ExportError(f"the head's kernel [{e}, {c}] has rank {rank} < {c} classes, so its "
-                          "bias cannot be folded into ln_f; transformers' score layer has no "
-                          "bias to hold it")
+        raise ExportError(
+            f"the head's kernel [{e}, {c}] has rank {rank} < {c} classes, so its "
+            "bias cannot be folded into ln_f; transformers' score layer has no "
+            "bias to hold it"
+        )
     d = np.linalg.lstsq(w.T, b, rcond=None)[0]
     new = np.asarray(ln_bias, np.float64) + d
-    error = float(np.abs(new.astype(np.float32).astype(np.float64) @ w
-                         - np.asarray(ln_bias, np.float32).astype(np.float64) @ w - b).max())
+    error = float(
+        np.abs(
+            new.astype(np.float32).astype(np.float64) @ w
+            - np.asarray(ln_bias, np.float32).astype(np.float64) @ w
+            - b
+        ).max()
+    )
     if error > FOLD_TOLERANCE * max(1.0, float(np.abs(b).max())):
-        raise ExportError(f"folding the head's bias into ln_f leaves an error of {error:.2e} in "
-                          "the logits; the head is too close to singular to export exactly")
+        raise ExportError(
+            f"folding the head's bias into ln_f leaves an error of {error:.2e} in "
+            "the logits; the head is too close to singular to export exactly"
+        )
     return new.astype(np.float32), error
 
 
@@ -72,14 +82,19 @@ def _check_exportable(spec) -> None:
             "this classifier reads position max_length-1 (--pool last, the lab's), which is "
             "padding for every shorter text; transformers reads the last token that is not "
             "padding, so its answers would differ. Train with --pool last-real to export, or "
-            "use experiments.classify")
+            "use experiments.classify"
+        )
     if spec.pool != "last-real":
-        raise ExportError(f"this classifier pools with {spec.pool!r}; transformers' "
-                          "GPT2ForSequenceClassification reads only the last real token "
-                          "(--pool last-real)")
+        raise ExportError(
+            f"this classifier pools with {spec.pool!r}; transformers' "
+            "GPT2ForSequenceClassification reads only the last real token "
+            "(--pool last-real)"
+        )
     if not spec.model.causal:
-        raise ExportError("this classifier was trained without the causal mask; transformers' "
-                          "GPT-2 always applies it")
+        raise ExportError(
+            "this classifier was trained without the causal mask; transformers' "
+            "GPT-2 always applies it"
+        )
 
 
 def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -98,26 +113,43 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     labels = list(spec.labels)
     bpe = bpe_files(run_dir) or tiktoken_cached_files()
     if bpe is None:
-        raise ExportError(f"{run_dir} has no encoder.json + vocab.bpe and tiktoken's cache has "
-                          "no GPT-2 files either, so the export would have no tokenizer; copy "
-                          "GPT-2's encoder.json and vocab.bpe into the run folder")
+        raise ExportError(
+            f"{run_dir} has no encoder.json + vocab.bpe and tiktoken's cache has "
+            "no GPT-2 files either, so the export would have no tokenizer; copy "
+            "GPT-2's encoder.json and vocab.bpe into the run folder"
+        )
     out = save_hf_gpt2(
-        out_dir, cfg.to_settings(), backbone, bpe=bpe, prefix="transformer.",
+        out_dir,
+        cfg.to_settings(),
+        backbone,
+        bpe=bpe,
+        prefix="transformer.",
         extra_tensors={"score.weight": np.ascontiguousarray(kernel.T)},
-        config_extra={"architectures": ["GPT2ForSequenceClassification"],
-                      "id2label": {str(i): name for i, name in enumerate(labels)},
-                      "label2id": {name: i for i, name in enumerate(labels)},
-                      "pad_token_id": END_OF_TEXT_ID,
-                      "problem_type": "single_label_classification"},
-        tokenizer_extra={"pad_token": END_OF_TEXT, "model_max_length": spec.max_length,
-                         "padding_side": "right", "truncation_side": "right"})
-    note = {"exported_from": Path(run_dir).resolve().name, "pool": spec.pool,
-            "max_length": spec.max_length, "labels": labels,
-            "head_bias": "folded into transformer.ln_f.bias (score has no bias)",
-            "head_bias_fold_max_error": fold_error,
-            "lora": "merged" if spec.model.lora_rank else "none",
-            "truncation": f"trained on the first {spec.max_length} tokens of each text; pass "
-                          "truncation=True to the tokenizer or pipeline to do the same"}
+        config_extra={
+            "architectures": ["GPT2ForSequenceClassification"],
+            "id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "pad_token_id": END_OF_TEXT_ID,
+            "problem_type": "single_label_classification",
+        },
+        tokenizer_extra={
+            "pad_token": END_OF_TEXT,
+            "model_max_length": spec.max_length,
+            "padding_side": "right",
+            "truncation_side": "right",
+        },
+    )
+    note = {
+        "exported_from": Path(run_dir).resolve().name,
+        "pool": spec.pool,
+        "max_length": spec.max_length,
+        "labels": labels,
+        "head_bias": "folded into transformer.ln_f.bias (score has no bias)",
+        "head_bias_fold_max_error": fold_error,
+        "lora": "merged" if spec.model.lora_rank else "none",
+        "truncation": f"trained on the first {spec.max_length} tokens of each text; pass "
+        "truncation=True to the tokenizer or pipeline to do the same",
+    }
     (out / EXPORT_NOTE).write_text(json.dumps(note, indent=2))
     return out
 
@@ -128,5 +160,6 @@ def export_backbone(model_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     folder (or tiktoken's cached GPT-2 files; neither: the folder has none)."""
     check_new_folder(out_dir)
     settings, params = load_pretrained(model_dir)
-    return save_hf_gpt2(out_dir, settings, params,
-                        bpe=bpe_files(model_dir) or tiktoken_cached_files())
+    return save_hf_gpt2(
+        out_dir, settings, params, bpe=bpe_files(model_dir) or tiktoken_cached_files()
+    )

@@ -17,6 +17,7 @@ tab-separated: label, one probability per class, the text (tabs and newlines in 
 shown as \\t and \\n). With --output FILE (.csv or .jsonl): columns text, label,
 p_<class> for each class, truncated.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,32 +28,59 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.tables import FORMATS, read_table
 from gpt2_jax.util.runtime import keep_freed_memory
-
-from gpt2_jax.commands.common import InputError, load, one_line
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.classify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="DIR",
-                   help="run folder written by experiments.spam (holds classifier.json)")
-    p.add_argument("texts", nargs="*", metavar="TEXT",
-                   help="texts to classify; none and no --input: read one per line from stdin "
-                        "(UTF-8, blank lines skipped, \\n or \\r\\n line ends)")
-    p.add_argument("--input", metavar="FILE",
-                   help="read the texts from a CSV, TSV, JSONL or parquet file")
-    p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                   help="format of --input (default: from its extension)")
-    p.add_argument("--text-column", default="text", metavar="NAME",
-                   help="column of --input that holds the texts (default: text)")
-    p.add_argument("--output", metavar="FILE",
-                   help="write predictions to FILE (.csv or .jsonl) instead of stdout")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N",
-                   help="texts per forward pass (default 16); memory, not results")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.classify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run",
+        required=True,
+        metavar="DIR",
+        help="run folder written by experiments.spam (holds classifier.json)",
+    )
+    p.add_argument(
+        "texts",
+        nargs="*",
+        metavar="TEXT",
+        help="texts to classify; none and no --input: read one per line from stdin "
+        "(UTF-8, blank lines skipped, \\n or \\r\\n line ends)",
+    )
+    p.add_argument(
+        "--input", metavar="FILE", help="read the texts from a CSV, TSV, JSONL or parquet file"
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="format of --input (default: from its extension)",
+    )
+    p.add_argument(
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="column of --input that holds the texts (default: text)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write predictions to FILE (.csv or .jsonl) instead of stdout",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="texts per forward pass (default 16); memory, not results",
+    )
     return p
 
 
@@ -79,8 +107,10 @@ def read_texts(args) -> list[str]:
             print("reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
         texts = stdin_texts(sys.stdin.buffer)
     if not texts:
-        raise InputError("no texts to classify: give them as arguments, with --input FILE, "
-                         "or one per line on stdin")
+        raise InputError(
+            "no texts to classify: give them as arguments, with --input FILE, "
+            "or one per line on stdin"
+        )
     return texts
 
 
@@ -90,13 +120,17 @@ def argument_texts(texts: list[str]) -> list[str]:
     for number, text in enumerate(texts, start=1):
         where = f"TEXT argument {number}"
         if not text.strip():
-            raise InputError(f"{where} is empty; give a text with at least one visible "
-                             "character, or leave the argument out")
+            raise InputError(
+                f"{where} is empty; give a text with at least one visible "
+                "character, or leave the argument out"
+            )
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise InputError(f"{where}, character {err.start + 1}: a byte that is not UTF-8 "
-                             "(set the terminal to UTF-8)") from None
+            raise InputError(
+                f"{where}, character {err.start + 1}: a byte that is not UTF-8 "
+                "(set the terminal to UTF-8)"
+            ) from None
     return list(texts)
 
 
@@ -109,8 +143,10 @@ def stdin_texts(stream) -> list[str]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise InputError(f"stdin line {number}, byte {err.start + 1}: "
-                             f"{line[err.start]:#04x} is not UTF-8 (send UTF-8 text)") from None
+            raise InputError(
+                f"stdin line {number}, byte {err.start + 1}: "
+                f"{line[err.start]:#04x} is not UTF-8 (send UTF-8 text)"
+            ) from None
         if number == 1:
             text = text.removeprefix("\ufeff")
         text = text.rstrip("\r\n")
@@ -124,7 +160,9 @@ def read_input_file(path: str, text_column: str, fmt: str) -> list[str]:
         df = read_table(path, fmt=fmt, text_column=text_column, label_column=None)
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
         message = one_line(err)  # read_table's messages mostly name the file already
-        raise InputError(message if str(path) in message else f"--input {path}: {message}") from None
+        raise InputError(
+            message if str(path) in message else f"--input {path}: {message}"
+        ) from None
     return df["text"].astype(str).tolist()
 
 
@@ -184,8 +222,11 @@ def main(argv=None) -> int:
         print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
     else:
         print_table(texts, pred, labels)
-    print(f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
-          f"{classifier.spec.max_length} tokens and were truncated to them", file=sys.stderr)
+    print(
+        f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
+        f"{classifier.spec.max_length} tokens and were truncated to them",
+        file=sys.stderr,
+    )
     return 0
 
 

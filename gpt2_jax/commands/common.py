@@ -1,4 +1,5 @@
 """What several commands share: a user's mistake as one line, a run folder's classifier."""
+
 from __future__ import annotations
 
 

@@ -21,6 +21,7 @@ included) becomes a Hugging Face GPT2LMHeadModel folder with model.safetensors, 
 for bit the same weights. Convert once, then pass --model-dir OUT to
 experiments.finetune / experiments.spam: TensorFlow is no longer needed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,28 @@ TARGETS = ("hf",)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", metavar="DIR", help="run folder of a trained classifier "
-                      "(holds classifier.json)")
-    what.add_argument("--model-dir", metavar="DIR", help="a GPT-2 folder (OpenAI's or Hugging "
-                      "Face's layout) to convert")
-    p.add_argument("--to", nargs=2, metavar=("FORMAT", "OUT"), required=True,
-                   help="format (hf: Hugging Face transformers) and the folder to write "
-                        "(must not exist, or be empty)")
+    what.add_argument(
+        "--run", metavar="DIR", help="run folder of a trained classifier (holds classifier.json)"
+    )
+    what.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="a GPT-2 folder (OpenAI's or Hugging Face's layout) to convert",
+    )
+    p.add_argument(
+        "--to",
+        nargs=2,
+        metavar=("FORMAT", "OUT"),
+        required=True,
+        help="format (hf: Hugging Face transformers) and the folder to write "
+        "(must not exist, or be empty)",
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
@@ -57,8 +70,10 @@ def main(argv=None) -> int:
     try:
         if args.run:
             path = export_classifier(args.run, out)
-            print(f"wrote {path}: load it with transformers.pipeline('text-classification', "
-                  f"model='{path}', top_k=None)")
+            print(
+                f"wrote {path}: load it with transformers.pipeline('text-classification', "
+                f"model='{path}', top_k=None)"
+            )
         else:
             path = export_backbone(args.model_dir, out)
             print(f"wrote {path}: a Hugging Face GPT-2 folder; use it with --model-dir {path}")

@@ -7,6 +7,7 @@ train/validation/test from the file after a seeded shuffle (or takes --val-file 
 --test-file); trains the lab's way (last block, final norm and a new class head, AdamW,
 class-weighted loss) and reports per-class precision, recall and F1 every epoch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,26 +17,41 @@ from gpt2_jax.finetune.cli import main as cli_main
 from gpt2_jax.finetune.run import RunConfig
 
 # Your own data: 80 % train, 10 % validation, the rest test, classes kept in proportion.
-DEFAULTS = dataclasses.replace(RunConfig(), data=dataclasses.replace(
-    RunConfig().data, train_size=0.8, val_size=0.1, test_size="rest", stratify=True))
+DEFAULTS = dataclasses.replace(
+    RunConfig(),
+    data=dataclasses.replace(
+        RunConfig().data, train_size=0.8, val_size=0.1, test_size="rest", stratify=True
+    ),
+)
 
-DESCRIPTION = ("Fine-tune GPT-2 to classify your own labelled texts (CSV/TSV with a header, "
-               "JSON Lines, Parquet; any number of classes) with the method of the book's "
-               "chapter 6. The SMS lab is `python -m experiments.spam`.")
-EPILOG = ("Results go to RUNS_ROOT/<data file>-<size>-<time>/ (or --run-dir): metrics.json, "
-          "config.json, plots and the classifier, which `python -m experiments.classify "
-          "--run DIR TEXT` uses. `--config RUN_DIR` reruns a run's settings.")
+DESCRIPTION = (
+    "Fine-tune GPT-2 to classify your own labelled texts (CSV/TSV with a header, "
+    "JSON Lines, Parquet; any number of classes) with the method of the book's "
+    "chapter 6. The SMS lab is `python -m experiments.spam`."
+)
+EPILOG = (
+    "Results go to RUNS_ROOT/<data file>-<size>-<time>/ (or --run-dir): metrics.json, "
+    "config.json, plots and the classifier, which `python -m experiments.classify "
+    "--run DIR TEXT` uses. `--config RUN_DIR` reruns a run's settings."
+)
 
 
 def _needs_data(cfg: RunConfig) -> None:
     if cfg.data.data_file is None:
-        raise ValueError("--data-file is required (the SMS lab without it is "
-                         "`python -m experiments.spam`)")
+        raise ValueError(
+            "--data-file is required (the SMS lab without it is `python -m experiments.spam`)"
+        )
 
 
 def main(argv=None) -> int:
-    return cli_main(argv, prog="python -m experiments.finetune", description=DESCRIPTION,
-                    epilog=EPILOG, defaults=DEFAULTS, check=_needs_data)
+    return cli_main(
+        argv,
+        prog="python -m experiments.finetune",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        defaults=DEFAULTS,
+        check=_needs_data,
+    )
 
 
 if __name__ == "__main__":

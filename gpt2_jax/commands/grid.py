@@ -14,6 +14,7 @@ weights, token position, trainable layers, context length, train/val/test accura
 time, device) plus spam recall and macro-F1, and beside them the book's published
 figures for its rows (measured by the book on its own data split and GPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,29 +41,58 @@ BOOK_ROWS = [
     (10, ["--weights", "random", "--trainable", "all"], (100.00, 96.64, 93.67, 0.69)),
     # LoRA: the book scales the adapters by alpha, this project by alpha / rank (the
     # LoRA paper's convention), so the book's alpha 16 and 8 at rank 16 are 256 and 128
-    (11, ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "256"],
-     (100.00, 97.32, 96.67, 0.75)),
-    (12, ["--model-size", "1558M", "--trainable", "lora", "--lora-rank", "16",
-          "--lora-alpha", "128"], (100.00, 98.66, 98.33, 5.79)),
+    (
+        11,
+        ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "256"],
+        (100.00, 97.32, 96.67, 0.75),
+    ),
+    (
+        12,
+        [
+            "--model-size",
+            "1558M",
+            "--trainable",
+            "lora",
+            "--lora-rank",
+            "16",
+            "--lora-alpha",
+            "128",
+        ],
+        (100.00, 98.66, 98.33, 5.79),
+    ),
     (13, ["--max-length", "context"], (83.08, 87.92, 78.33, 2.46)),
     (14, ["--batch-size", "1", "--pool", "last-real"], (100.00, 98.66, 98.00, 1.75)),
-    (15, ["--batch-size", "1", "--accumulation-steps", "8", "--pool", "last-real"],
-     (99.33, 98.66, 98.33, 1.70)),
+    (
+        15,
+        ["--batch-size", "1", "--accumulation-steps", "8", "--pool", "last-real"],
+        (99.33, 98.66, 98.33, 1.70),
+    ),
     (16, ["--pool", "last-real"], (99.42, 98.66, 98.33, 0.30)),
     (17, ["--disable-causal-mask"], (99.23, 98.66, 95.33, 0.29)),
     (18, ["--ignore-index", "50256"], (96.63, 99.33, 95.00, 0.28)),
     (19, ["--pool", "mean"], (97.79, 99.33, 96.33, 0.32)),
 ]
-BOOK_CONTEXT = {13: "context length (1024)", 14: "no padding (batch 1)",
-                15: "no padding (batch 1, accumulation 8)", 16: "flexible (last real token)",
-                17: "longest; no causal mask", 18: "longest; ignore_index for padding"}
+BOOK_CONTEXT = {
+    13: "context length (1024)",
+    14: "no padding (batch 1)",
+    15: "no padding (batch 1, accumulation 8)",
+    16: "flexible (last real token)",
+    17: "longest; no causal mask",
+    18: "longest; ignore_index for padding",
+}
 BOOK_TOKEN = {2: "first", 19: "last + pooled embeddings"}
 
 
 def book_rows() -> list[dict]:
-    return [{"name": f"{n:02d}", "book_row": n, "flags": flags,
-             "book": dict(zip(("train_acc", "val_acc", "test_acc", "minutes"), figures))}
-            for n, flags, figures in BOOK_ROWS]
+    return [
+        {
+            "name": f"{n:02d}",
+            "book_row": n,
+            "flags": flags,
+            "book": dict(zip(("train_acc", "val_acc", "test_acc", "minutes"), figures)),
+        }
+        for n, flags, figures in BOOK_ROWS
+    ]
 
 
 def read_rows_file(path: Path) -> list[dict]:
@@ -70,17 +100,24 @@ def read_rows_file(path: Path) -> list[dict]:
     try:
         rows = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --rows-file {path}: {err}")
+        raise SystemExit(f"error: --rows-file {path}: {err}") from None
     if not isinstance(rows, list):
         raise SystemExit(f"error: --rows-file {path}: expected a JSON list of rows")
     for i, row in enumerate(rows):
-        ok = (isinstance(row, dict) and isinstance(row.get("name"), str) and row["name"]
-              and "/" not in row["name"] and isinstance(row.get("flags"), list)
-              and all(isinstance(f, str) for f in row["flags"]))
+        ok = (
+            isinstance(row, dict)
+            and isinstance(row.get("name"), str)
+            and row["name"]
+            and "/" not in row["name"]
+            and isinstance(row.get("flags"), list)
+            and all(isinstance(f, str) for f in row["flags"])
+        )
         if not ok:
-            raise SystemExit(f"error: --rows-file {path}: row {i} must be "
-                             '{"name": "NAME", "flags": ["--flag", "value", ...]} '
-                             f"(a name without '/'), got {row!r}")
+            raise SystemExit(
+                f"error: --rows-file {path}: row {i} must be "
+                '{"name": "NAME", "flags": ["--flag", "value", ...]} '
+                f"(a name without '/'), got {row!r}"
+            )
     names = [row["name"] for row in rows]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: --rows-file {path}: row names repeat: {names}")
@@ -99,7 +136,7 @@ def flag_value(flags: list[str], flag: str, default: str) -> str:
 
 
 def model_label(settings: dict) -> str:
-    """"124M" for OpenAI's sizes, else the layers and width the checkpoint has."""
+    """ "124M" for OpenAI's sizes, else the layers and width the checkpoint has."""
     from gpt2_jax.model.config import MODEL_SIZES
 
     for name, known in MODEL_SIZES.items():
@@ -115,14 +152,15 @@ def describe(flags: list[str], metrics: dict | None) -> dict:
     train = config.get("train", {})
     trainable = train.get("trainable") or [flag_value(flags, "--trainable", "auto")]
     weights = model.get("weights") or flag_value(flags, "--weights", "pretrained")
-    trainable = [("last_block" if weights == "pretrained" else "all") if t == "auto" else t
-                 for t in trainable]  # what "auto" stands for
+    trainable = [
+        ("last_block" if weights == "pretrained" else "all") if t == "auto" else t
+        for t in trainable
+    ]  # what "auto" stands for
     length = (metrics or {}).get("data", {}).get("max_length")
     context = flag_value(flags, "--max-length", "longest")
     settings = (metrics or {}).get("settings")
     return {
-        "model": (model_label(settings) if settings
-                  else flag_value(flags, "--model-size", "124M")),
+        "model": (model_label(settings) if settings else flag_value(flags, "--model-size", "124M")),
         "weights": weights,
         "token": model.get("pool") or flag_value(flags, "--pool", "last"),
         "layers": " ".join(trainable),
@@ -144,8 +182,11 @@ def result_of(run_dir: Path) -> dict | None:
         return None
     chosen = metrics.get("selected", {}).get("epoch", len(metrics["epochs"]))
     last = metrics["epochs"][chosen - 1]
-    out = {"seconds": metrics.get("total_seconds"), "peak_gib": metrics.get("peak_memory_gib"),
-           "metrics": metrics}
+    out = {
+        "seconds": metrics.get("total_seconds"),
+        "peak_gib": metrics.get("peak_memory_gib"),
+        "metrics": metrics,
+    }
     for split in ("train", "val", "test"):
         if split in last:
             out[f"{split}_acc"] = 100 * last[split]["accuracy"]
@@ -160,9 +201,11 @@ def _pct(value) -> str:
 
 
 def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> str:
-    head = ("| row | model | weights | token position | trainable layers | context length "
-            "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
-            "peak memory | device |")
+    head = (
+        "| row | model | weights | token position | trainable layers | context length "
+        "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
+        "peak memory | device |"
+    )
     lines = [head, "|" + "---|" * 14]
     for row in rows:
         rec = records.get(row["name"], {})
@@ -172,12 +215,15 @@ def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> st
         if d["ignore_index"] is not None:
             context += f"; ignore_index {d['ignore_index']}"
         if d["batch"] == 1:
-            context += "; batch 1" + (f", accumulation {d['accumulation']}"
-                                      if (d["accumulation"] or 1) > 1 else "")
+            context += "; batch 1" + (
+                f", accumulation {d['accumulation']}" if (d["accumulation"] or 1) > 1 else ""
+            )
         if res is None:
             status = rec.get("status", "not run")
-            lines.append(f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | "
-                         f"{d['layers']} | {context} | {status} ||||||| |")
+            lines.append(
+                f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | "
+                f"{d['layers']} | {context} | {status} ||||||| |"
+            )
             continue
         recall, f1, peak = res.get("test_recall"), res.get("test_macro_f1"), res.get("peak_gib")
         lines.append(
@@ -185,13 +231,19 @@ def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> st
             f"{context} | {_pct(res.get('train_acc'))} | {_pct(res.get('val_acc'))} | "
             f"{_pct(res.get('test_acc'))} | {'' if recall is None else f'{recall:.4f}'} | "
             f"{'' if f1 is None else f'{f1:.4f}'} | {res['seconds'] / 60:.2f} min | "
-            f"{'' if peak is None else f'{peak:.2f} GiB'} | {device} |")
+            f"{'' if peak is None else f'{peak:.2f} GiB'} | {device} |"
+        )
     book = [row for row in rows if "book" in row]
     if book:
-        lines += ["", "The book's published figures for its rows (pretrained GPT-2, the book's "
-                  "balanced split, 5 epochs, batch 8, A100):", "",
-                  "| row | model | token position | trainable layers | context length | "
-                  "train acc | val acc | test acc | time |", "|" + "---|" * 9]
+        lines += [
+            "",
+            "The book's published figures for its rows (pretrained GPT-2, the book's "
+            "balanced split, 5 epochs, batch 8, A100):",
+            "",
+            "| row | model | token position | trainable layers | context length | "
+            "train acc | val acc | test acc | time |",
+            "|" + "---|" * 9,
+        ]
         for row in book:
             n, b = row["book_row"], row["book"]
             d = describe(row["flags"], None)
@@ -199,7 +251,8 @@ def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> st
                 f"| {n} | {d['model']} | {BOOK_TOKEN.get(n, 'last')} | "
                 f"{d['layers']} | "
                 f"{BOOK_CONTEXT.get(n, 'longest train ex. (120)')} | {b['train_acc']:.2f}% | "
-                f"{b['val_acc']:.2f}% | {b['test_acc']:.2f}% | {b['minutes']:.2f} min |")
+                f"{b['val_acc']:.2f}% | {b['test_acc']:.2f}% | {b['minutes']:.2f} min |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -208,18 +261,30 @@ def main(argv=None) -> int:
     shared = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, shared = argv[:cut], argv[cut + 1:]
-    p = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        argv, shared = argv[:cut], argv[cut + 1 :]
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.grid",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="grids/book", help="folder of the grid's runs and table")
     p.add_argument("--rows", help="comma-separated book rows to run (default: all 19)")
-    p.add_argument("--rows-file", type=Path,
-                   help='your own rows instead: a JSON list of {"name": ..., "flags": [...]}')
-    p.add_argument("--sizes", default="124M",
-                   help="model sizes available here; rows needing another are not run "
-                   "(default: 124M)")
-    p.add_argument("--base", choices=["spam", "finetune"], default="spam",
-                   help="the command each row runs: the lab (spam) or your data (finetune)")
+    p.add_argument(
+        "--rows-file",
+        type=Path,
+        help='your own rows instead: a JSON list of {"name": ..., "flags": [...]}',
+    )
+    p.add_argument(
+        "--sizes",
+        default="124M",
+        help="model sizes available here; rows needing another are not run (default: 124M)",
+    )
+    p.add_argument(
+        "--base",
+        choices=["spam", "finetune"],
+        default="spam",
+        help="the command each row runs: the lab (spam) or your data (finetune)",
+    )
     args = p.parse_args(argv)
 
     rows = read_rows_file(args.rows_file) if args.rows_file else book_rows()
@@ -236,6 +301,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from gpt2_jax.util.machine import machine_name
+
     device = machine_name().split(",")[0]
     state_path = out / "grid.json"
     try:
@@ -247,21 +313,40 @@ def main(argv=None) -> int:
         for rec in records.values():
             if rec.get("result"):
                 rec["result"] = {k: v for k, v in rec["result"].items() if k != "metrics"}
-        state_path.write_text(json.dumps({"machine": machine_name(), "shared_flags": shared,
-                                          "rows": records}, indent=2))
+        state_path.write_text(
+            json.dumps(
+                {"machine": machine_name(), "shared_flags": shared, "rows": records}, indent=2
+            )
+        )
         # figures only for rows this command ran or kept; a failed or skipped row shows why
-        shown = {name: {**rec, "result": result_of(out / name)
-                        if rec.get("returncode") == 0 or rec.get("kept") else None}
-                 for name, rec in records.items()}
-        (out / "grid.md").write_text(f"Machine: {machine_name()}\n\nShared flags: "
-                                     f"`{' '.join(shared) or '(none)'}`\n\n"
-                                     + table(rows, shown, device, shared))
+        shown = {
+            name: {
+                **rec,
+                "result": result_of(out / name)
+                if rec.get("returncode") == 0 or rec.get("kept")
+                else None,
+            }
+            for name, rec in records.items()
+        }
+        (out / "grid.md").write_text(
+            f"Machine: {machine_name()}\n\nShared flags: "
+            f"`{' '.join(shared) or '(none)'}`\n\n" + table(rows, shown, device, shared)
+        )
 
     for row in rows:
         name, run_dir = row["name"], out / row["name"]
         size = flag_value(shared + row["flags"], "--model-size", "124M")
-        cmd = [sys.executable, "-m", f"experiments.{args.base}", *shared, *row["flags"],
-               "--run-dir", str(run_dir), "--prefix-cache-dir", str(out / "prefix-cache")]
+        cmd = [
+            sys.executable,
+            "-m",
+            f"experiments.{args.base}",
+            *shared,
+            *row["flags"],
+            "--run-dir",
+            str(run_dir),
+            "--prefix-cache-dir",
+            str(out / "prefix-cache"),
+        ]
         record = records.get(name, {})
         if size not in sizes:
             records[name] = {"status": f"not run: needs the {size} model (--sizes)"}
@@ -276,8 +361,13 @@ def main(argv=None) -> int:
             earlier = None
         if earlier == cmd[1:] and result_of(run_dir) is not None:
             print(f"row {name}: finished earlier, kept", flush=True)
-            records[name] = {**record, "command": cmd[1:], "flags": row["flags"],
-                             "kept": True, "result": result_of(run_dir)}
+            records[name] = {
+                **record,
+                "command": cmd[1:],
+                "flags": row["flags"],
+                "kept": True,
+                "result": result_of(run_dir),
+            }
             save()
             continue
         command_file.write_text(json.dumps(cmd[1:]))
@@ -287,9 +377,12 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
-        records[name] = {"command": [c for c in cmd[1:] if c != "--overwrite"],
-                         "flags": row["flags"], "returncode": proc.returncode,
-                         "wall_seconds": time.perf_counter() - started}
+        records[name] = {
+            "command": [c for c in cmd[1:] if c != "--overwrite"],
+            "flags": row["flags"],
+            "returncode": proc.returncode,
+            "wall_seconds": time.perf_counter() - started,
+        }
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             records[name]["status"] = f"failed: {last[:120]}"

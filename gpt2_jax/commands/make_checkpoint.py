@@ -5,6 +5,7 @@
 
 Sizes other than OpenAI's four: --n-embd/--n-layer/... override the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,11 @@ from gpt2_jax.weights.synthetic import write_openai_model_dir
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.make_checkpoint", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.make_checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--size", default="124M", choices=list(MODEL_SIZES))
     p.add_argument("--out", required=True, help="folder to write (created)")
     p.add_argument("--bpe-dir", default=None, help="folder with encoder.json and vocab.bpe to copy")

@@ -19,6 +19,7 @@ request, for comparison). A bad request gets a 4xx with {"error": "..."} saying 
 wrong; texts longer than the classifier's max_length tokens are cut to them and
 flagged "truncated": true. Needs the serve extra: pip install -e ".[serve]".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,29 +31,69 @@ from gpt2_jax.util.runtime import keep_freed_memory
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="DIR",
-                   help="run folder written by experiments.spam (holds classifier.json)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000,
-                   help="port to listen on (default 8000; 0 picks a free one)")
-    p.add_argument("--max-texts", type=int, default=64, metavar="N",
-                   help="most texts in one request (default 64); more gets 413")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N",
-                   help="largest request body (default 1048576); larger gets 413 unread")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
-                   help="how long to collect requests for one call (default 5)")
-    p.add_argument("--max-batch", type=int, default=32, metavar="N",
-                   help="most texts in one call (default 32)")
-    p.add_argument("--no-batching", action="store_true",
-                   help="one call per request (the baseline batching is measured against)")
-    p.add_argument("--warm-up", action="store_true",
-                   help="compile every batch shape before serving (slower start, no slow "
-                        "first requests)")
-    p.add_argument("--max-connections", type=int, default=256, metavar="N",
-                   help="open connections at most; more get 503 at once (default 256)")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run",
+        required=True,
+        metavar="DIR",
+        help="run folder written by experiments.spam (holds classifier.json)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on (default 8000; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--max-texts",
+        type=int,
+        default=64,
+        metavar="N",
+        help="most texts in one request (default 64); more gets 413",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        metavar="N",
+        help="largest request body (default 1048576); larger gets 413 unread",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="how long to collect requests for one call (default 5)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=32, metavar="N", help="most texts in one call (default 32)"
+    )
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="one call per request (the baseline batching is measured against)",
+    )
+    p.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="compile every batch shape before serving (slower start, no slow first requests)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="open connections at most; more get 503 at once (default 256)",
+    )
     p.add_argument("--access-log", action="store_true", help="print a line per request")
     return p
 
@@ -73,12 +114,13 @@ def main(argv=None) -> int:
     check_args(p, args)
     keep_freed_memory()
     try:
+        from gpt2_jax.serve.app import Limits, listen, make_app, run_facts, uvicorn_server, warm_up
         from gpt2_jax.serve.batcher import MicroBatcher
-        from gpt2_jax.serve.app import (Limits, listen, make_app, run_facts, uvicorn_server,
-                                      warm_up)
     except ImportError as err:
-        print(f"error: serving needs the serve extra ({one_line(err)}): "
-              'pip install -e ".[serve]"', file=sys.stderr)
+        print(
+            f'error: serving needs the serve extra ({one_line(err)}): pip install -e ".[serve]"',
+            file=sys.stderr,
+        )
         return 1
     try:
         classifier = load(args.run)
@@ -88,30 +130,43 @@ def main(argv=None) -> int:
     try:
         sock = listen(args.host, args.port)
     except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port}: {one_line(err)}",
-              file=sys.stderr)
+        print(f"error: cannot listen on {args.host}:{args.port}: {one_line(err)}", file=sys.stderr)
         return 1
-    batcher = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows),
-                           max_batch=args.max_batch, wait_ms=args.batch_wait_ms,
-                           enabled=not args.no_batching)
-    app = make_app(classifier, run_facts(args.run, classifier),
-                   Limits(max_texts=args.max_texts, max_body_bytes=args.max_body_bytes),
-                   batcher)
+    batcher = MicroBatcher(
+        lambda texts, rows: classifier.predict(texts, batch_size=rows),
+        max_batch=args.max_batch,
+        wait_ms=args.batch_wait_ms,
+        enabled=not args.no_batching,
+    )
+    app = make_app(
+        classifier,
+        run_facts(args.run, classifier),
+        Limits(max_texts=args.max_texts, max_body_bytes=args.max_body_bytes),
+        batcher,
+    )
     if args.warm_up:
         started = time.perf_counter()
         shapes = warm_up(classifier, args.max_batch)
-        print(f"compiled {shapes} batch shapes in {time.perf_counter() - started:.1f} s",
-              file=sys.stderr)
+        print(
+            f"compiled {shapes} batch shapes in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if host not in ("127.0.0.1", "::1", "localhost"):
-        print(f"note: listening on {host}: other machines can reach this server",
-              file=sys.stderr)
-    print(f"serving {classifier!r} on http://{shown}:{port} "
-          f"({'batching' if batcher.enabled else 'no batching'}; Ctrl-C stops)", flush=True)
-    server = uvicorn_server(app, sock, log_level="info" if args.access_log else "warning",
-                            max_connections=args.max_connections,
-                            access_log=args.access_log)
+        print(f"note: listening on {host}: other machines can reach this server", file=sys.stderr)
+    print(
+        f"serving {classifier!r} on http://{shown}:{port} "
+        f"({'batching' if batcher.enabled else 'no batching'}; Ctrl-C stops)",
+        flush=True,
+    )
+    server = uvicorn_server(
+        app,
+        sock,
+        log_level="info" if args.access_log else "warning",
+        max_connections=args.max_connections,
+        access_log=args.access_log,
+    )
     try:
         server.run(sockets=[sock])  # Ctrl-C / SIGTERM: uvicorn finishes, then re-raises it
     except KeyboardInterrupt:

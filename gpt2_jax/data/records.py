@@ -1,5 +1,6 @@
 """Reading text files record by record: problems collected per file, UTF-8 checked,
 CSV records with the lines they span. Shared by the table readers and the SMS reader."""
+
 from __future__ import annotations
 
 import codecs
@@ -36,8 +37,9 @@ class Problems:
         if len(self.items) == 1 and not more:
             raise ValueError(f"{self.path} {self.items[0]}{advice}")
         tail = ["(stopped after the first ones)"] if more or self.full else []
-        raise ValueError(f"{self.path}: {len(self.items)} problems{advice}:\n  "
-                         + "\n  ".join(self.items + tail))
+        raise ValueError(
+            f"{self.path}: {len(self.items)} problems{advice}:\n  " + "\n  ".join(self.items + tail)
+        )
 
 
 def decode(path: Path, raw: bytes) -> str:
@@ -49,8 +51,10 @@ def decode(path: Path, raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line, column = byte_place(raw, err.start)
-        raise ValueError(f"{path} line {line}, byte {column}: {raw[err.start]:#04x} is not "
-                         "UTF-8 (save the file as UTF-8)") from None
+        raise ValueError(
+            f"{path} line {line}, byte {column}: {raw[err.start]:#04x} is not "
+            "UTF-8 (save the file as UTF-8)"
+        ) from None
 
 
 def byte_place(raw: bytes, offset: int) -> tuple[int, int]:

@@ -7,6 +7,7 @@ exactly the same; every such join is reported in ``df.attrs["joined"]``. Files t
 not the lab's can be read with ``quoting="none"``: one message per line. See
 ``gpt2_jax.data.tables`` for the standard frame and what happens next.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -33,9 +34,14 @@ SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 SMS_LABELS = ("ham", "spam")  # the labels the file may hold; class_names() orders them the same
 
 
-def fetch_sms_spam(data_dir: str | os.PathLike, *, offline: bool | None = None,
-                   urls: tuple[str, ...] = SMS_URLS, sha256: str | None = SMS_SHA256,
-                   **fetch_kwargs) -> Path:
+def fetch_sms_spam(
+    data_dir: str | os.PathLike,
+    *,
+    offline: bool | None = None,
+    urls: tuple[str, ...] = SMS_URLS,
+    sha256: str | None = SMS_SHA256,
+    **fetch_kwargs,
+) -> Path:
     """Path of ``data_dir/sms_spam_collection/SMSSpamCollection``, downloading the zip
     (each URL in turn) and unzipping it first if needed. The unpacked file must have
     ``sha256``; a zip that does not hold it is deleted, so the next run fetches afresh."""
@@ -49,14 +55,18 @@ def fetch_sms_spam(data_dir: str | os.PathLike, *, offline: bool | None = None,
             payload = archive.read(SMS_FILE_NAME)
     except (zipfile.BadZipFile, KeyError) as err:
         zip_path.unlink()
-        raise ValueError(f"{zip_path}: not the SMS Spam Collection zip ({err}); deleted it, "
-                         "run again to download it afresh") from err
+        raise ValueError(
+            f"{zip_path}: not the SMS Spam Collection zip ({err}); deleted it, "
+            "run again to download it afresh"
+        ) from err
     got = hashlib.sha256(payload).hexdigest()
     if sha256 is not None and got != sha256:
         zip_path.unlink()
-        raise ValueError(f"{zip_path}: its {SMS_FILE_NAME} has SHA-256 {got}, expected {sha256} "
-                         "(a different or damaged copy); deleted it, run again to download "
-                         "it afresh")
+        raise ValueError(
+            f"{zip_path}: its {SMS_FILE_NAME} has SHA-256 {got}, expected {sha256} "
+            "(a different or damaged copy); deleted it, run again to download "
+            "it afresh"
+        )
     part = target.with_name(target.name + ".part")
     part.write_bytes(payload)
     os.replace(part, target)
@@ -86,21 +96,27 @@ def _line_problem(number: int, line: bytes, quoting: str) -> str | None:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as err:
-        return (f"line {number}, byte {err.start + 1}: {line[err.start]:#04x} is not UTF-8 "
-                "(save the file as UTF-8)")
+        return (
+            f"line {number}, byte {err.start + 1}: {line[err.start]:#04x} is not UTF-8 "
+            "(save the file as UTF-8)"
+        )
     if not text.strip(" "):
         return None  # blank: skipped by the reader
     label, tab, message = text.partition("\t")
     if not tab:
-        return (f"line {number}: no tab; expected 'ham' or 'spam', a tab, then the message "
-                f"(got {text[:40]!r})")
+        return (
+            f"line {number}: no tab; expected 'ham' or 'spam', a tab, then the message "
+            f"(got {text[:40]!r})"
+        )
     if label not in SMS_LABELS:
         return f"line {number}: label {label!r}; expected one of {SMS_LABELS}"
     if not message.strip():
         return f"line {number}: empty message after the {label!r} label"
     if quoting == "none" and "\t" in message:
-        return (f"line {number}: {message.count(chr(9)) + 2} tab-separated fields, expected 2 "
-                "(label, message); remove the tab from the message")
+        return (
+            f"line {number}: {message.count(chr(9)) + 2} tab-separated fields, expected 2 "
+            "(label, message); remove the tab from the message"
+        )
     return None
 
 
@@ -122,16 +138,19 @@ def read_sms_spam(path: str | os.PathLike, quoting: str = "pandas") -> pd.DataFr
     dropped. Lines are checked first (see ``check_lines``); every problem is a
     ``ValueError`` naming the file and line."""
     if quoting not in SMS_QUOTING:
-        raise ValueError(f"SMS quoting {quoting!r} is not one of {SMS_QUOTING}: 'pandas' is "
-                         "the lab's (a quote joins lines), 'none' reads one message per line")
+        raise ValueError(
+            f"SMS quoting {quoting!r} is not one of {SMS_QUOTING}: 'pandas' is "
+            "the lab's (a quote joins lines), 'none' reads one message per line"
+        )
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SMS Spam Collection file not found: {path}")
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     check_lines(path, raw, quoting=quoting)
     if not any(line.strip(b" ") for line in raw.splitlines()):
-        raise ValueError(f"{path}: no messages; expected lines of 'ham' or 'spam', a tab, "
-                         "then the message")
+        raise ValueError(
+            f"{path}: no messages; expected lines of 'ham' or 'spam', a tab, then the message"
+        )
     if quoting == "pandas":
         df, lines = _read_quoted(path, raw)
     else:
@@ -139,8 +158,9 @@ def read_sms_spam(path: str | os.PathLike, quoting: str = "pandas") -> pd.DataFr
         lines = [1] * len(df)
     _check_messages(path, df)
     df.attrs["quoting"] = quoting
-    df.attrs["joined"] = [{"where": where, "lines": n}
-                          for where, n in zip(df["where"], lines) if n > 1]
+    df.attrs["joined"] = [
+        {"where": where, "lines": n} for where, n in zip(df["where"], lines) if n > 1
+    ]
     return df
 
 
@@ -150,12 +170,16 @@ def _check_messages(path: Path, df: pd.DataFrame) -> None:
     empty = df["text"].str.strip() == ""
     if empty.any():
         where = df["where"][empty].iloc[0]
-        raise ValueError(f"{path}: {where}: empty message (as pandas reads the file: a quote "
-                         "joins lines up to the next quote); remove the stray quote")
+        raise ValueError(
+            f"{path}: {where}: empty message (as pandas reads the file: a quote "
+            "joins lines up to the next quote); remove the stray quote"
+        )
     present = sorted(set(df["label"]))
     if len(present) < len(SMS_LABELS):
-        raise ValueError(f"{path}: every message is labelled {present}; a classifier needs "
-                         f"examples of each of {SMS_LABELS}")
+        raise ValueError(
+            f"{path}: every message is labelled {present}; a classifier needs "
+            f"examples of each of {SMS_LABELS}"
+        )
 
 
 def _read_plain(path: Path, raw: bytes) -> pd.DataFrame:
@@ -182,12 +206,20 @@ def _read_quoted(path: Path, raw: bytes) -> tuple[pd.DataFrame, list[int]]:
     records = _sms_records(text)
     _check_records(path, text, records)
     try:
-        df = pd.read_csv(io.BytesIO(raw), sep="\t", header=None, names=["label", "text"],
-                         dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            io.BytesIO(raw),
+            sep="\t",
+            header=None,
+            names=["label", "text"],
+            dtype=str,
+            keep_default_na=False,
+        )
     except pd.errors.ParserError as err:
         reason = " ".join(str(err).split())
-        raise ValueError(f"{path}: pandas cannot read it with the lab's quoting ({reason}); "
-                         "look for a stray quote, or read it with --quoting none") from None
+        raise ValueError(
+            f"{path}: pandas cannot read it with the lab's quoting ({reason}); "
+            "look for a stray quote, or read it with --quoting none"
+        ) from None
     df = df[["text", "label"]]
     where, lines = _message_places(path, records, df)
     df["where"] = where
@@ -216,20 +248,26 @@ def _check_records(path: Path, text: str, records: list[tuple[int, int, list]]) 
     problems.raise_if_any()
     start = _unclosed_quote(text, records)
     if start is not None:
-        raise ValueError(f"{path} line {start}: the quote that opens this message is never "
-                         "closed, so it would swallow every line after it; remove the quote, "
-                         "or read the file with --quoting none")
+        raise ValueError(
+            f"{path} line {start}: the quote that opens this message is never "
+            "closed, so it would swallow every line after it; remove the quote, "
+            "or read the file with --quoting none"
+        )
 
 
 def _fields_problem(start: int, end: int, fields: int) -> str:
     """What is wrong with a record of lines ``start``-``end`` that has ``fields`` != 2."""
     if end > start:
-        return (f"line {start}: the quote at the start of this message joins lines "
-                f"{start}-{end} into one record of {fields} tab-separated fields (expected "
-                "2: label, message); close the quote where the message ends, or read the "
-                "file with --quoting none")
-    return (f"line {start}: {fields} tab-separated fields, expected 2 (label, message); put "
-            "a message that holds a tab in quotes (\"...\"), or remove the tab")
+        return (
+            f"line {start}: the quote at the start of this message joins lines "
+            f"{start}-{end} into one record of {fields} tab-separated fields (expected "
+            "2: label, message); close the quote where the message ends, or read the "
+            "file with --quoting none"
+        )
+    return (
+        f"line {start}: {fields} tab-separated fields, expected 2 (label, message); put "
+        'a message that holds a tab in quotes ("..."), or remove the tab'
+    )
 
 
 def _unclosed_quote(text: str, records: list[tuple[int, int, list]]) -> int | None:
@@ -239,7 +277,7 @@ def _unclosed_quote(text: str, records: list[tuple[int, int, list]]) -> int | No
         return None
     start = records[-1][0]
     # StringIO(newline="") splits lines where the csv module counts them (\n, \r, \r\n)
-    tail = "".join(io.StringIO(text, newline="").readlines()[start - 1:])
+    tail = "".join(io.StringIO(text, newline="").readlines()[start - 1 :])
     try:
         csv_records(tail, delimiter="\t", strict=True)
     except CsvRecordError as err:
@@ -247,8 +285,9 @@ def _unclosed_quote(text: str, records: list[tuple[int, int, list]]) -> int | No
     return None
 
 
-def _message_places(path: Path, records: list[tuple[int, int, list]],
-                    df: pd.DataFrame) -> tuple[list[str], list[int]]:
+def _message_places(
+    path: Path, records: list[tuple[int, int, list]], df: pd.DataFrame
+) -> tuple[list[str], list[int]]:
     """``where`` of each row of ``df`` (the file as pandas read it): "NAME line N", and
     the number of physical lines each row took.
 
@@ -258,12 +297,17 @@ def _message_places(path: Path, records: list[tuple[int, int, list]],
     true, rather than to line numbers that might be wrong, and count the line breaks
     inside each message instead."""
     pairs = list(zip(df["label"], df["text"]))
-    if len(records) == len(df) and all(tuple(row) == pair
-                                       for (_, _, row), pair in zip(records, pairs)):
-        return ([f"{path.name} line {start}" for start, _, _ in records],
-                [end - start + 1 for start, end, _ in records])
-    return ([f"{path.name} message {i + 1}" for i in range(len(df))],
-            [1 + _line_breaks(label) + _line_breaks(text) for label, text in pairs])
+    if len(records) == len(df) and all(
+        tuple(row) == pair for (_, _, row), pair in zip(records, pairs)
+    ):
+        return (
+            [f"{path.name} line {start}" for start, _, _ in records],
+            [end - start + 1 for start, end, _ in records],
+        )
+    return (
+        [f"{path.name} message {i + 1}" for i in range(len(df))],
+        [1 + _line_breaks(label) + _line_breaks(text) for label, text in pairs],
+    )
 
 
 def _line_breaks(text: str) -> int:

@@ -16,35 +16,46 @@ Every reader returns the *standard frame*, one row per example:
 lab (``gpt2_jax.data.sms``) keeps its exact numbers; ``encode_splits`` turns texts into
 padded token ids.
 """
+
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import json
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from gpt2_jax.data import sms
-from gpt2_jax.data.records import (MAX_PROBLEMS, SMS_FILE_NAME, SMS_QUOTING, CsvRecordError,
-                                    Problems, byte_place, csv_records, decode)
+from gpt2_jax.data.records import (
+    SMS_FILE_NAME,
+    SMS_QUOTING,
+    CsvRecordError,
+    Problems,
+    csv_records,
+    decode,
+)
 from gpt2_jax.data.tokenizer import END_OF_TEXT_ID
 
 PAD_ID = END_OF_TEXT_ID
 FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
-              ".ndjson": "jsonl", ".parquet": "parquet"}
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 _INTEGER = re.compile(r"-?[0-9]+")  # an integer label as written (ASCII digits only)
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def guess_format(path: str | os.PathLike) -> str:
     """The format ``fmt="auto"`` picks for ``path``: by extension (case ignored), or
@@ -57,13 +68,21 @@ def guess_format(path: str | os.PathLike) -> str:
         return EXTENSIONS[suffix]
     known = ", ".join(EXTENSIONS)
     what = f"extension {path.suffix!r}" if path.suffix else "no extension"
-    raise ValueError(f"{path}: {what}, so the format is unknown; supported: {known}, or a "
-                     f"file named {SMS_FILE_NAME}; use --format {{{','.join(FORMATS)}}} "
-                     "to force one")
+    raise ValueError(
+        f"{path}: {what}, so the format is unknown; supported: {known}, or a "
+        f"file named {SMS_FILE_NAME}; use --format {{{','.join(FORMATS)}}} "
+        "to force one"
+    )
 
 
-def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str = "text",
-               label_column: str | None = "label", sms_quoting: str = "pandas") -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    text_column: str = "text",
+    label_column: str | None = "label",
+    sms_quoting: str = "pandas",
+) -> pd.DataFrame:
     """The standard frame (``text``, ``label``, ``where``; see the module docstring) of a
     labelled text file.
 
@@ -81,18 +100,20 @@ def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str =
     if fmt == "auto":
         fmt = guess_format(path)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} "
-                         "or auto")
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} or auto")
     if sms_quoting not in SMS_QUOTING:
-        raise ValueError(f"unknown SMS quoting {sms_quoting!r}; expected one of "
-                         f"{', '.join(SMS_QUOTING)}")
+        raise ValueError(
+            f"unknown SMS quoting {sms_quoting!r}; expected one of {', '.join(SMS_QUOTING)}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if fmt == "sms":
         return sms.read_sms_spam(path, quoting=sms_quoting)
     if label_column is not None and label_column == text_column:
-        raise ValueError(f"{path}: text and label column are both {text_column!r}; name two "
-                         "different columns with --text-column and --label-column")
+        raise ValueError(
+            f"{path}: text and label column are both {text_column!r}; name two "
+            "different columns with --text-column and --label-column"
+        )
     columns = (text_column,) if label_column is None else (text_column, label_column)
     if fmt in ("csv", "tsv"):
         return _read_delimited(path, "," if fmt == "csv" else "\t", columns)
@@ -101,22 +122,26 @@ def read_table(path: str | os.PathLike, *, fmt: str = "auto", text_column: str =
     return _read_parquet(path, columns)
 
 
-def _frame(path: Path, columns: tuple[str, ...], places: list[str],
-           cells: list[tuple]) -> pd.DataFrame:
+def _frame(
+    path: Path, columns: tuple[str, ...], places: list[str], cells: list[tuple]
+) -> pd.DataFrame:
     """The standard frame from checked cells: ``cells[i]`` = (text[, label]) of the row
     at ``places[i]`` ("line 3"); ``columns`` = (text column[, label column])."""
     if not cells:
-        raise ValueError(f"{path}: no rows; expected a {columns[0]!r} column"
-                         + (f" and a {columns[1]!r} column" if len(columns) > 1 else "")
-                         + " with at least one row")
+        raise ValueError(
+            f"{path}: no rows; expected a {columns[0]!r} column"
+            + (f" and a {columns[1]!r} column" if len(columns) > 1 else "")
+            + " with at least one row"
+        )
     names = ["text", "label"][: len(columns)]
     df = pd.DataFrame(cells, columns=names)  # string columns, as pandas reads the SMS file
     df["where"] = [f"{path.name} {place}" for place in places]
     return df
 
 
-def _keep_checked(problems: Problems, place: str, columns: tuple[str, ...], values,
-                  places: list, cells: list) -> None:
+def _keep_checked(
+    problems: Problems, place: str, columns: tuple[str, ...], values, places: list, cells: list
+) -> None:
     """One record's cells checked (see ``_check_cells``) and, when fine, kept with its
     place; the record loop of every reader goes through here."""
     checked = _check_cells(problems, place, columns, *values)
@@ -125,14 +150,15 @@ def _keep_checked(problems: Problems, place: str, columns: tuple[str, ...], valu
         cells.append(checked)
 
 
-def _check_cells(problems: Problems, place: str, columns: tuple[str, ...],
-                 text, label=None) -> tuple | None:
+def _check_cells(
+    problems: Problems, place: str, columns: tuple[str, ...], text, label=None
+) -> tuple | None:
     """(text[, label]) as strings, or None after noting what is wrong with them."""
     kinds = ("text", "label")
     values = (text, label)[: len(columns)]
     out = []
     for kind, column, value in zip(kinds, columns, values):
-        value, problem = (_text_cell(value) if kind == "text" else _label_cell(value))
+        value, problem = _text_cell(value) if kind == "text" else _label_cell(value)
         if problem:
             problems.add(f"{place}, column {column!r}: {problem}")
             return None
@@ -164,8 +190,7 @@ def _label_cell(value) -> tuple[str | None, str | None]:
     if isinstance(value, (float, np.floating)):
         return None, f"label {value!r} is a float; write a name or an integer"
     if not isinstance(value, str):
-        return None, (f"label {value!r} is neither a name nor an integer "
-                      f"({type(value).__name__})")
+        return None, (f"label {value!r} is neither a name nor an integer ({type(value).__name__})")
     if not value.strip():
         return None, "empty label"
     return value, None
@@ -186,14 +211,21 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
     try:
         records = csv_records(text, delimiter)
     except CsvRecordError as err:
-        hint = ("a quote opened here is never closed" if err.reason == "unexpected end of data"
-                else f"{err.reason} (on line {err.line})")
-        raise ValueError(f"{path} line {err.start}: {hint}; a field that starts with \" must "
-                         f"end with \" right before a {name} or the line end, and a \" inside "
-                         "it must be doubled (\"\")") from None
+        hint = (
+            "a quote opened here is never closed"
+            if err.reason == "unexpected end of data"
+            else f"{err.reason} (on line {err.line})"
+        )
+        raise ValueError(
+            f'{path} line {err.start}: {hint}; a field that starts with " must '
+            f'end with " right before a {name} or the line end, and a " inside '
+            'it must be doubled ("")'
+        ) from None
     if not records:
-        raise ValueError(f"{path}: empty file; expected a header row naming the columns "
-                         f"(e.g. {delimiter.join(columns)}) and rows under it")
+        raise ValueError(
+            f"{path}: empty file; expected a header row naming the columns "
+            f"(e.g. {delimiter.join(columns)}) and rows under it"
+        )
     (_, _, header), rows = records[0], records[1:]
     index = _column_index(path, header, columns)
     problems = Problems(path, "fill in or remove these rows")
@@ -201,10 +233,15 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
     for start, end, row in rows:
         place = f"line {start}"
         if len(row) != len(header):
-            span = f" (the record runs over lines {start}-{end}: is a quote not closed?)" \
-                if end > start else ""
-            problems.add(f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
-                         f"quote a field that holds a {name} (\"...\")")
+            span = (
+                f" (the record runs over lines {start}-{end}: is a quote not closed?)"
+                if end > start
+                else ""
+            )
+            problems.add(
+                f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
+                f'quote a field that holds a {name} ("...")'
+            )
         else:
             _keep_checked(problems, place, columns, [row[i] for i in index], places, cells)
         if problems.full:
@@ -218,14 +255,17 @@ def _column_index(path: Path, header: list[str], columns: tuple[str, ...]) -> li
     that lists the columns there are."""
     for column in columns:
         if header.count(column) > 1:
-            raise ValueError(f"{path}: the header names column {column!r} "
-                             f"{header.count(column)} times; rename all but one")
+            raise ValueError(
+                f"{path}: the header names column {column!r} "
+                f"{header.count(column)} times; rename all but one"
+            )
     _require_columns(path, header, columns)
     return [header.index(column) for column in columns]
 
 
-def _require_columns(path: Path, present: Sequence[str], columns: tuple[str, ...],
-                     place: str = "") -> None:
+def _require_columns(
+    path: Path, present: Sequence[str], columns: tuple[str, ...], place: str = ""
+) -> None:
     """Error naming every wanted column that is not in ``present`` and the flag to use."""
     flags = ("--text-column", "--label-column")
     missing = [(c, flag) for c, flag in zip(columns, flags) if c not in present]
@@ -234,16 +274,19 @@ def _require_columns(path: Path, present: Sequence[str], columns: tuple[str, ...
     what = " and ".join(f"no column {c!r}" for c, _ in missing)
     use = " / ".join(flag for _, flag in missing)
     there = ", ".join(repr(c) for c in present) or "none"
-    raise ValueError(f"{path}{' ' + place if place else ''}: {what} (columns: {there}); "
-                     f"name the right one with {use}")
+    raise ValueError(
+        f"{path}{' ' + place if place else ''}: {what} (columns: {there}); "
+        f"name the right one with {use}"
+    )
 
 
 def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """One JSON object per line (blank lines skipped); ``columns`` are its keys."""
     text = decode(path, path.read_bytes())
     example = ", ".join(f'"{c}": "..."' for c in columns)
-    problems = Problems(path, f"fix or remove these lines; each holds one JSON object "
-                               f"like {{{example}}}")
+    problems = Problems(
+        path, f"fix or remove these lines; each holds one JSON object like {{{example}}}"
+    )
     places, cells = [], []
     # split on "\n" only: str.splitlines would also split at U+2028 etc., which JSON
     # strings may hold unescaped
@@ -261,8 +304,7 @@ def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
             elif any(c not in record for c in columns):
                 _require_columns(path, list(record), columns, place)
             else:
-                _keep_checked(problems, place, columns, [record[c] for c in columns],
-                              places, cells)
+                _keep_checked(problems, place, columns, [record[c] for c in columns], places, cells)
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
@@ -278,8 +320,9 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         try:
             import fastparquet  # noqa: F401  (pandas' other engine)
         except ImportError:
-            raise ImportError(f"reading {path.name} needs pyarrow: "
-                              "pip install 'gpt2_jax[parquet]'") from None
+            raise ImportError(
+                f"reading {path.name} needs pyarrow: pip install 'gpt2_jax[parquet]'"
+            ) from None
     table = pd.read_parquet(path)
     _require_columns(path, [str(c) for c in table.columns], columns)
     problems = Problems(path, "fill in or remove these rows")
@@ -296,8 +339,13 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- classes
 
-def class_names(labels: Iterable[str], explicit: Sequence[str] | None = None, *,
-                where: Sequence[str] | None = None) -> tuple[str, ...]:
+
+def class_names(
+    labels: Iterable[str],
+    explicit: Sequence[str] | None = None,
+    *,
+    where: Sequence[str] | None = None,
+) -> tuple[str, ...]:
     """The class order (index = class id) for the labels of the training data.
 
     ``explicit`` (names, e.g. from the command line) is used as is; it may name classes
@@ -315,8 +363,9 @@ def class_names(labels: Iterable[str], explicit: Sequence[str] | None = None, *,
     if len(present) < 2:
         if not present:
             raise ValueError("no labelled rows; a classifier needs at least two classes")
-        raise ValueError(f"every row is labelled {present[0]!r}; a classifier needs at least "
-                         "two classes")
+        raise ValueError(
+            f"every row is labelled {present[0]!r}; a classifier needs at least two classes"
+        )
     if explicit is None:
         if all(_INTEGER.fullmatch(label) for label in present):
             return tuple(sorted(present, key=lambda s: (int(s), s)))
@@ -327,13 +376,16 @@ def class_names(labels: Iterable[str], explicit: Sequence[str] | None = None, *,
         raise ValueError(f"class names must be strings, got {bad!r}")
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
-        raise ValueError(f"the class list {list(names)} names {', '.join(map(repr, doubled))} "
-                         "more than once")
+        raise ValueError(
+            f"the class list {list(names)} names {', '.join(map(repr, doubled))} more than once"
+        )
     missing = [label for label in present if label not in names]
     if missing:
         first = f" (first at {where[labels.index(missing[0])]})" if where is not None else ""
-        raise ValueError(f"the class list {list(names)} lacks the label(s) "
-                         f"{', '.join(map(repr, missing))} of the data{first}; add them")
+        raise ValueError(
+            f"the class list {list(names)} lacks the label(s) "
+            f"{', '.join(map(repr, missing))} of the data{first}; add them"
+        )
     return names
 
 
@@ -349,10 +401,13 @@ def add_class_ids(df: pd.DataFrame, classes: Sequence[str], what: str = "trainin
         rows = np.flatnonzero(unknown)
         first = rows[0]
         place = df["where"].iloc[first] if "where" in df else f"row {first + 1}"
-        more = f" ({len(rows) - 1} more rows have labels outside the classes)" \
-            if len(rows) > 1 else ""
-        raise ValueError(f"{place}: label {df['label'].iloc[first]!r} does not occur in the "
-                         f"{what} data (classes: {', '.join(classes)}){more}")
+        more = (
+            f" ({len(rows) - 1} more rows have labels outside the classes)" if len(rows) > 1 else ""
+        )
+        raise ValueError(
+            f"{place}: label {df['label'].iloc[first]!r} does not occur in the "
+            f"{what} data (classes: {', '.join(classes)}){more}"
+        )
     out = df.copy()
     out["y"] = ids.to_numpy().astype(np.int32)
     out.attrs["classes"] = classes
@@ -377,6 +432,7 @@ def _classes_of(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- splits
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -415,9 +471,15 @@ def _row_count(size, n: int, name: str) -> int:
     raise ValueError(f"{name} size must be a count or a fraction in (0, 1), got {size!r}")
 
 
-def split(df: pd.DataFrame, train_size: int | float, val_size: int | float,
-          test_size: int | float | None, seed: int = 123, balance: bool = False,
-          stratify: bool = False) -> Splits:
+def split(
+    df: pd.DataFrame,
+    train_size: int | float,
+    val_size: int | float,
+    test_size: int | float | None,
+    seed: int = 123,
+    balance: bool = False,
+    stratify: bool = False,
+) -> Splits:
     """Train / validation / test frames from ``df`` (which needs ``y``: ``add_class_ids``).
 
     Sizes are row counts, or floats in (0, 1) = fractions of the rows (after balancing,
@@ -438,25 +500,29 @@ def split(df: pd.DataFrame, train_size: int | float, val_size: int | float,
     c = n - a - b if test_size is None else _row_count(test_size, n, "test")
     if a + b + c > n or c < 0:
         after = " after balancing the classes" if balance else ""
-        raise ValueError(f"train {a} + val {b} + test {test_size if c < 0 else c} = "
-                         f"{a + b + max(c, 0)} rows wanted, but the data has only {n}{after}")
+        raise ValueError(
+            f"train {a} + val {b} + test {test_size if c < 0 else c} = "
+            f"{a + b + max(c, 0)} rows wanted, but the data has only {n}{after}"
+        )
     shuffled = df.sample(frac=1, random_state=seed).reset_index(drop=True)
     if stratify:
-        counts = stratified_counts(class_counts(shuffled["y"], len(classes)), [a, b, c],
-                                   classes)
+        counts = stratified_counts(class_counts(shuffled["y"], len(classes)), [a, b, c], classes)
         return _cut_by_class(shuffled, counts)
     train = shuffled.iloc[:a]
     held = class_counts(train["y"], len(classes))
     if (held == 0).any():
         lacking = ", ".join(repr(classes[k]) for k in np.flatnonzero(held == 0))
-        raise ValueError(f"the {a} training rows hold no row of class {lacking} (rows per "
-                         f"class: {dict(zip(classes, held.tolist()))}); use a larger train "
-                         "size, or a stratified split")
-    return Splits(train, shuffled.iloc[a:a + b], shuffled.iloc[a + b:a + b + c])
+        raise ValueError(
+            f"the {a} training rows hold no row of class {lacking} (rows per "
+            f"class: {dict(zip(classes, held.tolist()))}); use a larger train "
+            "size, or a stratified split"
+        )
+    return Splits(train, shuffled.iloc[a : a + b], shuffled.iloc[a + b : a + b + c])
 
 
-def stratified_counts(per_class: np.ndarray, sizes: Sequence[int],
-                      classes: Sequence[str] | None = None) -> np.ndarray:
+def stratified_counts(
+    per_class: np.ndarray, sizes: Sequence[int], classes: Sequence[str] | None = None
+) -> np.ndarray:
     """Rows of each class in each split: ``[S, K]`` int64 for ``per_class`` ``[K]`` rows
     of each class and ``sizes`` ``[S]`` (the splits in order; row s sums to sizes[s]).
 
@@ -473,19 +539,23 @@ def stratified_counts(per_class: np.ndarray, sizes: Sequence[int],
     busy = [s for s in sizes if s > 0]
     for s in busy:
         if s < k:
-            raise ValueError(f"a stratified split of {s} rows cannot hold one row of each of "
-                             f"the {k} classes; make every split at least {k} rows")
+            raise ValueError(
+                f"a stratified split of {s} rows cannot hold one row of each of "
+                f"the {k} classes; make every split at least {k} rows"
+            )
     short = [(classes[j], int(left[j])) for j in range(k) if left[j] < len(busy)]
     if short:
         names = ", ".join(f"{name!r} has {rows}" for name, rows in short)
-        raise ValueError(f"a stratified split puts at least one row of each class in each "
-                         f"of the {len(busy)} non-empty splits, but class {names} row(s); "
-                         "add rows of that class, or split without stratify")
+        raise ValueError(
+            f"a stratified split puts at least one row of each class in each "
+            f"of the {len(busy)} non-empty splits, but class {names} row(s); "
+            "add rows of that class, or split without stratify"
+        )
     out = np.zeros((len(sizes), k), np.int64)
     for i, size in enumerate(sizes):
         if size == 0:
             continue
-        later = sum(1 for s in sizes[i + 1:] if s > 0)
+        later = sum(1 for s in sizes[i + 1 :] if s > 0)
         quota = size * left / left.sum()
         low, high = np.ones(k, np.int64), left - later
         take = np.clip(np.floor(quota).astype(np.int64), low, high)
@@ -512,6 +582,7 @@ def _cut_by_class(shuffled: pd.DataFrame, counts: np.ndarray) -> Splits:
 
 # --------------------------------------------------------------------------- encoding
 
+
 @dataclass(frozen=True)
 class Encoded:
     """Token ids right-padded with <|endoftext|>: ``ids`` [N, L] int32, ``lengths`` [N]
@@ -537,8 +608,10 @@ def token_lists(tokenizer, texts) -> list[list[int]]:
         except ValueError as err:
             if "special token" not in str(err):
                 raise
-            raise ValueError(f"text {i + 1} contains GPT-2's special token <|endoftext|>, "
-                             "which cannot be part of a text; remove it") from None
+            raise ValueError(
+                f"text {i + 1} contains GPT-2's special token <|endoftext|>, "
+                "which cannot be part of a text; remove it"
+            ) from None
     return out
 
 
@@ -553,9 +626,13 @@ def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:
     return Encoded(ids, lengths, np.asarray(labels, np.int32), truncated)
 
 
-def encode_splits(splits: Splits, tokenizer, context_length: int,
-                  max_length: int | None = None,
-                  vocab_size: int | None = None) -> tuple[dict[str, Encoded], int]:
+def encode_splits(
+    splits: Splits,
+    tokenizer,
+    context_length: int,
+    max_length: int | None = None,
+    vocab_size: int | None = None,
+) -> tuple[dict[str, Encoded], int]:
     """Encode every split (``text`` -> ids, ``y`` -> labels) to one length: ``max_length``
     or the longest training text, capped at the model's context. Returns
     ``({"train": ..., ...}, length)``."""
@@ -570,17 +647,21 @@ def encode_splits(splits: Splits, tokenizer, context_length: int,
             for row, toks in enumerate(tokens[name]):
                 if toks and max(toks) >= vocab_size:
                     place = df["where"].iloc[row] if "where" in df else f"row {row + 1}"
-                    raise ValueError(f"{place} ({name} split) has token id {max(toks)}, but "
-                                     f"the model's vocabulary has only {vocab_size} ids: "
-                                     "tokenizer and model do not belong together")
-    encoded = {name: encode(tokens[name], df["y"].to_numpy(), length)
-               for name, df in splits.items()}
+                    raise ValueError(
+                        f"{place} ({name} split) has token id {max(toks)}, but "
+                        f"the model's vocabulary has only {vocab_size} ids: "
+                        "tokenizer and model do not belong together"
+                    )
+    encoded = {
+        name: encode(tokens[name], df["y"].to_numpy(), length) for name, df in splits.items()
+    }
     return encoded, length
 
 
-def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
-                drop_last: bool = True) -> list[np.ndarray]:
+def epoch_order(
+    n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = True
+) -> list[np.ndarray]:
     """Index arrays of the batches of one epoch; the order depends only on (seed, epoch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]

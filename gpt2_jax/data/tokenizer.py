@@ -5,6 +5,7 @@ Built from a model directory's ``encoder.json`` + ``vocab.bpe`` when they are th
 two files once into its cache. Offline (``offline=True``, or ``GPT2_JAX_OFFLINE=1``)
 only that cache is read: no host name is looked up.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,18 +24,18 @@ GPT2_BPE_MIRROR = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/ma
 # GPT-2's byte-pair files are the same for every model size (and on the
 # .../encodings/main/ path): sizes and SHA-256 of OpenAI's copies.
 GPT2_BPE = {
-    "encoder.json": Expected(1_042_301,
-                             "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
-    "vocab.bpe": Expected(456_318,
-                          "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+    "encoder.json": Expected(
+        1_042_301, "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+    ),
+    "vocab.bpe": Expected(
+        456_318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+    ),
 }
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 # GPT-2's pre-tokenisation regex (contractions, letters, digits, other, spaces).
-GPT2_SPLIT_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 BPE_FILES = ("encoder.json", "vocab.bpe")
 HF_BPE_FILES = ("vocab.json", "merges.txt")  # the same two files, as Hugging Face names them
 HF_TOKENIZER_JSON = "tokenizer.json"  # both in one file (transformers 5 saves only this)
@@ -42,8 +43,9 @@ HF_TOKENIZER_JSON = "tokenizer.json"  # both in one file (transformers 5 saves o
 TIKTOKEN_GPT2_URL = GPT2_BPE_MIRROR
 
 
-def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
-                  offline: bool | None = None) -> tiktoken.Encoding:
+def get_tokenizer(
+    bpe_dir: str | os.PathLike | None = None, *, offline: bool | None = None
+) -> tiktoken.Encoding:
     """GPT-2 tokenizer; ``bpe_dir`` is a folder with ``encoder.json`` and ``vocab.bpe``.
 
     Without those files: online, ``tiktoken.get_encoding("gpt2")`` (its cache, else a
@@ -57,9 +59,10 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
         except RuntimeError:
             if local[0].parent == Path(bpe_dir):
                 raise
-            raise RuntimeError(f"{Path(bpe_dir) / HF_TOKENIZER_JSON}: not GPT-2's byte-pair "
-                               "vocabulary and merges; gpt2_jax reads GPT-2's tokenizer only"
-                               ) from None
+            raise RuntimeError(
+                f"{Path(bpe_dir) / HF_TOKENIZER_JSON}: not GPT-2's byte-pair "
+                "vocabulary and merges; gpt2_jax reads GPT-2's tokenizer only"
+            ) from None
     if offline is None:
         offline = offline_requested()
     if offline:
@@ -67,14 +70,18 @@ def get_tokenizer(bpe_dir: str | os.PathLike | None = None, *,
         if cached is not None:
             return encoding_from_files(*cached)
         cache = tiktoken_cache_dir() or "disabled"
-        raise RuntimeError(_missing_message(bpe_dir, f"nor in tiktoken's cache ({cache}), and "
-                                                     "offline mode downloads nothing"))
+        raise RuntimeError(
+            _missing_message(
+                bpe_dir, f"nor in tiktoken's cache ({cache}), and offline mode downloads nothing"
+            )
+        )
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as err:  # network errors surface as several types
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise RuntimeError(_missing_message(bpe_dir, f"and tiktoken could not download them "
-                                                     f"({reason})")) from err
+        raise RuntimeError(
+            _missing_message(bpe_dir, f"and tiktoken could not download them ({reason})")
+        ) from err
 
 
 def bpe_files(folder: str | os.PathLike) -> tuple[Path, Path] | None:
@@ -102,8 +109,10 @@ def _pair_from_tokenizer_json(path: Path) -> tuple[Path, Path]:
             raise ValueError(f"model type {model.get('type')!r} with {len(vocab)} tokens")
         lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
-        raise RuntimeError(f"{path}: not a byte-level BPE tokenizer with a vocabulary and "
-                           f"merges ({type(err).__name__}: {err})") from None
+        raise RuntimeError(
+            f"{path}: not a byte-level BPE tokenizer with a vocabulary and "
+            f"merges ({type(err).__name__}: {err})"
+        ) from None
     folder = Path(tempfile.gettempdir()) / "gpt2_jax-bpe" / hashlib.sha256(raw).hexdigest()
     pair = (folder / BPE_FILES[0], folder / BPE_FILES[1])
     texts = (json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n")
@@ -118,18 +127,22 @@ def _pair_from_tokenizer_json(path: Path) -> tuple[Path, Path]:
     return pair
 
 
-def encoding_from_files(encoder_json: str | os.PathLike,
-                        vocab_bpe: str | os.PathLike) -> tiktoken.Encoding:
+def encoding_from_files(
+    encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike
+) -> tiktoken.Encoding:
     """GPT-2's encoding from its two local files (tiktoken checks they agree); files
     that are not GPT-2's are a ``RuntimeError`` naming them."""
     try:
-        ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe),
-                                                encoder_json_file=str(encoder_json))
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json)
+        )
     except (AssertionError, ValueError, KeyError) as err:  # tiktoken asserts they agree
         reason = " ".join(str(err).split()) or "they do not agree"
-        raise RuntimeError(f"{encoder_json} + {vocab_bpe}: not GPT-2's byte-pair files "
-                           f"({type(err).__name__}: {reason}); replace both with copies from "
-                           f"{TIKTOKEN_GPT2_URL}/") from None
+        raise RuntimeError(
+            f"{encoder_json} + {vocab_bpe}: not GPT-2's byte-pair files "
+            f"({type(err).__name__}: {reason}); replace both with copies from "
+            f"{TIKTOKEN_GPT2_URL}/"
+        ) from None
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_SPLIT_PATTERN,
@@ -173,7 +186,9 @@ def _missing_message(bpe_dir, why: str) -> str:
     had, and where to get them."""
     where = f"in {bpe_dir}" if bpe_dir is not None else "(no model folder given)"
     put = f"put both in {bpe_dir}" if bpe_dir is not None else "put both in the model folder"
-    return (f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe {where} (nor "
-            f"vocab.json + merges.txt or tokenizer.json), {why}; "
-            f"get them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
-            f"and {put}")
+    return (
+        f"GPT-2 tokenizer unavailable: no encoder.json + vocab.bpe {where} (nor "
+        f"vocab.json + merges.txt or tokenizer.json), {why}; "
+        f"get them from {TIKTOKEN_GPT2_URL}/encoder.json and {TIKTOKEN_GPT2_URL}/vocab.bpe "
+        f"and {put}"
+    )

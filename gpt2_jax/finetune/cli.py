@@ -6,15 +6,17 @@ metadata and its default from the dataclass (or from an entry point's preset, or
 ``--config FILE``). On/off fields: a ``False`` default gives a switch that turns it
 on, a ``True`` default a switch (named in ``flag``) that turns it off.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from gpt2_jax.parallel.distributed import initialize
 from gpt2_jax.finetune.run import RunConfig, load_config, resume_config, run
+from gpt2_jax.parallel.distributed import initialize
 from gpt2_jax.util.runtime import keep_freed_memory
 
 
@@ -44,12 +46,22 @@ def add_config_flags(p: argparse.ArgumentParser, defaults: RunConfig) -> None:
             kwargs: dict[str, Any] = {"dest": f"{group_name}.{f.name}", "help": meta.get("help")}
             if isinstance(f.default, bool):  # --x / --no-x, whatever the preset default
                 kwargs["help"] = f"{kwargs['help'] or ''} (default: {'on' if default else 'off'})"
-                g.add_argument("--" + f.name.replace("_", "-"), default=default,
-                               action=argparse.BooleanOptionalAction, **kwargs)
-                if meta.get("flag", f"--no-{f.name.replace('_', '-')}") != \
-                        f"--no-{f.name.replace('_', '-')}":  # the lab's older name for it
-                    g.add_argument(meta["flag"], dest=kwargs["dest"], action="store_false",
-                                   help=f"the same as --no-{f.name.replace('_', '-')}")
+                g.add_argument(
+                    "--" + f.name.replace("_", "-"),
+                    default=default,
+                    action=argparse.BooleanOptionalAction,
+                    **kwargs,
+                )
+                if (
+                    meta.get("flag", f"--no-{f.name.replace('_', '-')}")
+                    != f"--no-{f.name.replace('_', '-')}"
+                ):  # the lab's older name for it
+                    g.add_argument(
+                        meta["flag"],
+                        dest=kwargs["dest"],
+                        action="store_false",
+                        help=f"the same as --no-{f.name.replace('_', '-')}",
+                    )
                 continue
             metavar = meta.get("metavar", None if "choices" in meta else f.name.upper())
             if isinstance(f.default, tuple):
@@ -76,33 +88,56 @@ def config_from_args(args: argparse.Namespace, defaults: RunConfig) -> RunConfig
     return RunConfig(**groups)
 
 
-def parser(prog: str, description: str, epilog: str, defaults: RunConfig
-           ) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                formatter_class=_Help, allow_abbrev=False)
-    p.add_argument("--config", metavar="FILE",
-                   help="start from a saved run's settings (its folder, config.json or "
-                   "metrics.json); flags given as well override them")
-    p.add_argument("--debug", action="store_true",
-                   help="on an error, show the Python traceback as well as the message")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="go on with an interrupted run from its last finished epoch, with the "
-                   "settings it started with (give no other flags); the result equals an "
-                   "uninterrupted run")
+def parser(
+    prog: str, description: str, epilog: str, defaults: RunConfig
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=_Help, allow_abbrev=False
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from a saved run's settings (its folder, config.json or "
+        "metrics.json); flags given as well override them",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show the Python traceback as well as the message",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on with an interrupted run from its last finished epoch, with the "
+        "settings it started with (give no other flags); the result equals an "
+        "uninterrupted run",
+    )
     g = p.add_argument_group("several processes (jax.distributed; see the README)")
-    g.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run, with the coordinator, process count and "
-                   "index from JAX's environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)")
-    g.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="process 0's address; with --num-processes and --process-id")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run, with the coordinator, process count and "
+        "index from JAX's environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)",
+    )
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address; with --num-processes and --process-id",
+    )
     g.add_argument("--num-processes", type=int, metavar="N")
     g.add_argument("--process-id", type=int, metavar="I")
     add_config_flags(p, defaults)
     return p
 
 
-LAUNCH_FLAGS = ("--resume", "--debug", "--distributed", "--coordinator", "--num-processes",
-                "--process-id")
+LAUNCH_FLAGS = (
+    "--resume",
+    "--debug",
+    "--distributed",
+    "--coordinator",
+    "--num-processes",
+    "--process-id",
+)
 
 
 def join_processes(p: argparse.ArgumentParser, args) -> None:
@@ -116,8 +151,15 @@ def join_processes(p: argparse.ArgumentParser, args) -> None:
         initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
-         check: Callable[[RunConfig], None] | None = None) -> int:
+def main(
+    argv,
+    *,
+    prog: str,
+    description: str,
+    epilog: str,
+    defaults: RunConfig,
+    check: Callable[[RunConfig], None] | None = None,
+) -> int:
     """Parse flags, build the RunConfig, run. Expected failures print one ``error:``
     line (and notes) and return 1; impossible flags exit 2 through argparse."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -132,8 +174,7 @@ def main(argv, *, prog: str, description: str, epilog: str, defaults: RunConfig,
         p = parser(prog, description, epilog, defaults)
         args = p.parse_args(argv)
     if args.resume is not None:
-        given = [a for a in argv if a.startswith("--")
-                 and a.split("=")[0] not in LAUNCH_FLAGS]
+        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in LAUNCH_FLAGS]
         if given:
             p.error(f"--resume takes the settings the run started with; drop {' '.join(given)}")
     try:
@@ -160,9 +201,9 @@ def _explain(err: BaseException, word: str, debug: bool) -> None:
     """One line (plus the notes that say where the last good state is) on stderr."""
     if debug:
         import traceback
+
         traceback.print_exception(err, file=sys.stderr)
-    text = str(err) or ("interrupted" if isinstance(err, KeyboardInterrupt)
-                        else type(err).__name__)
+    text = str(err) or ("interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__)
     print(f"{word}: {text}", file=sys.stderr)
     for note in getattr(err, "__notes__", []):
         print(f"       {note}", file=sys.stderr)

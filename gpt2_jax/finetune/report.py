@@ -6,6 +6,7 @@ confusion matrix, and the plots add ``recall.png`` and ``macro_f1.png``. Everyth
 here reads metrics dicts from :func:`gpt2_jax.training.metrics.classification_metrics`; keys
 that an older ``metrics.json`` lacks show as ``n/a`` rather than failing a resume.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,17 @@ from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
-COLUMN_WIDTH = 10   # the lab's table; wider only when a title needs it
-NAME_WIDTH = 12     # longest class name shown whole in a table
+COLUMN_WIDTH = 10  # the lab's table; wider only when a title needs it
+NAME_WIDTH = 12  # longest class name shown whole in a table
 
 
 def _fmt(fmt: str, value) -> str:
     """``value`` formatted, or ``n/a`` where it is missing or NaN (undefined ratios)."""
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
         else fmt.format(value)
+    )
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
@@ -45,9 +49,12 @@ def short_names(class_names: Sequence[str], width: int = NAME_WIDTH) -> list[str
     names = [short_name(n, width) for n in class_names]
     if len(set(names)) == len(names):
         return names
-    return [short_name(n, width) if len(n) <= width
-            else f"{i}:" + short_name(n, max(width - len(f"{i}:"), 1))
-            for i, n in enumerate(class_names)]
+    return [
+        short_name(n, width)
+        if len(n) <= width
+        else f"{i}:" + short_name(n, max(width - len(f"{i}:"), 1))
+        for i, n in enumerate(class_names)
+    ]
 
 
 def _width(title: str) -> int:
@@ -64,10 +71,15 @@ def _binary_columns(names: Sequence[str]) -> list[tuple[str, str, str]]:
     """(metrics key, title, format) of the two-class table: the lab's columns."""
     c0, c1 = names
     s0, s1 = short_names(names)
-    return [("loss", "loss", "{:.4f}"), ("accuracy", "acc", "{:.2%}"),
-            (f"{c0}_accuracy", f"{s0} acc", "{:.2%}"), (f"{c1}_accuracy", f"{s1} acc", "{:.2%}"),
-            (f"{c1}_precision", f"{s1} P", "{:.3f}"), (f"{c1}_recall", f"{s1} R", "{:.3f}"),
-            (f"{c1}_f1", f"{s1} F1", "{:.3f}")]
+    return [
+        ("loss", "loss", "{:.4f}"),
+        ("accuracy", "acc", "{:.2%}"),
+        (f"{c0}_accuracy", f"{s0} acc", "{:.2%}"),
+        (f"{c1}_accuracy", f"{s1} acc", "{:.2%}"),
+        (f"{c1}_precision", f"{s1} P", "{:.3f}"),
+        (f"{c1}_recall", f"{s1} R", "{:.3f}"),
+        (f"{c1}_f1", f"{s1} F1", "{:.3f}"),
+    ]
 
 
 def _binary_table(record: dict, names: Sequence[str]) -> list[str]:
@@ -96,8 +108,11 @@ def _multiclass_summary(record: dict, names: Sequence[str]) -> list[str]:
     for split in SPLITS:
         if split in record:
             m = record[split]
-            cells = [_fmt("{:.4f}", m.get("loss")), _fmt("{:.2%}", m.get("accuracy")),
-                     _fmt("{:.3f}", m.get("macro_f1"))]
+            cells = [
+                _fmt("{:.4f}", m.get("loss")),
+                _fmt("{:.2%}", m.get("accuracy")),
+                _fmt("{:.3f}", m.get("macro_f1")),
+            ]
             cells += [_fmt("{:.3f}", _recall(m, name)) for name in names]
             lines.append(_line(split, cells, titles))
     return lines
@@ -110,13 +125,17 @@ def _class_block(split: str, metrics: dict, names: Sequence[str]) -> list[str]:
     confusion = metrics.get("confusion") or [[None] * len(names) for _ in names]
     name_w = max(len(s) for s in shorts) + 2
     # column j holds predicted class j: as wide as its name or its largest count
-    count_w = [max(len(s), *(len(str(row[j])) for row in confusion)) + 2
-               for j, s in enumerate(shorts)]
+    count_w = [
+        max(len(s), *(len(str(row[j])) for row in confusion)) + 2 for j, s in enumerate(shorts)
+    ]
     stats = (("precision", "{:.3f}"), ("recall", "{:.3f}"), ("f1", "{:.3f}"), ("support", "{:d}"))
-    lines = [f"{split}: per class; confusion rows = true class, columns = predicted",
-             " " * (2 + name_w) + "".join(f"{t:>10}" for t in ("precision", "recall", "F1",
-                                                                  "support"))
-             + "  |" + "".join(f"{s:>{w}}" for s, w in zip(shorts, count_w))]
+    lines = [
+        f"{split}: per class; confusion rows = true class, columns = predicted",
+        " " * (2 + name_w)
+        + "".join(f"{t:>10}" for t in ("precision", "recall", "F1", "support"))
+        + "  |"
+        + "".join(f"{s:>{w}}" for s, w in zip(shorts, count_w)),
+    ]
     for name, short, row in zip(names, shorts, confusion):
         c = metrics.get("per_class", {}).get(name, {})
         cells = "".join(f"{_fmt(fmt, c.get(key)):>10}" for key, fmt in stats)
@@ -132,9 +151,11 @@ def epoch_table(record: dict, class_names: Sequence[str]) -> str:
     split (loss, accuracy, macro-F1, recall per class) and then a per-class block per split.
     """
     names = list(class_names)
-    lines = [f"epoch {record['epoch']}: training steps {record['train_seconds']:.1f} s, "
-             f"evaluation {record['eval_seconds']:.1f} s; mean step loss "
-             f"{record['train_step_loss']:.4f}"]
+    lines = [
+        f"epoch {record['epoch']}: training steps {record['train_seconds']:.1f} s, "
+        f"evaluation {record['eval_seconds']:.1f} s; mean step loss "
+        f"{record['train_step_loss']:.4f}"
+    ]
     if len(names) == 2:
         return "\n".join(lines + _binary_table(record, names))
     lines += _multiclass_summary(record, names)
@@ -207,8 +228,9 @@ def _recall_split(history: list[dict]) -> str | None:
     return next((s for s in ("val", "test", "train") if any(s in r for r in history)), None)
 
 
-def plot_history(history: list[dict], out_dir: str | os.PathLike,
-                 class_names: Sequence[str]) -> list[Path]:
+def plot_history(
+    history: list[dict], out_dir: str | os.PathLike, class_names: Sequence[str]
+) -> list[Path]:
     """Per-epoch plots; returns the files written.
 
     Always ``loss.png`` (per split, plus the mean training-step loss dashed) and
@@ -224,20 +246,39 @@ def plot_history(history: list[dict], out_dir: str | os.PathLike,
     names = list(class_names)
     out_dir = Path(out_dir)
     epochs = [r["epoch"] for r in history]
-    step_loss = ("train (during epoch)", epochs,
-                 [r.get("train_step_loss", float("nan")) for r in history], {"linestyle": "--"})
+    step_loss = (
+        "train (during epoch)",
+        epochs,
+        [r.get("train_step_loss", float("nan")) for r in history],
+        {"linestyle": "--"},
+    )
     written = [
-        _save_plot(plt, out_dir / "loss.png", "weighted cross-entropy",
-                   _split_lines(history, lambda m: m.get("loss")) + [step_loss], epochs),
-        _save_plot(plt, out_dir / "accuracy.png", "accuracy",
-                   _split_lines(history, lambda m: m.get("accuracy")), epochs),
+        _save_plot(
+            plt,
+            out_dir / "loss.png",
+            "weighted cross-entropy",
+            _split_lines(history, lambda m: m.get("loss")) + [step_loss],
+            epochs,
+        ),
+        _save_plot(
+            plt,
+            out_dir / "accuracy.png",
+            "accuracy",
+            _split_lines(history, lambda m: m.get("accuracy")),
+            epochs,
+        ),
     ]
     if len(names) == 2:
         pos = names[1]
-        written.append(_save_plot(plt, out_dir / f"{_file_stem(pos)}_recall.png",
-                                  f"{pos} recall ({pos} accuracy)",
-                                  _split_lines(history, lambda m: m.get(f"{pos}_recall")),
-                                  epochs))
+        written.append(
+            _save_plot(
+                plt,
+                out_dir / f"{_file_stem(pos)}_recall.png",
+                f"{pos} recall ({pos} accuracy)",
+                _split_lines(history, lambda m: m.get(f"{pos}_recall")),
+                epochs,
+            )
+        )
         return written
     split = _recall_split(history)
     per_class = []
@@ -245,10 +286,22 @@ def plot_history(history: list[dict], out_dir: str | os.PathLike,
         for name, short in zip(names, short_names(names)):
             xs, ys = _series(history, split, lambda m, name=name: _recall(m, name))
             per_class.append((short, xs, ys, {"marker": "o"}))
-    written.append(_save_plot(plt, out_dir / "recall.png",
-                              f"recall per class ({SPLIT_WORDS.get(split, 'no')} split)",
-                              per_class, epochs))
-    written.append(_save_plot(plt, out_dir / "macro_f1.png",
-                              "macro-F1 (mean over classes present)",
-                              _split_lines(history, lambda m: m.get("macro_f1")), epochs))
+    written.append(
+        _save_plot(
+            plt,
+            out_dir / "recall.png",
+            f"recall per class ({SPLIT_WORDS.get(split, 'no')} split)",
+            per_class,
+            epochs,
+        )
+    )
+    written.append(
+        _save_plot(
+            plt,
+            out_dir / "macro_f1.png",
+            "macro-F1 (mean over classes present)",
+            _split_lines(history, lambda m: m.get("macro_f1")),
+            epochs,
+        )
+    )
     return written

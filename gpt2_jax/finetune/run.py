@@ -5,6 +5,7 @@ and ``python -m experiments.finetune`` (your own data) call. Every command-line 
 a field of one of the config dataclasses below (``gpt2_jax.finetune.cli`` makes the flags from
 them), so each setting is written once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,32 +15,54 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpt2_jax.data import sms
-from gpt2_jax.data import tables
+from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
+from gpt2_jax.data import sms, tables
+from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
+from gpt2_jax.model.config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
+from gpt2_jax.model.gpt import GPTModel, merge_lora
+from gpt2_jax.model.pooling import POOLS, check_pool, reads_padding
+from gpt2_jax.parallel.distributed import is_main, several, share_outcome
+from gpt2_jax.parallel.mesh import Placement, describe, make_mesh, parse_mesh
+from gpt2_jax.training.checkpoints import (
+    CHECKPOINTS_DIR,
+    EpochCheckpoints,
+    Restored,
+    run_fingerprints,
+)
+from gpt2_jax.training.memory import (
+    GIB,
+    available_bytes,
+    estimate_peak_bytes,
+    memory_check,
+    peak_memory_bytes,
+)
+from gpt2_jax.training.prefix import prefix_inputs
+from gpt2_jax.training.train import (
+    Partition,
+    SelectedState,
+    TrainConfig,
+    Trainer,
+    TrainState,
+    best_epoch,
+    class_weights,
+    epoch_score,
+    fit,
+    merge,
+    optimizer_for,
+    resolve_trainable,
+)
+from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained, read_folder_settings
-from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
-from gpt2_jax.model.config import MODEL_SIZES, OPENAI_TO_CONFIG, GPTConfig, settings_for_size
-from gpt2_jax.weights.download import download_gpt2
-from gpt2_jax.parallel.distributed import is_main, several, share_outcome
-from gpt2_jax.parallel.mesh import Placement, describe, make_mesh, parse_mesh
-from gpt2_jax.training.memory import GIB, available_bytes, estimate_peak_bytes, memory_check, peak_memory_bytes
-from gpt2_jax.model.gpt import GPTModel, merge_lora
-from gpt2_jax.model.pooling import POOLS, check_pool, reads_padding
-from gpt2_jax.training.prefix import prefix_inputs
-from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
-from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.training.train import (Partition, SelectedState, TrainConfig, Trainer, TrainState, best_epoch,
-                    class_weights, epoch_score, fit, merge, optimizer_for, resolve_trainable)
-from gpt2_jax.training.checkpoints import CHECKPOINTS_DIR, EpochCheckpoints, Restored, run_fingerprints
 
 field = dataclasses.field
 
@@ -68,41 +91,86 @@ class ModelConfig:
     """Which GPT-2 and what kind of classifier on top."""
 
     model_size: str = field(default="124M", metadata={"choices": list(MODEL_SIZES)})
-    models_dir: str = field(default="models", metadata={
-        "help": "cache of GPT-2 folders; files are downloaded into MODELS_DIR/SIZE"})
-    model_dir: str | None = field(default=None, metadata={
-        "help": "use this GPT-2 folder as it is: OpenAI's (hparams.json, model.ckpt.*, "
-        "encoder.json, vocab.bpe) or Hugging Face's (config.json, model.safetensors, "
-        "vocab.json, merges.txt); any n_layer/n_embd/n_head its config states"})
-    hf_repo: str | None = field(default=None, metadata={
-        "metavar": "ID", "help": "fetch GPT-2 from the Hugging Face Hub by repo id (e.g. "
-        "openai-community/gpt2) into the hub's cache; needs the 'hub' extra"})
-    hf_revision: str = field(default="main", metadata={
-        "metavar": "REV", "help": "branch, tag or commit hash of --hf-repo (pin a commit for "
-        "repeatable runs)"})
-    weights: str = field(default="pretrained", metadata={
-        "choices": ["pretrained", "random"],
-        "help": "random: GPT-2's sizes with random init; then every layer trains unless "
-        "--trainable says otherwise"})
+    models_dir: str = field(
+        default="models",
+        metadata={"help": "cache of GPT-2 folders; files are downloaded into MODELS_DIR/SIZE"},
+    )
+    model_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "use this GPT-2 folder as it is: OpenAI's (hparams.json, model.ckpt.*, "
+            "encoder.json, vocab.bpe) or Hugging Face's (config.json, model.safetensors, "
+            "vocab.json, merges.txt); any n_layer/n_embd/n_head its config states"
+        },
+    )
+    hf_repo: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "ID",
+            "help": "fetch GPT-2 from the Hugging Face Hub by repo id (e.g. "
+            "openai-community/gpt2) into the hub's cache; needs the 'hub' extra",
+        },
+    )
+    hf_revision: str = field(
+        default="main",
+        metadata={
+            "metavar": "REV",
+            "help": "branch, tag or commit hash of --hf-repo (pin a commit for repeatable runs)",
+        },
+    )
+    weights: str = field(
+        default="pretrained",
+        metadata={
+            "choices": ["pretrained", "random"],
+            "help": "random: GPT-2's sizes with random init; then every layer trains unless "
+            "--trainable says otherwise",
+        },
+    )
     drop_rate: float = field(default=0.0, metadata={"help": "dropout while training"})
-    pool: str = field(default="last", metadata={
-        "choices": list(POOLS), "help": "what the head reads: the last position (the lab's), "
-        "the last real token, the first token, or the mean over the real tokens; saved with "
-        "the classifier"})
-    offline: bool = field(default=False, metadata={
-        "help": "never touch the network; fail if a file is missing"})
-    causal_mask: bool = field(default=True, metadata={
-        "flag": "--disable-causal-mask", "help": "GPT-2's causal attention mask; off, every "
-        "token sees every other, padding included (the book's row 17)"})
-    lora_rank: int = field(default=0, metadata={
-        "metavar": "R", "help": "rank of LoRA adapters on the blocks' linear layers (0: none); train them "
-        "with --trainable lora"})
-    lora_alpha: float = field(default=16.0, metadata={
-        "metavar": "ALPHA", "help": "the adapters' output is scaled by alpha / rank (the "
-        "book scales by alpha: pass its alpha times the rank to match it)"})
-    lora_blocks: int = field(default=0, metadata={
-        "metavar": "K", "help": "adapters in the last K blocks only (0: all blocks); the "
-        "blocks before them are a frozen prefix, computed once"})
+    pool: str = field(
+        default="last",
+        metadata={
+            "choices": list(POOLS),
+            "help": "what the head reads: the last position (the lab's), "
+            "the last real token, the first token, or the mean over the real tokens; saved with "
+            "the classifier",
+        },
+    )
+    offline: bool = field(
+        default=False, metadata={"help": "never touch the network; fail if a file is missing"}
+    )
+    causal_mask: bool = field(
+        default=True,
+        metadata={
+            "flag": "--disable-causal-mask",
+            "help": "GPT-2's causal attention mask; off, every "
+            "token sees every other, padding included (the book's row 17)",
+        },
+    )
+    lora_rank: int = field(
+        default=0,
+        metadata={
+            "metavar": "R",
+            "help": "rank of LoRA adapters on the blocks' linear layers (0: none); train them "
+            "with --trainable lora",
+        },
+    )
+    lora_alpha: float = field(
+        default=16.0,
+        metadata={
+            "metavar": "ALPHA",
+            "help": "the adapters' output is scaled by alpha / rank (the "
+            "book scales by alpha: pass its alpha times the rank to match it)",
+        },
+    )
+    lora_blocks: int = field(
+        default=0,
+        metadata={
+            "metavar": "K",
+            "help": "adapters in the last K blocks only (0: all blocks); the "
+            "blocks before them are a frozen prefix, computed once",
+        },
+    )
 
     def __post_init__(self):
         if self.weights not in ("pretrained", "random"):
@@ -118,61 +186,107 @@ class ModelConfig:
         if self.hf_revision != "main" and self.hf_repo is None:
             raise ValueError("--hf-revision pins a revision of --hf-repo; give --hf-repo too")
         if self.lora_rank < 0 or self.lora_blocks < 0:
-            raise ValueError(f"lora_rank and lora_blocks must be >= 0, got {self.lora_rank} "
-                             f"and {self.lora_blocks}")
+            raise ValueError(
+                f"lora_rank and lora_blocks must be >= 0, got {self.lora_rank} "
+                f"and {self.lora_blocks}"
+            )
         if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
             raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha}")
 
     def gpt_config(self, settings: dict, num_classes: int) -> GPTConfig:
         """The model these options describe, on top of a checkpoint's ``settings``."""
         if self.lora_blocks > int(settings["n_layer"]):
-            raise ValueError(f"--lora-blocks {self.lora_blocks}: the model has only "
-                             f"{settings['n_layer']} blocks")
-        return GPTConfig.from_settings(settings, num_classes=num_classes,
-                                       drop_rate=self.drop_rate, causal=self.causal_mask,
-                                       lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
-                                       lora_blocks=self.lora_blocks)
+            raise ValueError(
+                f"--lora-blocks {self.lora_blocks}: the model has only {settings['n_layer']} blocks"
+            )
+        return GPTConfig.from_settings(
+            settings,
+            num_classes=num_classes,
+            drop_rate=self.drop_rate,
+            causal=self.causal_mask,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_blocks=self.lora_blocks,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the labelled texts come from and how they are split and encoded."""
 
-    data_file: str | None = field(default=None, metadata={
-        "help": "labelled texts: CSV/TSV with a header, JSON Lines, Parquet, or the SMS "
-        "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"})
-    data_format: str = field(default="auto", metadata={
-        "flag": "--format", "choices": ["auto", *tables.FORMATS],
-        "help": "auto: by the file's extension (SMSSpamCollection: sms)"})
-    quoting: str = field(default="pandas", metadata={
-        "choices": list(tables.SMS_QUOTING),
-        "help": "SMS format only: 'pandas' reads as the lab does (a message starting with a "
-        "quote runs on to the next quote; every such join is logged), 'none' takes one "
-        "message per line"})
+    data_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "labelled texts: CSV/TSV with a header, JSON Lines, Parquet, or the SMS "
+            "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"
+        },
+    )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "flag": "--format",
+            "choices": ["auto", *tables.FORMATS],
+            "help": "auto: by the file's extension (SMSSpamCollection: sms)",
+        },
+    )
+    quoting: str = field(
+        default="pandas",
+        metadata={
+            "choices": list(tables.SMS_QUOTING),
+            "help": "SMS format only: 'pandas' reads as the lab does (a message starting with a "
+            "quote runs on to the next quote; every such join is logged), 'none' takes one "
+            "message per line",
+        },
+    )
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
     label_column: str = field(default="label", metadata={"help": "column holding the class"})
-    labels: str = field(default="sorted", metadata={
-        "metavar": "sorted|A,B,...", "help": "class order (class ids): 'sorted' = integer "
-        "labels in numeric order, other labels in string order; or the names in order"})
-    val_file: str | None = field(default=None, metadata={
-        "help": "validation texts from their own file (then --val-size is not cut)"})
-    test_file: str | None = field(default=None, metadata={
-        "help": "test texts from their own file (then --test-size is not cut)"})
-    train_size: int | float = field(default=2000, metadata={
-        "parse": _size, "help": "training rows: a count or a fraction (0.8)"})
+    labels: str = field(
+        default="sorted",
+        metadata={
+            "metavar": "sorted|A,B,...",
+            "help": "class order (class ids): 'sorted' = integer "
+            "labels in numeric order, other labels in string order; or the names in order",
+        },
+    )
+    val_file: str | None = field(
+        default=None,
+        metadata={"help": "validation texts from their own file (then --val-size is not cut)"},
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "test texts from their own file (then --test-size is not cut)"},
+    )
+    train_size: int | float = field(
+        default=2000,
+        metadata={"parse": _size, "help": "training rows: a count or a fraction (0.8)"},
+    )
     val_size: int | float = field(default=500, metadata={"parse": _size})
-    test_size: int | float | str = field(default=1000, metadata={
-        "parse": _size_or_rest, "help": "a count, a fraction, or 'rest' (every row after "
-        "training and validation)"})
-    stratify: bool = field(default=False, metadata={
-        "help": "cut every split with the class proportions of the whole file"})
-    balance: bool = field(default=False, metadata={
-        "help": "undersample every class to the rarest one before splitting"})
-    max_length: int | str = field(default="longest", metadata={
-        "parse": _length, "metavar": "longest|context|N",
-        "help": "pad/truncate to the longest training text, the model's context, or N tokens"})
-    data_dir: str = field(default="data", metadata={
-        "help": "download cache for the SMS Spam Collection"})
+    test_size: int | float | str = field(
+        default=1000,
+        metadata={
+            "parse": _size_or_rest,
+            "help": "a count, a fraction, or 'rest' (every row after training and validation)",
+        },
+    )
+    stratify: bool = field(
+        default=False,
+        metadata={"help": "cut every split with the class proportions of the whole file"},
+    )
+    balance: bool = field(
+        default=False,
+        metadata={"help": "undersample every class to the rarest one before splitting"},
+    )
+    max_length: int | str = field(
+        default="longest",
+        metadata={
+            "parse": _length,
+            "metavar": "longest|context|N",
+            "help": "pad/truncate to the longest training text, the model's context, or N tokens",
+        },
+    )
+    data_dir: str = field(
+        default="data", metadata={"help": "download cache for the SMS Spam Collection"}
+    )
 
     def __post_init__(self):
         if isinstance(self.labels, (list, tuple)):  # the Python API's natural form
@@ -186,8 +300,9 @@ class DataConfig:
         if isinstance(self.max_length, int) and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
         if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
-            raise ValueError(f"max_length must be 'longest', 'context' or a number, "
-                             f"got {self.max_length!r}")
+            raise ValueError(
+                f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"
+            )
 
     def class_order(self) -> tuple[str, ...] | None:
         return None if self.labels == "sorted" else tuple(self.labels.split(","))
@@ -197,48 +312,94 @@ class DataConfig:
 class SpeedConfig:
     """How the computation is organised; all exact except --prefix-dtype bfloat16."""
 
-    prefix_cache: bool = field(default=True, metadata={
-        "flag": "--no-prefix-cache", "help": "recompute the frozen blocks every step (the "
-        "book's way) instead of once per text"})
-    pooled_only: bool = field(default=True, metadata={
-        "flag": "--full-logits", "help": "compute every position in the last block, not "
-        "just the pooled one"})
-    buckets: bool = field(default=True, metadata={
-        "flag": "--no-buckets", "help": "with a pool that reads only real tokens (last-real, "
-        "first, mean), still pad every batch to the full length"})
-    prefix_dtype: str = field(default="float32", metadata={
-        "choices": ["float32", "bfloat16"],
-        "help": "matmul inputs of the frozen prefix (bfloat16: float32 accumulation)"})
-    train_dtype: str = field(default="float32", metadata={
-        "choices": ["float32", "bfloat16"],
-        "help": "matmul inputs of the trained blocks (bfloat16: float32 accumulation, and "
-        "the weights, gradients and Adam state stay float32)"})
-    attention: str = field(default="auto", metadata={
-        "choices": ["auto", "blocked", "fused"],
-        "help": "how attention is computed: blocked (the CPU's fastest here), fused "
-        "(jax.nn.dot_product_attention: cuDNN flash attention on GPUs), auto: fused on GPUs"})
-    prefix_cache_dir: str | None = field(default=None, metadata={
-        "metavar": "DIR", "help": "keep the frozen-prefix outputs in DIR (2.8 GB for the "
-        "lab's splits at 124M), keyed by weights, data and length, so a rerun skips that pass"})
-    prefix_storage: str = field(default="auto", metadata={
-        "choices": ["auto", "memory", "disk"],
-        "help": "where the frozen-prefix outputs live: disk = memory-mapped files in the run "
-        "folder; auto = disk when the memory estimate exceeds --memory-budget-gib"})
-    mesh: str = field(default="", metadata={
-        "metavar": "data=N,fsdp=M", "help": "lay training over the devices: batch rows split "
-        "over data x fsdp, large weights (and their gradients and Adam state) cut over fsdp; "
-        "the sizes multiply to the device count (default: every device on data; one device: "
-        "no mesh at all)"})
-    memory_budget_gib: float | str = field(default="available", metadata={
-        "parse": _budget, "metavar": "available|GIB",
-        "help": "memory the run may use, for --prefix-storage auto"})
+    prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-prefix-cache",
+            "help": "recompute the frozen blocks every step (the "
+            "book's way) instead of once per text",
+        },
+    )
+    pooled_only: bool = field(
+        default=True,
+        metadata={
+            "flag": "--full-logits",
+            "help": "compute every position in the last block, not just the pooled one",
+        },
+    )
+    buckets: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-buckets",
+            "help": "with a pool that reads only real tokens (last-real, "
+            "first, mean), still pad every batch to the full length",
+        },
+    )
+    prefix_dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": ["float32", "bfloat16"],
+            "help": "matmul inputs of the frozen prefix (bfloat16: float32 accumulation)",
+        },
+    )
+    train_dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": ["float32", "bfloat16"],
+            "help": "matmul inputs of the trained blocks (bfloat16: float32 accumulation, and "
+            "the weights, gradients and Adam state stay float32)",
+        },
+    )
+    attention: str = field(
+        default="auto",
+        metadata={
+            "choices": ["auto", "blocked", "fused"],
+            "help": "how attention is computed: blocked (the CPU's fastest here), fused "
+            "(jax.nn.dot_product_attention: cuDNN flash attention on GPUs), auto: fused on GPUs",
+        },
+    )
+    prefix_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "DIR",
+            "help": "keep the frozen-prefix outputs in DIR (2.8 GB for the "
+            "lab's splits at 124M), keyed by weights, data and length, so a rerun skips that pass",
+        },
+    )
+    prefix_storage: str = field(
+        default="auto",
+        metadata={
+            "choices": ["auto", "memory", "disk"],
+            "help": "where the frozen-prefix outputs live: disk = memory-mapped files in the run "
+            "folder; auto = disk when the memory estimate exceeds --memory-budget-gib",
+        },
+    )
+    mesh: str = field(
+        default="",
+        metadata={
+            "metavar": "data=N,fsdp=M",
+            "help": "lay training over the devices: batch rows split "
+            "over data x fsdp, large weights (and their gradients and Adam state) cut over fsdp; "
+            "the sizes multiply to the device count (default: every device on data; one device: "
+            "no mesh at all)",
+        },
+    )
+    memory_budget_gib: float | str = field(
+        default="available",
+        metadata={
+            "parse": _budget,
+            "metavar": "available|GIB",
+            "help": "memory the run may use, for --prefix-storage auto",
+        },
+    )
 
     def __post_init__(self):
         parse_mesh(self.mesh)  # the flag's form; the devices are counted when the run starts
         budget = self.memory_budget_gib
         if budget != "available" and not (math.isfinite(budget) and budget > 0):
-            raise ValueError(f"memory_budget_gib must be 'available' or a positive number of "
-                             f"GiB, got {budget}")
+            raise ValueError(
+                f"memory_budget_gib must be 'available' or a positive number of GiB, got {budget}"
+            )
 
     def matmul_dtype(self) -> str | None:
         return None if self.prefix_dtype == "float32" else self.prefix_dtype
@@ -254,15 +415,25 @@ class OutputConfig:
     """Where the run folder goes."""
 
     runs_root: str = field(default="runs", metadata={"help": "run folders go here"})
-    run_dir: str | None = field(default=None, metadata={
-        "help": "the run folder (default: RUNS_ROOT/<data>-<size>-<time>)"})
+    run_dir: str | None = field(
+        default=None, metadata={"help": "the run folder (default: RUNS_ROOT/<data>-<size>-<time>)"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --run-dir"})
-    keep_checkpoints: int = field(default=2, metadata={
-        "metavar": "K", "help": "keep the training state of the last K epochs in "
-        "RUN_DIR/checkpoints (trainable weights and Adam state: 80 MB each at 124M)"})
-    merge_lora: bool = field(default=False, metadata={
-        "help": "save the classifier with the LoRA adapters folded into the weights (a "
-        "plain GPT-2 classifier; predictions agree to float rounding)"})
+    keep_checkpoints: int = field(
+        default=2,
+        metadata={
+            "metavar": "K",
+            "help": "keep the training state of the last K epochs in "
+            "RUN_DIR/checkpoints (trainable weights and Adam state: 80 MB each at 124M)",
+        },
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "save the classifier with the LoRA adapters folded into the weights (a "
+            "plain GPT-2 classifier; predictions agree to float rounding)"
+        },
+    )
 
     def __post_init__(self):
         if self.keep_checkpoints < 1:
@@ -280,22 +451,27 @@ class RunConfig:
     def __post_init__(self):
         d, t = self.data, self.train
         if (self.output.merge_lora or self.model.lora_blocks) and not self.model.lora_rank:
-            raise ValueError("--merge-lora and --lora-blocks need LoRA adapters: give "
-                             "--lora-rank R with --trainable lora")
+            raise ValueError(
+                "--merge-lora and --lora-blocks need LoRA adapters: give "
+                "--lora-rank R with --trainable lora"
+            )
         if ("lora" in t.trainable) != (self.model.lora_rank > 0):
-            raise ValueError("--trainable lora needs --lora-rank R (the book uses 16), and "
-                             "--lora-rank needs --trainable lora (untrained adapters are "
-                             "zero and change nothing)")
+            raise ValueError(
+                "--trainable lora needs --lora-rank R (the book uses 16), and "
+                "--lora-rank needs --trainable lora (untrained adapters are "
+                "zero and change nothing)"
+            )
         if isinstance(d.train_size, int) and d.train_size < t.batch_size:
             raise ValueError(
                 f"train_size {d.train_size} < batch_size {t.batch_size}: with the incomplete "
-                "last batch dropped, an epoch would have no steps")
+                "last batch dropped, an epoch would have no steps"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         """Inverse of ``to_dict`` (as stored in ``metrics.json`` and ``config.json``);
         unknown keys are an error naming them."""
         groups = {}
@@ -319,14 +495,16 @@ def resume_config(run_dir: str | os.PathLike) -> RunConfig:
     """The configuration an earlier run in ``run_dir`` started with."""
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --resume takes the folder of a run that "
-                                "was started earlier")
+        raise FileNotFoundError(
+            f"{path} not found: --resume takes the folder of a run that was started earlier"
+        )
     try:
         report = json.loads(path.read_text())
         status, saved = report.get("status"), report["config"]
     except (json.JSONDecodeError, KeyError, AttributeError) as err:
-        raise ValueError(f"{path}: not the metrics.json of a run ({err!r}); cannot resume "
-                         "from it") from None
+        raise ValueError(
+            f"{path}: not the metrics.json of a run ({err!r}); cannot resume from it"
+        ) from None
     if status == "finished":
         raise ValueError(f"{run_dir}: that run finished already; nothing to resume")
     cfg = RunConfig.from_dict(saved)
@@ -339,22 +517,30 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such file (give a run folder, its "
-                                "config.json or its metrics.json)")
+        raise FileNotFoundError(
+            f"--config {path}: no such file (give a run folder, its "
+            "config.json or its metrics.json)"
+        )
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"--config {path}: not JSON ({err})") from None
     cfg = RunConfig.from_dict(d.get("config", d))
     # a rerun gets a folder of its own: never the saved run's, never overwriting
-    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=None,
-                                                               overwrite=False))
+    return dataclasses.replace(
+        cfg, output=dataclasses.replace(cfg.output, run_dir=None, overwrite=False)
+    )
 
 
 def run_name(cfg: RunConfig) -> str:
     d = cfg.data
-    stem = "spam" if d.data_file is None or d.data_format == "sms" or \
-        Path(d.data_file).name == sms.SMS_FILE_NAME else Path(d.data_file).stem
+    stem = (
+        "spam"
+        if d.data_file is None
+        or d.data_format == "sms"
+        or Path(d.data_file).name == sms.SMS_FILE_NAME
+        else Path(d.data_file).stem
+    )
     return f"{stem}-{cfg.model.model_size}"
 
 
@@ -378,11 +564,14 @@ class RunFolderLock:
         except BlockingIOError:
             holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip()
             os.close(self._fd)
-            raise FileExistsError(f"run folder {folder} is in use by another run ({holder}); "
-                                  "wait for it to end or pick another --run-dir") from None
+            raise FileExistsError(
+                f"run folder {folder} is in use by another run ({holder}); "
+                "wait for it to end or pick another --run-dir"
+            ) from None
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
-                  .encode(), 0)
+        os.pwrite(
+            self._fd, f"pid {os.getpid()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}".encode(), 0
+        )
 
     def release(self) -> None:
         if self._fd is not None:
@@ -392,13 +581,15 @@ class RunFolderLock:
 
 def _make_folder(path: Path) -> None:
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"--run-dir {path} is a file, not a folder; pick another "
-                              "--run-dir")
+        raise FileExistsError(f"--run-dir {path} is a file, not a folder; pick another --run-dir")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OSError(err.errno, f"cannot create the run folder {path}: {err.strerror}; "
-                      "pick a writable --run-dir or --runs-root") from None
+        raise OSError(
+            err.errno,
+            f"cannot create the run folder {path}: {err.strerror}; "
+            "pick a writable --run-dir or --runs-root",
+        ) from None
 
 
 def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, RunFolderLock]:
@@ -426,15 +617,27 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, RunFold
         if not out.overwrite:
             problem = "exists and is not empty; pick another --run-dir or pass --overwrite"
         elif not (path / "metrics.json").is_file():
-            problem = ("is not an earlier run's folder (no metrics.json), so --overwrite will "
-                       "not empty it; pick another --run-dir")
+            problem = (
+                "is not an earlier run's folder (no metrics.json), so --overwrite will "
+                "not empty it; pick another --run-dir"
+            )
         else:
-            inputs = [Path(f).resolve() for f in (cfg.data.data_file, cfg.data.val_file,
-                                                  cfg.data.test_file, cfg.model.model_dir) if f]
+            inputs = [
+                Path(f).resolve()
+                for f in (
+                    cfg.data.data_file,
+                    cfg.data.val_file,
+                    cfg.data.test_file,
+                    cfg.model.model_dir,
+                )
+                if f
+            ]
             inside = [str(f) for f in inputs if f.is_relative_to(path.resolve())]
             if inside:
-                problem = (f"holds this run's input {', '.join(inside)}, so --overwrite will "
-                           "not empty it; pick another --run-dir")
+                problem = (
+                    f"holds this run's input {', '.join(inside)}, so --overwrite will "
+                    "not empty it; pick another --run-dir"
+                )
         if problem:
             lock.release()
             raise FileExistsError(f"run folder {path} {problem}")
@@ -482,23 +685,37 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         path, fmt = Path(d.data_file), d.data_format
 
     def read(p: Path, fmt: str):
-        return tables.read_table(p, fmt=fmt, text_column=d.text_column,
-                                 label_column=d.label_column, sms_quoting=d.quoting)
+        return tables.read_table(
+            p,
+            fmt=fmt,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            sms_quoting=d.quoting,
+        )
 
     df = read(path, fmt)
     classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
     absent = sorted(set(classes) - set(df["label"]))
     if absent:
-        raise ValueError(f"--labels names {', '.join(map(repr, absent))}, which never occur(s) "
-                         f"in {path}; list only the classes the data has")
+        raise ValueError(
+            f"--labels names {', '.join(map(repr, absent))}, which never occur(s) "
+            f"in {path}; list only the classes the data has"
+        )
     df = tables.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
     test_size = None if d.test_size == "rest" else d.test_size
     train_size = d.train_size
     if not (cut_val or cut_test) and isinstance(train_size, float):
         train_size = len(df)  # validation and test have files of their own: train on all
-    splits = tables.split(df, train_size, d.val_size if cut_val else 0,
-                          test_size if cut_test else 0, seed, d.balance, d.stratify)
+    splits = tables.split(
+        df,
+        train_size,
+        d.val_size if cut_val else 0,
+        test_size if cut_test else 0,
+        seed,
+        d.balance,
+        d.stratify,
+    )
     extra = {}
     for name, file in (("val", d.val_file), ("test", d.test_file)):
         if file is not None:  # by their own extension unless --format says otherwise
@@ -514,16 +731,22 @@ def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
     (``batches`` per epoch, ``n_val`` validation rows); note what they imply."""
     k = tc.accumulation_steps
     if k > batches:
-        raise ValueError(f"--accumulation-steps {k} is more than the {batches} batches of an "
-                         f"epoch; use at most {batches} (or a smaller --batch-size)")
+        raise ValueError(
+            f"--accumulation-steps {k} is more than the {batches} batches of an "
+            f"epoch; use at most {batches} (or a smaller --batch-size)"
+        )
     updates = tc.epochs * batches // k
     if tc.warmup_steps and tc.warmup_steps >= updates:
-        raise ValueError(f"--warmup-steps {tc.warmup_steps} is not below the run's {updates} "
-                         f"optimizer updates ({tc.epochs} epochs x {batches} batches / "
-                         f"{k} accumulated): the learning rate would never reach --lr")
+        raise ValueError(
+            f"--warmup-steps {tc.warmup_steps} is not below the run's {updates} "
+            f"optimizer updates ({tc.epochs} epochs x {batches} batches / "
+            f"{k} accumulated): the learning rate would never reach --lr"
+        )
     if tc.select_by != "last" and not n_val:
-        raise ValueError(f"--select-by {tc.select_by} needs a validation split: give "
-                         "--val-size > 0 or --val-file")
+        raise ValueError(
+            f"--select-by {tc.select_by} needs a validation split: give "
+            "--val-size > 0 or --val-file"
+        )
 
 
 def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
@@ -531,15 +754,24 @@ def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
     mesh fits the devices and the batch splits over them."""
     placement = speed.placement()
     if placement is not None and tc.batch_size % placement.rows:
-        raise ValueError(f"--batch-size {tc.batch_size} cannot be split over the mesh's "
-                         f"{placement.rows} devices ({describe(placement.mesh)}); use a "
-                         f"multiple of {placement.rows}")
+        raise ValueError(
+            f"--batch-size {tc.batch_size} cannot be split over the mesh's "
+            f"{placement.rows} devices ({describe(placement.mesh)}); use a "
+            f"multiple of {placement.rows}"
+        )
     return placement
 
 
-def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: str,
-                  weights: np.ndarray, partition: Partition, n_train: int,
-                  log: Callable[[str], None] = print) -> Trainer:
+def build_trainer(
+    model: GPTModel,
+    tc: TrainConfig,
+    speed: SpeedConfig,
+    pool: str,
+    weights: np.ndarray,
+    partition: Partition,
+    n_train: int,
+    log: Callable[[str], None] = print,
+) -> Trainer:
     """The jitted steps for this setup (``n_train`` training examples, for the learning
     rate schedule); ``trainer.start`` is the first block computed per step (the blocks
     before it are the frozen prefix, computed once per text)."""
@@ -550,24 +782,45 @@ def build_trainer(model: GPTModel, tc: TrainConfig, speed: SpeedConfig, pool: st
     placement = check_mesh(speed, tc)
     if placement is not None:
         log(f"mesh: {describe(placement.mesh)}")
-    computed = dataclasses.replace(model.cfg, attention=speed.attention,
-                                   matmul_dtype=None if speed.train_dtype == "float32"
-                                   else speed.train_dtype)
+    computed = dataclasses.replace(
+        model.cfg,
+        attention=speed.attention,
+        matmul_dtype=None if speed.train_dtype == "float32" else speed.train_dtype,
+    )
     if computed != model.cfg:
         model = GPTModel(computed)
-    return Trainer(model, optimizer_for(tc, n_train), weights, pool=pool,
-                   seed=tc.seed, start=start, pooled_only=speed.pooled_only,
-                   ignore_index=tc.ignore_index, placement=placement)
+    return Trainer(
+        model,
+        optimizer_for(tc, n_train),
+        weights,
+        pool=pool,
+        seed=tc.seed,
+        start=start,
+        pooled_only=speed.pooled_only,
+        ignore_index=tc.ignore_index,
+        placement=placement,
+    )
 
 
-def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str, ...],
-                     tc: TrainConfig, speed: SpeedConfig, pool: str, weights: np.ndarray,
-                     partition: Partition, *, checkpoints: EpochCheckpoints | None = None,
-                     resume: bool = False, prefix_disk_dir: Path | None = None,
-                     on_epoch: Callable[[list[dict]], None] | None = None,
-                     on_step: Callable[[int], None] | None = None,
-                     on_resume: Callable[[Restored], None] | None = None,
-                     log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+def train_classifier(
+    model: GPTModel,
+    params,
+    encoded: dict,
+    classes: tuple[str, ...],
+    tc: TrainConfig,
+    speed: SpeedConfig,
+    pool: str,
+    weights: np.ndarray,
+    partition: Partition,
+    *,
+    checkpoints: EpochCheckpoints | None = None,
+    resume: bool = False,
+    prefix_disk_dir: Path | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    on_resume: Callable[[Restored], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, list[dict]]:
     """Fine-tune ``params`` (the parameter tree with its class head) on ``encoded``
     (``{"train": Encoded, ...}``) and evaluate every split after each epoch.
 
@@ -579,8 +832,7 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     cfg = model.cfg
     frozen, trainable = partition.frozen(params), partition.trainable(params)
     del params
-    trainer = build_trainer(model, tc, speed, pool, weights, partition,
-                            len(encoded["train"]), log)
+    trainer = build_trainer(model, tc, speed, pool, weights, partition, len(encoded["train"]), log)
     start, bucketed = trainer.start, speed.buckets and not reads_padding(pool, cfg.causal)
     state, frozen = trainer.init(trainable), trainer.place(frozen)
     select = tc.select_by != "last"
@@ -588,19 +840,26 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     best = state.trainable if select else None  # the best epoch's trainable leaves so far
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
     history, first_epoch = [], 1
-    restored = (checkpoints.resume(SelectedState(*state, best) if select else state,
-                                   fingerprints, log=log)
-                if resume and checkpoints else None)
+    restored = (
+        checkpoints.resume(SelectedState(*state, best) if select else state, fingerprints, log=log)
+        if resume and checkpoints
+        else None
+    )
     if restored is not None:
         if on_resume is not None:
             on_resume(restored)
         state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
         best = trainer.place(restored.state.best) if select else None
         first_epoch = restored.meta["epoch"] + 1
-        log(f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
-            f"from {checkpoints.directory}")
-        if tc.patience and history and (history[-1]["epoch"] - best_epoch(
-                history, tc.select_by) >= tc.patience):
+        log(
+            f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
+            f"from {checkpoints.directory}"
+        )
+        if (
+            tc.patience
+            and history
+            and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
+        ):
             first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
             log("the run had stopped early at that epoch: keeping its choice")
 
@@ -608,18 +867,26 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
     prefix_seconds = 0.0
     if start and first_epoch <= tc.epochs:
         t0 = time.perf_counter()
-        log(f"computing the frozen blocks h0..h{start - 1} once per text "
-            f"({speed.prefix_dtype})")
+        log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
         cache_dir = speed.prefix_cache_dir
         if cache_dir is not None and several():
-            log("--prefix-cache-dir is not used with several processes (each would decide on "
-                "its own whether to reuse it); the prefix is computed")
+            log(
+                "--prefix-cache-dir is not used with several processes (each would decide on "
+                "its own whether to reuse it); the prefix is computed"
+            )
             cache_dir = None
-        inputs = prefix_inputs(dataclasses.replace(cfg, attention=speed.attention),
-                               merge(frozen, trainable), encoded, start,
-                               bucketed=bucketed, matmul_dtype=speed.matmul_dtype(),
-                               cache_dir=cache_dir, disk_dir=prefix_disk_dir,
-                               log=log, placement=trainer.placement)
+        inputs = prefix_inputs(
+            dataclasses.replace(cfg, attention=speed.attention),
+            merge(frozen, trainable),
+            encoded,
+            start,
+            bucketed=bucketed,
+            matmul_dtype=speed.matmul_dtype(),
+            cache_dir=cache_dir,
+            disk_dir=prefix_disk_dir,
+            log=log,
+            placement=trainer.placement,
+        )
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")
 
@@ -632,38 +899,62 @@ def train_classifier(model: GPTModel, params, encoded: dict, classes: tuple[str,
         if select and chosen == epoch:
             best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
         if checkpoints is not None:
-            checkpoints.save(epoch, SelectedState(*state, best) if select else state, {
-                "epoch": epoch, "step": int(state.step), "seed": tc.seed, "history": history,
-                **fingerprints,
-                "random_state": "batch order drawn from (seed, epoch), dropout keys from "
-                                "(seed, step): nothing else to save"})
+            checkpoints.save(
+                epoch,
+                SelectedState(*state, best) if select else state,
+                {
+                    "epoch": epoch,
+                    "step": int(state.step),
+                    "seed": tc.seed,
+                    "history": history,
+                    **fingerprints,
+                    "random_state": "batch order drawn from (seed, epoch), dropout keys from "
+                    "(seed, step): nothing else to save",
+                },
+            )
         if on_epoch is not None:
             on_epoch(history)
         if tc.patience and epoch - chosen >= tc.patience:
-            log(f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
-                f"{tc.patience} epoch(s)")
+            log(
+                f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
+                f"{tc.patience} epoch(s)"
+            )
             return True
         return False
 
-    state, history = fit(trainer, state, frozen, inputs, encoded, classes, epochs=tc.epochs,
-                         batch_size=tc.batch_size, seed=tc.seed, bucketed=bucketed,
-                         first_epoch=first_epoch, history=history, on_epoch=after_epoch,
-                         on_step=on_step)
+    state, history = fit(
+        trainer,
+        state,
+        frozen,
+        inputs,
+        encoded,
+        classes,
+        epochs=tc.epochs,
+        batch_size=tc.batch_size,
+        seed=tc.seed,
+        bucketed=bucketed,
+        first_epoch=first_epoch,
+        history=history,
+        on_epoch=after_epoch,
+        on_step=on_step,
+    )
     return merge(frozen, best if select else state.trainable), history
 
 
-def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int,
-                    log: Callable[[str], None]) -> str:
+def _prefix_storage(
+    cfg: RunConfig, settings: dict, n_texts: int, length: int, log: Callable[[str], None]
+) -> str:
     """``memory`` or ``disk`` for the frozen-prefix outputs, said in the log."""
     s = cfg.speed
     if not s.prefix_cache or s.prefix_storage != "auto":
         return s.prefix_storage if s.prefix_storage != "auto" else "memory"
     need = estimate_peak_bytes(settings, n_texts, length, True)
-    budget = (available_bytes() if s.memory_budget_gib == "available"
-              else s.memory_budget_gib * GIB)
+    budget = available_bytes() if s.memory_budget_gib == "available" else s.memory_budget_gib * GIB
     if budget is not None and need > budget:
-        log(f"prefix outputs on disk (memory-mapped): the estimated peak {need / GIB:.1f} GiB "
-            f"exceeds the budget {budget / GIB:.1f} GiB")
+        log(
+            f"prefix outputs on disk (memory-mapped): the estimated peak {need / GIB:.1f} GiB "
+            f"exceeds the budget {budget / GIB:.1f} GiB"
+        )
         return "disk"
     return "memory"
 
@@ -691,17 +982,22 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _record_stop(report: dict, run_dir: Path, checkpoints: EpochCheckpoints, cfg: RunConfig,
-                 err: BaseException) -> None:
+def _record_stop(
+    report: dict, run_dir: Path, checkpoints: EpochCheckpoints, cfg: RunConfig, err: BaseException
+) -> None:
     """``metrics.json`` says why the run stopped and where its last good state is; the
     error gets the same as a note. Best effort: the disk may be what failed."""
     kept = checkpoints.latest_epoch()
     entry = "spam" if run_name(cfg).startswith("spam-") else "finetune"
-    where = (f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
-             f"`python -m experiments.{entry} --resume {run_dir}` goes on from there"
-             if kept else "no epoch had finished, so no training state was saved")
+    where = (
+        f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
+        f"`python -m experiments.{entry} --resume {run_dir}` goes on from there"
+        if kept
+        else "no epoch had finished, so no training state was saved"
+    )
     reason = (str(err).splitlines() or [""])[0] or (
-        "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__)
+        "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+    )
     report["status"] = f"stopped: {reason}; {where}"
     try:
         write_json(run_dir / "metrics.json", report)
@@ -721,16 +1017,23 @@ class _NoLock:
         pass
 
 
-def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = False,
-        on_step: Callable[[int], None] | None = None) -> dict:
+def run(
+    cfg: RunConfig,
+    log: Callable[[str], None] = print,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
     go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``)."""
     started = time.perf_counter()
     m, tc = cfg.model, cfg.train
     main = is_main()  # with several processes, only process 0 writes the run folder and logs
     if several() and cfg.output.run_dir is None:  # checked by every process alike
-        raise ValueError("with several processes give --run-dir (on a file system every "
-                         "host sees): the default name holds the time, which differs")
+        raise ValueError(
+            "with several processes give --run-dir (on a file system every "
+            "host sees): the default name holds the time, which differs"
+        )
     if not main:
         log = _quiet
 
@@ -742,21 +1045,28 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     model_cfg = m.gpt_config(settings, len(classes))
     tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
     max_length = {"longest": None, "context": model_cfg.context_length}.get(
-        cfg.data.max_length, cfg.data.max_length)
-    encoded, length = tables.encode_splits(splits, tokenizer, model_cfg.context_length,
-                                           max_length, vocab_size=model_cfg.vocab_size)
+        cfg.data.max_length, cfg.data.max_length
+    )
+    encoded, length = tables.encode_splits(
+        splits, tokenizer, model_cfg.context_length, max_length, vocab_size=model_cfg.vocab_size
+    )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
     batches = len(encoded["train"]) // tc.batch_size
     if batches == 0:
-        raise ValueError(f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
-                         "an epoch would have no steps; use more training rows or a smaller "
-                         "--batch-size")
+        raise ValueError(
+            f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
+            "an epoch would have no steps; use more training rows or a smaller "
+            "--batch-size"
+        )
     check_schedule(tc, batches, len(encoded.get("val", ())))
     check_mesh(cfg.speed, tc)
 
     try:
-        run_dir, lock = (prepare_run_dir(cfg, resume) if main
-                         else (Path(cfg.output.run_dir).resolve(), _NoLock()))
+        run_dir, lock = (
+            prepare_run_dir(cfg, resume)
+            if main
+            else (Path(cfg.output.run_dir).resolve(), _NoLock())
+        )
     except BaseException:
         share_outcome(False, "prepare the run folder")
         raise
@@ -764,40 +1074,64 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
         log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-        log(f"GPT-2 from {model_dir}" + (f" (Hub {m.hf_repo}, commit {model_dir.name})"
-                                          if m.hf_repo else ""))
+        log(
+            f"GPT-2 from {model_dir}"
+            + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
+        )
         log(f"settings: {settings}")
         log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
         log(f"model config: {model_cfg}")
-        log(f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
-            f"{list(classes)}")
+        log(
+            f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
+            f"{list(classes)}"
+        )
         backbone = {"folder": str(model_dir)}
         if m.hf_repo:
             backbone.update(hf_repo=m.hf_repo, hf_commit=model_dir.name)
-        data_info = {"files": labelled.files, "rows": labelled.rows, "classes": list(classes),
-                     "joined": labelled.joined, "max_length": length, "splits": {}}
+        data_info = {
+            "files": labelled.files,
+            "rows": labelled.rows,
+            "classes": list(classes),
+            "joined": labelled.joined,
+            "max_length": length,
+            "splits": {},
+        }
         if labelled.joined:
-            log(f"quoting joined {len(labelled.joined)} message(s) over several lines: "
+            log(
+                f"quoting joined {len(labelled.joined)} message(s) over several lines: "
                 + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
                 + (" ..." if len(labelled.joined) > 5 else "")
-                + " (--quoting none reads one message per line)")
+                + " (--quoting none reads one message per line)"
+            )
         for name, split in encoded.items():
             counts = np.bincount(split.labels, minlength=len(classes)).tolist()
-            data_info["splits"][name] = {"n": len(split), **dict(zip(classes, counts)),
-                                         "truncated": split.truncated}
-            log(f"{name:5}: {len(split):5} texts ("
-                + " / ".join(f"{c} {k}" for k, c in zip(classes, counts)) + ")"
-                + (f", {split.truncated} truncated to {length} tokens" if split.truncated else ""))
+            data_info["splits"][name] = {
+                "n": len(split),
+                **dict(zip(classes, counts)),
+                "truncated": split.truncated,
+            }
+            log(
+                f"{name:5}: {len(split):5} texts ("
+                + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
+                + ")"
+                + (f", {split.truncated} truncated to {length} tokens" if split.truncated else "")
+            )
         data_info["batches_per_epoch"] = batches
         log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
         n_texts = sum(map(len, encoded.values()))
         log(memory_check(settings, n_texts, length, cfg.speed.prefix_cache))
         storage = _prefix_storage(cfg, settings, n_texts, length, log)
         if tc.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
-            report = {"run_dir": str(run_dir), "config": cfg.to_dict(), "settings": settings,
-                      "backbone": backbone, "data": data_info, "epochs": [],
-                      "status": "checked: --epochs 0 reads and splits the data only; nothing "
-                                "was trained and no classifier was saved"}
+            report = {
+                "run_dir": str(run_dir),
+                "config": cfg.to_dict(),
+                "settings": settings,
+                "backbone": backbone,
+                "data": data_info,
+                "epochs": [],
+                "status": "checked: --epochs 0 reads and splits the data only; nothing "
+                "was trained and no classifier was saved",
+            }
             if main:
                 write_json(run_dir / "metrics.json", report)
             log(report["status"])
@@ -810,37 +1144,51 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             settings, pretrained = load_pretrained(model_dir)
             log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
         has_pretrained = pretrained is not None
-        params, from_init = with_class_head(load_weights(pretrained) if has_pretrained else None,
-                                            model_cfg, tc.seed)
+        params, from_init = with_class_head(
+            load_weights(pretrained) if has_pretrained else None, model_cfg, tc.seed
+        )
         del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
         if has_pretrained:
             log(f"from the checkpoint: all but {from_init} (new, seeded init)")
         partition = Partition.from_patterns(params, patterns)
         counts = partition.counts
-        log(f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
-            f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})")
+        log(
+            f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
+            f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})"
+        )
         log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
 
         report = {
-            "run_dir": str(run_dir), "config": cfg.to_dict(), "seed": tc.seed, "settings": settings,
+            "run_dir": str(run_dir),
+            "config": cfg.to_dict(),
+            "seed": tc.seed,
+            "settings": settings,
             "backbone": backbone,
-            "model_config": dataclasses.asdict(model_cfg), "data": data_info,
-            "trainable_patterns": list(patterns), "parameters": counts,
-            "class_weights": weights.tolist(), "backend": jax.default_backend(),
-            "prefix_storage": storage, "epochs": [], "status": "running",
+            "model_config": dataclasses.asdict(model_cfg),
+            "data": data_info,
+            "trainable_patterns": list(patterns),
+            "parameters": counts,
+            "class_weights": weights.tolist(),
+            "backend": jax.default_backend(),
+            "prefix_storage": storage,
+            "epochs": [],
+            "status": "running",
         }
         checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
         if resume:
             previous = json.loads((run_dir / "metrics.json").read_text())
             report["epochs"] = previous.get("epochs", [])
             report["resumed"] = previous.get("resumed", []) + [
-                {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}]
+                {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}
+            ]
 
         def on_resume(restored: Restored) -> None:  # called only when resuming
-            report["resumed"][-1].update(after_epoch=restored.meta["epoch"],
-                                         skipped=[{"epoch": e, "why": why}
-                                                  for e, why in restored.skipped])
+            report["resumed"][-1].update(
+                after_epoch=restored.meta["epoch"],
+                skipped=[{"epoch": e, "why": why} for e, why in restored.skipped],
+            )
             report["epochs"] = restored.meta["history"]
+
         if main:
             write_json(run_dir / "metrics.json", report)
             write_json(run_dir / "config.json", cfg.to_dict())
@@ -857,24 +1205,39 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
             disk_dir = disk_dir / f"process-{jax.process_index()}"
         try:
             params, _ = train_classifier(
-                GPTModel(model_cfg), params, encoded, classes, tc, cfg.speed, m.pool, weights,
-                partition, checkpoints=checkpoints, resume=resume, prefix_disk_dir=disk_dir,
-                on_epoch=on_epoch, on_step=on_step, on_resume=on_resume,
-                log=log)
+                GPTModel(model_cfg),
+                params,
+                encoded,
+                classes,
+                tc,
+                cfg.speed,
+                m.pool,
+                weights,
+                partition,
+                checkpoints=checkpoints,
+                resume=resume,
+                prefix_disk_dir=disk_dir,
+                on_epoch=on_epoch,
+                on_step=on_step,
+                on_resume=on_resume,
+                log=log,
+            )
             chosen = best_epoch(report["epochs"], tc.select_by)
             report["selected"] = {"epoch": chosen, "by": tc.select_by}
             if tc.select_by != "last":
-                report["selected"]["value"] = epoch_score(report["epochs"][chosen - 1],
-                                                          tc.select_by)
-                log(f"the classifier keeps epoch {chosen}: best {tc.select_by} "
-                    f"{report['selected']['value']:.4f}")
+                report["selected"]["value"] = epoch_score(
+                    report["epochs"][chosen - 1], tc.select_by
+                )
+                log(
+                    f"the classifier keeps epoch {chosen}: best {tc.select_by} "
+                    f"{report['selected']['value']:.4f}"
+                )
             report["stopped_early"] = report["epochs"][-1]["epoch"] < tc.epochs
             saved_cfg = model_cfg
             if cfg.output.merge_lora and model_cfg.lora_rank:
                 params, saved_cfg = merge_lora(params, model_cfg)
                 log("LoRA adapters folded into the weights of the saved classifier")
-            spec = ClassifierConfig(model=saved_cfg, labels=classes, pool=m.pool,
-                                    max_length=length)
+            spec = ClassifierConfig(model=saved_cfg, labels=classes, pool=m.pool, max_length=length)
             save_classifier(run_dir, params, spec, bpe_dir=model_dir)
         except BaseException as err:
             if main:
@@ -889,8 +1252,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, *, resume: bool = Fa
         report["peak_memory_gib"] = peak_memory_bytes() / GIB
         if main:
             write_json(run_dir / "metrics.json", report)
-        log(f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
-            f"GiB); metrics.json, plots and the classifier are in {run_dir}")
+        log(
+            f"done in {report['total_seconds']:.1f} s (peak memory {report['peak_memory_gib']:.2f} "
+            f"GiB); metrics.json, plots and the classifier are in {run_dir}"
+        )
         return report
     finally:
         lock.release()

@@ -5,10 +5,12 @@ n_head, n_layer``; the book and this package use ``vocab_size, context_length,
 emb_dim, n_heads, n_layers``. ``OPENAI_TO_CONFIG`` is the one place that says which
 is which.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # How attention is computed: the CPU-friendly blocked code, jax.nn.dot_product_attention
 # (cuDNN's fused attention on GPUs), or "auto" (fused on GPUs, blocked elsewhere).
@@ -67,18 +69,23 @@ class GPTConfig:
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
         if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
-            raise ValueError(f"GPTConfig.matmul_dtype must be float32, bfloat16 or float16, "
-                             f"got {self.matmul_dtype!r}")
+            raise ValueError(
+                f"GPTConfig.matmul_dtype must be float32, bfloat16 or float16, "
+                f"got {self.matmul_dtype!r}"
+            )
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ValueError(f"GPTConfig.lora_rank must be an int >= 0, got {self.lora_rank!r}")
         if not isinstance(self.lora_blocks, int) or not 0 <= self.lora_blocks <= self.n_layers:
-            raise ValueError(f"GPTConfig.lora_blocks must be in [0, n_layers={self.n_layers}] "
-                             f"(0: all), got {self.lora_blocks!r}")
+            raise ValueError(
+                f"GPTConfig.lora_blocks must be in [0, n_layers={self.n_layers}] "
+                f"(0: all), got {self.lora_blocks!r}"
+            )
         if self.lora_rank and not self.lora_alpha > 0:
             raise ValueError(f"GPTConfig.lora_alpha must be > 0, got {self.lora_alpha}")
         if self.attention not in ATTENTION:
-            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION}, got "
-                             f"{self.attention!r}")
+            raise ValueError(
+                f"GPTConfig.attention must be one of {ATTENTION}, got {self.attention!r}"
+            )
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"GPTConfig.num_classes must be >= 2, got {self.num_classes}")
 
@@ -92,7 +99,7 @@ class GPTConfig:
         return self.lora_rank > 0 and block >= first
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> "GPTConfig":
+    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> GPTConfig:
         """Build a config from OpenAI's hparams dict, then apply ``overrides``.
 
         Unknown extra keys in ``settings`` are ignored; a missing one is an error.
@@ -107,7 +114,7 @@ class GPTConfig:
         return cls(**fields)
 
     @classmethod
-    def from_size(cls, model_size: str, **overrides: Any) -> "GPTConfig":
+    def from_size(cls, model_size: str, **overrides: Any) -> GPTConfig:
         """Config of one of OpenAI's released sizes ("124M", "355M", "774M", "1558M")."""
         return cls.from_settings(settings_for_size(model_size), **overrides)
 

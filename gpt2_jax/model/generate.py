@@ -1,4 +1,5 @@
 """Greedy decoding: a quick "does the pretrained model talk" check."""
+
 from __future__ import annotations
 
 import functools
@@ -7,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
-from gpt2_jax.data.batches import bucket_length
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -36,8 +37,10 @@ def generate(model: GPTModel, params, token_ids, max_new_tokens: int) -> np.ndar
     """
     cfg = model.cfg
     if cfg.num_classes is not None:
-        raise ValueError(f"generate needs a language model (num_classes=None), this one has "
-                         f"a {cfg.num_classes}-class head")
+        raise ValueError(
+            f"generate needs a language model (num_classes=None), this one has "
+            f"a {cfg.num_classes}-class head"
+        )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     ids = np.asarray(token_ids, dtype=np.int32)

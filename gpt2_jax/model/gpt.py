@@ -8,6 +8,7 @@ names the same weights as ``model/h11/attn/c_attn/w`` in the checkpoint.
 Shapes: B = batch, T = sequence length, E = ``emb_dim``, H = ``n_heads``,
 D = E / H, V = ``vocab_size``, C = ``num_classes``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,28 +82,35 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, cols: slice | None = None) -> jax.Array:
         kernel = self.param("kernel", _init, (x.shape[-1], self.features), jnp.float32)
-        bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-                if self.use_bias else None)
+        bias = (
+            self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias
+            else None
+        )
         lora = None
         if self.lora_rank:
-            lora = (self.param("lora_a", _lora_a_init, (x.shape[-1], self.lora_rank)),
-                    self.param("lora_b", nn.initializers.zeros, (self.lora_rank, self.features)))
+            lora = (
+                self.param("lora_a", _lora_a_init, (x.shape[-1], self.lora_rank)),
+                self.param("lora_b", nn.initializers.zeros, (self.lora_rank, self.features)),
+            )
         if cols is not None:
             kernel = kernel[:, cols]
             bias = None if bias is None else bias[cols]
             lora = None if lora is None else (lora[0], lora[1][:, cols])
         y = _dot(x, kernel, self.dtype)
         if lora is not None:
-            y = y + (self.lora_alpha / self.lora_rank) * _dot(_dot(x, lora[0], self.dtype),
-                                                               lora[1], self.dtype)
+            y = y + (self.lora_alpha / self.lora_rank) * _dot(
+                _dot(x, lora[0], self.dtype), lora[1], self.dtype
+            )
         return y if bias is None else y + bias
 
 
 ATTENTION_BLOCK = 96  # about this many query rows per block in causal_attention
 
 
-def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None,
-                     causal: bool = True):
+def causal_attention(
+    q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None, causal: bool = True
+):
     """Causal softmax attention, [B, T, H, D] each -> [B, T, H, D], in blocks of query rows.
 
     The same function as ``softmax(q kᵀ / √D + causal mask) v``, organised for the CPU:
@@ -124,12 +132,13 @@ def causal_attention(q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments
     outs = []
     for start in range(0, t, size):
         stop = min(t, start + size) if causal else t
-        scores = _dot(q[:, :, start:start + size], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
+        scores = _dot(q[:, :, start : start + size], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
         rows, cols = jnp.arange(start, min(t, start + size)), jnp.arange(stop)
         visible = (rows[:, None] >= cols[None, :]) | (not causal)
         if segments is not None:
-            visible = visible & (segments[:, start:start + size, None]
-                                 == segments[:, None, :stop])
+            visible = visible & (
+                segments[:, start : start + size, None] == segments[:, None, :stop]
+            )
             visible = visible[:, None]  # [B, 1, q, k]
         scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
         p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -163,8 +172,20 @@ def normalise(x: jax.Array) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
 
 
-def pooled_attention(q, n, query_index, scale, shift, w_k, w_v, b_v, n_heads: int,
-                     dtype=None, dropout=None, causal: bool = True):
+def pooled_attention(
+    q,
+    n,
+    query_index,
+    scale,
+    shift,
+    w_k,
+    w_v,
+    b_v,
+    n_heads: int,
+    dtype=None,
+    dropout=None,
+    causal: bool = True,
+):
     """Attention of one query per sequence, with the key and value projections absorbed.
 
     q [B, E] (already projected); n [B, T, E] the *normalised* rows entering the block,
@@ -203,9 +224,14 @@ class CausalSelfAttention(nn.Module):
     lora: bool = False  # LoRA adapters on c_attn and c_proj (cfg.lora_rank)
 
     @nn.compact
-    def __call__(self, h: jax.Array, deterministic: bool = True,
-                 query_index: jax.Array | None = None, keys=None,
-                 segments: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        h: jax.Array,
+        deterministic: bool = True,
+        query_index: jax.Array | None = None,
+        keys=None,
+        segments: jax.Array | None = None,
+    ) -> jax.Array:
         """[B, T, E] -> [B, T, E]; position t attends to positions <= t (of its own
         segment, when ``segments`` [B, T] says which text each position belongs to).
 
@@ -217,24 +243,46 @@ class CausalSelfAttention(nn.Module):
         cfg, dtype = self.cfg, matmul_dtype(self.cfg)
         b, t, e = h.shape
         rank = cfg.lora_rank if self.lora else 0
-        c_attn = Linear(3 * e, use_bias=cfg.qkv_bias, dtype=dtype, lora_rank=rank,
-                        lora_alpha=cfg.lora_alpha, name="c_attn")
-        c_proj = Linear(e, dtype=dtype, lora_rank=rank, lora_alpha=cfg.lora_alpha,
-                        name="c_proj")
+        c_attn = Linear(
+            3 * e,
+            use_bias=cfg.qkv_bias,
+            dtype=dtype,
+            lora_rank=rank,
+            lora_alpha=cfg.lora_alpha,
+            name="c_attn",
+        )
+        c_proj = Linear(e, dtype=dtype, lora_rank=rank, lora_alpha=cfg.lora_alpha, name="c_proj")
         dropout = nn.Dropout(cfg.drop_rate)
         if query_index is not None:
             n, scale, shift = keys
             q = c_attn(h[:, 0], cols=slice(0, e))
             kernel = effective_kernel(c_attn.variables["params"], cfg.lora_alpha)
-            b_v = (c_attn.variables["params"]["bias"][2 * e:] if cfg.qkv_bias
-                   else jnp.zeros((e,), kernel.dtype))
+            b_v = (
+                c_attn.variables["params"]["bias"][2 * e :]
+                if cfg.qkv_bias
+                else jnp.zeros((e,), kernel.dtype)
+            )
             drop = None if deterministic else (lambda w: dropout(w, deterministic=False))
-            out = pooled_attention(q, n, query_index, scale, shift, kernel[:, e:2 * e],
-                                   kernel[:, 2 * e:], b_v, cfg.n_heads, dtype, drop,
-                                   cfg.causal)
+            out = pooled_attention(
+                q,
+                n,
+                query_index,
+                scale,
+                shift,
+                kernel[:, e : 2 * e],
+                kernel[:, 2 * e :],
+                b_v,
+                cfg.n_heads,
+                dtype,
+                drop,
+                cfg.causal,
+            )
             return dropout(c_proj(out[:, None]), deterministic=deterministic)
         q, k, v = jnp.split(c_attn(h), 3, axis=-1)
-        heads = lambda a: a.reshape(b, t, cfg.n_heads, cfg.head_dim)
+
+        def heads(a):  # [b, t, emb] -> [b, t, heads, head_dim]
+            return a.reshape(b, t, cfg.n_heads, cfg.head_dim)
+
         q, k, v = heads(q), heads(k), heads(v)
         if deterministic or cfg.drop_rate == 0:
             attend = fused_attention if uses_fused_attention(cfg) else causal_attention
@@ -259,8 +307,9 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """[B, T, E] -> [B, T, E] through a 4E hidden layer with tanh-approximated GELU."""
         e, dtype = self.cfg.emb_dim, matmul_dtype(self.cfg)
-        lora = dict(lora_rank=self.cfg.lora_rank if self.lora else 0,
-                    lora_alpha=self.cfg.lora_alpha)
+        lora = dict(
+            lora_rank=self.cfg.lora_rank if self.lora else 0, lora_alpha=self.cfg.lora_alpha
+        )
         h = Linear(4 * e, dtype=dtype, name="c_fc", **lora)(x)
         h = jax.nn.gelu(h, approximate=True)
         h = Linear(e, dtype=dtype, name="c_proj", **lora)(h)
@@ -279,9 +328,13 @@ class Block(nn.Module):
     lora: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True,
-                 query_index: jax.Array | None = None,
-                 segments: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        deterministic: bool = True,
+        query_index: jax.Array | None = None,
+        segments: jax.Array | None = None,
+    ) -> jax.Array:
         ln_1, attn = _layer_norm("ln_1"), CausalSelfAttention(self.cfg, self.lora, name="attn")
         if query_index is None:
             x = x + attn(ln_1(x), deterministic, segments=segments)
@@ -289,8 +342,9 @@ class Block(nn.Module):
             row = _take(x, query_index)
             h = ln_1(row)
             norm = ln_1.variables["params"]
-            x = row + attn(h, deterministic, query_index,
-                           keys=(normalise(x), norm["scale"], norm["bias"]))
+            x = row + attn(
+                h, deterministic, query_index, keys=(normalise(x), norm["scale"], norm["bias"])
+            )
         return x + MLP(self.cfg, self.lora, name="mlp")(_layer_norm("ln_2")(x), deterministic)
 
 
@@ -316,10 +370,17 @@ class GPTModel(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, deterministic: bool = True, *, start: int = 0,
-                 stop: int | None = None, pool_index: jax.Array | None = None,
-                 positions: jax.Array | None = None,
-                 segments: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool = True,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        pool_index: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        segments: jax.Array | None = None,
+    ) -> jax.Array:
         cfg = self.cfg
         last = cfg.n_layers if stop is None else stop
         if not 0 <= start <= last <= cfg.n_layers:
@@ -331,8 +392,12 @@ class GPTModel(nn.Module):
             )
         wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=_init, name="wte")
         if start == 0:
-            wpe = nn.Embed(cfg.context_length, cfg.emb_dim,
-                           embedding_init=nn.initializers.normal(0.01), name="wpe")
+            wpe = nn.Embed(
+                cfg.context_length,
+                cfg.emb_dim,
+                embedding_init=nn.initializers.normal(0.01),
+                name="wpe",
+            )
             x = wte(inputs) + wpe(jnp.arange(t) if positions is None else positions)
             x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
         else:
@@ -340,7 +405,8 @@ class GPTModel(nn.Module):
         for i in range(start, last):
             pooled = pool_index is not None and i == cfg.n_layers - 1
             x = Block(cfg, cfg.has_lora(i), name=f"h{i}")(
-                x, deterministic, pool_index if pooled else None, segments)
+                x, deterministic, pool_index if pooled else None, segments
+            )
         if stop is not None:
             return x  # hidden states entering block `stop` (before ln_f even if stop = n)
         if pool_index is not None and start == cfg.n_layers:
@@ -371,6 +437,7 @@ def merge_lora(params: dict, cfg: GPTConfig) -> tuple[dict, GPTConfig]:
     """The same model without adapters: every ``Linear`` with ``lora_a``/``lora_b`` gets
     ``W + (alpha / r) A B`` as its kernel, and the config ``lora_rank=0``. Predictions
     agree with the unmerged model up to float32 rounding."""
+
     def walk(node):
         if not isinstance(node, dict):
             return node
@@ -378,4 +445,5 @@ def merge_lora(params: dict, cfg: GPTConfig) -> tuple[dict, GPTConfig]:
             rest = {k: v for k, v in node.items() if k not in ("lora_a", "lora_b")}
             return {**rest, "kernel": effective_kernel(node, cfg.lora_alpha)}
         return {k: walk(v) for k, v in node.items()}
+
     return walk(params), dataclasses.replace(cfg, lora_rank=0, lora_blocks=0)

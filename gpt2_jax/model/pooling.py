@@ -8,6 +8,7 @@
   ``--average_embeddings``, without the padding; the head is linear, so this is the
   head applied to the mean of the final hidden states).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp

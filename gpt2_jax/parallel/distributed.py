@@ -13,19 +13,29 @@ processes and this process's index from flags, or leaves them to JAX, which read
 ``JAX_COORDINATOR_ADDRESS`` and recognises SLURM, Open MPI and Kubernetes jobs. On
 CPUs the processes talk through gloo.
 """
+
 from __future__ import annotations
 
 import jax
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: int = 300) -> None:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    timeout_s: int = 300,
+) -> None:
     """Join the distributed runtime (once per process, before any JAX computation)."""
     if jax.distributed.is_initialized():
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=timeout_s)
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout_s,
+    )
 
 
 def is_main() -> bool:

@@ -15,6 +15,7 @@ computation itself is the same jitted code as on one device: ``jax.jit`` follows
 shardings of its inputs, and the outputs are pinned to the same layout. A mesh of one
 device is not used at all: that is today's single-device path, unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,12 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH_AXES = AXES  # rows of a batch are split over both axes
-MIN_SHARDED_ELEMENTS = 2 ** 14  # smaller leaves (biases, norms) are copied to every device
+MIN_SHARDED_ELEMENTS = 2**14  # smaller leaves (biases, norms) are copied to every device
 
 
 def parse_mesh(text: str | None) -> dict[str, int]:
@@ -38,8 +40,10 @@ def parse_mesh(text: str | None) -> dict[str, int]:
     for part in text.split(","):
         name, eq, value = part.strip().partition("=")
         if name not in AXES or not eq:
-            raise ValueError(f"--mesh {text!r}: expected AXIS=N pairs with AXIS in "
-                             f"{', '.join(AXES)}, e.g. data=4,fsdp=2")
+            raise ValueError(
+                f"--mesh {text!r}: expected AXIS=N pairs with AXIS in "
+                f"{', '.join(AXES)}, e.g. data=4,fsdp=2"
+            )
         if name in sizes:
             raise ValueError(f"--mesh {text!r}: axis {name!r} given twice")
         try:
@@ -63,10 +67,11 @@ def make_mesh(text: str | None = None, devices=None) -> Mesh:
     shape = tuple(sizes.get(axis, 1) for axis in AXES)
     n = math.prod(shape)
     if n > len(devices) or (n < len(devices) and jax.process_count() > 1):
-        raise ValueError(f"--mesh {text}: {' x '.join(map(str, shape))} = {n} devices, but "
-                         f"there are {len(devices)} ({devices[0].platform}); make the sizes "
-                         f"multiply to {len(devices)}"
-                         + (" or fewer" if jax.process_count() == 1 else ""))
+        raise ValueError(
+            f"--mesh {text}: {' x '.join(map(str, shape))} = {n} devices, but "
+            f"there are {len(devices)} ({devices[0].platform}); make the sizes "
+            f"multiply to {len(devices)}" + (" or fewer" if jax.process_count() == 1 else "")
+        )
     return Mesh(np.array(devices[:n]).reshape(shape), AXES)
 
 
@@ -90,8 +95,7 @@ def leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
 def tree_shardings(mesh: Mesh, tree):
     """A ``NamedSharding`` for every leaf of ``tree`` (arrays or ShapeDtypeStructs)."""
     fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(lambda leaf: NamedSharding(mesh, leaf_spec(tuple(leaf.shape), fsdp)),
-                        tree)
+    return jax.tree.map(lambda leaf: NamedSharding(mesh, leaf_spec(tuple(leaf.shape), fsdp)), tree)
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
@@ -125,9 +129,11 @@ class Placement:
         for a in arrays:
             a = np.asarray(a)
             if a.shape[0] % self.rows:
-                raise ValueError(f"a batch of {a.shape[0]} rows cannot be split over "
-                                 f"{self.rows} devices; use a batch size that is a multiple "
-                                 f"of {self.rows}")
+                raise ValueError(
+                    f"a batch of {a.shape[0]} rows cannot be split over "
+                    f"{self.rows} devices; use a batch size that is a multiple "
+                    f"of {self.rows}"
+                )
             sharding = batch_sharding(self.mesh, a.ndim)
             if jax.process_count() == 1:
                 out.append(jax.device_put(a, sharding))

@@ -9,6 +9,7 @@ Nothing a client sends can stop the server: every failure becomes a JSON respons
 The page (``web/index.html``) is one file with its own CSS and plain JavaScript, so
 it works on a machine without internet.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,6 +54,7 @@ class Limits:
 
 # --------------------------------------------------------------------------- facts
 
+
 def run_facts(run_dir: str | Path, classifier) -> dict:
     """What the page shows about the run: labels, pooling, max length, model size and,
     from ``metrics.json`` if the run has one, test accuracy and per-class recall of the
@@ -65,17 +67,24 @@ def run_facts(run_dir: str | Path, classifier) -> dict:
         "labels": list(spec.labels),
         "pool": spec.pool,
         "max_length": spec.max_length,
-        "model": {"parameters": n_params, "n_layers": m.n_layers, "n_heads": m.n_heads,
-                  "emb_dim": m.emb_dim, "context_length": m.context_length,
-                  "vocab_size": m.vocab_size},
+        "model": {
+            "parameters": n_params,
+            "n_layers": m.n_layers,
+            "n_heads": m.n_heads,
+            "emb_dim": m.emb_dim,
+            "context_length": m.context_length,
+            "vocab_size": m.vocab_size,
+        },
     }
-    facts["metrics"], facts["metrics_note"] = saved_metrics(Path(run_dir) / "metrics.json",
-                                                           spec.labels)
+    facts["metrics"], facts["metrics_note"] = saved_metrics(
+        Path(run_dir) / "metrics.json", spec.labels
+    )
     return facts
 
 
 def _leaves(tree):
     import jax
+
     return jax.tree_util.tree_leaves(tree)
 
 
@@ -101,11 +110,19 @@ def _saved_metrics(report, labels) -> tuple[dict | None, str]:
         return None, "metrics.json has no test results"
     test = epoch["test"]
     per_class = test.get("per_class") or {}
-    recall = {name: _number(per_class.get(name, {}).get("recall",
-                                                        test.get(f"{name}_accuracy")))
-              for name in labels}
-    return ({"epoch": epoch.get("epoch"), "test_accuracy": _number(test.get("accuracy")),
-             "test_n": test.get("n"), "recall": recall}, "test split of metrics.json")
+    recall = {
+        name: _number(per_class.get(name, {}).get("recall", test.get(f"{name}_accuracy")))
+        for name in labels
+    }
+    return (
+        {
+            "epoch": epoch.get("epoch"),
+            "test_accuracy": _number(test.get("accuracy")),
+            "test_n": test.get("n"),
+            "recall": recall,
+        },
+        "test split of metrics.json",
+    )
 
 
 def _number(x):
@@ -117,6 +134,7 @@ def _number(x):
 
 
 # --------------------------------------------------------------------------- requests
+
 
 class BadRequest(Exception):
     """A request the server refuses: HTTP ``status`` and a message for the client."""
@@ -131,8 +149,13 @@ def _kind(value) -> str:
         return "a boolean"
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", str: "a string", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def check_content_type(header: str | None) -> None:
@@ -141,8 +164,11 @@ def check_content_type(header: str | None) -> None:
         return
     media = header.split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise BadRequest(415, f"Content-Type is {media or 'empty'}; send the texts as JSON "
-                         "with Content-Type: application/json")
+        raise BadRequest(
+            415,
+            f"Content-Type is {media or 'empty'}; send the texts as JSON "
+            "with Content-Type: application/json",
+        )
 
 
 def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]:
@@ -153,21 +179,28 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
     try:
         data = json.loads(body)
     except UnicodeDecodeError as err:
-        raise BadRequest(400, f"the body is not UTF-8 text (byte {err.start + 1}); send "
-                         "UTF-8 JSON") from None
+        raise BadRequest(
+            400, f"the body is not UTF-8 text (byte {err.start + 1}); send UTF-8 JSON"
+        ) from None
     except json.JSONDecodeError as err:
-        raise BadRequest(400, f"the body is not JSON: {err.msg} at line {err.lineno} column "
-                         f"{err.colno}") from None
+        raise BadRequest(
+            400, f"the body is not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
     except (ValueError, RecursionError) as err:  # a 5,000-digit number, arrays 1,000 deep
         kind = "nested too deeply" if isinstance(err, RecursionError) else "a number too long"
-        raise BadRequest(400, f"the body is JSON this server does not read ({kind}); send "
-                         '{"texts": ["..."]}') from None
+        raise BadRequest(
+            400, f'the body is JSON this server does not read ({kind}); send {{"texts": ["..."]}}'
+        ) from None
     if not isinstance(data, dict):
-        raise BadRequest(422, f'the body must be a JSON object {{"texts": ["..."]}}, got '
-                         f"{_kind(data)}")
+        raise BadRequest(
+            422, f'the body must be a JSON object {{"texts": ["..."]}}, got {_kind(data)}'
+        )
     if "texts" not in data:
-        raise BadRequest(422, 'no "texts" key: send {"texts": ["..."]}'
-                         + (f" (got keys {sorted(data)})" if data else ""))
+        raise BadRequest(
+            422,
+            'no "texts" key: send {"texts": ["..."]}'
+            + (f" (got keys {sorted(data)})" if data else ""),
+        )
     extra = sorted(k for k in data if k != "texts")
     if extra:
         raise BadRequest(422, f'unknown key(s) {extra}: the body takes only "texts"')
@@ -178,24 +211,35 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
     if not texts:
         raise BadRequest(422, '"texts" is an empty list; give at least one text')
     if len(texts) > limits.max_texts:
-        raise BadRequest(413, f"{len(texts)} texts in one request; at most {limits.max_texts} "
-                         "(the server's --max-texts)")
+        raise BadRequest(
+            413,
+            f"{len(texts)} texts in one request; at most {limits.max_texts} "
+            "(the server's --max-texts)",
+        )
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise BadRequest(422, f"texts[{i}] is {_kind(text)} ({json.dumps(text)[:40]}), "
-                             "not a string")
+            raise BadRequest(
+                422, f"texts[{i}] is {_kind(text)} ({json.dumps(text)[:40]}), not a string"
+            )
         if not text.strip():
-            raise BadRequest(422, f"texts[{i}] is empty or only white space; give some text "
-                             "to classify")
+            raise BadRequest(
+                422, f"texts[{i}] is empty or only white space; give some text to classify"
+            )
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
-            raise BadRequest(422, f"texts[{i}] has an unpaired surrogate at character "
-                             f"{err.start + 1}: not valid Unicode text") from None
+            raise BadRequest(
+                422,
+                f"texts[{i}] has an unpaired surrogate at character "
+                f"{err.start + 1}: not valid Unicode text",
+            ) from None
         for bad in refused_substrings:
             if bad in text:
-                raise BadRequest(422, f"texts[{i}] contains {bad!r}, a special token the "
-                                 "tokenizer does not accept inside a text")
+                raise BadRequest(
+                    422,
+                    f"texts[{i}] contains {bad!r}, a special token the "
+                    "tokenizer does not accept inside a text",
+                )
     return texts
 
 
@@ -209,8 +253,9 @@ async def read_body(request, limit: int) -> bytes:
         except ValueError:
             raise BadRequest(400, f"Content-Length is {declared!r}, not a number") from None
         if size > limit:
-            raise BadRequest(413, f"the body is {size} bytes; at most {limit} (the server's "
-                             "--max-body-bytes)")
+            raise BadRequest(
+                413, f"the body is {size} bytes; at most {limit} (the server's --max-body-bytes)"
+            )
     from starlette.requests import ClientDisconnect
 
     chunks, size = [], 0
@@ -221,32 +266,36 @@ async def read_body(request, limit: int) -> bytes:
         except StopAsyncIteration:
             break
         except ClientDisconnect:  # the client left half-way: nobody to answer, nothing to log
-            raise BadRequest(400, "the client disconnected before sending the whole body"
-                             ) from None
+            raise BadRequest(400, "the client disconnected before sending the whole body") from None
         size += len(chunk)
         if size > limit:
-            raise BadRequest(413, f"the body is over {limit} bytes (the server's "
-                             "--max-body-bytes)")
+            raise BadRequest(413, f"the body is over {limit} bytes (the server's --max-body-bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def results(pred) -> list[dict]:
     """One ``{"label", "probs": {class: p}, "truncated"}`` per text."""
-    return [{"label": label,
-             "probs": {name: float(p) for name, p in zip(pred.class_names, row)},
-             "truncated": bool(cut)}
-            for label, row, cut in zip(pred.labels, pred.probs, pred.truncated)]
+    return [
+        {
+            "label": label,
+            "probs": {name: float(p) for name, p in zip(pred.class_names, row)},
+            "truncated": bool(cut),
+        }
+        for label, row, cut in zip(pred.labels, pred.probs, pred.truncated)
+    ]
 
 
 # --------------------------------------------------------------------------- app
+
 
 def page_html() -> str:
     return resources.files("gpt2_jax.serve").joinpath("web/index.html").read_text("utf-8")
 
 
-def make_app(classifier, facts: dict, limits: Limits = Limits(),
-             batcher: MicroBatcher | None = None):
+def make_app(
+    classifier, facts: dict, limits: Limits = Limits(), batcher: MicroBatcher | None = None
+):
     """The Starlette app. ``batcher`` defaults to a batching ``MicroBatcher`` over
     ``classifier.predict``; it is started and stopped with the app (its lifespan)."""
     from starlette.applications import Starlette
@@ -270,11 +319,19 @@ def make_app(classifier, facts: dict, limits: Limits = Limits(),
         return JSONResponse({"status": "ok"})
 
     async def info(request: Request):
-        return JSONResponse({**facts, "limits": asdict(limits), "examples": list(EXAMPLES),
-                             "batching": {"enabled": batcher.enabled,
-                                          "max_batch": batcher.max_batch,
-                                          "wait_ms": batcher.wait_ms,
-                                          **batcher.stats.to_dict()}})
+        return JSONResponse(
+            {
+                **facts,
+                "limits": asdict(limits),
+                "examples": list(EXAMPLES),
+                "batching": {
+                    "enabled": batcher.enabled,
+                    "max_batch": batcher.max_batch,
+                    "wait_ms": batcher.wait_ms,
+                    **batcher.stats.to_dict(),
+                },
+            }
+        )
 
     async def classify(request: Request):
         try:
@@ -285,20 +342,27 @@ def make_app(classifier, facts: dict, limits: Limits = Limits(),
             return error(err.status, str(err))
         started = time.perf_counter()
         pred = await asyncio.wrap_future(batcher.submit(texts))
-        return JSONResponse({"labels": list(pred.class_names), "results": results(pred),
-                             "max_length": classifier.spec.max_length,
-                             "seconds": time.perf_counter() - started})
+        return JSONResponse(
+            {
+                "labels": list(pred.class_names),
+                "results": results(pred),
+                "max_length": classifier.spec.max_length,
+                "seconds": time.perf_counter() - started,
+            }
+        )
 
     async def http_error(request: Request, exc: HTTPException):
-        message = {404: f"no page {request.url.path}; try /, /classify, /health or /info",
-                   405: f"{request.method} is not allowed on {request.url.path}"
-                        + (" (use POST with JSON)" if request.url.path == "/classify" else "")
-                   }.get(exc.status_code, str(exc.detail))
+        message = {
+            404: f"no page {request.url.path}; try /, /classify, /health or /info",
+            405: f"{request.method} is not allowed on {request.url.path}"
+            + (" (use POST with JSON)" if request.url.path == "/classify" else ""),
+        }.get(exc.status_code, str(exc.detail))
         return error(exc.status_code, message)
 
     async def server_error(request: Request, exc: Exception):
-        return error(500, f"the server failed on this request: {type(exc).__name__}: "
-                          f"{str(exc)[:200]}")
+        return error(
+            500, f"the server failed on this request: {type(exc).__name__}: {str(exc)[:200]}"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -308,10 +372,16 @@ def make_app(classifier, facts: dict, limits: Limits = Limits(),
         finally:
             batcher.close()
 
-    app = Starlette(routes=[Route("/", index), Route("/health", health), Route("/info", info),
-                            Route("/classify", classify, methods=["POST"])],
-                    exception_handlers={HTTPException: http_error, Exception: server_error},
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/health", health),
+            Route("/info", info),
+            Route("/classify", classify, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
     app.router.redirect_slashes = False  # /classify/ is a 404, not a redirect built from Host
     app.state.batcher = batcher
     return app
@@ -319,20 +389,24 @@ def make_app(classifier, facts: dict, limits: Limits = Limits(),
 
 # --------------------------------------------------------------------------- running
 
+
 def warm_up(classifier, max_batch: int) -> int:
     """Compile every batch shape the batcher can use before the first request needs it
     (else the first requests of each shape wait for XLA): rows 1, 2, 4 .. ``max_batch``
     times each length bucket up to ``max_length``. Returns the number of shapes."""
-    from gpt2_jax.model.pooling import reads_padding
     from gpt2_jax.data.batches import bucket_length
+    from gpt2_jax.model.pooling import reads_padding
 
     spec = classifier.spec
     widths = {}  # bucket width -> a text that needs it
     for n in range(1, spec.max_length + 1):
         text = "a" + " a" * (n - 1)
         tokens = len(classifier.tokenizer.encode(text))
-        width = (spec.max_length if reads_padding(spec.pool, spec.model.causal)
-                 else bucket_length(min(tokens, spec.max_length), spec.max_length))
+        width = (
+            spec.max_length
+            if reads_padding(spec.pool, spec.model.causal)
+            else bucket_length(min(tokens, spec.max_length), spec.max_length)
+        )
         widths.setdefault(width, text)
     rows = sorted({batch_rows(n, max_batch) for n in range(1, max_batch + 1)})
     for r in rows:
@@ -343,29 +417,48 @@ def warm_up(classifier, max_batch: int) -> int:
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket (``port`` 0: a free one, see ``getsockname()``)."""
-    return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
-                                else socket.AF_INET, backlog=2048)
+    return socket.create_server(
+        (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=2048
+    )
 
 
-def uvicorn_server(app, sock: socket.socket, log_level: str = "warning",
-                   access_log: bool = False, max_connections: int | None = None):
+def uvicorn_server(
+    app,
+    sock: socket.socket,
+    log_level: str = "warning",
+    access_log: bool = False,
+    max_connections: int | None = None,
+):
     """uvicorn for ``app`` on ``sock``; over ``max_connections`` open connections, new
     ones get 503 at once (uvicorn's ``limit_concurrency``), so a flood of slow clients
     cannot exhaust the server."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                         access_log=access_log, lifespan="on",
-                                         limit_concurrency=max_connections))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+            limit_concurrency=max_connections,
+        )
+    )
 
 
 class ServerThread:
     """Serve ``app`` on ``host``, a free port, from a background thread (tests and
     benchmarks): ``with ServerThread(app) as url: ...``; stopped on exit."""
 
-    def __init__(self, app, host: str = "127.0.0.1", start_timeout: float = 60.0,
-                 max_connections: int | None = None):
+    def __init__(
+        self,
+        app,
+        host: str = "127.0.0.1",
+        start_timeout: float = 60.0,
+        max_connections: int | None = None,
+    ):
         self.app, self.host, self.start_timeout = app, host, start_timeout
         self.max_connections = max_connections
         self.server = self.thread = None
@@ -373,8 +466,9 @@ class ServerThread:
     def __enter__(self) -> str:
         sock = listen(self.host, 0)
         self.server = uvicorn_server(self.app, sock, max_connections=self.max_connections)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
-                                       name="uvicorn", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
+        )
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout
         while not self.server.started:

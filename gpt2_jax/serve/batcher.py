@@ -13,14 +13,15 @@ two so that few shapes are ever compiled.
 The worker never dies on a failed call: if a combined call raises, each request is
 retried alone, so one bad request cannot fail the others it was batched with.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Callable
 
 from gpt2_jax.classifier.classifier import Predictions
 
@@ -54,8 +55,12 @@ class BatchStats:
     largest: int = 0  # most texts in one call
 
     def to_dict(self) -> dict:
-        return {"calls": self.calls, "requests": self.requests, "texts": self.texts,
-                "largest_batch": self.largest}
+        return {
+            "calls": self.calls,
+            "requests": self.requests,
+            "texts": self.texts,
+            "largest_batch": self.largest,
+        }
 
 
 class MicroBatcher:
@@ -64,8 +69,9 @@ class MicroBatcher:
     ``enabled=False`` runs one call per request (same worker, no waiting): the
     baseline that batching is measured against."""
 
-    def __init__(self, classify: Classify, *, max_batch: int = 32, wait_ms: float = 5.0,
-                 enabled: bool = True):
+    def __init__(
+        self, classify: Classify, *, max_batch: int = 32, wait_ms: float = 5.0, enabled: bool = True
+    ):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         if not wait_ms >= 0:
@@ -80,10 +86,9 @@ class MicroBatcher:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "MicroBatcher":
+    def start(self) -> MicroBatcher:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="micro-batcher",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
             self._thread.start()
         return self
 
@@ -96,7 +101,7 @@ class MicroBatcher:
             self._thread = None
         self._fail_queued()
 
-    def __enter__(self) -> "MicroBatcher":
+    def __enter__(self) -> MicroBatcher:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -109,8 +114,9 @@ class MicroBatcher:
         non-empty strings)."""
         request = _Request(list(texts))
         if self._closed or self._thread is None:
-            request.future.set_exception(RuntimeError("the classifier is not running "
-                                                      "(the server is stopping)"))
+            request.future.set_exception(
+                RuntimeError("the classifier is not running (the server is stopping)")
+            )
             return request.future
         self._queue.put(request)
         return request.future
@@ -142,8 +148,11 @@ class MicroBatcher:
         while count < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 \
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
                     else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is None:
@@ -176,10 +185,15 @@ class MicroBatcher:
         start = 0
         for request in pending:
             end = start + len(request.texts)
-            _settle(request.future, result=Predictions(pred.labels[start:end],
-                                                       pred.probs[start:end],
-                                                       pred.truncated[start:end],
-                                                       pred.class_names))
+            _settle(
+                request.future,
+                result=Predictions(
+                    pred.labels[start:end],
+                    pred.probs[start:end],
+                    pred.truncated[start:end],
+                    pred.class_names,
+                ),
+            )
             start = end
 
     def _fail_queued(self) -> None:
@@ -189,8 +203,10 @@ class MicroBatcher:
             except queue.Empty:
                 return
             if item is not None:
-                _settle(item.future, error=RuntimeError("the server stopped before this "
-                                                        "request was classified"))
+                _settle(
+                    item.future,
+                    error=RuntimeError("the server stopped before this request was classified"),
+                )
 
 
 def _settle(future: Future, *, result=None, error: BaseException | None = None) -> None:

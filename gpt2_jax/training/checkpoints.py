@@ -22,6 +22,7 @@ Randomness needs no saved generator: the batch order of epoch ``e`` is drawn
 from ``(seed, e)`` and dropout keys from ``(seed, step)``, so ``seed``, ``epoch``
 and ``step`` are the whole random state.
 """
+
 from __future__ import annotations
 
 import gc
@@ -32,9 +33,10 @@ import shutil
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -90,8 +92,10 @@ def sampled_fingerprint(leaves: dict[str, Any], samples: int = 4096) -> str:
 def run_fingerprints(frozen, train_ids, train_labels) -> dict:
     """What a checkpoint must match to be resumed: the training data and the frozen
     weights (which are not saved in it)."""
-    return {"data_fingerprint": data_fingerprint(train_ids, train_labels),
-            "frozen_fingerprint": sampled_fingerprint(named_leaves(frozen))}
+    return {
+        "data_fingerprint": data_fingerprint(train_ids, train_labels),
+        "frozen_fingerprint": sampled_fingerprint(named_leaves(frozen)),
+    }
 
 
 def leaf_digest(leaf) -> str:
@@ -108,8 +112,9 @@ def state_digests(state) -> dict[str, str]:
     tree = host_tree(state._asdict())  # one transfer for the whole state
     named = named_leaves(tree)
     if len(named) != len(jax.tree.leaves(tree)):
-        raise ValueError("two leaves of the training state have the same name; cannot "
-                         "record a digest per leaf")
+        raise ValueError(
+            "two leaves of the training state have the same name; cannot record a digest per leaf"
+        )
     return {name: leaf_digest(leaf) for name, leaf in named.items()}
 
 
@@ -132,8 +137,11 @@ def _error_reason(err: BaseException) -> str:
 
 def _orbax_coroutines() -> list:
     marker = f"{os.sep}orbax{os.sep}"
-    return [obj for obj in gc.get_objects()
-            if isinstance(obj, types.CoroutineType) and marker in obj.cr_code.co_filename]
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, types.CoroutineType) and marker in obj.cr_code.co_filename
+    ]
 
 
 def _from_abandoned_read(unraisable) -> bool:
@@ -142,12 +150,13 @@ def _from_abandoned_read(unraisable) -> bool:
     back into orbax's closed event loop."""
     if isinstance(unraisable.object, types.CoroutineType):
         return f"{os.sep}orbax{os.sep}" in unraisable.object.cr_code.co_filename
-    return (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed")
+    return (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"
+    )
 
 
-def _quiet_restore(restore: Callable[[], Any], settle_s: float = 10.0
-                   ) -> tuple[Any, str | None]:
+def _quiet_restore(restore: Callable[[], Any], settle_s: float = 10.0) -> tuple[Any, str | None]:
     """``(restore(), None)``, or ``(None, why it failed)`` for any error.
 
     When one array read fails, orbax closes its event loop while the reads it started
@@ -189,8 +198,10 @@ class EpochCheckpoints:
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=False))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
 
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
@@ -204,12 +215,18 @@ class EpochCheckpoints:
         ocp = self._ocp
         full = json.loads(json.dumps({**meta, LEAF_DIGESTS: state_digests(state)}))
         full[META_DIGEST] = _meta_digest(full)
-        saved = self._manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state._asdict()), meta=ocp.args.JsonSave(full)))
+        saved = self._manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state._asdict()), meta=ocp.args.JsonSave(full)
+            ),
+        )
         self._manager.wait_until_finished()
         if not saved:  # orbax skips (returns False) a step not after the latest saved one
-            raise ValueError(f"epoch {epoch} was not saved: {self.directory} holds epoch "
-                             f"{self.latest_epoch()}, and orbax saves only later epochs")
+            raise ValueError(
+                f"epoch {epoch} was not saved: {self.directory} holds epoch "
+                f"{self.latest_epoch()}, and orbax saves only later epochs"
+            )
 
     def restore(self, epoch: int, state_like, fingerprints: dict | None = None) -> Restored:
         """``state_like``: a ``TrainState`` (or its ``eval_shape``) giving the structure,
@@ -219,11 +236,15 @@ class EpochCheckpoints:
         data and frozen weights) or another layout of the training state."""
         meta = self._read_meta(epoch)
         if fingerprints is not None:
-            for key, what in (("data_fingerprint", "training data (token ids or labels)"),
-                              ("frozen_fingerprint", "frozen weights (model files or seed)")):
+            for key, what in (
+                ("data_fingerprint", "training data (token ids or labels)"),
+                ("frozen_fingerprint", "frozen weights (model files or seed)"),
+            ):
                 if meta.get(key) != fingerprints[key]:
-                    raise ValueError(f"{self.folder(epoch)}: saved for other {what} than "
-                                     "this run has; resume with what the run started with")
+                    raise ValueError(
+                        f"{self.folder(epoch)}: saved for other {what} than "
+                        "this run has; resume with what the run started with"
+                    )
         digests = meta.pop(LEAF_DIGESTS, None)
         meta.pop(META_DIGEST, None)
         if digests is not None:
@@ -233,19 +254,26 @@ class EpochCheckpoints:
                 raise ValueError(
                     f"{self.folder(epoch)}: saved for another layout of the training state "
                     f"(trainable parameters or optimizer); not saved: {missing[:3]}, not in "
-                    f"this run: {extra[:3]}; resume with the settings the run started with")
+                    f"this run: {extra[:3]}; resume with the settings the run started with"
+                )
         state = self._read_state(epoch, state_like)
         if digests is not None:
             for name, leaf in named_leaves(host_tree(state._asdict())).items():
                 if leaf_digest(leaf) != digests[name]:
-                    raise DamagedCheckpoint(epoch, self.folder(epoch), f"{name} differs from "
-                                            "the digest recorded when it was saved")
+                    raise DamagedCheckpoint(
+                        epoch,
+                        self.folder(epoch),
+                        f"{name} differs from the digest recorded when it was saved",
+                    )
         return Restored(state, meta, verified=digests is not None)
 
     def _read_meta(self, epoch: int) -> dict:
         ocp = self._ocp
-        out, reason = _quiet_restore(lambda: self._manager.restore(
-            epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())))
+        out, reason = _quiet_restore(
+            lambda: self._manager.restore(
+                epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        )
         if reason is not None:
             raise DamagedCheckpoint(epoch, self.folder(epoch), f"meta unreadable: {reason}")
         meta = out.meta
@@ -253,8 +281,9 @@ class EpochCheckpoints:
             raise DamagedCheckpoint(epoch, self.folder(epoch), "meta is not a JSON object")
         meta = dict(meta)
         if META_DIGEST in meta and meta[META_DIGEST] != _meta_digest(meta):
-            raise DamagedCheckpoint(epoch, self.folder(epoch), "meta differs from the digest "
-                                    "recorded when it was saved")
+            raise DamagedCheckpoint(
+                epoch, self.folder(epoch), "meta differs from the digest recorded when it was saved"
+            )
         if LEAF_DIGESTS in meta and META_DIGEST not in meta:
             raise DamagedCheckpoint(epoch, self.folder(epoch), "meta has lost its digest")
         return meta
@@ -263,9 +292,13 @@ class EpochCheckpoints:
         ocp = self._ocp
         abstract = jax.tree.map(  # restored where the live state lives (its mesh, if any)
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-            state_like._asdict())
-        out, reason = _quiet_restore(lambda: self._manager.restore(
-            epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))))
+            state_like._asdict(),
+        )
+        out, reason = _quiet_restore(
+            lambda: self._manager.restore(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            )
+        )
         if reason is not None:
             raise DamagedCheckpoint(epoch, self.folder(epoch), f"state unreadable: {reason}")
         return type(state_like)(**out.state)
@@ -280,11 +313,13 @@ class EpochCheckpoints:
             shutil.rmtree(folder, ignore_errors=True)
         self._manager.reload()
         if folder.exists() or epoch in self._manager.all_steps():
-            raise ValueError(f"{folder} is damaged and could not be deleted; delete it by hand "
-                             "and resume again")
+            raise ValueError(
+                f"{folder} is damaged and could not be deleted; delete it by hand and resume again"
+            )
 
-    def resume(self, state_like, fingerprints: dict,
-               log: Callable[[str], None] = print) -> Restored | None:
+    def resume(
+        self, state_like, fingerprints: dict, log: Callable[[str], None] = print
+    ) -> Restored | None:
         """The newest intact epoch's state and meta; None when nothing is saved.
 
         Epochs are tried newest first; a damaged one (unreadable, or other bytes than the
@@ -302,18 +337,23 @@ class EpochCheckpoints:
                 continue
             for err in damaged:
                 self._delete(err.epoch)
-                log(f"{err}; resuming from epoch {epoch} instead (deleted {err.folder}, so "
-                    f"epoch {err.epoch} is trained and saved again)")
+                log(
+                    f"{err}; resuming from epoch {epoch} instead (deleted {err.folder}, so "
+                    f"epoch {err.epoch} is trained and saved again)"
+                )
             if not restored.verified:
-                log(f"warning: {self.folder(epoch)} was saved before checkpoints recorded "
-                    "digests, so it is restored unverified")
+                log(
+                    f"warning: {self.folder(epoch)} was saved before checkpoints recorded "
+                    "digests, so it is restored unverified"
+                )
             restored.skipped = [(err.epoch, str(err)) for err in damaged]
             return restored
         if damaged:
             raise ValueError(
                 f"no intact checkpoint to resume from in {self.directory}: "
                 + "; ".join(str(err) for err in damaged)
-                + ". Start the run again without --resume, in a new run folder")
+                + ". Start the run again without --resume, in a new run folder"
+            )
         return None
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ peak ~ RUNTIME_BYTES + 2 x weights + prefix outputs, where
 Calibrated on this project's measurements (README, "Memory"): at or above each of them,
 by at most 0.9 GiB.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ GIB = 1 << 30
 RUNTIME_BYTES = int(1.6 * GIB)
 
 
-def estimate_peak_bytes(settings: dict, n_messages: int, length: int,
-                        cache_prefix: bool = True) -> int:
+def estimate_peak_bytes(
+    settings: dict, n_messages: int, length: int, cache_prefix: bool = True
+) -> int:
     weights = 4 * parameter_count(settings)
     prefix = 4 * n_messages * length * settings["n_embd"] if cache_prefix else 0
     return RUNTIME_BYTES + 2 * weights + prefix
@@ -52,9 +54,11 @@ def memory_check(settings: dict, n_messages: int, length: int, cache_prefix: boo
         return line
     line += f" ({free / GIB:.1f} GiB available)"
     if need > free:
-        line = ("WARNING: " + line + ": the system may kill this run when memory runs out "
-                "(then --resume RUN_DIR goes on from the last finished epoch). Fewer messages "
-                "(--test-size), a shorter --max-length or --pool last-real need less.")
+        line = (
+            "WARNING: " + line + ": the system may kill this run when memory runs out "
+            "(then --resume RUN_DIR goes on from the last finished epoch). Fewer messages "
+            "(--test-size), a shorter --max-length or --pool last-real need less."
+        )
     return line
 
 

@@ -13,6 +13,7 @@ The book calls a class's recall its "class accuracy": ``f"{name}_accuracy"``. Wi
 classes the second one (index 1) is the positive class (spam in the lab) and gets
 flat ``precision`` / ``recall`` / ``f1`` keys, as the lab has always printed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
     for what, ids in (("label", labels), ("prediction", preds)):
         # np.add.at would wrap negative ids silently onto the wrong class
         if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(f"{what} ids must lie in [0, {num_classes}), "
-                             f"got {ids.min()}..{ids.max()}")
+            raise ValueError(
+                f"{what} ids must lie in [0, {num_classes}), got {ids.min()}..{ids.max()}"
+            )
     m = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(m, (labels.astype(np.int64), preds.astype(np.int64)), 1)
     return m

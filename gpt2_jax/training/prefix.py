@@ -4,6 +4,7 @@ With dropout off, embeddings and the frozen blocks ``h0 .. h{k-1}`` are a fixed
 function of the token ids, so their output (the input of block k) is computed once
 per message and training runs only blocks ``k ..`` plus the final norm and head.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.parallel.mesh import Placement, to_host
 from gpt2_jax.model.gpt import Block, GPTModel, uses_fused_attention
+from gpt2_jax.parallel.mesh import Placement, to_host
 from gpt2_jax.util.tree import named_leaves
 
 PREFIX_ROWS = 32  # rows per prefix batch when every row has the full width
@@ -49,13 +50,14 @@ class PackedRows:
 
     ``places[i] = (row, offset)`` of text ``texts[i]``; ``fill`` = real tokens / slots.
     """
+
     texts: np.ndarray  # [n] which texts (row indices of the data)
     places: np.ndarray  # [n, 2] (row, offset)
     rows: int
     width: int
 
     @classmethod
-    def plan(cls, texts: np.ndarray, lengths: np.ndarray, width: int) -> "PackedRows":
+    def plan(cls, texts: np.ndarray, lengths: np.ndarray, width: int) -> PackedRows:
         order = texts[np.argsort(-lengths[texts], kind="stable")]
         free: list[int] = []  # free tokens left in each row
         places = np.zeros((len(order), 2), np.int64)
@@ -79,23 +81,24 @@ class PackedRows:
         segments = np.full((self.rows, self.width), -1, np.int32)
         for k, (t, (row, off)) in enumerate(zip(self.texts, self.places)):
             n = int(lengths[t])
-            tokens[row, off:off + n] = ids[t, :n]
-            positions[row, off:off + n] = np.arange(n)
-            segments[row, off:off + n] = k
+            tokens[row, off : off + n] = ids[t, :n]
+            positions[row, off : off + n] = np.arange(n)
+            segments[row, off : off + n] = k
         return tokens, positions, segments
 
     def fill(self, lengths: np.ndarray) -> float:
         return float(lengths[self.texts].sum()) / max(1, self.rows * self.width)
 
-    def first_rows(self, rows: int) -> "PackedRows":
+    def first_rows(self, rows: int) -> PackedRows:
         """The plan of the texts in rows ``0 .. rows-1`` only: first-fit placed none of
         the others there, so it is the plan those texts alone would get."""
         keep = self.places[:, 0] < rows
         return PackedRows(self.texts[keep], self.places[keep], min(rows, self.rows), self.width)
 
 
-def pack_groups(texts: np.ndarray, lengths: np.ndarray, full: int,
-                batch_rows: int | None = None) -> list[tuple[PackedRows, int]]:
+def pack_groups(
+    texts: np.ndarray, lengths: np.ndarray, full: int, batch_rows: int | None = None
+) -> list[tuple[PackedRows, int]]:
     """``(plan, rows per batch)`` per row width: each text goes to the narrowest width of
     ``PACK_WIDTHS`` (then ``full``) that holds it, so short texts are packed into short
     rows and attention spans no more than it must. A group's rows that would only part
@@ -104,8 +107,9 @@ def pack_groups(texts: np.ndarray, lengths: np.ndarray, full: int,
     widths = sorted({w for w in PACK_WIDTHS if w < full} | {full})
     groups, carried, low = [], np.zeros(0, texts.dtype), -1
     for i, width in enumerate(widths):
-        members = np.concatenate([carried, texts[(lengths[texts] > low)
-                                                 & (lengths[texts] <= width)]])
+        members = np.concatenate(
+            [carried, texts[(lengths[texts] > low) & (lengths[texts] <= width)]]
+        )
         low = width
         if not len(members):
             continue
@@ -122,11 +126,21 @@ def pack_groups(texts: np.ndarray, lengths: np.ndarray, full: int,
     return groups
 
 
-def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
-                   *, batch_size: int | None = None, bucketed: bool = False,
-                   matmul_dtype: str | None = None, desc: str = "prefix",
-                   log=None, out: np.ndarray | None = None,
-                   placement: Placement | None = None) -> np.ndarray:
+def compute_prefix(
+    cfg: GPTConfig,
+    params,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    stop: int,
+    *,
+    batch_size: int | None = None,
+    bucketed: bool = False,
+    matmul_dtype: str | None = None,
+    desc: str = "prefix",
+    log=None,
+    out: np.ndarray | None = None,
+    placement: Placement | None = None,
+) -> np.ndarray:
     """Hidden states entering block ``stop``: [N, L, E] float32.
 
     Each distinct text is computed once (repeats are copied). ``bucketed`` (only valid
@@ -142,10 +156,13 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     # Embeddings, then one jitted block applied `stop` times: one block compiles per
     # batch shape instead of the whole unrolled prefix.
-    embed = jax.jit(lambda p, x, pos: GPTModel(cfg).apply({"params": p}, x, stop=0,
-                                                          positions=pos))
-    blocks = {lora: jax.jit(lambda p, x, seg, lora=lora: Block(cfg, lora).apply(
-        {"params": p}, x, segments=seg)) for lora in (False, True)}
+    embed = jax.jit(lambda p, x, pos: GPTModel(cfg).apply({"params": p}, x, stop=0, positions=pos))
+    blocks = {
+        lora: jax.jit(
+            lambda p, x, seg, lora=lora: Block(cfg, lora).apply({"params": p}, x, segments=seg)
+        )
+        for lora in (False, True)
+    }
 
     def run(p, x, pos=None, seg=None):
         if placement is not None:  # rows over the devices; positions and segments follow
@@ -163,8 +180,10 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
         for plan, rows in pack_groups(first, lengths, ids.shape[1], batch_size):
             rows = _whole_rows(rows, placement)
             arrays = plan.arrays(ids, lengths)
-            jobs += [(plan, arrays, np.arange(i, min(i + rows, plan.rows)), rows)
-                     for i in range(0, plan.rows, rows)]
+            jobs += [
+                (plan, arrays, np.arange(i, min(i + rows, plan.rows)), rows)
+                for i in range(0, plan.rows, rows)
+            ]
 
         def launch(job):
             plan, (tokens, positions, segments), idx, rows = job
@@ -177,10 +196,10 @@ def compute_prefix(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray,
             for k in np.flatnonzero(np.isin(plan.places[:, 0], idx)):
                 t, (row, off) = plan.texts[k], plan.places[k]
                 n = int(lengths[t])
-                out[t, :n] = hidden[row - idx[0], off:off + n]
+                out[t, :n] = hidden[row - idx[0], off : off + n]
     else:
         rows = _whole_rows(batch_size or PREFIX_ROWS, placement)
-        jobs = [first[i:i + rows] for i in range(0, len(first), rows)]
+        jobs = [first[i : i + rows] for i in range(0, len(first), rows)]
 
         def launch(job):
             return run(params, ids[np.resize(job, rows)])
@@ -219,18 +238,42 @@ def progress_lines(total: int, desc: str, log):
     def tick():
         count[0] += 1
         if count[0] in marks:
-            log(f"{desc}: {count[0]}/{total} batches ({100 * count[0] // total} %), "
-                f"{time.perf_counter() - start:.0f} s")
+            log(
+                f"{desc}: {count[0]}/{total} batches ({100 * count[0] // total} %), "
+                f"{time.perf_counter() - start:.0f} s"
+            )
+
     return tick
 
 
-def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, stop: int,
-               bucketed: bool, matmul_dtype: str | None) -> str:
+def prefix_key(
+    cfg: GPTConfig,
+    params,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    stop: int,
+    bucketed: bool,
+    matmul_dtype: str | None,
+) -> str:
     """Hash of everything the prefix output depends on: the weights it reads (embeddings
     and blocks before ``stop``), the token ids and lengths, and how it is computed."""
     h = hashlib.sha256()
-    h.update(repr((PREFIX_LAYOUT, cfg.emb_dim, cfg.n_heads, cfg.causal, cfg.lora_alpha, stop,
-                   bucketed, matmul_dtype, ids.shape, uses_fused_attention(cfg))).encode())
+    h.update(
+        repr(
+            (
+                PREFIX_LAYOUT,
+                cfg.emb_dim,
+                cfg.n_heads,
+                cfg.causal,
+                cfg.lora_alpha,
+                stop,
+                bucketed,
+                matmul_dtype,
+                ids.shape,
+                uses_fused_attention(cfg),
+            )
+        ).encode()
+    )
     for name, leaf in sorted(named_leaves(params).items()):
         top = name.split("/")[0]
         if top in ("wte", "wpe") or (top[0] == "h" and top[1:].isdigit() and int(top[1:]) < stop):
@@ -241,10 +284,20 @@ def prefix_key(cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, sto
     return h.hexdigest()[:24]
 
 
-def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, ids, lengths,
-                  stop: int, *, bucketed: bool = False, matmul_dtype: str | None = None,
-                  desc: str = "prefix", log=print,
-                  placement: Placement | None = None) -> np.ndarray:
+def cached_prefix(
+    cache_dir: str | os.PathLike | None,
+    cfg: GPTConfig,
+    params,
+    ids,
+    lengths,
+    stop: int,
+    *,
+    bucketed: bool = False,
+    matmul_dtype: str | None = None,
+    desc: str = "prefix",
+    log=print,
+    placement: Placement | None = None,
+) -> np.ndarray:
     """``compute_prefix``, kept in ``cache_dir`` as ``prefix-<key>.npy`` (read back
     memory-mapped) so reruns and learning-rate sweeps skip it. No ``cache_dir``: memory only.
 
@@ -253,13 +306,24 @@ def cached_prefix(cache_dir: str | os.PathLike | None, cfg: GPTConfig, params, i
     again and replaced. A new entry is computed straight into a memory-mapped temporary
     file (no RAM copy of the whole array). A cache folder that cannot be written (read-only,
     full, no permission) is reported once and the run goes on without the cache."""
-    compute = functools.partial(compute_prefix, cfg, params, ids, lengths, stop,
-                                bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc, log=log,
-                                placement=placement)
+    compute = functools.partial(
+        compute_prefix,
+        cfg,
+        params,
+        ids,
+        lengths,
+        stop,
+        bucketed=bucketed,
+        matmul_dtype=matmul_dtype,
+        desc=desc,
+        log=log,
+        placement=placement,
+    )
     if cache_dir is None:
         return compute()
-    entry = CacheEntry(Path(cache_dir), prefix_key(cfg, params, ids, lengths, stop, bucketed,
-                                                   matmul_dtype))
+    entry = CacheEntry(
+        Path(cache_dir), prefix_key(cfg, params, ids, lengths, stop, bucketed, matmul_dtype)
+    )
     shape = (*ids.shape, cfg.emb_dim)
     reused = _reuse(entry, shape, desc, log)
     if reused is not None:
@@ -280,6 +344,7 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
     """Where one cache entry lives."""
+
     folder: Path
     key: str
 
@@ -322,11 +387,17 @@ def entry_problem(entry: CacheEntry, shape: tuple[int, ...]) -> str | None:
     anything missing or unreadable is a problem."""
     try:
         record = json.loads(entry.record.read_text())
-        expected = (tuple(record["shape"]), np.dtype(record["dtype"]), int(record["bytes"]),
-                    str(record["sha256"]))
+        expected = (
+            tuple(record["shape"]),
+            np.dtype(record["dtype"]),
+            int(record["bytes"]),
+            str(record["sha256"]),
+        )
     except FileNotFoundError:
-        return (f"its record {entry.record.name} is missing (written by an older version, "
-                "or an interrupted write)")
+        return (
+            f"its record {entry.record.name} is missing (written by an older version, "
+            "or an interrupted write)"
+        )
     except (OSError, ValueError, TypeError, KeyError) as error:
         return f"its record {entry.record.name} is unreadable: {error!r}"
     rec_shape, rec_dtype, rec_bytes, rec_sha = expected
@@ -362,16 +433,19 @@ def _reuse(entry: CacheEntry, shape: tuple[int, ...], desc: str, log) -> np.ndar
         except (OSError, ValueError) as error:  # removed or replaced since it was checked
             problem = f"cannot be opened: {error}"
         else:
-            log(f"{desc}: reusing {entry.array} (size and checksum verified in "
-                f"{time.perf_counter() - start:.1f} s)")
+            log(
+                f"{desc}: reusing {entry.array} (size and checksum verified in "
+                f"{time.perf_counter() - start:.1f} s)"
+            )
             return array
     log(f"{desc}: cache file {entry.array} is damaged ({problem}); computing it again")
     _discard(entry.array, entry.record)  # the array first: a lone record is never trusted
     return None
 
 
-def _compute_and_save(entry: CacheEntry, shape: tuple[int, ...], compute, desc: str,
-                      log) -> np.ndarray:
+def _compute_and_save(
+    entry: CacheEntry, shape: tuple[int, ...], compute, desc: str, log
+) -> np.ndarray:
     """Compute into a memory-mapped temporary file, record it, then give it its name.
 
     Order: array file complete and flushed -> record written under its final name ->
@@ -385,8 +459,13 @@ def _compute_and_save(entry: CacheEntry, shape: tuple[int, ...], compute, desc: 
         entry.folder.mkdir(parents=True, exist_ok=True)
         array_part = _temp_file(entry.folder, entry.array.name, parts)
         array = _compute_into(array_part, shape, compute)
-        record = {"format": RECORD_FORMAT, "shape": list(shape), "dtype": np.dtype(np.float32).str,
-                  "bytes": array_part.stat().st_size, "sha256": file_sha256(array_part)}
+        record = {
+            "format": RECORD_FORMAT,
+            "shape": list(shape),
+            "dtype": np.dtype(np.float32).str,
+            "bytes": array_part.stat().st_size,
+            "sha256": file_sha256(array_part),
+        }
         record_part = _temp_file(entry.folder, entry.record.name, parts)
         _write_json(record_part, record)
         os.replace(record_part, entry.record)
@@ -396,8 +475,10 @@ def _compute_and_save(entry: CacheEntry, shape: tuple[int, ...], compute, desc: 
     except OSError as error:
         if error.errno not in STORAGE_ERRNOS:
             raise
-        log(f"{desc}: cannot write the prefix cache in {entry.folder} "
-            f"({error.strerror or error}); going on without the cache")
+        log(
+            f"{desc}: cannot write the prefix cache in {entry.folder} "
+            f"({error.strerror or error}); going on without the cache"
+        )
         # A complete temporary array stays usable: its mapping outlives its name (POSIX).
         return array if array is not None else compute()
     finally:
@@ -458,10 +539,19 @@ def _discard(*paths: Path) -> None:
             pass
 
 
-def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bool,
-                  matmul_dtype: str | None = None, cache_dir: str | os.PathLike | None = None,
-                  disk_dir: str | os.PathLike | None = None, log=print,
-                  placement: Placement | None = None) -> dict[str, np.ndarray]:
+def prefix_inputs(
+    cfg: GPTConfig,
+    params,
+    data: dict,
+    stop: int,
+    *,
+    bucketed: bool,
+    matmul_dtype: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    disk_dir: str | os.PathLike | None = None,
+    log=print,
+    placement: Placement | None = None,
+) -> dict[str, np.ndarray]:
     """The hidden states entering block ``stop`` for every split of ``data``
     (``{name: Encoded}``): in memory, or with ``disk_dir`` written straight into
     memory-mapped ``disk_dir/prefix-<split>.npy`` files (for data whose prefix outputs
@@ -471,17 +561,38 @@ def prefix_inputs(cfg: GPTConfig, params, data: dict, stop: int, *, bucketed: bo
     for name, split in data.items():
         desc = f"prefix {name}"
         if cache_dir is not None or disk_dir is None:
-            out[name] = cached_prefix(cache_dir, cfg, params, split.ids, split.lengths, stop,
-                                      bucketed=bucketed, matmul_dtype=matmul_dtype, desc=desc,
-                                      log=log, placement=placement)
+            out[name] = cached_prefix(
+                cache_dir,
+                cfg,
+                params,
+                split.ids,
+                split.lengths,
+                stop,
+                bucketed=bucketed,
+                matmul_dtype=matmul_dtype,
+                desc=desc,
+                log=log,
+                placement=placement,
+            )
             continue
         path = Path(disk_dir) / f"prefix-{name}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
-        target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                           shape=(*split.ids.shape, cfg.emb_dim))
-        compute_prefix(cfg, params, split.ids, split.lengths, stop, bucketed=bucketed,
-                       matmul_dtype=matmul_dtype, desc=desc, log=log, out=target,
-                       placement=placement)
+        target = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(*split.ids.shape, cfg.emb_dim)
+        )
+        compute_prefix(
+            cfg,
+            params,
+            split.ids,
+            split.lengths,
+            stop,
+            bucketed=bucketed,
+            matmul_dtype=matmul_dtype,
+            desc=desc,
+            log=log,
+            out=target,
+            placement=placement,
+        )
         target.flush()
         out[name] = np.load(path, mmap_mode="r")
     return out

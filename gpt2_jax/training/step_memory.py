@@ -10,6 +10,7 @@ its outputs, the outputs that reuse donated arguments (the new state), and its
 temporaries (activations kept for the backward pass, gradients, ...). The peak is
 ``arguments + outputs - aliased + temporaries``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,11 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.parallel.mesh import Placement, batch_sharding, replicated, tree_shardings
 from gpt2_jax.model.gpt import GPTModel, param_shapes
-from gpt2_jax.training.train import Batch, Partition, Trainer, TrainState, make_optimizer, resolve_trainable
+from gpt2_jax.parallel.mesh import Placement, batch_sharding, replicated, tree_shardings
+from gpt2_jax.training.train import (
+    Batch,
+    Partition,
+    Trainer,
+    TrainState,
+    make_optimizer,
+    resolve_trainable,
+)
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,22 @@ class StepMemory:
 
 
 def _abstract(tree, shardings):
-    return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                        tree, shardings)
+    return jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), tree, shardings
+    )
 
 
-def step_memory(settings: dict, trainable: str, placement: Placement, *, batch_size: int,
-                length: int, num_classes: int = 2, pool: str = "last",
-                prefix_cache: bool = True) -> StepMemory:
+def step_memory(
+    settings: dict,
+    trainable: str,
+    placement: Placement,
+    *,
+    batch_size: int,
+    length: int,
+    num_classes: int = 2,
+    pool: str = "last",
+    prefix_cache: bool = True,
+) -> StepMemory:
     """Per-device memory of the training step of a ``settings``-sized GPT-2 classifier
     with the ``trainable`` preset (or patterns, comma-separated), for batches of
     ``batch_size`` x ``length`` on ``placement``'s mesh. ``prefix_cache``: the step
@@ -58,22 +75,37 @@ def step_memory(settings: dict, trainable: str, placement: Placement, *, batch_s
     patterns = resolve_trainable(trainable.split(","), cfg.n_layers)
     partition = Partition.from_patterns(shapes, patterns)
     start = partition.first_block(cfg.n_layers) if prefix_cache else 0
-    trainer = Trainer(GPTModel(cfg), make_optimizer(1e-5, 0.1), np.ones(num_classes),
-                      pool=pool, seed=0, start=start, placement=placement)
+    trainer = Trainer(
+        GPTModel(cfg),
+        make_optimizer(1e-5, 0.1),
+        np.ones(num_classes),
+        pool=pool,
+        seed=0,
+        start=start,
+        placement=placement,
+    )
     mesh = placement.mesh
     trainable_abs = partition.trainable(shapes)
     opt_abs = jax.eval_shape(trainer.tx.init, trainable_abs)
-    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh)),
-                       _abstract(trainable_abs, tree_shardings(mesh, trainable_abs)),
-                       _abstract(opt_abs, tree_shardings(mesh, opt_abs)))
+    state = TrainState(
+        jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh)),
+        _abstract(trainable_abs, tree_shardings(mesh, trainable_abs)),
+        _abstract(opt_abs, tree_shardings(mesh, opt_abs)),
+    )
     frozen_abs = partition.frozen(shapes)
     frozen = _abstract(frozen_abs, tree_shardings(mesh, frozen_abs))
     x_shape = (batch_size, length) + ((cfg.emb_dim,) if start else ())
     x_type = jnp.float32 if start else jnp.int32
-    batch = Batch(jax.ShapeDtypeStruct(x_shape, x_type, sharding=batch_sharding(mesh, len(x_shape))),
-                  jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding(mesh, 1)),
-                  jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding(mesh, 1)))
+    batch = Batch(
+        jax.ShapeDtypeStruct(x_shape, x_type, sharding=batch_sharding(mesh, len(x_shape))),
+        jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding(mesh, 1)),
+        jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding(mesh, 1)),
+    )
     compiled = trainer.train_step.lower(state, frozen, batch).compile()
     stats = compiled.memory_analysis()
-    return StepMemory(int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes),
-                      int(stats.alias_size_in_bytes), int(stats.temp_size_in_bytes))
+    return StepMemory(
+        int(stats.argument_size_in_bytes),
+        int(stats.output_size_in_bytes),
+        int(stats.alias_size_in_bytes),
+        int(stats.temp_size_in_bytes),
+    )

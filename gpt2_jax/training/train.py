@@ -14,13 +14,15 @@ holds state for trainable leaves only); the frozen tree is an ordinary argument.
 The state and the batch are plain pytrees, so a later sharding of them over a device
 mesh adds shardings to these jits and leaves the loop as it is.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +30,12 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.data.tables import Encoded, epoch_order
-from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_shardings
-from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify
-from gpt2_jax.data.batches import bucket_length
+from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_shardings
+from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.util.tree import count_params, named_leaves, subtree
 
 # Words accepted among --trainable patterns; anything else is a regular expression.
@@ -58,35 +60,79 @@ class TrainConfig:
     epochs: int = dataclasses.field(default=4, metadata={"help": "passes over the training split"})
     lr: float = dataclasses.field(default=5e-5, metadata={"help": "AdamW learning rate"})
     weight_decay: float = dataclasses.field(default=0.1, metadata={"help": "AdamW weight decay"})
-    seed: int = dataclasses.field(default=123, metadata={
-        "help": "shuffle, head init, batch order, dropout; same seed, same results"})
-    trainable: tuple[str, ...] = dataclasses.field(default=("auto",), metadata={
-        "help": "what trains: a preset (" + ", ".join(TRAINABLE_PRESETS) + ") or regular "
-        "expressions over parameter names such as 'h11/.*' (repeat the flag)",
-        "metavar": "PRESET|REGEX"})
-    class_weights: str = dataclasses.field(default="balanced", metadata={
-        "help": "balanced: n/(k*count_c) from the training labels; none; or per class by "
-        "name, e.g. 'ham=1,spam=3.5'", "metavar": "balanced|none|NAME=W,..."})
-    accumulation_steps: int = dataclasses.field(default=1, metadata={
-        "metavar": "K", "help": "average the gradients of this many batches per optimizer update (each "
-        "batch's loss is its own weighted mean, as in the book); batches left over at the "
-        "end of an epoch count towards the next epoch's first update"})
-    lr_schedule: str = dataclasses.field(default="constant", metadata={
-        "choices": LR_SCHEDULES, "help": "learning rate after warm-up: constant, or decaying "
-        "to 0 at the last update (linear, cosine)"})
-    warmup_steps: int = dataclasses.field(default=0, metadata={
-        "metavar": "N", "help": "optimizer updates with the learning rate rising linearly from 0"})
-    clip_norm: float = dataclasses.field(default=0.0, metadata={
-        "metavar": "NORM", "help": "clip gradients to this global norm (0: no clipping)"})
-    select_by: str = dataclasses.field(default="last", metadata={
-        "choices": SELECT_BY, "help": "which epoch's weights the classifier keeps: the last, "
-        "or the best on the validation split by this metric (the test split never chooses)"})
-    ignore_index: int | None = dataclasses.field(default=None, metadata={
-        "parse": int, "metavar": "ID", "help": "leave examples of this class id out of the "
-        "loss (the book's row 18 passes 50256, which is no class id: no effect)"})
-    patience: int = dataclasses.field(default=0, metadata={
-        "metavar": "EPOCHS", "help": "with --select-by: stop after this many epochs without a better validation "
-        "metric (0: train every epoch)"})
+    seed: int = dataclasses.field(
+        default=123,
+        metadata={"help": "shuffle, head init, batch order, dropout; same seed, same results"},
+    )
+    trainable: tuple[str, ...] = dataclasses.field(
+        default=("auto",),
+        metadata={
+            "help": "what trains: a preset (" + ", ".join(TRAINABLE_PRESETS) + ") or regular "
+            "expressions over parameter names such as 'h11/.*' (repeat the flag)",
+            "metavar": "PRESET|REGEX",
+        },
+    )
+    class_weights: str = dataclasses.field(
+        default="balanced",
+        metadata={
+            "help": "balanced: n/(k*count_c) from the training labels; none; or per class by "
+            "name, e.g. 'ham=1,spam=3.5'",
+            "metavar": "balanced|none|NAME=W,...",
+        },
+    )
+    accumulation_steps: int = dataclasses.field(
+        default=1,
+        metadata={
+            "metavar": "K",
+            "help": "average the gradients of this many batches per optimizer update (each "
+            "batch's loss is its own weighted mean, as in the book); batches left over at the "
+            "end of an epoch count towards the next epoch's first update",
+        },
+    )
+    lr_schedule: str = dataclasses.field(
+        default="constant",
+        metadata={
+            "choices": LR_SCHEDULES,
+            "help": "learning rate after warm-up: constant, or decaying "
+            "to 0 at the last update (linear, cosine)",
+        },
+    )
+    warmup_steps: int = dataclasses.field(
+        default=0,
+        metadata={
+            "metavar": "N",
+            "help": "optimizer updates with the learning rate rising linearly from 0",
+        },
+    )
+    clip_norm: float = dataclasses.field(
+        default=0.0,
+        metadata={"metavar": "NORM", "help": "clip gradients to this global norm (0: no clipping)"},
+    )
+    select_by: str = dataclasses.field(
+        default="last",
+        metadata={
+            "choices": SELECT_BY,
+            "help": "which epoch's weights the classifier keeps: the last, "
+            "or the best on the validation split by this metric (the test split never chooses)",
+        },
+    )
+    ignore_index: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "parse": int,
+            "metavar": "ID",
+            "help": "leave examples of this class id out of the "
+            "loss (the book's row 18 passes 50256, which is no class id: no effect)",
+        },
+    )
+    patience: int = dataclasses.field(
+        default=0,
+        metadata={
+            "metavar": "EPOCHS",
+            "help": "with --select-by: stop after this many epochs without a better validation "
+            "metric (0: train every epoch)",
+        },
+    )
 
     def __post_init__(self):
         # the Python API's natural forms: one preset or pattern, weights as a dict
@@ -95,8 +141,11 @@ class TrainConfig:
         elif isinstance(self.trainable, list):
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if isinstance(self.class_weights, dict):
-            object.__setattr__(self, "class_weights", ",".join(
-                f"{name}={weight}" for name, weight in self.class_weights.items()))
+            object.__setattr__(
+                self,
+                "class_weights",
+                ",".join(f"{name}={weight}" for name, weight in self.class_weights.items()),
+            )
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.epochs < 0:
@@ -113,8 +162,7 @@ class TrainConfig:
         if self.accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be >= 1, got {self.accumulation_steps}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, "
-                             f"got {self.lr_schedule!r}")
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
@@ -124,8 +172,10 @@ class TrainConfig:
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.patience and self.select_by == "last":
-            raise ValueError("patience needs a validation metric to watch: set select_by "
-                             "(--select-by val_loss, val_accuracy or val_macro_f1)")
+            raise ValueError(
+                "patience needs a validation metric to watch: set select_by "
+                "(--select-by val_loss, val_accuracy or val_macro_f1)"
+            )
 
 
 def parse_class_weights(spec: str) -> dict[str, float]:
@@ -138,8 +188,10 @@ def parse_class_weights(spec: str) -> dict[str, float]:
         except ValueError:
             weight = None
         if not eq or not name or weight is None or not (math.isfinite(weight) and weight > 0):
-            raise ValueError(f"class weights {spec!r}: expected 'balanced', 'none' or "
-                             f"NAME=POSITIVE_NUMBER pairs separated by commas (at {item!r})")
+            raise ValueError(
+                f"class weights {spec!r}: expected 'balanced', 'none' or "
+                f"NAME=POSITIVE_NUMBER pairs separated by commas (at {item!r})"
+            )
         out[name] = weight
     return out
 
@@ -148,8 +200,10 @@ def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``n / (k * count_c)``: each class contributes equally to the loss."""
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
-        raise ValueError(f"training labels lack class(es) {np.flatnonzero(counts == 0).tolist()}; "
-                         f"cannot weight classes (counts {counts.tolist()})")
+        raise ValueError(
+            f"training labels lack class(es) {np.flatnonzero(counts == 0).tolist()}; "
+            f"cannot weight classes (counts {counts.tolist()})"
+        )
     return (len(labels) / (num_classes * counts)).astype(np.float32)
 
 
@@ -164,15 +218,20 @@ def class_weights(spec: str, labels: np.ndarray, class_names: tuple[str, ...]) -
     unknown = sorted(set(given) - set(class_names))
     missing = [c for c in class_names if c not in given]
     if unknown or missing:
-        raise ValueError(f"class weights {spec!r}: " + "; ".join(
-            ([f"no class named {unknown}"] if unknown else [])
-            + ([f"no weight for {missing}"] if missing else []))
-            + f" (classes: {list(class_names)})")
+        raise ValueError(
+            f"class weights {spec!r}: "
+            + "; ".join(
+                ([f"no class named {unknown}"] if unknown else [])
+                + ([f"no weight for {missing}"] if missing else [])
+            )
+            + f" (classes: {list(class_names)})"
+        )
     return np.asarray([given[c] for c in class_names], np.float32)
 
 
-def resolve_trainable(items: Iterable[str], n_layers: int, pretrained: bool = True
-                      ) -> tuple[str, ...]:
+def resolve_trainable(
+    items: Iterable[str], n_layers: int, pretrained: bool = True
+) -> tuple[str, ...]:
     """Presets expanded to regular expressions over parameter names."""
     out = []
     for item in items:
@@ -192,9 +251,11 @@ def resolve_trainable(items: Iterable[str], n_layers: int, pretrained: bool = Tr
             try:
                 re.compile(item)
             except re.error as err:
-                raise ValueError(f"--trainable {item!r} is neither a preset "
-                                 f"({', '.join(TRAINABLE_PRESETS)}) nor a valid regular "
-                                 f"expression: {err}") from None
+                raise ValueError(
+                    f"--trainable {item!r} is neither a preset "
+                    f"({', '.join(TRAINABLE_PRESETS)}) nor a valid regular "
+                    f"expression: {err}"
+                ) from None
             out.append(item)
     return tuple(dict.fromkeys(out))
 
@@ -208,20 +269,22 @@ class Partition:
     counts: dict[str, int]  # parameters: {"trainable": ..., "frozen": ...}
 
     @classmethod
-    def from_patterns(cls, params, patterns: Iterable[str]) -> "Partition":
+    def from_patterns(cls, params, patterns: Iterable[str]) -> Partition:
         patterns = tuple(patterns)
         compiled = [re.compile(p) for p in patterns]
         leaves = named_leaves(params)
-        unused = [p for p, c in zip(patterns, compiled)
-                  if not any(c.fullmatch(n) for n in leaves)]
+        unused = [p for p, c in zip(patterns, compiled) if not any(c.fullmatch(n) for n in leaves)]
         if unused:
             tops = sorted({n.split("/")[0] for n in leaves}, key=lambda s: (len(s), s))
-            raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like "
-                             f"{next(iter(leaves))!r}, top-level scopes are {tops}")
+            raise ValueError(
+                f"trainable pattern(s) {unused} match no parameter; names look like "
+                f"{next(iter(leaves))!r}, top-level scopes are {tops}"
+            )
         names = frozenset(n for n in leaves if any(c.fullmatch(n) for c in compiled))
         n_train = sum(int(np.prod(leaves[n].shape)) for n in names)
-        return cls(patterns, names, {"trainable": n_train,
-                                     "frozen": count_params(params) - n_train})
+        return cls(
+            patterns, names, {"trainable": n_train, "frozen": count_params(params) - n_train}
+        )
 
     def trainable(self, params) -> dict:
         return subtree(params, self.names.__contains__)
@@ -250,9 +313,16 @@ def merge(a: dict, b: dict) -> dict:
     return out
 
 
-def make_optimizer(lr: float, weight_decay: float, *, schedule: str = "constant",
-                   warmup_steps: int = 0, updates: int | None = None, clip_norm: float = 0.0,
-                   accumulation_steps: int = 1) -> optax.GradientTransformation:
+def make_optimizer(
+    lr: float,
+    weight_decay: float,
+    *,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    updates: int | None = None,
+    clip_norm: float = 0.0,
+    accumulation_steps: int = 1,
+) -> optax.GradientTransformation:
     """AdamW, as in the lab; it only ever sees the trainable tree. Optional: a learning
     rate warm-up over ``warmup_steps`` updates and a decay to 0 at update ``updates``,
     clipping by global norm, and ``accumulation_steps`` batches per update (their
@@ -260,15 +330,24 @@ def make_optimizer(lr: float, weight_decay: float, *, schedule: str = "constant"
     if schedule != "constant" and not updates:
         raise ValueError(f"a {schedule} learning-rate schedule needs the number of updates")
     if schedule == "constant":
-        rate = lr if not warmup_steps else optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
-            [warmup_steps])
+        rate = (
+            lr
+            if not warmup_steps
+            else optax.join_schedules(
+                [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
+                [warmup_steps],
+            )
+        )
     elif schedule == "cosine":
         rate = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(updates, 1), 0.0)
     else:
         rate = optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, warmup_steps),
-             optax.linear_schedule(lr, 0.0, max(1, updates - warmup_steps))], [warmup_steps])
+            [
+                optax.linear_schedule(0.0, lr, warmup_steps),
+                optax.linear_schedule(lr, 0.0, max(1, updates - warmup_steps)),
+            ],
+            [warmup_steps],
+        )
     tx = optax.adamw(rate, weight_decay=weight_decay)
     if clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
@@ -280,10 +359,15 @@ def make_optimizer(lr: float, weight_decay: float, *, schedule: str = "constant"
 def optimizer_for(tc: TrainConfig, n_train: int) -> optax.GradientTransformation:
     """``make_optimizer`` for this training policy and ``n_train`` training examples."""
     steps = (n_train // tc.batch_size) * tc.epochs
-    return make_optimizer(tc.lr, tc.weight_decay, schedule=tc.lr_schedule,
-                          warmup_steps=tc.warmup_steps,
-                          updates=max(1, steps // tc.accumulation_steps),
-                          clip_norm=tc.clip_norm, accumulation_steps=tc.accumulation_steps)
+    return make_optimizer(
+        tc.lr,
+        tc.weight_decay,
+        schedule=tc.lr_schedule,
+        warmup_steps=tc.warmup_steps,
+        updates=max(1, steps // tc.accumulation_steps),
+        clip_norm=tc.clip_norm,
+        accumulation_steps=tc.accumulation_steps,
+    )
 
 
 def per_example_nll(logits, labels):
@@ -314,6 +398,7 @@ class TrainState(NamedTuple):
 class SelectedState(NamedTuple):
     """What a checkpoint holds when an epoch is selected on validation: the
     ``TrainState`` fields and the trainable leaves of the best epoch so far."""
+
     step: jax.Array
     trainable: Any
     opt_state: Any
@@ -360,10 +445,19 @@ class Trainer:
     pooled position (exact).
     """
 
-    def __init__(self, model: GPTModel, tx: optax.GradientTransformation,
-                 class_weights: np.ndarray, *, pool: str, seed: int, start: int = 0,
-                 pooled_only: bool = True, ignore_index: int | None = None,
-                 placement: Placement | None = None):
+    def __init__(
+        self,
+        model: GPTModel,
+        tx: optax.GradientTransformation,
+        class_weights: np.ndarray,
+        *,
+        pool: str,
+        seed: int,
+        start: int = 0,
+        pooled_only: bool = True,
+        ignore_index: int | None = None,
+        placement: Placement | None = None,
+    ):
         self.model, self.tx, self.pool, self.start = model, tx, pool, start
         self.ignore_index = ignore_index
         self.pooled_only = pooled_only
@@ -374,8 +468,7 @@ class Trainer:
         self.eval_step = jax.jit(self._eval_step)
 
     def init(self, trainable) -> TrainState:
-        return self.place(TrainState(jnp.zeros((), jnp.int32), trainable,
-                                     self.tx.init(trainable)))
+        return self.place(TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable)))
 
     def place(self, tree):
         """``tree`` (a state, the frozen leaves) laid out on the mesh; as it is without one."""
@@ -406,9 +499,17 @@ class Trainer:
 
     def logits(self, params, batch: Batch, rng=None):
         """[B, C] at the pooled position; dropout on when ``rng`` is given."""
-        return classify(self.model, params, batch.x, batch.lengths, self.pool,
-                        pooled_only=self.pooled_only, deterministic=rng is None,
-                        start=self.start, rngs={} if rng is None else {"dropout": rng})
+        return classify(
+            self.model,
+            params,
+            batch.x,
+            batch.lengths,
+            self.pool,
+            pooled_only=self.pooled_only,
+            deterministic=rng is None,
+            start=self.start,
+            rngs={} if rng is None else {"dropout": rng},
+        )
 
     def _train_step(self, state: TrainState, frozen, batch: Batch):
         dropout = self.model.cfg.drop_rate > 0
@@ -416,39 +517,56 @@ class Trainer:
 
         def loss_fn(trainable):
             logits = self.logits(self._gathered(merge(trainable, frozen)), batch, rng)
-            return weighted_cross_entropy(logits, batch.labels, self.weights,
-                                          self.ignore_index), logits
+            return weighted_cross_entropy(
+                logits, batch.labels, self.weights, self.ignore_index
+            ), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        finite = jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all()
-                                                            for g in jax.tree.leaves(grads)]))
-        metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
-                   "finite": finite}
+        finite = jnp.all(
+            jnp.stack(
+                [jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]
+            )
+        )
+        metrics = {
+            "loss": loss,
+            "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
+            "finite": finite,
+        }
         return self._keep_layout(TrainState(state.step + 1, trainable, opt_state)), metrics
 
     def _eval_step(self, trainable, frozen, batch: Batch):
         logits = self.logits(self._gathered(merge(trainable, frozen)), batch)
-        return (per_example_nll(logits, batch.labels),
-                example_weights(batch.labels, self.weights, self.ignore_index),
-                jnp.argmax(logits, -1))
+        return (
+            per_example_nll(logits, batch.labels),
+            example_weights(batch.labels, self.weights, self.ignore_index),
+            jnp.argmax(logits, -1),
+        )
 
 
 def batch_width(lengths: np.ndarray, full: int, bucketed: bool) -> int:
     return bucket_length(int(lengths.max()), full) if bucketed else full
 
 
-def evaluate(trainer: Trainer, trainable, frozen, x: np.ndarray, data: Encoded,
-             batch_size: int, class_names: tuple[str, ...], bucketed: bool = False,
-             desc: str = "eval") -> dict:
+def evaluate(
+    trainer: Trainer,
+    trainable,
+    frozen,
+    x: np.ndarray,
+    data: Encoded,
+    batch_size: int,
+    class_names: tuple[str, ...],
+    bucketed: bool = False,
+    desc: str = "eval",
+) -> dict:
     """Metrics on all of ``data`` (model inputs ``x``); the last batch is padded to full
     size by repeating rows. Bucketed: messages go in length order, so batches are short."""
     n = len(data)
     order = np.argsort(data.lengths, kind="stable") if bucketed else np.arange(n)
     outputs = []
     for i in tqdm(range(0, n, batch_size), desc=desc, leave=False, unit="batch", disable=None):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         rows = np.resize(idx, batch_size)
         width = batch_width(data.lengths[rows], x.shape[1], bucketed)
         batch = trainer.batch(x[rows, :width], data.lengths[rows], data.labels[rows])
@@ -466,15 +584,27 @@ class NonFiniteError(FloatingPointError):
 
     def __init__(self, step: int, epoch: int):
         self.step, self.epoch = step, epoch
-        super().__init__(f"loss or gradients not finite at step {step} (epoch {epoch}); "
-                         "training stopped. A lower --lr, or class weights that are not "
-                         "extreme, usually avoid this.")
+        super().__init__(
+            f"loss or gradients not finite at step {step} (epoch {epoch}); "
+            "training stopped. A lower --lr, or class weights that are not "
+            "extreme, usually avoid this."
+        )
 
 
-def train_epoch(trainer: Trainer, state: TrainState, frozen, x: np.ndarray, data: Encoded,
-                batch_size: int, seed: int, epoch: int, *, bucketed: bool = False,
-                desc: str = "epoch", on_step: Callable[[int], None] | None = None
-                ) -> tuple[TrainState, dict]:
+def train_epoch(
+    trainer: Trainer,
+    state: TrainState,
+    frozen,
+    x: np.ndarray,
+    data: Encoded,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    *,
+    bucketed: bool = False,
+    desc: str = "epoch",
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[TrainState, dict]:
     """One pass over ``data`` in the batch order of ``(seed, epoch)`` (the incomplete
     last batch dropped). Returns the new state and the epoch's mean step loss and
     accuracy. Raises ``NonFiniteError`` naming the first step whose loss or gradients
@@ -486,7 +616,8 @@ def train_epoch(trainer: Trainer, state: TrainState, frozen, x: np.ndarray, data
         width = batch_width(data.lengths[idx], x.shape[1], bucketed)
         step = int(state.step) if pending is None else pending[0] + 1
         state, metrics = trainer.train_step(
-            state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx]))
+            state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
+        )
         if pending is not None and not bool(pending[1]):
             raise NonFiniteError(pending[0], epoch)
         pending = (step, metrics["finite"])
@@ -501,17 +632,29 @@ def train_epoch(trainer: Trainer, state: TrainState, frozen, x: np.ndarray, data
     losses, correct = jax.device_get((losses, correct))
     return state, {
         "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
-        "train_step_accuracy": (float(np.sum(correct)) / (len(batches) * batch_size)
-                                if batches else float("nan")),
+        "train_step_accuracy": (
+            float(np.sum(correct)) / (len(batches) * batch_size) if batches else float("nan")
+        ),
     }
 
 
-def fit(trainer: Trainer, state: TrainState, frozen, inputs: dict[str, np.ndarray],
-        data: dict[str, Encoded], class_names: tuple[str, ...], *, epochs: int,
-        batch_size: int, seed: int, bucketed: bool = False, first_epoch: int = 1,
-        history: list[dict] | None = None,
-        on_epoch: Callable[[TrainState, list[dict]], None] | None = None,
-        on_step: Callable[[int], None] | None = None) -> tuple[TrainState, list[dict]]:
+def fit(
+    trainer: Trainer,
+    state: TrainState,
+    frozen,
+    inputs: dict[str, np.ndarray],
+    data: dict[str, Encoded],
+    class_names: tuple[str, ...],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    bucketed: bool = False,
+    first_epoch: int = 1,
+    history: list[dict] | None = None,
+    on_epoch: Callable[[TrainState, list[dict]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[TrainState, list[dict]]:
     """Train epochs ``first_epoch .. epochs``; after each, evaluate every split of
     ``data`` (model inputs ``inputs``) and call ``on_epoch(state, history)`` (where the
     caller saves checkpoints and reports; a true return value stops training, e.g. early
@@ -520,16 +663,39 @@ def fit(trainer: Trainer, state: TrainState, frozen, inputs: dict[str, np.ndarra
     history = list(history or [])
     for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
-        state, record = train_epoch(trainer, state, frozen, inputs["train"], data["train"],
-                                    batch_size, seed, epoch, bucketed=bucketed,
-                                    desc=f"epoch {epoch}/{epochs}", on_step=on_step)
-        record = {"epoch": epoch, "step": int(state.step), **record,
-                  "train_seconds": time.perf_counter() - t0}
+        state, record = train_epoch(
+            trainer,
+            state,
+            frozen,
+            inputs["train"],
+            data["train"],
+            batch_size,
+            seed,
+            epoch,
+            bucketed=bucketed,
+            desc=f"epoch {epoch}/{epochs}",
+            on_step=on_step,
+        )
+        record = {
+            "epoch": epoch,
+            "step": int(state.step),
+            **record,
+            "train_seconds": time.perf_counter() - t0,
+        }
         t0 = time.perf_counter()
         for name, split in data.items():
             if len(split):
-                record[name] = evaluate(trainer, state.trainable, frozen, inputs[name], split,
-                                        batch_size, class_names, bucketed, desc=f"eval {name}")
+                record[name] = evaluate(
+                    trainer,
+                    state.trainable,
+                    frozen,
+                    inputs[name],
+                    split,
+                    batch_size,
+                    class_names,
+                    bucketed,
+                    desc=f"eval {name}",
+                )
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
         if on_epoch is not None and on_epoch(state, history):

@@ -12,6 +12,7 @@ HTTP Range request when the server honours it; failures that will not pass (HTTP
 URL at once. Whatever cannot be had is reported together, each file with its URLs
 and the path to put it at.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,12 +22,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
-
 
 TIMEOUT_S = 30.0
 RETRIES = 4
@@ -61,14 +61,18 @@ class DownloadError(RuntimeError):
         for dest, tries in by_dest.items():
             if len({m.reason for m in tries}) == 1:
                 lines.append(f"  {dest.name}: {tries[0].reason}")
-                lines += [f"    {'get it from' if k == 0 else '         or'} {m.url}"
-                          for k, m in enumerate(tries)]
+                lines += [
+                    f"    {'get it from' if k == 0 else '         or'} {m.url}"
+                    for k, m in enumerate(tries)
+                ]
             else:
                 lines.append(f"  {dest.name}:")
                 lines += [f"    {m.url}: {m.reason}" for m in tries]
             lines.append(f"    and put it at {dest}")
-        lines.append("Download them on a machine with internet access and copy them there, "
-                     "or point the program at a directory that already has them.")
+        lines.append(
+            "Download them on a machine with internet access and copy them there, "
+            "or point the program at a directory that already has them."
+        )
         super().__init__("\n".join(lines))
 
 
@@ -125,9 +129,17 @@ def _have_whole(url: str, dest: Path, expected: Expected, timeout: float) -> boo
     return remote is None or dest.stat().st_size == remote
 
 
-def fetch(urls: str | Sequence[str], dest: str | os.PathLike, *, expected: Expected = Expected(),
-          timeout: float = TIMEOUT_S, retries: int = RETRIES, backoff: float = BACKOFF_S,
-          offline: bool | None = None, progress: bool = True) -> Path:
+def fetch(
+    urls: str | Sequence[str],
+    dest: str | os.PathLike,
+    *,
+    expected: Expected = Expected(),
+    timeout: float = TIMEOUT_S,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF_S,
+    offline: bool | None = None,
+    progress: bool = True,
+) -> Path:
     """Make ``dest`` a whole, verified copy of the file at ``urls`` (tried in order);
     return its path. Raises ``DownloadError`` naming every URL tried and why."""
     urls = (urls,) if isinstance(urls, str) else tuple(urls)
@@ -138,13 +150,21 @@ def fetch(urls: str | Sequence[str], dest: str | os.PathLike, *, expected: Expec
             problem = verify(dest, expected)
             if problem is None:
                 return dest
-            raise DownloadError([MissingFile(urls[0], dest, f"on disk but damaged ({problem}); "
-                                             "offline mode, so not downloaded again")])
+            raise DownloadError(
+                [
+                    MissingFile(
+                        urls[0],
+                        dest,
+                        f"on disk but damaged ({problem}); offline mode, so not downloaded again",
+                    )
+                ]
+            )
         if _have_whole(urls[0], dest, expected, timeout):
             return dest
     if offline:
-        raise DownloadError([MissingFile(u, dest, "offline mode (GPT2_JAX_OFFLINE) and not on disk")
-                             for u in urls])
+        raise DownloadError(
+            [MissingFile(u, dest, "offline mode (GPT2_JAX_OFFLINE) and not on disk") for u in urls]
+        )
     failures = []
     for url in urls:
         try:
@@ -162,7 +182,7 @@ def _fetch_with_retries(url, dest, expected, timeout, retries, backoff, progress
         except _Transient as err:
             if attempt == retries:
                 raise _Permanent(f"{err} (gave up after {retries + 1} attempts)") from None
-            time.sleep(backoff * 2 ** attempt)
+            time.sleep(backoff * 2**attempt)
 
 
 def _classify(err: BaseException) -> Exception:
@@ -208,13 +228,23 @@ def _download(url: str, dest: Path, expected: Expected, timeout: float, progress
         total = have + int(length) if length is not None else expected.size
         if expected.size is not None and total is not None and total != expected.size:
             part.unlink(missing_ok=True)
-            raise _Permanent(f"the server's file has {total:,} bytes; the known file has "
-                             f"{expected.size:,}")
+            raise _Permanent(
+                f"the server's file has {total:,} bytes; the known file has {expected.size:,}"
+            )
         try:
-            with open(part, "ab" if have else "wb") as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=dest.name, disable=None if progress else True, leave=False,
-            ) as bar:
+            with (
+                open(part, "ab" if have else "wb") as out,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=None if progress else True,
+                    leave=False,
+                ) as bar,
+            ):
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))

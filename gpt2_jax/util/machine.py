@@ -1,4 +1,5 @@
 """The machine a timing was measured on."""
+
 from __future__ import annotations
 
 import os
@@ -18,5 +19,6 @@ def machine_name() -> str:
     except OSError:
         pass
     bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return (f"{model}, {os.cpu_count()} CPUs, "
-            + (f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"))
+    return f"{model}, {os.cpu_count()} CPUs, " + (
+        f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"
+    )

@@ -10,6 +10,7 @@ matmuls), and the trainable tail's step from 44 to 35 ms. Keeping freed memory m
 the resident size stays near the peak instead of shrinking between calls; the peak
 itself is unchanged.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,6 +33,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _done = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                       2**31 - 1))
+    _done = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
     return _done

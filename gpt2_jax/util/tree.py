@@ -1,7 +1,9 @@
 """Small helpers over parameter trees, keyed by slash-joined names like ``h11/attn/c_attn/kernel``."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

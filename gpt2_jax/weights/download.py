@@ -1,4 +1,5 @@
 """GPT-2's seven files from OpenAI's server (verified, resumable: see ``util.fetch``)."""
+
 from __future__ import annotations
 
 import os
@@ -38,22 +39,19 @@ def gpt2_expected(model_size: str, name: str) -> Expected:
     return Expected()
 
 
-def gpt2_expected(model_size: str, name: str) -> Expected:
-    if name in GPT2_BPE:
-        return GPT2_BPE[name]
-    if name == "model.ckpt.data-00000-of-00001":
-        return Expected(GPT2_DATA_BYTES[model_size])
-    return Expected()
-
-
-def gpt2_files(model_size: str, models_dir: str | os.PathLike, base_url: str = GPT2_BASE_URL,
-               verify_known: bool | None = None
-               ) -> list[tuple[tuple[str, ...], Path, Expected]]:
+def gpt2_files(
+    model_size: str,
+    models_dir: str | os.PathLike,
+    base_url: str = GPT2_BASE_URL,
+    verify_known: bool | None = None,
+) -> list[tuple[tuple[str, ...], Path, Expected]]:
     """``(urls, dest, expected)`` for the seven files. On OpenAI's server
     (``verify_known=None``) known sizes and hashes are checked and the BPE files have a
     second URL."""
     if model_size not in MODEL_SIZES:
-        raise ValueError(f"unknown GPT-2 model size {model_size!r}; choose one of {list(MODEL_SIZES)}")
+        raise ValueError(
+            f"unknown GPT-2 model size {model_size!r}; choose one of {list(MODEL_SIZES)}"
+        )
     official = base_url == GPT2_BASE_URL
     if verify_known is None:
         verify_known = official
@@ -63,20 +61,31 @@ def gpt2_files(model_size: str, models_dir: str | os.PathLike, base_url: str = G
         urls = (f"{base_url}/{model_size}/{name}",)
         if official and name in GPT2_BPE:
             urls += (f"{GPT2_BPE_MIRROR}/{name}",)
-        items.append((urls, model_dir / name,
-                      gpt2_expected(model_size, name) if verify_known else Expected()))
+        items.append(
+            (
+                urls,
+                model_dir / name,
+                gpt2_expected(model_size, name) if verify_known else Expected(),
+            )
+        )
     return items
 
 
-def download_gpt2(model_size: str, models_dir: str | os.PathLike, *,
-                  base_url: str = GPT2_BASE_URL, verify_known: bool | None = None,
-                  **kwargs) -> Path:
+def download_gpt2(
+    model_size: str,
+    models_dir: str | os.PathLike,
+    *,
+    base_url: str = GPT2_BASE_URL,
+    verify_known: bool | None = None,
+    **kwargs,
+) -> Path:
     """Make sure ``models_dir/model_size`` holds OpenAI's seven files; return that folder."""
     fetch_all(gpt2_files(model_size, models_dir, base_url, verify_known), **kwargs)
     return Path(models_dir) / model_size
 
 
-def download_and_load_gpt2(model_size: str, models_dir: str | os.PathLike, *,
-                           base_url: str = GPT2_BASE_URL, **kwargs) -> tuple[dict, dict]:
+def download_and_load_gpt2(
+    model_size: str, models_dir: str | os.PathLike, *, base_url: str = GPT2_BASE_URL, **kwargs
+) -> tuple[dict, dict]:
     """Download (if needed) and read GPT-2 ``model_size`` -> ``(settings, params)``."""
     return load_gpt2(download_gpt2(model_size, models_dir, base_url=base_url, **kwargs))

@@ -12,6 +12,7 @@ tree's ``h0/attn/c_attn/kernel``), ``ln_f.weight`` is ``ln_f/g``, and so on
 TF reader checks them against ``hparams.json``; NumPy and ``safetensors`` do all the
 work, so neither TensorFlow nor torch is needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_jax.weights.openai import BLOCK_SHAPES, CheckpointError, expected_shapes, nest_variables
 from gpt2_jax.data.tokenizer import HF_BPE_FILES
+from gpt2_jax.weights.openai import BLOCK_SHAPES, CheckpointError, expected_shapes, nest_variables
 
 CONFIG_FILE = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -32,13 +33,22 @@ TORCH_BIN = "pytorch_model.bin"
 WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN)
 
 # config.json key -> OpenAI's hparams key (the lab's ``settings``).
-HF_TO_OPENAI = {"vocab_size": "n_vocab", "n_positions": "n_ctx", "n_embd": "n_embd",
-                "n_head": "n_head", "n_layer": "n_layer"}
+HF_TO_OPENAI = {
+    "vocab_size": "n_vocab",
+    "n_positions": "n_ctx",
+    "n_embd": "n_embd",
+    "n_head": "n_head",
+    "n_layer": "n_layer",
+}
 # Options of transformers' GPT2Config that change the computation, with the value
 # that GPT-2 (and this package's model) has. Absent keys take these defaults.
-SAME_AS_GPT2 = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
-                "layer_norm_epsilon": (1e-5,), "scale_attn_weights": (True,),
-                "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,)}
+SAME_AS_GPT2 = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "layer_norm_epsilon": (1e-5,),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "add_cross_attention": (False,),
+}
 # Tensors a folder may hold that are not weights: the causal-mask buffers of older
 # transformers versions, and the LM head when it is saved although tied to wte.
 BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
@@ -54,6 +64,7 @@ def is_hf_folder(folder: str | os.PathLike) -> bool:
 
 
 # --------------------------------------------------------------------------- names
+
 
 def hf_name(name: str) -> str:
     """OpenAI's flat variable name -> Hugging Face's tensor name (no ``transformer.``):
@@ -71,8 +82,12 @@ def hf_name(name: str) -> str:
 def flat_variables(params: dict) -> dict[str, np.ndarray]:
     """The lab's nested ``params`` -> ``{OpenAI flat name: array}`` (``nest_variables``
     undone)."""
-    flat = {"wte": params["wte"], "wpe": params["wpe"], "ln_f/g": params["g"],
-            "ln_f/b": params["b"]}
+    flat = {
+        "wte": params["wte"],
+        "wpe": params["wpe"],
+        "ln_f/g": params["g"],
+        "ln_f/b": params["b"],
+    }
 
     def walk(prefix: str, tree) -> None:
         for key, value in tree.items():
@@ -80,6 +95,7 @@ def flat_variables(params: dict) -> dict[str, np.ndarray]:
                 walk(f"{prefix}/{key}", value)
             else:
                 flat[f"{prefix}/{key}"] = value
+
     for i, block in enumerate(params["blocks"]):
         walk(f"h{i}", block)
     return flat
@@ -87,19 +103,21 @@ def flat_variables(params: dict) -> dict[str, np.ndarray]:
 
 def hf_tensors(params: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """The lab's ``params`` as Hugging Face's tensors ``{prefix + name: float32 array}``."""
-    return {prefix + hf_name(name): np.ascontiguousarray(np.asarray(array, np.float32))
-            for name, array in flat_variables(params).items()}
+    return {
+        prefix + hf_name(name): np.ascontiguousarray(np.asarray(array, np.float32))
+        for name, array in flat_variables(params).items()
+    }
 
 
 # --------------------------------------------------------------------------- read
+
 
 def read_hf_settings(folder: str | os.PathLike) -> dict:
     """``config.json`` as the lab's ``settings`` (``n_vocab, n_ctx, n_embd, n_head,
     n_layer``), after checking that it describes GPT-2's computation."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: a Hugging Face model folder holds "
-                                "config.json")
+        raise FileNotFoundError(f"{path} not found: a Hugging Face model folder holds config.json")
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -107,27 +125,37 @@ def read_hf_settings(folder: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
     if config.get("model_type") != "gpt2":
-        raise CheckpointError(f"{path}: model_type {config.get('model_type')!r}, but only "
-                              "'gpt2' (GPT-2's architecture) can be loaded")
+        raise CheckpointError(
+            f"{path}: model_type {config.get('model_type')!r}, but only "
+            "'gpt2' (GPT-2's architecture) can be loaded"
+        )
     missing = [k for k in HF_TO_OPENAI if k not in config]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
     settings = {ours: config[theirs] for theirs, ours in HF_TO_OPENAI.items()}
-    bad = [f"{k}={v!r}" for k, v in settings.items()
-           if not isinstance(v, int) or isinstance(v, bool) or v <= 0]
+    bad = [
+        f"{k}={v!r}"
+        for k, v in settings.items()
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0
+    ]
     if bad:
         raise CheckpointError(f"{path}: {', '.join(bad)}: sizes must be positive integers")
     if settings["n_embd"] % settings["n_head"]:
-        raise CheckpointError(f"{path}: n_embd={settings['n_embd']} is not divisible by "
-                              f"n_head={settings['n_head']}")
+        raise CheckpointError(
+            f"{path}: n_embd={settings['n_embd']} is not divisible by n_head={settings['n_head']}"
+        )
     n_inner = config.get("n_inner")
     if n_inner not in (None, 4 * settings["n_embd"]):
-        raise CheckpointError(f"{path}: n_inner={n_inner}; this GPT-2 has an MLP of "
-                              f"4 x n_embd = {4 * settings['n_embd']}")
+        raise CheckpointError(
+            f"{path}: n_inner={n_inner}; this GPT-2 has an MLP of "
+            f"4 x n_embd = {4 * settings['n_embd']}"
+        )
     for key, allowed in SAME_AS_GPT2.items():
         if key in config and config[key] not in allowed:
-            raise CheckpointError(f"{path}: {key}={config[key]!r}; this GPT-2 computes with "
-                                  f"{allowed[0]!r}, so these weights would give other outputs")
+            raise CheckpointError(
+                f"{path}: {key}={config[key]!r}; this GPT-2 computes with "
+                f"{allowed[0]!r}, so these weights would give other outputs"
+            )
     return settings
 
 
@@ -138,8 +166,10 @@ def weights_file(folder: str | os.PathLike) -> Path:
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"{folder}: config.json but no weights ({', '.join(WEIGHT_FILES)}); "
-                            "download the model's model.safetensors into it")
+    raise FileNotFoundError(
+        f"{folder}: config.json but no weights ({', '.join(WEIGHT_FILES)}); "
+        "download the model's model.safetensors into it"
+    )
 
 
 def read_hf_tensors(folder: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
@@ -163,11 +193,11 @@ def shard_names(index_path: Path) -> list[str]:
         names = sorted(set(weight_map.values()))
         if not all(isinstance(n, str) for n in names):
             raise TypeError("its values must be file names")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
-            AttributeError) as err:
-        raise CheckpointError(f"{index_path}: not a safetensors index (needs a 'weight_map' "
-                              f"object of tensor -> file name; {type(err).__name__}: {err})"
-                              ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{index_path}: not a safetensors index (needs a 'weight_map' "
+            f"object of tensor -> file name; {type(err).__name__}: {err})"
+        ) from None
     return names
 
 
@@ -199,30 +229,38 @@ def _read_safetensors(path: Path) -> list[tuple[str, np.ndarray]]:
                         tensors.append((name, np.asarray(g.get_tensor(name), np.float32)))
         return tensors
     except (SafetensorError, OSError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot read it as safetensors ({err}); a truncated "
-                              "download? Delete it and download again") from None
+        raise CheckpointError(
+            f"{path}: cannot read it as safetensors ({err}); a truncated "
+            "download? Delete it and download again"
+        ) from None
 
 
 def _read_torch_bin(path: Path) -> list[tuple[str, np.ndarray]]:
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: this folder has only PyTorch's pickle format, which "
-                              "needs torch (pip install torch), or convert it once to "
-                              "model.safetensors where torch is installed") from None
+        raise CheckpointError(
+            f"{path}: this folder has only PyTorch's pickle format, which "
+            "needs torch (pip install torch), or convert it once to "
+            "model.safetensors where torch is installed"
+        ) from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
         raise CheckpointError(f"{path}: cannot read it ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{path}: not a state dict (names -> tensors) but "
-                              f"{type(state).__name__}; save model.state_dict()")
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"{path}: not a state dict (names -> tensors) but "
+            f"{type(state).__name__}; save model.state_dict()"
+        )
     out = []
     for name, t in state.items():
         if not t.is_floating_point():
-            raise CheckpointError(f"{path}: tensor {name!r} is {t.dtype}, not a floating-point "
-                                  "type")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} is {t.dtype}, not a floating-point type"
+            )
         out.append((name, t.detach().to(torch.float32).numpy()))
     return out
 
@@ -240,12 +278,16 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
     where = weights_file(folder)
     tensors = read_hf_tensors(folder)
     want = 4 + len(BLOCK_SHAPES) * settings["n_layer"]
-    weights = [(n, a) for n, a in tensors if not BUFFER.fullmatch(n.removeprefix("transformer."))
-               and n not in IGNORED]
+    weights = [
+        (n, a)
+        for n, a in tensors
+        if not BUFFER.fullmatch(n.removeprefix("transformer.")) and n not in IGNORED
+    ]
     if want > 2 * len(weights) + len(BLOCK_SHAPES):  # far off: config.json is wrong, and
         # listing every name it implies could take long
-        raise CheckpointError(f"{where}: {len(weights)} tensors, but config.json's "
-                              f"{settings} needs {want}")
+        raise CheckpointError(
+            f"{where}: {len(weights)} tensors, but config.json's {settings} needs {want}"
+        )
     expected = expected_shapes(settings)
     by_hf = {hf_name(name): name for name in expected}
     found: dict[str, np.ndarray] = {}
@@ -256,45 +298,65 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
             lm_head = array
             continue
         if name not in by_hf:
-            raise CheckpointError(f"{where}: unexpected tensor {full_name!r} of shape "
-                                  f"{tuple(array.shape)} for a GPT-2 with {settings}")
+            raise CheckpointError(
+                f"{where}: unexpected tensor {full_name!r} of shape "
+                f"{tuple(array.shape)} for a GPT-2 with {settings}"
+            )
         ours = by_hf[name]
         if ours in found:
             raise CheckpointError(f"{where}: tensor {hf_name(ours)!r} is stored twice")
         if tuple(array.shape) != expected[ours]:
-            raise CheckpointError(f"{where}: tensor {full_name!r} has shape "
-                                  f"{tuple(array.shape)}, expected {expected[ours]} from "
-                                  f"config.json {settings}")
+            raise CheckpointError(
+                f"{where}: tensor {full_name!r} has shape "
+                f"{tuple(array.shape)}, expected {expected[ours]} from "
+                f"config.json {settings}"
+            )
         if np.dtype(array.dtype).name not in FLOAT_TYPES:
-            raise CheckpointError(f"{where}: tensor {full_name!r} is {array.dtype}, not a "
-                                  "floating-point type")
+            raise CheckpointError(
+                f"{where}: tensor {full_name!r} is {array.dtype}, not a floating-point type"
+            )
         found[ours] = np.asarray(array, np.float32)
         if not np.isfinite(found[ours]).all():
-            raise CheckpointError(f"{where}: tensor {full_name!r} holds NaN or infinite "
-                                  "values; the file is damaged")
+            raise CheckpointError(
+                f"{where}: tensor {full_name!r} holds NaN or infinite values; the file is damaged"
+            )
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(
             f"{where}: {len(missing)} tensor(s) missing, e.g. "
-            + ", ".join(f"{hf_name(n)} {expected[n]}" for n in missing[:5]))
+            + ", ".join(f"{hf_name(n)} {expected[n]}" for n in missing[:5])
+        )
     if lm_head is not None and not np.array_equal(np.asarray(lm_head, np.float32), found["wte"]):
-        raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight; GPT-2 ties "
-                              "the output head to the token embedding, and so does gpt2_jax")
+        raise CheckpointError(
+            f"{where}: lm_head.weight differs from wte.weight; GPT-2 ties "
+            "the output head to the token embedding, and so does gpt2_jax"
+        )
     return settings, nest_variables(found, settings["n_layer"])
 
 
 # --------------------------------------------------------------------------- write
 
+
 def config_json(settings: dict, **extra) -> dict:
     """``config.json`` for a GPT-2 of ``settings``; ``extra`` keys are added
     (``architectures``, ``id2label``, ...)."""
-    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-              **{theirs: int(settings[ours]) for theirs, ours in HF_TO_OPENAI.items()},
-              "n_ctx": int(settings["n_ctx"]), "n_inner": None,
-              "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-              "initializer_range": 0.02, "scale_attn_weights": True,
-              "bos_token_id": 50256, "eos_token_id": 50256, "tie_word_embeddings": True}
+    config = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        **{theirs: int(settings[ours]) for theirs, ours in HF_TO_OPENAI.items()},
+        "n_ctx": int(settings["n_ctx"]),
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "tie_word_embeddings": True,
+    }
     config.update(extra)
     return config
 
@@ -308,10 +370,17 @@ def check_new_folder(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def save_hf_gpt2(out_dir: str | os.PathLike, settings: dict, params: dict, *,
-                 bpe: tuple[Path, Path] | None = None, config_extra: dict | None = None,
-                 extra_tensors: dict[str, np.ndarray] | None = None,
-                 tokenizer_extra: dict | None = None, prefix: str = "") -> Path:
+def save_hf_gpt2(
+    out_dir: str | os.PathLike,
+    settings: dict,
+    params: dict,
+    *,
+    bpe: tuple[Path, Path] | None = None,
+    config_extra: dict | None = None,
+    extra_tensors: dict[str, np.ndarray] | None = None,
+    tokenizer_extra: dict | None = None,
+    prefix: str = "",
+) -> Path:
     """Write a Hugging Face GPT-2 folder: ``config.json``, ``model.safetensors`` (the
     lab's ``params`` under Hugging Face's names, float32), and the tokenizer files
     (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) from ``bpe``, the pair
@@ -329,12 +398,16 @@ def save_hf_gpt2(out_dir: str | os.PathLike, settings: dict, params: dict, *,
     if bpe is not None:
         for src, name in zip(bpe, HF_BPE_FILES):
             shutil.copyfile(src, out / name)
-        tok = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": int(settings["n_ctx"]),
-               "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-               "unk_token": "<|endoftext|>", "add_prefix_space": False,
-               **(tokenizer_extra or {})}
+        tok = {
+            "tokenizer_class": "GPT2Tokenizer",
+            "model_max_length": int(settings["n_ctx"]),
+            "bos_token": "<|endoftext|>",
+            "eos_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+            "add_prefix_space": False,
+            **(tokenizer_extra or {}),
+        }
         (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2))
     config = config_json(settings, **(config_extra or {}))
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return out
-

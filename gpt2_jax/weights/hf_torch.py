@@ -3,8 +3,8 @@
 Used by the parity tests and the benchmark; needs the ``dev`` extra (torch,
 transformers). No hub access: the model is built from a config and these weights.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.weights.hf import hf_tensors
@@ -14,10 +14,18 @@ def hf_config(cfg: GPTConfig, **extra):
     import transformers
 
     return transformers.GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-        n_layer=cfg.n_layers, n_head=cfg.n_heads, activation_function="gelu_new",
-        layer_norm_epsilon=1e-5, resid_pdrop=cfg.drop_rate, embd_pdrop=cfg.drop_rate,
-        attn_pdrop=cfg.drop_rate, **extra)
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.context_length,
+        n_embd=cfg.emb_dim,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        activation_function="gelu_new",
+        layer_norm_epsilon=1e-5,
+        resid_pdrop=cfg.drop_rate,
+        embd_pdrop=cfg.drop_rate,
+        attn_pdrop=cfg.drop_rate,
+        **extra,
+    )
 
 
 def hf_state_dict(params: dict, prefix: str = "transformer.") -> dict:

@@ -8,14 +8,15 @@ by default ``~/.cache/huggingface/hub``), so a second run reads them from there.
 is the library's (``HF_ENDPOINT``) unless ``endpoint`` is given. Needs the ``hub``
 extra: ``pip install 'gpt2_jax[hub]'``.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from gpt2_jax.data.tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
 from gpt2_jax.util.fetch import offline_requested
 from gpt2_jax.weights.hf import CONFIG_FILE, SAFETENSORS, SAFETENSORS_INDEX, shard_names
-from gpt2_jax.data.tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
 
 
 class HubError(RuntimeError):
@@ -26,17 +27,25 @@ def _hub() -> None:
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
-        raise HubError("--hf-repo needs the huggingface_hub package: pip install "
-                       "'gpt2_jax[hub]' (or download the folder and pass --model-dir)") from None
+        raise HubError(
+            "--hf-repo needs the huggingface_hub package: pip install "
+            "'gpt2_jax[hub]' (or download the folder and pass --model-dir)"
+        ) from None
 
 
-def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
-                  endpoint: str | None = None) -> Path:
+def fetch_hf_repo(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    endpoint: str | None = None,
+) -> Path:
     """The local folder (a snapshot in the cache, named by the commit) holding
     ``repo_id``'s GPT-2 files."""
     _hub()
     from huggingface_hub import constants, hf_hub_download
+
     try:
         from huggingface_hub.errors import RemoteEntryNotFoundError as Absent
     except ImportError:  # before huggingface_hub 1.0
@@ -51,8 +60,16 @@ def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
         """The file's cached path; None for an optional file the repo (or, offline, the
         cache) does not have."""
         try:
-            return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=offline, endpoint=endpoint))
+            return Path(
+                hf_hub_download(
+                    repo_id,
+                    name,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    local_files_only=offline,
+                    endpoint=endpoint,
+                )
+            )
         except Absent:
             if optional:
                 return None
@@ -60,17 +77,22 @@ def fetch_hf_repo(repo_id: str, *, revision: str | None = None,
         except Exception as err:  # the library raises many types; say which file, and why
             if optional and offline and type(err).__name__ == "LocalEntryNotFoundError":
                 return None
-            raise HubError(_why(where, name, err, offline, endpoint or constants.ENDPOINT)
-                           ) from None
+            raise HubError(
+                _why(where, name, err, offline, endpoint or constants.ENDPOINT)
+            ) from None
 
     config = get(CONFIG_FILE)
     if get(SAFETENSORS, optional=True) is None:
         index = get(SAFETENSORS_INDEX, optional=True)
         if index is None:
-            raise HubError(f"{where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
-                           + ("is in the Hugging Face cache, and offline mode downloads nothing"
-                              if offline else "is in the repository; only safetensors weights "
-                              "are fetched from the Hub"))
+            raise HubError(
+                f"{where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
+                + (
+                    "is in the Hugging Face cache, and offline mode downloads nothing"
+                    if offline
+                    else "is in the repository; only safetensors weights are fetched from the Hub"
+                )
+            )
         for shard in shard_names(index):  # the loader's own reading of the index
             get(shard)
     # tokenizer files are optional: without them the standard GPT-2 BPE is used
@@ -84,11 +106,15 @@ def _why(where: str, name: str, err: Exception, offline: bool, endpoint: str) ->
     first = (str(err).strip().splitlines() or [kind])[0]
     if kind == "LocalEntryNotFoundError":
         if offline:
-            return (f"{where}: {name} is not in the Hugging Face cache, and offline mode "
-                    "downloads nothing; run once online, or unset GPT2_JAX_OFFLINE / "
-                    "HF_HUB_OFFLINE")
-        return (f"{where}: {name} could not be fetched ({endpoint} did not answer) and is not "
-                "in the Hugging Face cache; check the connection or HF_ENDPOINT")
+            return (
+                f"{where}: {name} is not in the Hugging Face cache, and offline mode "
+                "downloads nothing; run once online, or unset GPT2_JAX_OFFLINE / "
+                "HF_HUB_OFFLINE"
+            )
+        return (
+            f"{where}: {name} could not be fetched ({endpoint} did not answer) and is not "
+            "in the Hugging Face cache; check the connection or HF_ENDPOINT"
+        )
     if kind in ("RepositoryNotFoundError", "GatedRepoError"):
         return f"{where}: no such repository on the Hub (or it is private or gated; log in first)"
     if kind == "RevisionNotFoundError":

@@ -11,6 +11,7 @@ Two pure steps:
 TensorFlow is imported only when a checkpoint is read (``_tensorflow``) and kept off
 any GPU; a missing TensorFlow is one ``CheckpointError`` saying how to convert instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,8 @@ def _tensorflow():
         raise CheckpointError(
             "reading OpenAI's TensorFlow checkpoint needs tensorflow (pip install "
             "tensorflow-cpu); or convert it once where TensorFlow is installed: python -m "
-            "experiments.export --model-dir DIR --to hf OUT, then use --model-dir OUT") from None
+            "experiments.export --model-dir DIR --to hf OUT, then use --model-dir OUT"
+        ) from None
     return tf
 
 
@@ -132,7 +134,8 @@ def load_gpt2(model_dir: str | os.PathLike) -> tuple[dict, dict]:
             raise CheckpointError(
                 f"{data_file}: {data_file.stat().st_size:,} bytes, but the variables of "
                 f"hparams.json {settings} take {need:,}: a truncated download? Delete it and "
-                "download again") from err
+                "download again"
+            ) from err
         raise CheckpointError(f"cannot read TF checkpoint {prefix}: {err}") from err
 
     expected = expected_shapes(settings)
@@ -199,11 +202,12 @@ def load_weights(params: dict) -> dict:
     for i, block in enumerate(params["blocks"]):
         tree[f"h{i}"] = {
             "ln_1": norm(block["ln_1"]),
-            "attn": {"c_attn": dense(block["attn"]["c_attn"]),
-                     "c_proj": dense(block["attn"]["c_proj"])},
+            "attn": {
+                "c_attn": dense(block["attn"]["c_attn"]),
+                "c_proj": dense(block["attn"]["c_proj"]),
+            },
             "ln_2": norm(block["ln_2"]),
-            "mlp": {"c_fc": dense(block["mlp"]["c_fc"]),
-                    "c_proj": dense(block["mlp"]["c_proj"])},
+            "mlp": {"c_fc": dense(block["mlp"]["c_fc"]), "c_proj": dense(block["mlp"]["c_proj"])},
         }
     return tree
 
@@ -211,6 +215,7 @@ def load_weights(params: dict) -> dict:
 def lab_params(tree: dict) -> dict:
     """``load_weights`` undone: the Flax tree of ``GPTModel`` -> the lab's ``params``
     dict of NumPy arrays. A class head, if any, is left out (it is not GPT-2's)."""
+
     def dense(p):
         return {"w": np.asarray(p["kernel"]), "b": np.asarray(p["bias"])}
 
@@ -218,17 +223,28 @@ def lab_params(tree: dict) -> dict:
         return {"g": np.asarray(p["scale"]), "b": np.asarray(p["bias"])}
 
     n_layer = sum(1 for k in tree if k.startswith("h") and k[1:].isdigit())
-    params = {"blocks": [], **norm(tree["ln_f"]), "wpe": np.asarray(tree["wpe"]["embedding"]),
-              "wte": np.asarray(tree["wte"]["embedding"])}
+    params = {
+        "blocks": [],
+        **norm(tree["ln_f"]),
+        "wpe": np.asarray(tree["wpe"]["embedding"]),
+        "wte": np.asarray(tree["wte"]["embedding"]),
+    }
     for i in range(n_layer):
         block = tree[f"h{i}"]
         if any("lora_a" in layer for scope in ("attn", "mlp") for layer in block[scope].values()):
             raise ValueError(f"h{i} has LoRA adapters; fold them in first (model.merge_lora)")
-        params["blocks"].append({
-            "ln_1": norm(block["ln_1"]),
-            "attn": {"c_attn": dense(block["attn"]["c_attn"]),
-                     "c_proj": dense(block["attn"]["c_proj"])},
-            "ln_2": norm(block["ln_2"]),
-            "mlp": {"c_fc": dense(block["mlp"]["c_fc"]), "c_proj": dense(block["mlp"]["c_proj"])},
-        })
+        params["blocks"].append(
+            {
+                "ln_1": norm(block["ln_1"]),
+                "attn": {
+                    "c_attn": dense(block["attn"]["c_attn"]),
+                    "c_proj": dense(block["attn"]["c_proj"]),
+                },
+                "ln_2": norm(block["ln_2"]),
+                "mlp": {
+                    "c_fc": dense(block["mlp"]["c_fc"]),
+                    "c_proj": dense(block["mlp"]["c_proj"]),
+                },
+            }
+        )
     return params

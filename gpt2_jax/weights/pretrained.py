@@ -10,6 +10,7 @@ Two layouts hold the same numbers under other names:
 ``load_pretrained(folder)`` returns the lab's ``(settings, params)`` from either;
 whoever loads weights goes through here and never asks which layout it was.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ def folder_format(folder: str | os.PathLike) -> str:
     folder = Path(folder)
     openai, hf = (folder / "hparams.json").is_file(), hf_checkpoint.is_hf_folder(folder)
     if openai and hf:
-        raise FileNotFoundError(f"{folder} holds both OpenAI's hparams.json and Hugging Face's "
-                                "config.json; keep one model per folder")
+        raise FileNotFoundError(
+            f"{folder} holds both OpenAI's hparams.json and Hugging Face's "
+            "config.json; keep one model per folder"
+        )
     if openai:
         return OPENAI
     if hf:
@@ -37,7 +40,8 @@ def folder_format(folder: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{folder}: no such folder (expected a GPT-2 model folder)")
     raise FileNotFoundError(
         f"{folder} holds no GPT-2 model: expected OpenAI's hparams.json + model.ckpt.* or "
-        f"Hugging Face's config.json + {' / '.join(hf_checkpoint.WEIGHT_FILES)}")
+        f"Hugging Face's config.json + {' / '.join(hf_checkpoint.WEIGHT_FILES)}"
+    )
 
 
 def read_folder_settings(folder: str | os.PathLike) -> dict:

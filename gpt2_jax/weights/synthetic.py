@@ -6,6 +6,7 @@ here on its own, not derived from the reader in ``checkpoint.py``, so a test tha
 reads what this writes checks the reader against an independent statement of the
 layout.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,14 +28,22 @@ def openai_variables(settings: dict, seed: int = 0, scale: float = 0.02) -> dict
     variables = {"model/wte": rand(v, e), "model/wpe": rand(t, e)}
     for i in range(settings["n_layer"]):
         h = f"model/h{i}"
-        variables.update({
-            f"{h}/ln_1/g": 1.0 + rand(e) * 5, f"{h}/ln_1/b": rand(e),
-            f"{h}/attn/c_attn/w": rand(1, e, 3 * e), f"{h}/attn/c_attn/b": rand(3 * e),
-            f"{h}/attn/c_proj/w": rand(1, e, e), f"{h}/attn/c_proj/b": rand(e),
-            f"{h}/ln_2/g": 1.0 + rand(e) * 5, f"{h}/ln_2/b": rand(e),
-            f"{h}/mlp/c_fc/w": rand(1, e, 4 * e), f"{h}/mlp/c_fc/b": rand(4 * e),
-            f"{h}/mlp/c_proj/w": rand(1, 4 * e, e), f"{h}/mlp/c_proj/b": rand(e),
-        })
+        variables.update(
+            {
+                f"{h}/ln_1/g": 1.0 + rand(e) * 5,
+                f"{h}/ln_1/b": rand(e),
+                f"{h}/attn/c_attn/w": rand(1, e, 3 * e),
+                f"{h}/attn/c_attn/b": rand(3 * e),
+                f"{h}/attn/c_proj/w": rand(1, e, e),
+                f"{h}/attn/c_proj/b": rand(e),
+                f"{h}/ln_2/g": 1.0 + rand(e) * 5,
+                f"{h}/ln_2/b": rand(e),
+                f"{h}/mlp/c_fc/w": rand(1, e, 4 * e),
+                f"{h}/mlp/c_fc/b": rand(4 * e),
+                f"{h}/mlp/c_proj/w": rand(1, 4 * e, e),
+                f"{h}/mlp/c_proj/b": rand(e),
+            }
+        )
     variables["model/ln_f/g"] = 1.0 + rand(e) * 5
     variables["model/ln_f/b"] = rand(e)
     return variables
@@ -64,8 +73,13 @@ def write_tf_checkpoint(model_dir: str | os.PathLike, variables: dict[str, np.nd
             saver.save(sess, str(model_dir / "model.ckpt"))
 
 
-def write_openai_model_dir(model_dir: str | os.PathLike, settings: dict, *, seed: int = 0,
-                           bpe_dir: str | os.PathLike | None = None) -> Path:
+def write_openai_model_dir(
+    model_dir: str | os.PathLike,
+    settings: dict,
+    *,
+    seed: int = 0,
+    bpe_dir: str | os.PathLike | None = None,
+) -> Path:
     """A complete GPT-2 model folder: ``hparams.json``, the checkpoint, and (when
     ``bpe_dir`` is given) copies of its ``encoder.json`` and ``vocab.bpe``."""
     model_dir = Path(model_dir)
