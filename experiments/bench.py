@@ -143,7 +143,8 @@ def run_book(args):
     """The CLI's step with --no-prefix-cache --full-logits (``build_trainer``), timed."""
     import jax
 
-    from gpt2_jax.finetune.run import SpeedConfig, build_trainer
+    from gpt2_jax.finetune.config import SpeedConfig
+    from gpt2_jax.finetune.run import build_trainer
     from gpt2_jax.model.gpt import GPTModel
     from gpt2_jax.training.train import Batch, TrainConfig
 
@@ -178,7 +179,8 @@ def run_book(args):
 
 def run_cached(args, pool, prefix_dtype):
     """The CLI's own training function (``train_classifier``), the whole run."""
-    from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+    from gpt2_jax.finetune.config import SpeedConfig
+    from gpt2_jax.finetune.run import train_classifier
     from gpt2_jax.model.gpt import GPTModel
     from gpt2_jax.training.train import TrainConfig
 

@@ -16,15 +16,15 @@ from gpt2_jax.classifier.classifier import (
 )
 from gpt2_jax.classifier.export import export_backbone, export_classifier
 from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.finetune.run import (
+from gpt2_jax.finetune.config import (
     DataConfig,
     ModelConfig,
     OutputConfig,
     RunConfig,
     SpeedConfig,
     load_config,
-    run,
 )
+from gpt2_jax.finetune.run import run
 from gpt2_jax.model.config import MODEL_SIZES, GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.train import Partition, TrainConfig

@@ -53,14 +53,14 @@ def _old_metrics(value):
 
 
 def record(model_dir: Path, sms_file: Path, root: Path) -> dict:
-    from gpt2_jax.finetune.run import (
+    from gpt2_jax.finetune.config import (
         DataConfig,
         ModelConfig,
         OutputConfig,
         RunConfig,
         SpeedConfig,
-        run,
     )
+    from gpt2_jax.finetune.run import run
     from gpt2_jax.training.train import TrainConfig
 
     out = {}

@@ -19,7 +19,8 @@ import numpy as np
 from gpt2_jax.classifier.classifier import with_class_head
 from gpt2_jax.data.tables import encode_splits
 from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.finetune.run import DataConfig, SpeedConfig, read_data, train_classifier
+from gpt2_jax.finetune.config import DataConfig, SpeedConfig
+from gpt2_jax.finetune.run import read_data, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.parallel import mesh as mesh_module

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from gpt2_jax.data.tables import encode
-from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.finetune.config import SpeedConfig
+from gpt2_jax.finetune.run import train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, merge_lora
 from gpt2_jax.model.pooling import classify, pool_logits
@@ -301,7 +302,8 @@ def test_clipping_bounds_the_gradient_adam_sees():
 
 
 def test_settings_that_cannot_work_are_refused_before_training():
-    from gpt2_jax.finetune.run import ModelConfig, OutputConfig, RunConfig, check_schedule
+    from gpt2_jax.finetune.config import ModelConfig, OutputConfig, RunConfig
+    from gpt2_jax.finetune.run import check_schedule
 
     with pytest.raises(ValueError, match="--accumulation-steps 9 is more than the 8 batches"):
         check_schedule(TrainConfig(accumulation_steps=9), 8, 10)

@@ -12,15 +12,11 @@ from conftest import BPE_DIR, REPO, needs
 from synthetic import write_sms_file
 
 from gpt2_jax.commands import spam
+from gpt2_jax.finetune import config as finetune_config
 from gpt2_jax.finetune import run as finetune
-from gpt2_jax.finetune.run import (
-    DataConfig,
-    ModelConfig,
-    OutputConfig,
-    RunConfig,
-    RunFolderLock,
-    run,
-)
+from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
+from gpt2_jax.finetune.folder import RunFolderLock
+from gpt2_jax.finetune.run import run
 from gpt2_jax.training.train import TrainConfig
 
 SIZES = dict(train_size=160, val_size=40, test_size=40)
@@ -285,7 +281,7 @@ def test_python_api_takes_natural_forms():
     assert TrainConfig(trainable="all").trainable == ("all",)
     assert TrainConfig(class_weights={"ham": 1, "spam": 3.5}).class_weights == "ham=1,spam=3.5"
     assert DataConfig(labels=["spam", "ham"]).labels == "spam,ham"
-    assert finetune._size("1.0") == 1.0 and finetune._size("12") == 12
+    assert finetune_config._size("1.0") == 1.0 and finetune_config._size("12") == 12
 
 
 def test_lab_points_tables_to_finetune(tmp_path, capsys):

@@ -9,7 +9,8 @@ import pytest
 
 from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.data.tables import encode
-from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.finetune.config import SpeedConfig
+from gpt2_jax.finetune.run import train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.model.pooling import pool_logits, pool_positions

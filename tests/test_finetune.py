@@ -14,7 +14,8 @@ from gpt2_jax.classifier.classifier import Classifier
 from gpt2_jax.commands import spam
 from gpt2_jax.data.sms import read_sms_spam
 from gpt2_jax.data.tables import add_class_ids, split
-from gpt2_jax.finetune.run import DataConfig, ModelConfig, OutputConfig, RunConfig, run
+from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
+from gpt2_jax.finetune.run import run
 from gpt2_jax.training.train import TrainConfig
 
 pytestmark = [pytest.mark.slow, needs(BPE_DIR)]

@@ -603,7 +603,7 @@ def test_training_from_hf_folder_needs_no_tensorflow_and_equals_the_tf_run(
 
 
 def test_hub_flags_are_checked():
-    from gpt2_jax.finetune.run import ModelConfig
+    from gpt2_jax.finetune.config import ModelConfig
 
     with pytest.raises(ValueError, match="give --hf-repo too"):
         ModelConfig(hf_revision="abc123")

@@ -15,15 +15,8 @@ from synthetic import write_sms_file
 from gpt2_jax.classifier.classifier import load_classifier
 from gpt2_jax.commands import spam
 from gpt2_jax.data.tables import encode, epoch_order
-from gpt2_jax.finetune.run import (
-    DataConfig,
-    ModelConfig,
-    OutputConfig,
-    RunConfig,
-    SpeedConfig,
-    run,
-    train_classifier,
-)
+from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig
+from gpt2_jax.finetune.run import run, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import EpochCheckpoints
@@ -142,7 +135,8 @@ def _strip_times(history):
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from gpt2_jax.finetune.run import RunConfig, run
+from gpt2_jax.finetune.run import run
+from gpt2_jax.finetune.config import RunConfig
 
 def die(step):
     if step == 15:  # 10 steps per epoch: half-way through epoch 2

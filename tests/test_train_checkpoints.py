@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_resume import CFG, _data, _partition  # the same tiny model and data
 
-from gpt2_jax.finetune.run import SpeedConfig, train_classifier
+from gpt2_jax.finetune.config import SpeedConfig
+from gpt2_jax.finetune.run import train_classifier
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import (
     LEAF_DIGESTS,

@@ -380,6 +380,10 @@ def _probs(
     if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
+    if cfg.num_classes is None:
+        raise ValueError(
+            "class probabilities need a classifier (num_classes set), not a language model"
+        )
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
         lengths,

@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from gpt2_jax.finetune.cli import main as cli_main
-from gpt2_jax.finetune.run import RunConfig
+from gpt2_jax.finetune.config import RunConfig
 
 # Your own data: 80 % train, 10 % validation, the rest test, classes kept in proportion.
 DEFAULTS = dataclasses.replace(

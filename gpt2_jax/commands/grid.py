@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from gpt2_jax.finetune.record import METRICS_FILE, RunRecord
+
 # The book's rows (LLMs-from-scratch, ch06/02_bonus_additional-experiments) in this
 # project's flags, with the figures the book publishes for them (pretrained weights,
 # its balanced split, 5 epochs, batch 8, on an A100).
@@ -175,17 +177,17 @@ def describe(flags: list[str], metrics: dict | None) -> dict:
 def result_of(run_dir: Path) -> dict | None:
     """The figures of a finished run, or None (not run, failed, or still going)."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        record = RunRecord.read(run_dir / METRICS_FILE)
     except (OSError, ValueError):
         return None
-    if metrics.get("status") != "finished" or not metrics.get("epochs"):
+    if record.status != "finished" or not record.epochs:
         return None
-    chosen = metrics.get("selected", {}).get("epoch", len(metrics["epochs"]))
-    last = metrics["epochs"][chosen - 1]
+    chosen = record.selected.epoch if record.selected else len(record.epochs)
+    last = record.epochs[chosen - 1]
     out = {
-        "seconds": metrics.get("total_seconds"),
-        "peak_gib": metrics.get("peak_memory_gib"),
-        "metrics": metrics,
+        "seconds": record.total_seconds,
+        "peak_gib": record.peak_memory_gib,
+        "metrics": record.to_dict(),
     }
     for split in ("train", "val", "test"):
         if split in last:

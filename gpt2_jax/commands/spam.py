@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from gpt2_jax.finetune.cli import main as cli_main
-from gpt2_jax.finetune.run import RunConfig
+from gpt2_jax.finetune.config import RunConfig
 
 # The config classes' defaults are the lab's; its data file is read in the SMS format
 # whatever it is called.

@@ -19,7 +19,8 @@ class Problems:
     """Collects "line N: what is wrong" for one file and raises them as one ValueError."""
 
     def __init__(self, path: Path, advice: str = ""):
-        self.path, self.advice, self.items = path, advice, []
+        self.path, self.advice = path, advice
+        self.items: list[str] = []
 
     @property
     def full(self) -> bool:

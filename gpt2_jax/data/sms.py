@@ -246,10 +246,10 @@ def _check_records(path: Path, text: str, records: list[tuple[int, int, list]]) 
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
-    start = _unclosed_quote(text, records)
-    if start is not None:
+    quote_line = _unclosed_quote(text, records)
+    if quote_line is not None:
         raise ValueError(
-            f"{path} line {start}: the quote that opens this message is never "
+            f"{path} line {quote_line}: the quote that opens this message is never "
             "closed, so it would swallow every line after it; remove the quote, "
             "or read the file with --quoting none"
         )

@@ -229,7 +229,8 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
     (_, _, header), rows = records[0], records[1:]
     index = _column_index(path, header, columns)
     problems = Problems(path, "fill in or remove these rows")
-    places, cells = [], []
+    places: list[str] = []
+    cells: list[tuple] = []
     for start, end, row in rows:
         place = f"line {start}"
         if len(row) != len(header):
@@ -287,7 +288,8 @@ def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     problems = Problems(
         path, f"fix or remove these lines; each holds one JSON object like {{{example}}}"
     )
-    places, cells = [], []
+    places: list[str] = []
+    cells: list[tuple] = []
     # split on "\n" only: str.splitlines would also split at U+2028 etc., which JSON
     # strings may hold unescaped
     for number, line in enumerate(text.split("\n"), start=1):
@@ -326,7 +328,8 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     table = pd.read_parquet(path)
     _require_columns(path, [str(c) for c in table.columns], columns)
     problems = Problems(path, "fill in or remove these rows")
-    places, cells = [], []
+    places: list[str] = []
+    cells: list[tuple] = []
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):
         place = f"row {number}"

@@ -54,6 +54,7 @@ def get_tokenizer(
     all. What cannot be had is a ``RuntimeError`` of one line saying where to put them."""
     local = bpe_files(bpe_dir) if bpe_dir is not None else None
     if local is not None:
+        assert bpe_dir is not None  # local is only found in a given bpe_dir
         try:
             return encoding_from_files(*local)
         except RuntimeError:
@@ -90,7 +91,7 @@ def bpe_files(folder: str | os.PathLike) -> tuple[Path, Path] | None:
     pair written out of Hugging Face's ``tokenizer.json`` (what transformers 5 saves);
     None if the folder has none of them."""
     for names in (BPE_FILES, HF_BPE_FILES):
-        paths = tuple(Path(folder) / name for name in names)
+        paths = (Path(folder) / names[0], Path(folder) / names[1])
         if all(path.is_file() for path in paths):
             return paths
     if (Path(folder) / HF_TOKENIZER_JSON).is_file():

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gpt2_jax.finetune.run import RunConfig, load_config, resume_config, run
+from gpt2_jax.finetune.config import RunConfig, load_config
+from gpt2_jax.finetune.run import resume_config, run
 from gpt2_jax.parallel.distributed import initialize
 from gpt2_jax.util.runtime import keep_freed_memory
 

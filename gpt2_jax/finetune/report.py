@@ -290,7 +290,7 @@ def plot_history(
         _save_plot(
             plt,
             out_dir / "recall.png",
-            f"recall per class ({SPLIT_WORDS.get(split, 'no')} split)",
+            f"recall per class ({SPLIT_WORDS.get(split or '', 'no')} split)",
             per_class,
             epochs,
         )

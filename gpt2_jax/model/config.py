@@ -109,7 +109,9 @@ class GPTConfig:
             raise KeyError(
                 f"settings lack {missing}; expected OpenAI hparams keys {list(OPENAI_TO_CONFIG)}"
             )
-        fields = {ours: int(settings[theirs]) for theirs, ours in OPENAI_TO_CONFIG.items()}
+        fields: dict[str, Any] = {
+            ours: int(settings[theirs]) for theirs, ours in OPENAI_TO_CONFIG.items()
+        }
         fields.update(overrides)
         return cls(**fields)
 

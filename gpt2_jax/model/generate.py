@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,10 @@ def next_token(params, window, last, *, cfg: GPTConfig):
     goes through the last block and the LM head (exact: see ``GPTModel``'s
     ``pool_index``), which spares the [B, W, V] logits."""
     index = jnp.full((window.shape[0],), last, jnp.int32)
-    logits = GPTModel(cfg).apply({"params": params}, window, pool_index=index)  # [B, V]
+    # without mutable=, apply returns the module's output alone (no updated variables)
+    logits = cast(
+        jax.Array, GPTModel(cfg).apply({"params": params}, window, pool_index=index)
+    )  # [B, V]
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.util.tree import Params
 
 LAYER_NORM_EPS = 1e-5  # GPT-2's value (flax's default is 1e-6)
 _init = nn.initializers.normal(stddev=0.02)
@@ -56,7 +58,7 @@ def _lora_a_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def effective_kernel(p: dict, lora_alpha: float) -> jax.Array:
+def effective_kernel(p: Mapping[str, Any], lora_alpha: float) -> jax.Array:
     """A ``Linear``'s kernel with its LoRA update added: W + (alpha / r) A B."""
     if "lora_a" not in p:
         return p["kernel"]
@@ -307,7 +309,7 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """[B, T, E] -> [B, T, E] through a 4E hidden layer with tanh-approximated GELU."""
         e, dtype = self.cfg.emb_dim, matmul_dtype(self.cfg)
-        lora = dict(
+        lora: dict[str, Any] = dict(
             lora_rank=self.cfg.lora_rank if self.lora else 0, lora_alpha=self.cfg.lora_alpha
         )
         h = Linear(4 * e, dtype=dtype, name="c_fc", **lora)(x)
@@ -419,13 +421,13 @@ class GPTModel(nn.Module):
         return logits if pool_index is None else logits[:, 0, :]
 
 
-def init_params(cfg: GPTConfig, seed: int = 0, seq_len: int = 8) -> dict:
+def init_params(cfg: GPTConfig, seed: int = 0, seq_len: int = 8) -> Params:
     """Random parameters for ``GPTModel(cfg)`` (GPT-2's normal(0.02) init)."""
     dummy = jnp.zeros((1, min(seq_len, cfg.context_length)), jnp.int32)
     return GPTModel(cfg).init(jax.random.PRNGKey(seed), dummy)["params"]
 
 
-def param_shapes(cfg: GPTConfig) -> dict:
+def param_shapes(cfg: GPTConfig) -> Params:
     """The parameter tree of ``GPTModel(cfg)`` as ShapeDtypeStructs, without allocating it."""
     dummy = jax.ShapeDtypeStruct((1, 1), jnp.int32)
     return jax.eval_shape(lambda ids: GPTModel(cfg).init(jax.random.PRNGKey(0), ids), dummy)[
@@ -433,7 +435,7 @@ def param_shapes(cfg: GPTConfig) -> dict:
     ]
 
 
-def merge_lora(params: dict, cfg: GPTConfig) -> tuple[dict, GPTConfig]:
+def merge_lora(params: Params, cfg: GPTConfig) -> tuple[Params, GPTConfig]:
     """The same model without adapters: every ``Linear`` with ``lora_a``/``lora_b`` gets
     ``W + (alpha / r) A B`` as its kernel, and the config ``lora_rank=0``. Predictions
     agree with the unmerged model up to float32 rounding."""

@@ -22,10 +22,15 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gpt2_jax.finetune.record import RunRecord
 from gpt2_jax.serve.batcher import MicroBatcher, batch_rows
+
+if TYPE_CHECKING:
+    import uvicorn
 
 EXAMPLES = (
     "WINNER!! You have been selected to receive a £900 prize reward! To claim call "
@@ -95,14 +100,14 @@ def saved_metrics(path: Path, labels) -> tuple[dict | None, str]:
     if not path.is_file():
         return None, "no metrics.json in the run folder"
     try:
-        return _saved_metrics(json.loads(path.read_text()), labels)
+        return _saved_metrics(RunRecord.read(path), labels)
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
         return None, f"metrics.json unreadable ({type(err).__name__})"
 
 
-def _saved_metrics(report, labels) -> tuple[dict | None, str]:
-    epochs = [e for e in report.get("epochs", []) if isinstance(e, dict)]
-    chosen = (report.get("selected") or {}).get("epoch")
+def _saved_metrics(report: RunRecord, labels) -> tuple[dict | None, str]:
+    epochs = report.epochs
+    chosen = report.selected.epoch if report.selected else None
     epoch = next((e for e in epochs if e.get("epoch") == chosen), None) if chosen else None
     if epoch is None or "test" not in epoch:
         epoch = next((e for e in reversed(epochs) if "test" in e), None)
@@ -379,7 +384,9 @@ def make_app(
             Route("/info", info),
             Route("/classify", classify, methods=["POST"]),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        # Starlette types every handler as taking any Exception, but calls one registered
+        # for HTTPException only with an HTTPException
+        exception_handlers={HTTPException: http_error, Exception: server_error},  # type: ignore[dict-item]
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # /classify/ is a 404, not a redirect built from Host
@@ -398,7 +405,7 @@ def warm_up(classifier, max_batch: int) -> int:
     from gpt2_jax.model.pooling import reads_padding
 
     spec = classifier.spec
-    widths = {}  # bucket width -> a text that needs it
+    widths: dict[int, str] = {}  # bucket width -> a text that needs it
     for n in range(1, spec.max_length + 1):
         text = "a" + " a" * (n - 1)
         tokens = len(classifier.tokenizer.encode(text))
@@ -428,7 +435,7 @@ def uvicorn_server(
     log_level: str = "warning",
     access_log: bool = False,
     max_connections: int | None = None,
-):
+) -> uvicorn.Server:
     """uvicorn for ``app`` on ``sock``; over ``max_connections`` open connections, new
     ones get 503 at once (uvicorn's ``limit_concurrency``), so a flood of slow clients
     cannot exhaust the server."""
@@ -461,7 +468,8 @@ class ServerThread:
     ):
         self.app, self.host, self.start_timeout = app, host, start_timeout
         self.max_connections = max_connections
-        self.server = self.thread = None
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
         sock = listen(self.host, 0)
@@ -479,5 +487,6 @@ class ServerThread:
         return f"http://{self.host}:{sock.getsockname()[1]}"
 
     def __exit__(self, *exc) -> None:
+        assert self.server is not None and self.thread is not None  # set by __enter__
         self.server.should_exit = True
         self.thread.join(30)

@@ -102,7 +102,9 @@ def leaf_digest(leaf) -> str:
     """SHA-256 of one array's dtype, shape and every byte (on the host)."""
     array = np.ascontiguousarray(np.asarray(leaf))
     digest = hashlib.sha256(f"{array.dtype}{tuple(array.shape)}".encode())
-    digest.update(array.reshape(-1).view(np.uint8))
+    # numpy's stubs give ndarray __buffer__ only on Python >= 3.12, yet every ndarray
+    # has the buffer protocol at runtime
+    digest.update(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     return digest.hexdigest()
 
 
@@ -335,18 +337,18 @@ class EpochCheckpoints:
             except DamagedCheckpoint as err:
                 damaged.append(err)
                 continue
-            for err in damaged:
-                self._delete(err.epoch)
+            for bad in damaged:
+                self._delete(bad.epoch)
                 log(
-                    f"{err}; resuming from epoch {epoch} instead (deleted {err.folder}, so "
-                    f"epoch {err.epoch} is trained and saved again)"
+                    f"{bad}; resuming from epoch {epoch} instead (deleted {bad.folder}, so "
+                    f"epoch {bad.epoch} is trained and saved again)"
                 )
             if not restored.verified:
                 log(
                     f"warning: {self.folder(epoch)} was saved before checkpoints recorded "
                     "digests, so it is restored unverified"
                 )
-            restored.skipped = [(err.epoch, str(err)) for err in damaged]
+            restored.skipped = [(bad.epoch, str(bad)) for bad in damaged]
             return restored
         if damaged:
             raise ValueError(

@@ -17,6 +17,7 @@ flat ``precision`` / ``recall`` / ``f1`` keys, as the lab has always printed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,11 @@ def classification_metrics(labels, preds, loss: float, class_names: Sequence[str
     names = _check_class_names(class_names)
     m = confusion_matrix(labels, preds, len(names))
     per_class = {name: per_class_metrics(m, k) for k, name in enumerate(names)}
-    out = {"loss": float(loss), "accuracy": _ratio(np.trace(m), m.sum()), "n": int(m.sum())}
+    out: dict[str, Any] = {
+        "loss": float(loss),
+        "accuracy": _ratio(np.trace(m), m.sum()),
+        "n": int(m.sum()),
+    }
     for name in names:
         out[f"{name}_accuracy"] = per_class[name]["recall"]
     if len(names) == 2:

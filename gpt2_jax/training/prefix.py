@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -176,7 +177,9 @@ def compute_prefix(
         out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
     first, source = unique_texts(ids, lengths)
     if bucketed:
-        jobs = []  # (plan, its token arrays, row indices of one batch, rows per batch)
+        # (plan, its token arrays, row indices of one batch, rows per batch); unbucketed,
+        # each job is an array of text indices
+        jobs: list[Any] = []
         for plan, rows in pack_groups(first, lengths, ids.shape[1], batch_size):
             rows = _whole_rows(rows, placement)
             arrays = plan.arrays(ids, lengths)

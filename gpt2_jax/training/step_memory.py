@@ -14,6 +14,7 @@ temporaries (activations kept for the backward pass, gradients, ...). The peak i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,8 +88,11 @@ def step_memory(
     mesh = placement.mesh
     trainable_abs = partition.trainable(shapes)
     opt_abs = jax.eval_shape(trainer.tx.init, trainable_abs)
+    # an abstract state: lower() takes a shape and dtype in place of each array, so this
+    # stands where TrainState.step holds a jax.Array
+    step: Any = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))
     state = TrainState(
-        jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh)),
+        step,
         _abstract(trainable_abs, tree_shardings(mesh, trainable_abs)),
         _abstract(opt_abs, tree_shardings(mesh, opt_abs)),
     )
@@ -103,6 +107,8 @@ def step_memory(
     )
     compiled = trainer.train_step.lower(state, frozen, batch).compile()
     stats = compiled.memory_analysis()
+    if stats is None:  # jax returns None where the backend does not implement it
+        raise RuntimeError("XLA gives no memory analysis of compiled programs on this backend")
     return StepMemory(
         int(stats.argument_size_in_bytes),
         int(stats.output_size_in_bytes),

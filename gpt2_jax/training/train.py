@@ -36,7 +36,7 @@ from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify
 from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_shardings
 from gpt2_jax.training.metrics import classification_metrics
-from gpt2_jax.util.tree import count_params, named_leaves, subtree
+from gpt2_jax.util.tree import Params, count_params, named_leaves, subtree
 
 # Words accepted among --trainable patterns; anything else is a regular expression.
 TRAINABLE_PRESETS = {
@@ -286,10 +286,10 @@ class Partition:
             patterns, names, {"trainable": n_train, "frozen": count_params(params) - n_train}
         )
 
-    def trainable(self, params) -> dict:
+    def trainable(self, params: Params) -> Params:
         return subtree(params, self.names.__contains__)
 
-    def frozen(self, params) -> dict:
+    def frozen(self, params: Params) -> Params:
         return subtree(params, lambda n: n not in self.names)
 
     def first_block(self, n_layers: int) -> int:
@@ -339,8 +339,10 @@ def make_optimizer(
             )
         )
     elif schedule == "cosine":
+        assert updates is not None  # a schedule without updates raised above
         rate = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(updates, 1), 0.0)
     else:
+        assert updates is not None  # a schedule without updates raised above
         rate = optax.join_schedules(
             [
                 optax.linear_schedule(0.0, lr, warmup_steps),
@@ -572,8 +574,9 @@ def evaluate(
         batch = trainer.batch(x[rows, :width], data.lengths[rows], data.labels[rows])
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
+    accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
     for idx, out in outputs:  # read back only after every batch is queued
-        for acc, value in zip((nll, w, preds), out):
+        for acc, value in zip(accumulators, out):
             acc[idx] = to_host(value)[: len(idx)]
     loss = float(np.sum(w * nll) / np.sum(w))
     return classification_metrics(data.labels, preds, loss, class_names)

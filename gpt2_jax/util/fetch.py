@@ -263,7 +263,9 @@ def _download(url: str, dest: Path, expected: Expected, timeout: float, progress
     os.replace(part, dest)
 
 
-def fetch_all(items: list[tuple[str | tuple[str, ...], Path, Expected]], **kwargs) -> list[Path]:
+def fetch_all(
+    items: Sequence[tuple[str | tuple[str, ...], Path, Expected]], **kwargs
+) -> list[Path]:
     """``fetch`` each ``(url or urls, dest, expected)``; report every failure together."""
     missing: list[MissingFile] = []
     paths = []

@@ -8,6 +8,10 @@ from typing import Any
 import jax
 import numpy as np
 
+# A parameter tree: nested dicts keyed by OpenAI's scope names (``h0`` -> ``attn`` ->
+# ``c_attn`` -> ``kernel``), arrays (or ShapeDtypeStructs) at the leaves.
+Params = dict[str, Any]
+
 
 def path_name(path) -> str:
     """``(DictKey('h0'), DictKey('attn'), ...)`` -> ``"h0/attn/..."``."""
@@ -32,7 +36,7 @@ def count_params(tree) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
-def subtree(tree: dict, keep: Callable[[str], bool], prefix: str = "") -> dict:
+def subtree(tree: Params, keep: Callable[[str], bool], prefix: str = "") -> Params:
     """The nested dict of the leaves whose names ``keep`` accepts (empty branches dropped)."""
     out = {}
     for key, value in tree.items():

@@ -56,9 +56,9 @@ def gpt2_files(
     if verify_known is None:
         verify_known = official
     model_dir = Path(models_dir) / model_size
-    items = []
+    items: list[tuple[tuple[str, ...], Path, Expected]] = []
     for name in GPT2_FILES:
-        urls = (f"{base_url}/{model_size}/{name}",)
+        urls: tuple[str, ...] = (f"{base_url}/{model_size}/{name}",)
         if official and name in GPT2_BPE:
             urls += (f"{GPT2_BPE_MIRROR}/{name}",)
         items.append(

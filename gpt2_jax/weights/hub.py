@@ -46,6 +46,7 @@ def fetch_hf_repo(
     _hub()
     from huggingface_hub import constants, hf_hub_download
 
+    Absent: type[Exception]  # the "no such file in the repository" error of either version
     try:
         from huggingface_hub.errors import RemoteEntryNotFoundError as Absent
     except ImportError:  # before huggingface_hub 1.0
@@ -65,7 +66,9 @@ def fetch_hf_repo(
                     repo_id,
                     name,
                     revision=revision,
-                    cache_dir=cache_dir,
+                    # huggingface_hub annotates str | Path, but takes any os.PathLike
+                    # (it reads cache_dir through Path(cache_dir))
+                    cache_dir=cache_dir,  # type: ignore[arg-type]
                     local_files_only=offline,
                     endpoint=endpoint,
                 )
@@ -82,6 +85,7 @@ def fetch_hf_repo(
             ) from None
 
     config = get(CONFIG_FILE)
+    assert config is not None  # get returns None only for an optional file
     if get(SAFETENSORS, optional=True) is None:
         index = get(SAFETENSORS_INDEX, optional=True)
         if index is None:
