@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
@@ -27,7 +27,6 @@ from gpt2_jax.config import GPTConfig  # noqa: E402
 from gpt2_jax.model import init_params  # noqa: E402
 from gpt2_jax.serving import Limits, ServerThread, make_app, run_facts, warm_up  # noqa: E402
 
-pytestmark = needs(BPE_DIR)
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2,
                 num_classes=3)
@@ -50,10 +49,10 @@ METRICS = {"status": "finished", "selected": {"epoch": 2, "by": "val_loss"}, "ep
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, bpe_dir):
     spec = ClassifierConfig(model=CFG, labels=LABELS, pool="last-real", max_length=MAX_LENGTH)
     run = save_classifier(tmp_path_factory.mktemp("serve") / "run", init_params(CFG, seed=5),
-                          spec, bpe_dir=BPE_DIR).parent
+                          spec, bpe_dir=bpe_dir).parent
     (run / "metrics.json").write_text(json.dumps(METRICS))  # NaN as JSON's NaN, as json writes
     return run
 
