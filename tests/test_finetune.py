@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BPE_DIR, REPO, SMS_FILE, needs
+from conftest import REPO, SMS_FILE, needs
 from experiments import spam
 from gpt2_jax.classifier import Classifier
 from gpt2_jax.data import add_class_ids, split
@@ -16,7 +16,7 @@ from gpt2_jax.sms import read_sms_spam
 from gpt2_jax.train import TrainConfig
 from synthetic import write_sms_file
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 SIZES = dict(train_size=160, val_size=40, test_size=40)
 
 

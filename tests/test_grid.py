@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from experiments import grid
 from synthetic import write_sms_file
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 
 
 def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from gpt2_jax.mesh import leaf_spec, make_mesh, parse_mesh
 
 EIGHT_CPUS = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
@@ -46,7 +46,6 @@ RUNS = ["none:cache", "none:plain", "data=2:cache", "fsdp=2:plain", "data=4:plai
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_every_mesh_trains_like_one_device(tiny_model_dir, tmp_path):
     from synthetic import write_sms_file
 

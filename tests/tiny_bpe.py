@@ -58,7 +58,10 @@ Your mobile number has won a guaranteed prize, call now, the offer ends this wee
 Where are you? We're waiting outside the cinema, the film starts in ten minutes.
 WINNER!! You have been selected to receive a £900 prize reward! To claim call 09061701461 now.
 Claim code KL341. Valid 12 hours only. Ok lar... Joking wif u oni... Sorry, I'll call later.
-"""
+WIN a FREE prize now, free entry: reply WIN for your award. URGENT! You have won cash.
+see you at home around six, ok i will call you later, thanks, talk to you tomorrow,
+can you pick up milk on the way? running late, sorry, five min.
+""" + " ".join(str(n) for n in range(100)) + "\n"
 
 
 def byte_symbols() -> dict[int, str]:
