@@ -1,7 +1,12 @@
 """Run in a process of its own; prints one JSON line.
 
-python tests/step_memory_worker.py measure B L   # analysis vs the step's measured growth
-python tests/step_memory_worker.py plan          # 1558M 'all' on 8 devices and on 1
+    python tests/step_memory_worker.py measure B L     # analysis vs the step's measured growth
+    python tests/step_memory_worker.py plan MESH       # 1558M-wide, 2, 3 and 4 blocks, on MESH
+    python tests/step_memory_worker.py plan-full MESH  # 1558M itself (48 blocks), on MESH
+
+``plan`` is what the test runs: the figures grow by the same amount per block, so three
+short compiles stand for the 48-block one (minutes on a CPU); ``plan-full`` compiles
+that one, to check the extrapolation by hand (with XLA_FLAGS as the test sets them).
 """
 
 import json
@@ -71,17 +76,32 @@ def measure(b: int, length: int) -> dict:
     }
 
 
-def plan_1558m() -> dict:
+PLAN_BLOCKS = (2, 3, 4)  # the last block differs (it pools), so >= 2; 3 points check the growth
+
+
+def plan_1558m(mesh: str, blocks=PLAN_BLOCKS) -> dict:
+    """XLA's per-device figures of 1558M's training step (all layers trainable, batches
+    of 16 x 1024) on ``mesh``, for 1558M's width with each number of ``blocks``."""
     settings = settings_for_size("1558M")
-    out = {}
-    for mesh in ("fsdp=8", "data=1"):
-        m = step_memory(settings, "all", Placement(make_mesh(mesh)), batch_size=16, length=1024)
-        out[mesh] = {"arguments": m.arguments, "temporaries": m.temporaries, "peak": m.peak}
-    out["devices"] = jax.device_count()
+    out = {"devices": jax.device_count(), "mesh": mesh, "n_layer": settings["n_layer"]}
+    for n in blocks:
+        m = step_memory(
+            {**settings, "n_layer": n},
+            "all",
+            Placement(make_mesh(mesh)),
+            batch_size=16,
+            length=1024,
+        )
+        out[str(n)] = {"arguments": m.arguments, "temporaries": m.temporaries, "peak": m.peak}
     return out
 
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    result = measure(int(sys.argv[2]), int(sys.argv[3])) if mode == "measure" else plan_1558m()
+    if mode == "measure":
+        result = measure(int(sys.argv[2]), int(sys.argv[3]))
+    elif mode == "plan":
+        result = plan_1558m(sys.argv[2])
+    else:
+        result = plan_1558m(sys.argv[2], blocks=(settings_for_size("1558M")["n_layer"],))
     print(json.dumps(result))

@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 
 import gpt2_jax.classifier.classifier as clf
 from gpt2_jax.classifier.classifier import (
@@ -39,7 +39,6 @@ TEXTS = [
     "why was I billed twice?",
     "ok",
 ]
-needs_bpe = needs(BPE_DIR)
 
 
 def spec(pool="last-real", **changes):
@@ -49,12 +48,12 @@ def spec(pool="last-real", **changes):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, bpe_dir):
     """``{pool: run folder}``: the same random weights saved with each pooling."""
     params = init_params(CFG, seed=3)
     root = tmp_path_factory.mktemp("classifiers")
     return {
-        pool: save_classifier(root / pool, params, spec(pool), bpe_dir=BPE_DIR).parent
+        pool: save_classifier(root / pool, params, spec(pool), bpe_dir=bpe_dir).parent
         for pool in ("last", "last-real")
     }
 
@@ -136,7 +135,6 @@ def test_save_refuses_params_of_another_model(tmp_path):
 # ----------------------------------------------------------------- save / load / predict
 
 
-@needs_bpe
 def test_run_folder_holds_everything(runs):
     run_dir = runs["last"]
     meta = json.loads((run_dir / "classifier.json").read_text())
@@ -147,7 +145,6 @@ def test_run_folder_holds_everything(runs):
     assert names == ["classifier", "classifier.json", "encoder.json", "vocab.bpe"]  # no .part
 
 
-@needs_bpe
 @pytest.mark.parametrize("pool", ["last", "last-real"])
 def test_predict_equals_the_full_forward(runs, pool):
     classifier = Classifier.load(runs[pool])
@@ -163,7 +160,6 @@ def test_predict_equals_the_full_forward(runs, pool):
     assert pred.class_names == LABELS and len(pred) == len(TEXTS)
 
 
-@needs_bpe
 def test_module_predict_proba_agrees(runs):
     model, params, s = load_classifier(runs["last-real"])
     got = predict_proba(
@@ -174,7 +170,6 @@ def test_module_predict_proba_agrees(runs):
     )
 
 
-@needs_bpe
 def test_empty_list_and_bad_texts(runs):
     classifier = Classifier.load(runs["last"])
     pred = classifier.predict([])
@@ -187,7 +182,6 @@ def test_empty_list_and_bad_texts(runs):
         classifier.predict(["x"], batch_size=0)
 
 
-@needs_bpe
 def test_predictions_compile_once_per_shape(runs, monkeypatch):
     """Equal shapes reuse the compiled program, whatever the weights: a trace would
     call pooling's classify (looked up when the function is traced)."""
@@ -273,7 +267,6 @@ def parse_stdout(stdout):
     return header.split("\t"), [row.split("\t") for row in rows]
 
 
-@needs_bpe
 def test_cli_with_arguments(runs):
     out = run_cli("--run", runs["last-real"], *TEXTS[:3])
     assert out.returncode == 0, out.stderr
@@ -285,7 +278,6 @@ def test_cli_with_arguments(runs):
     assert "1 of 3 texts were longer than 40 tokens" in out.stderr
 
 
-@needs_bpe
 def test_cli_reads_stdin(runs):
     out = run_cli("--run", runs["last"], stdin="first line\n\nsecond\tline with a tab\n")
     assert out.returncode == 0, out.stderr
@@ -294,7 +286,6 @@ def test_cli_reads_stdin(runs):
     assert "0 of 2 texts" in out.stderr
 
 
-@needs_bpe
 def test_cli_csv_in_jsonl_out(runs, tmp_path):
     import pandas as pd
 
@@ -321,7 +312,6 @@ def test_cli_csv_in_jsonl_out(runs, tmp_path):
     assert "1 of 5 texts were longer than 40 tokens" in out.stderr
 
 
-@needs_bpe
 @pytest.mark.parametrize(
     "name, content",
     [
@@ -338,7 +328,6 @@ def test_cli_unreadable_input(runs, tmp_path, capsys, name, content):
     assert err.startswith("error: ") and str(tmp_path / name) in err and err.count("\n") == 1
 
 
-@needs_bpe
 def test_cli_no_texts(runs):
     out = run_cli("--run", runs["last"], stdin="\n  \n")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
@@ -347,7 +336,6 @@ def test_cli_no_texts(runs):
     ]
 
 
-@needs_bpe
 def test_cli_stdin_bytes_crlf_and_byte_order_mark(runs):
     stdin = "\ufefffirst line\r\n\r\nsecond \u00a3 line\r\nthird\n".encode("utf-8")
     out = run_cli("--run", runs["last"], stdin=stdin)
@@ -357,7 +345,6 @@ def test_cli_stdin_bytes_crlf_and_byte_order_mark(runs):
     assert "0 of 3 texts" in out.stderr
 
 
-@needs_bpe
 def test_cli_refuses_stdin_that_is_not_utf8(runs):
     out = run_cli("--run", runs["last"], stdin=b"fine\r\nWIN \xa3100 now\n")  # Latin-1 pound
     assert out.returncode == 1 and out.stdout == ""
@@ -366,7 +353,6 @@ def test_cli_refuses_stdin_that_is_not_utf8(runs):
     ]
 
 
-@needs_bpe
 @pytest.mark.parametrize(
     "name, content, message",
     [
@@ -391,7 +377,6 @@ def test_cli_input_file_problems_name_the_line(runs, tmp_path, capsys, name, con
     assert err.count("\n") == 1
 
 
-@needs_bpe
 @pytest.mark.parametrize(
     "texts, message",
     [

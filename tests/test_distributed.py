@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 
 # Process 1 kills itself (SIGKILL) in the middle of epoch 2 (6 steps per epoch); its
 # peer then stops, as the distributed runtime does when a task dies.

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from synthetic import write_sms_file
 
 from gpt2_jax.commands import spam
@@ -74,7 +74,6 @@ def test_impossible_flags_stop_before_any_work(flags, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-@needs(BPE_DIR)
 def test_run_dir_that_is_a_file_or_cannot_be_made(tiny_model_dir, sms_file, tmp_path, capsys):
     a_file = tmp_path / "results.txt"
     a_file.write_text("keep me")
@@ -86,7 +85,6 @@ def test_run_dir_that_is_a_file_or_cannot_be_made(tiny_model_dir, sms_file, tmp_
     assert a_file.read_text() == "keep me"
 
 
-@needs(BPE_DIR)
 def test_a_folder_in_use_is_refused(tiny_model_dir, sms_file, tmp_path):
     folder = tmp_path / "busy"
     folder.mkdir()
@@ -105,7 +103,6 @@ def test_a_folder_in_use_is_refused(tiny_model_dir, sms_file, tmp_path):
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_two_runs_started_together_on_one_folder(tiny_model_dir, sms_file, tmp_path):
     run_dir = tmp_path / "shared"
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -131,7 +128,6 @@ def test_two_runs_started_together_on_one_folder(tiny_model_dir, sms_file, tmp_p
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_full_disk_gives_one_line_and_a_true_status(
     tiny_model_dir, sms_file, tmp_path, monkeypatch, capsys
 ):
@@ -150,7 +146,6 @@ def test_full_disk_gives_one_line_and_a_true_status(
     assert f"--resume {run_dir}" in status and f"--resume {run_dir}" in err
 
 
-@needs(BPE_DIR)
 def test_debug_shows_the_traceback(tmp_path, capsys):
     args = ["--data-file", str(tmp_path / "missing.csv"), "--format", "csv"]
     assert spam.main(args) == 1
@@ -175,7 +170,6 @@ sys.exit(spam.main({argv!r}))
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
     run_dir = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -209,7 +203,6 @@ def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_path):
     from test_train_checkpoints import _damage
 
@@ -244,7 +237,6 @@ def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_
     assert entry["after_epoch"] == 1 and [s["epoch"] for s in entry["skipped"]] == [2]
 
 
-@needs(BPE_DIR)
 def test_overwrite_never_empties_a_folder_that_is_not_a_run(tiny_model_dir, tmp_path, capsys):
     from synthetic import write_sms_file
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, SMS_FILE, needs
+from conftest import REPO, SMS_FILE, needs
 from synthetic import write_sms_file
 
 from gpt2_jax.classifier.classifier import Classifier
@@ -18,7 +18,7 @@ from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunC
 from gpt2_jax.finetune.run import run
 from gpt2_jax.training.train import TrainConfig
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 SIZES = dict(train_size=160, val_size=40, test_size=40)
 
 

@@ -9,12 +9,12 @@ import sys
 import time
 
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from synthetic import write_sms_file
 
 from gpt2_jax.commands import grid
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 
 
 def test_grid_runs_rows_resumes_after_a_kill_and_tables_them(tiny_model_dir, tmp_path):

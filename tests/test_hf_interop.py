@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, TINY_SETTINGS, needs
+from conftest import REPO, TINY_SETTINGS, needs_real_bpe
 from hub_server import serve_hub
 
 from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier
@@ -34,7 +34,6 @@ from gpt2_jax.weights.pretrained import folder_format, load_pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-pytestmark = needs(BPE_DIR)
 
 MESSAGES = [
     "WINNER!! You have been selected to receive a $900 prize. Call now!",
@@ -61,7 +60,7 @@ def hf_from_tf(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def transformers_folder(tmp_path_factory):
+def transformers_folder(tmp_path_factory, bpe_dir):
     """A folder written by transformers itself: a GPT-2 of none of OpenAI's sizes, every
     weight random (LayerNorms and biases too), and its tokenizer from our BPE files."""
     torch.manual_seed(0)
@@ -78,13 +77,13 @@ def transformers_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf") / "odd-gpt2"
     model.save_pretrained(folder)
     files = tmp_path_factory.mktemp("bpe")
-    shutil.copyfile(BPE_DIR / "encoder.json", files / "vocab.json")
-    shutil.copyfile(BPE_DIR / "vocab.bpe", files / "merges.txt")
+    shutil.copyfile(bpe_dir / "encoder.json", files / "vocab.json")
+    shutil.copyfile(bpe_dir / "vocab.bpe", files / "merges.txt")
     transformers.GPT2Tokenizer.from_pretrained(files).save_pretrained(folder)
     return folder, model.eval()
 
 
-def test_tf_checkpoint_to_hf_folder_and_back_is_bit_identical(tiny_model_dir, hf_from_tf):
+def test_tf_checkpoint_to_hf_folder_and_back_is_bit_identical(tiny_model_dir, hf_from_tf, bpe_dir):
     assert folder_format(tiny_model_dir) == "openai" and folder_format(hf_from_tf) == "hf"
     settings, params = load_gpt2(tiny_model_dir)
     settings_hf, params_hf = load_hf_gpt2(hf_from_tf)
@@ -93,8 +92,8 @@ def test_tf_checkpoint_to_hf_folder_and_back_is_bit_identical(tiny_model_dir, hf
     # and the Flax tree, through the inverse mapping too
     _same_params(lab_params(load_weights(params_hf)), params)
     # the tokenizer files travel under Hugging Face's names, with the same contents
-    assert (hf_from_tf / "vocab.json").read_bytes() == (BPE_DIR / "encoder.json").read_bytes()
-    assert (hf_from_tf / "merges.txt").read_bytes() == (BPE_DIR / "vocab.bpe").read_bytes()
+    assert (hf_from_tf / "vocab.json").read_bytes() == (bpe_dir / "encoder.json").read_bytes()
+    assert (hf_from_tf / "merges.txt").read_bytes() == (bpe_dir / "vocab.bpe").read_bytes()
 
 
 def test_folder_written_by_transformers_gives_its_logits(transformers_folder):
@@ -269,7 +268,7 @@ def test_export_refuses_a_folder_that_is_not_empty(hf_from_tf, tiny_model_dir):
 LABELS = ("ham", "promo", "spam")
 
 
-def _classifier_run(root, pool="last-real", lora_rank=0, seed=5):
+def _classifier_run(root, bpe_dir, pool="last-real", lora_rank=0, seed=5):
     """A saved classifier with random weights, a head bias large enough to matter, and
     (for LoRA) adapters that are not zero."""
     cfg = GPTConfig.from_settings(
@@ -285,7 +284,7 @@ def _classifier_run(root, pool="last-real", lora_rank=0, seed=5):
                 node = params[block][scope][layer]
                 node["lora_b"] = rng.normal(0, 0.2, node["lora_b"].shape).astype(np.float32)
     spec = ClassifierConfig(model=cfg, labels=LABELS, pool=pool, max_length=24)
-    save_classifier(root, params, spec, bpe_dir=BPE_DIR)
+    save_classifier(root, params, spec, bpe_dir=bpe_dir)
     return root
 
 
@@ -298,8 +297,8 @@ def _pipeline_probs(out, texts, **kwargs):
 
 
 @pytest.mark.parametrize("lora_rank", [0, 2])
-def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, lora_rank):
-    run = _classifier_run(tmp_path / "run", lora_rank=lora_rank)
+def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, lora_rank, bpe_dir):
+    run = _classifier_run(tmp_path / "run", bpe_dir, lora_rank=lora_rank)
     out = export_classifier(run, tmp_path / "hf")
     texts = MESSAGES + [
         "a text long enough to be cut at the classifier's twenty-four tokens, "
@@ -323,13 +322,23 @@ def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, l
     assert np.abs(without - ours.probs).max() > 1e-2
 
 
-def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
-    run = _classifier_run(tmp_path / "run")
+def _run_without_bpe_files(root, bpe_dir):
+    run = _classifier_run(root, bpe_dir)
     for name in ("encoder.json", "vocab.bpe"):
         (run / name).unlink()
+    return run
+
+
+def test_export_of_a_run_without_bpe_files_and_no_cache(tmp_path, monkeypatch, bpe_dir):
+    run = _run_without_bpe_files(tmp_path / "run", bpe_dir)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
     with pytest.raises(ExportError, match="no encoder.json \\+ vocab.bpe and tiktoken's cache"):
         export_classifier(run, tmp_path / "hf")
+
+
+@needs_real_bpe  # tiktoken's cache is checked against the real files' SHA-256
+def test_export_of_a_run_without_bpe_files_uses_tiktokens_cache(tmp_path, monkeypatch, bpe_dir):
+    run = _run_without_bpe_files(tmp_path / "run", bpe_dir)
     cache = tmp_path / "tiktoken"  # GPT-2's files as tiktoken caches them: used instead
     cache.mkdir()
     import hashlib
@@ -338,17 +347,17 @@ def test_export_of_a_run_without_bpe_files(tmp_path, monkeypatch):
 
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
-        shutil.copyfile(BPE_DIR / name, cache / key)
+        shutil.copyfile(bpe_dir / name, cache / key)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     out = export_classifier(run, tmp_path / "hf2")
-    assert (out / "vocab.json").read_bytes() == (BPE_DIR / "encoder.json").read_bytes()
+    assert (out / "vocab.json").read_bytes() == (bpe_dir / "encoder.json").read_bytes()
 
 
 @pytest.mark.parametrize(
     "pool, why", [("last", "--pool last-real"), ("mean", "'mean'"), ("first", "'first'")]
 )
-def test_pools_transformers_cannot_read_are_refused(tmp_path, pool, why):
-    run = _classifier_run(tmp_path / "run", pool=pool)
+def test_pools_transformers_cannot_read_are_refused(tmp_path, pool, why, bpe_dir):
+    run = _classifier_run(tmp_path / "run", bpe_dir, pool=pool)
     with pytest.raises(ExportError, match=why):
         export_classifier(run, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from jax.sharding import PartitionSpec as P
 
 from gpt2_jax.parallel.mesh import leaf_spec, make_mesh, parse_mesh
@@ -61,7 +61,6 @@ RUNS = [
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_every_mesh_trains_like_one_device(tiny_model_dir, tmp_path):
     from synthetic import write_sms_file
 

@@ -10,13 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 
 from gpt2_jax import Classifier
 from gpt2_jax.commands import finetune
 from gpt2_jax.data.tables import read_table
 
-pytestmark = [pytest.mark.slow, needs(BPE_DIR)]
+pytestmark = pytest.mark.slow
 
 CUES = {
     "billing": "my invoice for {n} dollars, is it right?",

@@ -4,7 +4,6 @@ every reader (resume, the grid, the served page) reads it through the same type.
 import json
 
 import pytest
-from conftest import BPE_DIR, needs
 from synthetic import write_sms_file
 
 from gpt2_jax.commands.grid import result_of
@@ -31,7 +30,6 @@ def _config(model_dir, data_file, run_dir, epochs):
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_every_writer_reads_back_through_the_type(tiny_model_dir, tmp_path):
     data = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=72, n_spam=32)
     for epochs in (0, 1):  # a dry run and a finished run write different keys

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 from synthetic import write_sms_file
 
 from gpt2_jax.classifier.classifier import load_classifier
@@ -147,7 +147,6 @@ run(RunConfig.from_dict({config!r}), on_step=die)
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
     sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
     whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
@@ -201,7 +200,6 @@ def test_resume_cli_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@needs(BPE_DIR)
 def test_interrupt_records_where_to_resume(tiny_model_dir, tmp_path):
     sms_file = write_sms_file(tmp_path / "SMSSpamCollection")
     run_dir = tmp_path / "run"

@@ -11,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import BPE_DIR, REPO, needs
+from conftest import REPO
 
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
@@ -25,8 +25,6 @@ from gpt2_jax.model.config import GPTConfig  # noqa: E402
 from gpt2_jax.model.gpt import init_params  # noqa: E402
 from gpt2_jax.serve.app import Limits, ServerThread, make_app, run_facts, warm_up  # noqa: E402
 from gpt2_jax.serve.batcher import MicroBatcher, batch_rows  # noqa: E402
-
-pytestmark = needs(BPE_DIR)
 
 CFG = GPTConfig(
     vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2, num_classes=3
@@ -91,10 +89,10 @@ METRICS = {
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, bpe_dir):
     spec = ClassifierConfig(model=CFG, labels=LABELS, pool="last-real", max_length=MAX_LENGTH)
     run = save_classifier(
-        tmp_path_factory.mktemp("serve") / "run", init_params(CFG, seed=5), spec, bpe_dir=BPE_DIR
+        tmp_path_factory.mktemp("serve") / "run", init_params(CFG, seed=5), spec, bpe_dir=bpe_dir
     ).parent
     (run / "metrics.json").write_text(json.dumps(METRICS))  # NaN as JSON's NaN, as json writes
     return run

@@ -131,17 +131,16 @@ def test_training_split_without_a_class(tmp_path):
         data.split(df, 3, 10, 10, seed=1)
 
 
-@needs(BPE_DIR)
-def test_token_ids_beyond_the_models_vocabulary(tmp_path):
+def test_token_ids_beyond_the_models_vocabulary(tmp_path, bpe_dir):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt")))
     splits = data.split(df, 100, 20, 20)
     first = splits.train["where"].iloc[0]
     with pytest.raises(
         ValueError,
         match=rf"^{first} \(train split\) has token id \d+, but the "
-        r"model's vocabulary has only 1000 ids",
+        r"model's vocabulary has only 100 ids",
     ):
-        data.encode_splits(splits, get_tokenizer(BPE_DIR), 64, vocab_size=1000)
+        data.encode_splits(splits, get_tokenizer(bpe_dir), 64, vocab_size=100)
 
 
 def _zip_bytes(payload: bytes) -> bytes:
