@@ -144,17 +144,17 @@ def run_book(args):
     import jax
 
     from gpt2_jax.finetune.config import SpeedConfig
-    from gpt2_jax.finetune.run import build_trainer
+    from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, build_trainer
     from gpt2_jax.model.gpt import GPTModel
     from gpt2_jax.training.train import Batch, TrainConfig
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
     speed = SpeedConfig(prefix_cache=False, pooled_only=False)
-    trainer = build_trainer(
-        GPTModel(cfg), TrainConfig(), speed, "last", weights, partition, len(data["train"])
-    )
-    frozen, state = partition.frozen(tree), trainer.init(partition.trainable(tree))
+    plan = TrainingPlan(data, ("ham", "spam"), TrainConfig(), speed, "last", weights)
+    trainer = build_trainer(TrainingJob(plan, GPTModel(cfg), partition))
+    frozen = partition.frozen(tree)
+    state = trainer.init(partition.trainable(tree), frozen)
     del tree
     train = data["train"]
 
@@ -180,23 +180,18 @@ def run_book(args):
 def run_cached(args, pool, prefix_dtype):
     """The CLI's own training function (``train_classifier``), the whole run."""
     from gpt2_jax.finetune.config import SpeedConfig
-    from gpt2_jax.finetune.run import train_classifier
+    from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
     from gpt2_jax.model.gpt import GPTModel
     from gpt2_jax.training.train import TrainConfig
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
+    speed = SpeedConfig(prefix_dtype=prefix_dtype or "float32")
+    plan = TrainingPlan(
+        data, ("ham", "spam"), TrainConfig(epochs=args.epochs), speed, pool, weights
+    )
     _, history = train_classifier(
-        GPTModel(cfg),
-        tree,
-        data,
-        ("ham", "spam"),
-        TrainConfig(epochs=args.epochs),
-        SpeedConfig(prefix_dtype=prefix_dtype or "float32"),
-        pool,
-        weights,
-        partition,
-        log=lambda s: None,
+        TrainingJob(plan, GPTModel(cfg), partition), tree, log=lambda s: None
     )
     total = time.perf_counter() - t0
     work = prefix_work(cfg, data, pool == "last-real")

@@ -20,7 +20,8 @@ from gpt2_jax.classifier.classifier import with_class_head
 from gpt2_jax.data.tables import encode_splits
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune.config import DataConfig, SpeedConfig
-from gpt2_jax.finetune.run import read_data, train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
+from gpt2_jax.finetune.run import read_data
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.parallel import mesh as mesh_module
@@ -54,15 +55,12 @@ def main(model_dir, data_file, out_dir, *meshes):
             prefix_cache=cache == "cache", mesh="data=1" if spec == "none" else spec
         )  # data=1: no mesh
         trained, history = train_classifier(
-            GPTModel(cfg),
+            TrainingJob(
+                TrainingPlan(encoded, labelled.classes, tc, speed, "last-real", weights),
+                GPTModel(cfg),
+                partition,
+            ),
             params,
-            encoded,
-            labelled.classes,
-            tc,
-            speed,
-            "last-real",
-            weights,
-            partition,
             log=lambda *_: None,
         )
         leaves = named_leaves(partition.trainable(trained))

@@ -20,7 +20,14 @@ from gpt2_jax.model.config import GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.parallel.mesh import Placement, make_mesh
 from gpt2_jax.training.step_memory import step_memory
-from gpt2_jax.training.train import Batch, Partition, Trainer, make_optimizer, resolve_trainable
+from gpt2_jax.training.train import (
+    Batch,
+    Partition,
+    Trainer,
+    freeze,
+    make_optimizer,
+    resolve_trainable,
+)
 
 SMALL = {"n_vocab": 50257, "n_ctx": 256, "n_embd": 256, "n_head": 4, "n_layer": 4}
 
@@ -54,8 +61,10 @@ def measure(b: int, length: int) -> dict:
     cfg = GPTConfig.from_settings(SMALL, num_classes=2)
     params = init_params(cfg, 0)
     partition = Partition.from_patterns(params, resolve_trainable(["all"], cfg.n_layers))
-    trainer = Trainer(GPTModel(cfg), make_optimizer(1e-5, 0.1), np.ones(2), pool="last", seed=0)
-    state, frozen = trainer.init(partition.trainable(params)), partition.frozen(params)
+    tx = freeze(make_optimizer(1e-5, 0.1), partition.labels)
+    trainer = Trainer(GPTModel(cfg), tx, np.ones(2), pool="last", seed=0)
+    frozen = partition.frozen(params)
+    state = trainer.init(partition.trainable(params), frozen)
     del params
     batch = Batch(
         jnp.zeros((b, length), jnp.int32),

@@ -11,7 +11,7 @@ import pytest
 
 from gpt2_jax.data.tables import encode
 from gpt2_jax.finetune.config import SpeedConfig
-from gpt2_jax.finetune.run import train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, merge_lora
 from gpt2_jax.model.pooling import classify, pool_logits
@@ -22,6 +22,7 @@ from gpt2_jax.training.train import (
     Trainer,
     best_epoch,
     evaluate,
+    freeze,
     make_optimizer,
     resolve_trainable,
 )
@@ -72,15 +73,12 @@ def test_presets_train_exactly_their_leaves(preset, cfg, expected):
     data = {"train": _data(1, 32), "test": _data(2, 8)}
     tc = TrainConfig(batch_size=8, epochs=1, lr=1e-2, trainable=(preset,))
     trained, _ = train_classifier(
-        GPTModel(cfg),
+        TrainingJob(
+            TrainingPlan(data, ("a", "b"), tc, SpeedConfig(), "last-real", np.ones(2, np.float32)),
+            GPTModel(cfg),
+            part,
+        ),
         jax.tree.map(jnp.array, params),
-        data,
-        ("a", "b"),
-        tc,
-        SpeedConfig(),
-        "last-real",
-        np.ones(2, np.float32),
-        part,
         log=lambda s: None,
     )
     before, after = named_leaves(params), named_leaves(trained)
@@ -188,9 +186,9 @@ def test_accumulated_batches_give_the_update_of_one_larger_batch():
     frozen = part.frozen(params)
     results = []
     for k, rows in ((1, [slice(0, 8)]), (4, [slice(i, i + 2) for i in range(0, 8, 2)])):
-        tx = make_optimizer(1e-2, 0.1, accumulation_steps=k)
+        tx = freeze(make_optimizer(1e-2, 0.1, accumulation_steps=k), part.labels)
         trainer = Trainer(GPTModel(CFG), tx, np.ones(2), pool="last", seed=0)
-        state = trainer.init(jax.tree.map(jnp.array, part.trainable(params)))
+        state = trainer.init(jax.tree.map(jnp.array, part.trainable(params)), frozen)
         for r in rows:
             state, _ = trainer.train_step(state, frozen, Batch(ids[r], lengths[r], labels[r]))
         results.append(state.trainable)
@@ -240,15 +238,12 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
     tc = TrainConfig(batch_size=8, epochs=6, lr=3e-2, select_by="val_loss", patience=2)
     model = GPTModel(CFG)
     trained, history = train_classifier(
-        model,
+        TrainingJob(
+            TrainingPlan(data, ("a", "b"), tc, SpeedConfig(), "last-real", np.ones(2, np.float32)),
+            model,
+            part,
+        ),
         jax.tree.map(jnp.array, params),
-        data,
-        ("a", "b"),
-        tc,
-        SpeedConfig(),
-        "last-real",
-        np.ones(2, np.float32),
-        part,
         log=lambda s: None,
     )
     chosen = best_epoch(history, "val_loss")
@@ -303,7 +298,7 @@ def test_clipping_bounds_the_gradient_adam_sees():
 
 def test_settings_that_cannot_work_are_refused_before_training():
     from gpt2_jax.finetune.config import ModelConfig, OutputConfig, RunConfig
-    from gpt2_jax.finetune.run import check_schedule
+    from gpt2_jax.finetune.job import check_schedule
 
     with pytest.raises(ValueError, match="--accumulation-steps 9 is more than the 8 batches"):
         check_schedule(TrainConfig(accumulation_steps=9), 8, 10)
@@ -340,15 +335,14 @@ def test_resume_after_an_early_stop_trains_no_further(tmp_path):
         ckpt = EpochCheckpoints(tmp_path / "ckpt", keep=2)
         try:
             return train_classifier(
-                GPTModel(CFG),
+                TrainingJob(
+                    TrainingPlan(
+                        data, ("a", "b"), tc, SpeedConfig(), "last-real", np.ones(2, np.float32)
+                    ),
+                    GPTModel(CFG),
+                    part,
+                ),
                 jax.tree.map(jnp.array, params),
-                data,
-                ("a", "b"),
-                tc,
-                SpeedConfig(),
-                "last-real",
-                np.ones(2, np.float32),
-                part,
                 checkpoints=ckpt,
                 resume=resume,
                 log=lambda s: None,

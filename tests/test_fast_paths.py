@@ -10,7 +10,7 @@ import pytest
 from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.data.tables import encode
 from gpt2_jax.finetune.config import SpeedConfig
-from gpt2_jax.finetune.run import train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.model.pooling import pool_logits, pool_positions
@@ -108,15 +108,12 @@ def _train(params, data, pool, speed, **kwargs):
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
     # the step donates the trainable leaves, so each run gets a copy
     return train_classifier(
-        GPTModel(CFG),
+        TrainingJob(
+            TrainingPlan(data, ("a", "b"), tc, speed, pool, np.array([1.0, 1.5], np.float32)),
+            GPTModel(CFG),
+            part,
+        ),
         jax.tree.map(jnp.array, params),
-        data,
-        ("a", "b"),
-        tc,
-        speed,
-        pool,
-        np.array([1.0, 1.5], np.float32),
-        part,
         log=lambda s: None,
         **kwargs,
     )

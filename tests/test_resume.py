@@ -16,7 +16,8 @@ from gpt2_jax.classifier.classifier import load_classifier
 from gpt2_jax.commands import spam
 from gpt2_jax.data.tables import encode, epoch_order
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig
-from gpt2_jax.finetune.run import run, train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
+from gpt2_jax.finetune.run import run
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import EpochCheckpoints
@@ -25,6 +26,7 @@ from gpt2_jax.training.train import (
     Partition,
     TrainConfig,
     Trainer,
+    freeze,
     make_optimizer,
     resolve_trainable,
 )
@@ -55,15 +57,19 @@ def _fit(data, tmp_path, resume=False, epochs=2, seed=3):
     checkpoints = EpochCheckpoints(tmp_path / "ckpt", keep=2)
     try:
         return train_classifier(
-            GPTModel(CFG),
+            TrainingJob(
+                TrainingPlan(
+                    data,
+                    ("ham", "spam"),
+                    tc,
+                    SpeedConfig(),
+                    "last",
+                    np.array([1.0, 2.0], np.float32),
+                ),
+                GPTModel(CFG),
+                _partition(params),
+            ),
             params,
-            data,
-            ("ham", "spam"),
-            tc,
-            SpeedConfig(),
-            "last",
-            np.array([1.0, 2.0], np.float32),
-            _partition(params),
             checkpoints=checkpoints,
             resume=resume,
             log=lambda s: None,
@@ -98,8 +104,10 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_epoch(tmp_pat
     checkpoints = EpochCheckpoints(tmp_path / "ckpt")
     assert checkpoints.latest_epoch() == 1
     params = init_params(CFG)
-    trainer = Trainer(GPTModel(CFG), make_optimizer(1e-3, 0.1), np.ones(2), pool="last", seed=0)
-    restored = checkpoints.restore(1, trainer.init(_partition(params).trainable(params)))
+    part = _partition(params)
+    tx = freeze(make_optimizer(1e-3, 0.1), part.labels)
+    trainer = Trainer(GPTModel(CFG), tx, np.ones(2), pool="last", seed=0)
+    restored = checkpoints.restore(1, trainer.init(part.trainable(params), part.frozen(params)))
     trainable = restored.state.trainable
     assert sorted(trainable) == ["h1", "head", "ln_f"]  # frozen leaves are not saved
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(trainable))

@@ -14,6 +14,7 @@ from gpt2_jax.training.train import (
     Trainer,
     class_weights,
     class_weights_for,
+    freeze,
     make_optimizer,
     merge,
     resolve_trainable,
@@ -113,10 +114,14 @@ def stepped():
     start = jax.tree.map(np.array, params)
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
     trainer = Trainer(
-        GPTModel(CFG), make_optimizer(1e-2, 0.1), np.array([1.0, 2.0]), pool="last", seed=0
+        GPTModel(CFG),
+        freeze(make_optimizer(1e-2, 0.1), part.labels),
+        np.array([1.0, 2.0]),
+        pool="last",
+        seed=0,
     )
     frozen = part.frozen(params)
-    state = trainer.init(part.trainable(params))
+    state = trainer.init(part.trainable(params), frozen)
     rng = np.random.default_rng(0)
     for _ in range(3):
         ids = rng.integers(0, CFG.vocab_size, (4, 8)).astype(np.int32)
@@ -143,7 +148,8 @@ def test_optimizer_state_holds_trainable_leaves_only(stepped):
     state_size = sum(np.size(x) for x in jax.tree.leaves(state.opt_state))
     # Adam's mu and nu for trainable leaves only, plus a scalar counter.
     assert 2 * part.counts["trainable"] <= state_size < 2 * part.counts["trainable"] + 10
-    mu = state.opt_state[0].mu
+    adam = state.opt_state.inner_states["trainable"].inner_state  # freeze's trainable label
+    mu = adam[0].mu
     assert set(named_leaves(mu)) == part.names
 
 
@@ -157,9 +163,14 @@ def test_uncached_step_differentiates_only_the_trainable_tree():
     shapes = jax.eval_shape(lambda: init_params(cfg))
     part = Partition.from_patterns(shapes, resolve_trainable(["last_block"], cfg.n_layers))
     trainer = Trainer(
-        GPTModel(cfg), make_optimizer(5e-5, 0.1), np.ones(2), pool="last", seed=0, pooled_only=False
+        GPTModel(cfg),
+        freeze(make_optimizer(5e-5, 0.1), part.labels),
+        np.ones(2),
+        pool="last",
+        seed=0,
+        pooled_only=False,
     )
-    state = jax.eval_shape(trainer.init, part.trainable(shapes))
+    state = jax.eval_shape(trainer.init, part.trainable(shapes), part.frozen(shapes))
     batch = Batch(
         jax.ShapeDtypeStruct((16, 257), jnp.int32),
         jax.ShapeDtypeStruct((16,), jnp.int32),
@@ -177,3 +188,19 @@ def test_uncached_step_differentiates_only_the_trainable_tree():
         f"step {step / 1e9:.0f} GFLOP, forward {forward / 1e9:.0f} GFLOP, ratio {step / forward:.3f}"
     )
     assert step <= 1.2 * forward, step / forward
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_frozen_leaves_carry_no_optimizer_state(accumulation_steps):
+    """``freeze`` (optax.multi_transform): Adam's two moments, and with accumulation the
+    summed gradients, exist for each trainable parameter and for no frozen one."""
+    params = init_params(CFG, seed=3)
+    part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
+    tx = make_optimizer(1e-2, 0.1, clip_norm=1.0, accumulation_steps=accumulation_steps)
+    state = freeze(tx, part.labels).init(params)
+    arrays = {n: x for n, x in named_leaves(state).items() if np.ndim(x) > 0}
+    per_param = 2 + (accumulation_steps > 1)
+    assert sum(np.size(x) for x in arrays.values()) == per_param * part.counts["trainable"]
+    top = {n.split("/")[0] for n in part.names}  # h2, ln_f, head
+    for name in arrays:  # every state array sits under a trainable scope
+        assert any(f"/{t}/" in f"/{name}/" for t in top), name

@@ -10,7 +10,7 @@ import pytest
 from test_resume import CFG, _data, _partition  # the same tiny model and data
 
 from gpt2_jax.finetune.config import SpeedConfig
-from gpt2_jax.finetune.run import train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import (
     LEAF_DIGESTS,
@@ -20,7 +20,7 @@ from gpt2_jax.training.checkpoints import (
     run_fingerprints,
     state_digests,
 )
-from gpt2_jax.training.train import TrainConfig, Trainer, make_optimizer
+from gpt2_jax.training.train import TrainConfig, Trainer, freeze, make_optimizer
 
 SEED = 3
 DATA = {"train": _data(0, 32), "test": _data(1, 8)}  # 4 steps per epoch at batch 8
@@ -32,15 +32,19 @@ def _fit(run_dir, epochs, resume=False, lines=None):
     checkpoints = EpochCheckpoints(run_dir / "ckpt", keep=3)
     try:
         return train_classifier(
-            GPTModel(CFG),
+            TrainingJob(
+                TrainingPlan(
+                    DATA,
+                    ("ham", "spam"),
+                    tc,
+                    SpeedConfig(),
+                    "last",
+                    np.array([1.0, 2.0], np.float32),
+                ),
+                GPTModel(CFG),
+                _partition(params),
+            ),
             params,
-            DATA,
-            ("ham", "spam"),
-            tc,
-            SpeedConfig(),
-            "last",
-            np.array([1.0, 2.0], np.float32),
-            _partition(params),
             checkpoints=checkpoints,
             resume=resume,
             log=(lines.append if lines is not None else lambda s: None),
@@ -52,9 +56,10 @@ def _fit(run_dir, epochs, resume=False, lines=None):
 def _state_like_and_fingerprints():
     params = init_params(CFG, SEED)
     partition = _partition(params)
-    trainer = Trainer(GPTModel(CFG), make_optimizer(1e-3, 0.1), np.ones(2), pool="last", seed=0)
+    tx = freeze(make_optimizer(1e-3, 0.1), partition.labels)
+    trainer = Trainer(GPTModel(CFG), tx, np.ones(2), pool="last", seed=0)
     return (
-        trainer.init(partition.trainable(params)),
+        trainer.init(partition.trainable(params), partition.frozen(params)),
         run_fingerprints(partition.frozen(params), DATA["train"].ids, DATA["train"].labels),
     )
 

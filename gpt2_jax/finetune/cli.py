@@ -17,7 +17,8 @@ from typing import Any
 
 from gpt2_jax.finetune.config import RunConfig, load_config
 from gpt2_jax.finetune.run import resume_config, run
-from gpt2_jax.parallel.distributed import initialize
+from gpt2_jax.parallel.distributed import initialize, is_main
+from gpt2_jax.util.logs import configure_terminal
 from gpt2_jax.util.runtime import keep_freed_memory
 
 
@@ -186,6 +187,7 @@ def main(
         p.error(str(err))
     try:
         join_processes(p, args)
+        configure_terminal(main=is_main())  # progress on stdout; other processes: warnings only
         if cfg is None:
             cfg = resume_config(args.resume)
         run(cfg, resume=args.resume is not None)

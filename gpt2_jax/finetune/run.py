@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import shutil
 import time
@@ -18,26 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
 from gpt2_jax.data import sms, tables
 from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig, SpeedConfig
+from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir, run_name
+from gpt2_jax.finetune.job import Hooks, TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
-from gpt2_jax.model.config import OPENAI_TO_CONFIG, settings_for_size
+from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, merge_lora
-from gpt2_jax.model.pooling import reads_padding
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
-from gpt2_jax.parallel.mesh import Placement, describe
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
     EpochCheckpoints,
     Restored,
-    run_fingerprints,
 )
 from gpt2_jax.training.memory import (
     GIB,
@@ -46,25 +44,21 @@ from gpt2_jax.training.memory import (
     memory_check,
     peak_memory_bytes,
 )
-from gpt2_jax.training.prefix import prefix_inputs
 from gpt2_jax.training.train import (
     Partition,
-    SelectedState,
     TrainConfig,
-    Trainer,
-    TrainState,
     best_epoch,
     class_weights,
     epoch_score,
-    fit,
-    merge,
-    optimizer_for,
     resolve_trainable,
 )
+from gpt2_jax.util.logs import RUN_LOG, ensure_terminal, run_log
 from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained, read_folder_settings
+
+logger = logging.getLogger(__name__)
 
 
 def resume_config(run_dir: str | os.PathLike) -> RunConfig:
@@ -169,224 +163,6 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
 
 
-def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
-    """Refuse, before anything heavy, training settings that cannot work with this data
-    (``batches`` per epoch, ``n_val`` validation rows); note what they imply."""
-    k = tc.accumulation_steps
-    if k > batches:
-        raise ValueError(
-            f"--accumulation-steps {k} is more than the {batches} batches of an "
-            f"epoch; use at most {batches} (or a smaller --batch-size)"
-        )
-    updates = tc.epochs * batches // k
-    if tc.warmup_steps and tc.warmup_steps >= updates:
-        raise ValueError(
-            f"--warmup-steps {tc.warmup_steps} is not below the run's {updates} "
-            f"optimizer updates ({tc.epochs} epochs x {batches} batches / "
-            f"{k} accumulated): the learning rate would never reach --lr"
-        )
-    if tc.select_by != "last" and not n_val:
-        raise ValueError(
-            f"--select-by {tc.select_by} needs a validation split: give "
-            "--val-size > 0 or --val-file"
-        )
-
-
-def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
-    """The run's placement on the devices (None: one device), after checking that the
-    mesh fits the devices and the batch splits over them."""
-    placement = speed.placement()
-    if placement is not None and tc.batch_size % placement.rows:
-        raise ValueError(
-            f"--batch-size {tc.batch_size} cannot be split over the mesh's "
-            f"{placement.rows} devices ({describe(placement.mesh)}); use a "
-            f"multiple of {placement.rows}"
-        )
-    return placement
-
-
-def build_trainer(
-    model: GPTModel,
-    tc: TrainConfig,
-    speed: SpeedConfig,
-    pool: str,
-    weights: np.ndarray,
-    partition: Partition,
-    n_train: int,
-    log: Callable[[str], None] = print,
-) -> Trainer:
-    """The jitted steps for this setup (``n_train`` training examples, for the learning
-    rate schedule); ``trainer.start`` is the first block computed per step (the blocks
-    before it are the frozen prefix, computed once per text)."""
-    start = partition.first_block(model.cfg.n_layers) if speed.prefix_cache else 0
-    if start and model.cfg.drop_rate > 0:
-        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
-        start = 0
-    placement = check_mesh(speed, tc)
-    if placement is not None:
-        log(f"mesh: {describe(placement.mesh)}")
-    computed = dataclasses.replace(
-        model.cfg,
-        attention=speed.attention,
-        matmul_dtype=None if speed.train_dtype == "float32" else speed.train_dtype,
-    )
-    if computed != model.cfg:
-        model = GPTModel(computed)
-    return Trainer(
-        model,
-        optimizer_for(tc, n_train),
-        weights,
-        pool=pool,
-        seed=tc.seed,
-        start=start,
-        pooled_only=speed.pooled_only,
-        ignore_index=tc.ignore_index,
-        placement=placement,
-    )
-
-
-def train_classifier(
-    model: GPTModel,
-    params,
-    encoded: dict,
-    classes: tuple[str, ...],
-    tc: TrainConfig,
-    speed: SpeedConfig,
-    pool: str,
-    weights: np.ndarray,
-    partition: Partition,
-    *,
-    checkpoints: EpochCheckpoints | None = None,
-    resume: bool = False,
-    prefix_disk_dir: Path | None = None,
-    on_epoch: Callable[[list[dict]], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
-    on_resume: Callable[[Restored], None] | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[dict, list[dict]]:
-    """Fine-tune ``params`` (the parameter tree with its class head) on ``encoded``
-    (``{"train": Encoded, ...}``) and evaluate every split after each epoch.
-
-    Puts the pieces together: the partition into trainable and frozen trees, the
-    inputs (token ids, or the frozen prefix computed once), the jitted steps, epoch
-    checkpoints (``resume``: first restore the latest), the loop. Returns the trained
-    parameter tree of the epoch ``tc.select_by`` picks (``best_epoch``) and the history
-    (the first epoch trained in this call also holds ``prefix_seconds``)."""
-    cfg = model.cfg
-    frozen, trainable = partition.frozen(params), partition.trainable(params)
-    del params
-    trainer = build_trainer(model, tc, speed, pool, weights, partition, len(encoded["train"]), log)
-    start, bucketed = trainer.start, speed.buckets and not reads_padding(pool, cfg.causal)
-    state, frozen = trainer.init(trainable), trainer.place(frozen)
-    select = tc.select_by != "last"
-    check_schedule(tc, len(encoded["train"]) // tc.batch_size, len(encoded.get("val", ())))
-    best = state.trainable if select else None  # the best epoch's trainable leaves so far
-    fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
-    history, first_epoch = [], 1
-    restored = (
-        checkpoints.resume(SelectedState(*state, best) if select else state, fingerprints, log=log)
-        if resume and checkpoints
-        else None
-    )
-    if restored is not None:
-        if on_resume is not None:
-            on_resume(restored)
-        state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
-        best = trainer.place(restored.state.best) if select else None
-        first_epoch = restored.meta["epoch"] + 1
-        assert checkpoints is not None  # restored from them
-        log(
-            f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
-            f"from {checkpoints.directory}"
-        )
-        if (
-            tc.patience
-            and history
-            and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
-        ):
-            first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
-            log("the run had stopped early at that epoch: keeping its choice")
-
-    inputs = {name: split.ids for name, split in encoded.items()}
-    prefix_seconds = 0.0
-    if start and first_epoch <= tc.epochs:
-        t0 = time.perf_counter()
-        log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
-        cache_dir = speed.prefix_cache_dir
-        if cache_dir is not None and several():
-            log(
-                "--prefix-cache-dir is not used with several processes (each would decide on "
-                "its own whether to reuse it); the prefix is computed"
-            )
-            cache_dir = None
-        inputs = prefix_inputs(
-            dataclasses.replace(cfg, attention=speed.attention),
-            merge(frozen, trainable),
-            encoded,
-            start,
-            bucketed=bucketed,
-            matmul_dtype=speed.matmul_dtype(),
-            cache_dir=cache_dir,
-            disk_dir=prefix_disk_dir,
-            log=log,
-            placement=trainer.placement,
-        )
-        prefix_seconds = time.perf_counter() - t0
-        log(f"prefix computed in {prefix_seconds:.1f} s")
-
-    def after_epoch(state, history):
-        nonlocal best
-        epoch = history[-1]["epoch"]
-        if epoch == first_epoch:
-            history[-1]["prefix_seconds"] = prefix_seconds  # the one-off pass, before it
-        chosen = best_epoch(history, tc.select_by)
-        if select and chosen == epoch:
-            best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
-        if checkpoints is not None:
-            checkpoints.save(
-                epoch,
-                SelectedState(*state, best) if select else state,
-                {
-                    "epoch": epoch,
-                    "step": int(state.step),
-                    "seed": tc.seed,
-                    "history": history,
-                    **fingerprints,
-                    "random_state": "batch order drawn from (seed, epoch), dropout keys from "
-                    "(seed, step): nothing else to save",
-                },
-            )
-        if on_epoch is not None:
-            on_epoch(history)
-        if tc.patience and epoch - chosen >= tc.patience:
-            log(
-                f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
-                f"{tc.patience} epoch(s)"
-            )
-            return True
-        return False
-
-    state, history = fit(
-        trainer,
-        state,
-        frozen,
-        inputs,
-        encoded,
-        classes,
-        epochs=tc.epochs,
-        batch_size=tc.batch_size,
-        seed=tc.seed,
-        bucketed=bucketed,
-        first_epoch=first_epoch,
-        history=history,
-        on_epoch=after_epoch,
-        on_step=on_step,
-    )
-    kept = best if select else state.trainable
-    assert kept is not None  # with select, best is set from the first epoch on
-    return merge(frozen, kept), history
-
-
 def _prefix_storage(
     cfg: RunConfig, settings: dict, n_texts: int, length: int, log: Callable[[str], None]
 ) -> str:
@@ -468,27 +244,24 @@ def _quiet(*_) -> None:
     """The log of processes other than 0."""
 
 
-def run(
-    cfg: RunConfig,
-    log: Callable[[str], None] = print,
-    *,
-    resume: bool = False,
-    on_step: Callable[[int], None] | None = None,
-) -> dict:
-    """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
-    go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``)."""
-    started = time.perf_counter()
-    m, tc = cfg.model, cfg.train
-    main = is_main()  # with several processes, only process 0 writes the run folder and logs
-    if several() and cfg.output.run_dir is None:  # checked by every process alike
-        raise ValueError(
-            "with several processes give --run-dir (on a file system every "
-            "host sees): the default name holds the time, which differs"
-        )
-    if not main:
-        log = _quiet
+@dataclasses.dataclass(frozen=True, eq=False)
+class Inputs:
+    """What a run reads before it claims its folder (cheap, so every data error comes
+    before 500 MB of weights): the data, the backbone's files and sizes, the encoded
+    splits and the checked training plan."""
 
-    # ---- data first: cheap, and its errors should come before loading 500 MB ----
+    labelled: LabelledData
+    settings: dict
+    model_dir: Path
+    model_cfg: GPTConfig
+    length: int  # every text is padded or cut to this many tokens
+    patterns: tuple[str, ...]  # what trains
+    plan: TrainingPlan
+
+
+def read_inputs(cfg: RunConfig) -> Inputs:
+    """Step 1: read and split the data, find the backbone, encode, check the plan."""
+    m, tc = cfg.model, cfg.train
     labelled = read_data(cfg.data, tc.seed, m.offline)
     classes, splits = labelled.classes, labelled.splits
     weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
@@ -502,209 +275,307 @@ def run(
         splits, tokenizer, model_cfg.context_length, max_length, vocab_size=model_cfg.vocab_size
     )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
-    batches = len(encoded["train"]) // tc.batch_size
-    if batches == 0:
-        raise ValueError(
-            f"{len(encoded['train'])} training rows < batch size {tc.batch_size}: "
-            "an epoch would have no steps; use more training rows or a smaller "
-            "--batch-size"
-        )
-    check_schedule(tc, batches, len(encoded.get("val", ())))
-    check_mesh(cfg.speed, tc)
+    plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
+    return Inputs(labelled, settings, model_dir, model_cfg, length, tuple(patterns), plan)
 
+
+def claim_folder(cfg: RunConfig, resume: bool, main: bool) -> tuple[Path, RunFolderLock | NoLock]:
+    """Step 2: the run folder, locked by process 0; every process learns whether that
+    worked (a failure on 0 stops the others too)."""
     lock: RunFolderLock | NoLock
     try:
         if main:
             run_dir, lock = prepare_run_dir(cfg, resume)
         else:
-            assert cfg.output.run_dir is not None  # checked above: several processes need it
+            assert cfg.output.run_dir is not None  # run() checks: several processes need it
             run_dir, lock = Path(cfg.output.run_dir).resolve(), NoLock()
     except BaseException:
         share_outcome(False, "prepare the run folder")
         raise
     share_outcome(True, "prepare the run folder")
+    return run_dir, lock
+
+
+def describe_inputs(
+    cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Step 3: say what the run reads (the log), and the record's ``data`` section."""
+    m, tc, labelled = cfg.model, cfg.train, inputs.labelled
+    classes, model_dir, length = labelled.classes, inputs.model_dir, inputs.length
+    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
+    log(
+        f"GPT-2 from {model_dir}"
+        + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
+    )
+    log(f"settings: {inputs.settings}")
+    log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
+    log(f"model config: {inputs.model_cfg}")
+    log(
+        f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) {list(classes)}"
+    )
+    data_info: dict[str, Any] = {
+        "files": labelled.files,
+        "rows": labelled.rows,
+        "classes": list(classes),
+        "joined": labelled.joined,
+        "max_length": length,
+        "splits": {},
+    }
+    if labelled.joined:
+        log(
+            f"quoting joined {len(labelled.joined)} message(s) over several lines: "
+            + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
+            + (" ..." if len(labelled.joined) > 5 else "")
+            + " (--quoting none reads one message per line)"
+        )
+    for name, split in inputs.plan.encoded.items():
+        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
+        data_info["splits"][name] = {
+            "n": len(split),
+            **dict(zip(classes, counts)),
+            "truncated": split.truncated,
+        }
+        log(
+            f"{name:5}: {len(split):5} texts ("
+            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
+            + ")"
+            + (f", {split.truncated} truncated to {length} tokens" if split.truncated else "")
+        )
+    batches = inputs.plan.batches
+    data_info["batches_per_epoch"] = batches
+    log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+    return data_info
+
+
+def load_backbone(
+    cfg: RunConfig, inputs: Inputs, log: Callable[[str], None]
+) -> tuple[Any, dict, TrainingJob]:
+    """Step 4: GPT-2's weights (or a random init) with a new class head, and the job:
+    ``(params, settings as read, job)``."""
+    m, tc = cfg.model, cfg.train
+    settings, pretrained = inputs.settings, None
+    if m.weights == "pretrained":
+        log(f"loading GPT-2 from {inputs.model_dir}")
+        settings, pretrained = load_pretrained(inputs.model_dir)
+        log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
+    has_pretrained = pretrained is not None
+    params, from_init = with_class_head(
+        load_weights(pretrained) if pretrained is not None else None, inputs.model_cfg, tc.seed
+    )
+    del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
+    if has_pretrained:
+        log(f"from the checkpoint: all but {from_init} (new, seeded init)")
+    partition = Partition.from_patterns(params, inputs.patterns)
+    counts = partition.counts
+    log(
+        f"trainable patterns {list(inputs.patterns)}: {counts['trainable']:,} trainable / "
+        f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})"
+    )
+    weights = inputs.plan.class_weights
+    log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(inputs.plan.classes, weights)))
+    return params, settings, TrainingJob(inputs.plan, GPTModel(inputs.model_cfg), partition)
+
+
+def start_record(
+    cfg: RunConfig, inputs: Inputs, settings: dict, job: TrainingJob, run_dir: Path, **known
+) -> RunRecord:
+    """Step 5: the record of a run that trains (``known``: ``backbone``, ``data``,
+    ``prefix_storage``), carrying on an earlier record when resuming."""
+    return RunRecord(
+        run_dir=str(run_dir),
+        config=cfg.to_dict(),
+        seed=cfg.train.seed,
+        settings=settings,
+        model_config=dataclasses.asdict(inputs.model_cfg),
+        trainable_patterns=list(inputs.patterns),
+        parameters=job.partition.counts,
+        class_weights=inputs.plan.class_weights.tolist(),
+        backend=jax.default_backend(),
+        **known,
+    )
+
+
+def select_epoch(report: RunRecord, tc: TrainConfig, log: Callable[[str], None]) -> int:
+    """Step 7: the epoch whose weights the classifier keeps (``--select-by``), recorded."""
+    chosen = best_epoch(report.epochs, tc.select_by)
+    report.selected = Selected(chosen, tc.select_by)
+    if tc.select_by != "last":
+        report.selected.value = epoch_score(report.epochs[chosen - 1], tc.select_by)
+        log(f"the classifier keeps epoch {chosen}: best {tc.select_by} {report.selected.value:.4f}")
+    report.stopped_early = report.epochs[-1]["epoch"] < tc.epochs
+    return chosen
+
+
+def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Step 8: the classifier (LoRA folded in with ``--merge-lora``) and its tokenizer."""
+    model_cfg = inputs.model_cfg
+    if cfg.output.merge_lora and model_cfg.lora_rank:
+        params, model_cfg = merge_lora(params, model_cfg)
+        log("LoRA adapters folded into the weights of the saved classifier")
+    spec = ClassifierConfig(
+        model=model_cfg, labels=inputs.plan.classes, pool=cfg.model.pool, max_length=inputs.length
+    )
+    save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
+
+
+def run(
+    cfg: RunConfig,
+    log: Callable[[str], None] | None = None,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
+    go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``).
+    ``log``: where progress goes (default: this module's logger, shown on stdout unless
+    the application configured logging); the run folder's ``run.log`` keeps a copy.
+
+    The steps: read the inputs, claim the folder, describe the inputs, (a dry run stops
+    there), load the backbone, start the record, train, select an epoch, save, finish."""
+    started = time.perf_counter()
+    main = is_main()  # with several processes, only process 0 writes the run folder and logs
+    if several() and cfg.output.run_dir is None:  # checked by every process alike
+        raise ValueError(
+            "with several processes give --run-dir (on a file system every "
+            "host sees): the default name holds the time, which differs"
+        )
+    if log is None:
+        ensure_terminal()
+        log = logger.info
+    if not main:
+        log = _quiet
+    inputs = read_inputs(cfg)
+    run_dir, lock = claim_folder(cfg, resume, main)
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
-        log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-        log(
-            f"GPT-2 from {model_dir}"
-            + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
-        )
-        log(f"settings: {settings}")
-        log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
-        log(f"model config: {model_cfg}")
-        log(
-            f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) "
-            f"{list(classes)}"
-        )
-        backbone = {"folder": str(model_dir)}
-        if m.hf_repo:
-            backbone.update(hf_repo=m.hf_repo, hf_commit=model_dir.name)
-        data_info: dict[str, Any] = {
-            "files": labelled.files,
-            "rows": labelled.rows,
-            "classes": list(classes),
-            "joined": labelled.joined,
-            "max_length": length,
-            "splits": {},
-        }
-        if labelled.joined:
-            log(
-                f"quoting joined {len(labelled.joined)} message(s) over several lines: "
-                + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
-                + (" ..." if len(labelled.joined) > 5 else "")
-                + " (--quoting none reads one message per line)"
-            )
-        for name, split in encoded.items():
-            counts = np.bincount(split.labels, minlength=len(classes)).tolist()
-            data_info["splits"][name] = {
-                "n": len(split),
-                **dict(zip(classes, counts)),
-                "truncated": split.truncated,
-            }
-            log(
-                f"{name:5}: {len(split):5} texts ("
-                + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
-                + ")"
-                + (f", {split.truncated} truncated to {length} tokens" if split.truncated else "")
-            )
-        data_info["batches_per_epoch"] = batches
-        log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
-        n_texts = sum(map(len, encoded.values()))
-        log(memory_check(settings, n_texts, length, cfg.speed.prefix_cache))
-        storage = _prefix_storage(cfg, settings, n_texts, length, log)
-        if tc.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
-            report = RunRecord(
-                run_dir=str(run_dir),
-                config=cfg.to_dict(),
-                settings=settings,
-                backbone=backbone,
-                data=data_info,
-                status="checked: --epochs 0 reads and splits the data only; nothing "
-                "was trained and no classifier was saved",
-            )
-            if main:
-                write_json(run_dir / METRICS_FILE, report.to_dict())
-            log(report.status)
-            return report.to_dict()
-
-        # ---- weights: the heavy part ----
-        pretrained = None
-        if m.weights == "pretrained":
-            log(f"loading GPT-2 from {model_dir}")
-            settings, pretrained = load_pretrained(model_dir)
-            log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
-        has_pretrained = pretrained is not None
-        params, from_init = with_class_head(
-            load_weights(pretrained) if pretrained is not None else None, model_cfg, tc.seed
-        )
-        del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
-        if has_pretrained:
-            log(f"from the checkpoint: all but {from_init} (new, seeded init)")
-        partition = Partition.from_patterns(params, patterns)
-        counts = partition.counts
-        log(
-            f"trainable patterns {list(patterns)}: {counts['trainable']:,} trainable / "
-            f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})"
-        )
-        log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(classes, weights)))
-
-        report = RunRecord(
-            run_dir=str(run_dir),
-            config=cfg.to_dict(),
-            seed=tc.seed,
-            settings=settings,
-            backbone=backbone,
-            model_config=dataclasses.asdict(model_cfg),
-            data=data_info,
-            trainable_patterns=list(patterns),
-            parameters=counts,
-            class_weights=weights.tolist(),
-            backend=jax.default_backend(),
-            prefix_storage=storage,
-        )
-        checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-        if resume:
-            previous = RunRecord.read(run_dir / METRICS_FILE)
-            report.epochs = previous.epochs
-            report.resumed = (previous.resumed or []) + [
-                {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}
-            ]
-
-        def on_resume(restored: Restored) -> None:  # called only when resuming
-            assert report.resumed is not None  # set above when resuming
-            report.resumed[-1].update(
-                after_epoch=restored.meta["epoch"],
-                skipped=[{"epoch": e, "why": why} for e, why in restored.skipped],
-            )
-            report.epochs = restored.meta["history"]
-
-        if main:
-            write_json(run_dir / METRICS_FILE, report.to_dict())
-            write_json(run_dir / "config.json", cfg.to_dict())
-
-        def on_epoch(history):
-            report.epochs = history
-            if main:
-                write_json(run_dir / METRICS_FILE, report.to_dict())
-                plot_history(history, run_dir, classes)
-            log(epoch_table(history[-1], classes))
-
-        disk_dir = run_dir / "prefix" if storage == "disk" else None
-        if disk_dir is not None and several():
-            disk_dir = disk_dir / f"process-{jax.process_index()}"
-        try:
-            params, _ = train_classifier(
-                GPTModel(model_cfg),
-                params,
-                encoded,
-                classes,
-                tc,
-                cfg.speed,
-                m.pool,
-                weights,
-                partition,
-                checkpoints=checkpoints,
-                resume=resume,
-                prefix_disk_dir=disk_dir,
-                on_epoch=on_epoch,
-                on_step=on_step,
-                on_resume=on_resume,
-                log=log,
-            )
-            chosen = best_epoch(report.epochs, tc.select_by)
-            report.selected = Selected(chosen, tc.select_by)
-            if tc.select_by != "last":
-                report.selected.value = epoch_score(report.epochs[chosen - 1], tc.select_by)
-                log(
-                    f"the classifier keeps epoch {chosen}: best {tc.select_by} "
-                    f"{report.selected.value:.4f}"
-                )
-            report.stopped_early = report.epochs[-1]["epoch"] < tc.epochs
-            saved_cfg = model_cfg
-            if cfg.output.merge_lora and model_cfg.lora_rank:
-                params, saved_cfg = merge_lora(params, model_cfg)
-                log("LoRA adapters folded into the weights of the saved classifier")
-            spec = ClassifierConfig(model=saved_cfg, labels=classes, pool=m.pool, max_length=length)
-            save_classifier(run_dir, params, spec, bpe_dir=model_dir)
-        except BaseException as err:
-            if main:
-                _record_stop(report, run_dir, checkpoints, cfg, err)
-            raise
-        finally:
-            checkpoints.close()
-            if disk_dir is not None:
-                shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
-        report.status = "finished"
-        report.total_seconds = time.perf_counter() - started
-        report.peak_memory_gib = peak_memory_bytes() / GIB
-        if main:
-            write_json(run_dir / METRICS_FILE, report.to_dict())
-        log(
-            f"done in {report.total_seconds:.1f} s (peak memory {report.peak_memory_gib:.2f} "
-            f"GiB); metrics.json, plots and the classifier are in {run_dir}"
-        )
-        return report.to_dict()
+        with run_log(run_dir / RUN_LOG if main else None, log) as log:
+            return _steps(RunContext(cfg, inputs, run_dir, main, resume, log), started, on_step)
     finally:
         lock.release()
         stop_on_sigterm()
+
+
+def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | None) -> dict:
+    """``run``'s steps once its folder is claimed: describe the inputs (a dry run stops
+    there), load the backbone, start the record, train, select, save, finish."""
+    cfg, inputs, run_dir, main, log = here.cfg, here.inputs, here.run_dir, here.main, here.log
+    data_info = describe_inputs(cfg, inputs, run_dir, here.resume, log)
+    n_texts = sum(map(len, inputs.plan.encoded.values()))
+    log(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
+    storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length, log)
+    backbone = {"folder": str(inputs.model_dir)}
+    if cfg.model.hf_repo:
+        backbone.update(hf_repo=cfg.model.hf_repo, hf_commit=inputs.model_dir.name)
+    if cfg.train.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
+        report = RunRecord(
+            run_dir=str(run_dir),
+            config=cfg.to_dict(),
+            settings=inputs.settings,
+            backbone=backbone,
+            data=data_info,
+            status="checked: --epochs 0 reads and splits the data only; nothing "
+            "was trained and no classifier was saved",
+        )
+        if main:
+            write_json(run_dir / METRICS_FILE, report.to_dict())
+        log(report.status)
+        return report.to_dict()
+
+    params, settings, job = load_backbone(cfg, inputs, log)
+    report = start_record(
+        cfg,
+        inputs,
+        settings,
+        job,
+        run_dir,
+        backbone=backbone,
+        data=data_info,
+        prefix_storage=storage,
+    )
+    params = train_select_save(here, job, params, report, on_step)
+    report.status = "finished"
+    report.total_seconds = time.perf_counter() - started
+    report.peak_memory_gib = peak_memory_bytes() / GIB
+    if main:
+        write_json(run_dir / METRICS_FILE, report.to_dict())
+    log(
+        f"done in {report.total_seconds:.1f} s (peak memory {report.peak_memory_gib:.2f} "
+        f"GiB); metrics.json, plots and the classifier are in {run_dir}"
+    )
+    return report.to_dict()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunContext:
+    """Where a run is, for the steps after its folder is claimed."""
+
+    cfg: RunConfig
+    inputs: Inputs
+    run_dir: Path
+    main: bool  # process 0: writes the folder
+    resume: bool
+    log: Callable[[str], None]
+
+
+def train_select_save(
+    here: RunContext,
+    job: TrainingJob,
+    params,
+    report: RunRecord,
+    on_step: Callable[[int], None] | None = None,
+):
+    """Steps 6-8 with the run folder as their record: train (each epoch checkpointed,
+    recorded and plotted), select an epoch, save the classifier. A failure records where
+    the run stopped before it is raised."""
+    cfg, run_dir, main, resume, log = here.cfg, here.run_dir, here.main, here.resume, here.log
+    classes = job.plan.classes
+    checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
+    if resume:
+        previous = RunRecord.read(run_dir / METRICS_FILE)
+        report.epochs = previous.epochs
+        report.resumed = (previous.resumed or []) + [
+            {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}
+        ]
+
+    def on_resume(restored: Restored) -> None:  # called only when resuming
+        assert report.resumed is not None  # set above when resuming
+        report.resumed[-1].update(
+            after_epoch=restored.meta["epoch"],
+            skipped=[{"epoch": e, "why": why} for e, why in restored.skipped],
+        )
+        report.epochs = restored.meta["history"]
+
+    def on_epoch(history):
+        report.epochs = history
+        if main:
+            write_json(run_dir / METRICS_FILE, report.to_dict())
+            plot_history(history, run_dir, classes)
+        log(epoch_table(history[-1], classes))
+
+    if main:
+        write_json(run_dir / METRICS_FILE, report.to_dict())
+        write_json(run_dir / "config.json", cfg.to_dict())
+    disk_dir = run_dir / "prefix" if report.prefix_storage == "disk" else None
+    if disk_dir is not None and several():
+        disk_dir = disk_dir / f"process-{jax.process_index()}"
+    try:
+        params, _ = train_classifier(
+            job,
+            params,
+            checkpoints=checkpoints,
+            resume=resume,
+            prefix_disk_dir=disk_dir,
+            hooks=Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume),
+            log=log,
+        )
+        select_epoch(report, cfg.train, log)
+        save(cfg, here.inputs, params, run_dir, log)
+    except BaseException as err:
+        if main:
+            _record_stop(report, run_dir, checkpoints, cfg, err)
+        raise
+    finally:
+        checkpoints.close()
+        if disk_dir is not None:
+            shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
+    return params

@@ -28,7 +28,9 @@ from gpt2_jax.training.train import (
     Partition,
     Trainer,
     TrainState,
+    freeze,
     make_optimizer,
+    merge,
     resolve_trainable,
 )
 
@@ -78,7 +80,7 @@ def step_memory(
     start = partition.first_block(cfg.n_layers) if prefix_cache else 0
     trainer = Trainer(
         GPTModel(cfg),
-        make_optimizer(1e-5, 0.1),
+        freeze(make_optimizer(1e-5, 0.1), partition.labels),
         np.ones(num_classes),
         pool=pool,
         seed=0,
@@ -86,8 +88,8 @@ def step_memory(
         placement=placement,
     )
     mesh = placement.mesh
-    trainable_abs = partition.trainable(shapes)
-    opt_abs = jax.eval_shape(trainer.tx.init, trainable_abs)
+    trainable_abs, frozen_abs = partition.trainable(shapes), partition.frozen(shapes)
+    opt_abs = jax.eval_shape(lambda t, f: trainer.tx.init(merge(t, f)), trainable_abs, frozen_abs)
     # an abstract state: lower() takes a shape and dtype in place of each array, so this
     # stands where TrainState.step holds a jax.Array
     step: Any = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))
@@ -96,7 +98,6 @@ def step_memory(
         _abstract(trainable_abs, tree_shardings(mesh, trainable_abs)),
         _abstract(opt_abs, tree_shardings(mesh, opt_abs)),
     )
-    frozen_abs = partition.frozen(shapes)
     frozen = _abstract(frozen_abs, tree_shardings(mesh, frozen_abs))
     x_shape = (batch_size, length) + ((cfg.emb_dim,) if start else ())
     x_type = jnp.float32 if start else jnp.int32

@@ -36,7 +36,7 @@ from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify
 from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_shardings
 from gpt2_jax.training.metrics import classification_metrics
-from gpt2_jax.util.tree import Params, count_params, named_leaves, subtree
+from gpt2_jax.util.tree import Params, count_params, named_leaves, path_name, same_keys, subtree
 
 # Words accepted among --trainable patterns; anything else is a regular expression.
 TRAINABLE_PRESETS = {
@@ -292,6 +292,13 @@ class Partition:
     def frozen(self, params: Params) -> Params:
         return subtree(params, lambda n: n not in self.names)
 
+    def labels(self, params: Params) -> Params:
+        """``params``'s structure with ``"trainable"`` or ``"frozen"`` at every leaf: the
+        label tree ``optax.multi_transform`` reads (see ``freeze``)."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: TRAINABLE if path_name(path) in self.names else FROZEN, params
+        )
+
     def first_block(self, n_layers: int) -> int:
         """Index of the first block with a trainable leaf (``n_layers`` if none; 0 when
         an embedding trains, since then nothing before block 0 is fixed either)."""
@@ -323,7 +330,8 @@ def make_optimizer(
     clip_norm: float = 0.0,
     accumulation_steps: int = 1,
 ) -> optax.GradientTransformation:
-    """AdamW, as in the lab; it only ever sees the trainable tree. Optional: a learning
+    """AdamW, as in the lab, for the trainable leaves (``freeze`` puts it in front of the
+    whole tree). Optional: a learning
     rate warm-up over ``warmup_steps`` updates and a decay to 0 at update ``updates``,
     clipping by global norm, and ``accumulation_steps`` batches per update (their
     gradients averaged, ``optax.MultiSteps``)."""
@@ -356,6 +364,21 @@ def make_optimizer(
     if accumulation_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulation_steps)
     return tx
+
+
+TRAINABLE, FROZEN = "trainable", "frozen"
+
+
+def freeze(
+    inner: optax.GradientTransformation, labels: Callable[[Params], Params]
+) -> optax.GradientTransformation:
+    """The optimizer of the whole parameter tree, and the one place where freezing meets
+    it: ``inner`` (AdamW with its schedule, clipping and accumulation) on the leaves
+    ``labels`` (normally ``Partition.labels``) calls trainable, ``optax.set_to_zero()``
+    on the frozen ones, which therefore carry no optimizer state (no Adam moments, no
+    accumulated gradients). ``Trainer`` computes gradients for the trainable leaves only
+    and hands the frozen label zeros that nothing reads, so XLA drops them."""
+    return optax.multi_transform({TRAINABLE: inner, FROZEN: optax.set_to_zero()}, labels)
 
 
 def optimizer_for(tc: TrainConfig, n_train: int) -> optax.GradientTransformation:
@@ -469,8 +492,11 @@ class Trainer:
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
         self.eval_step = jax.jit(self._eval_step)
 
-    def init(self, trainable) -> TrainState:
-        return self.place(TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable)))
+    def init(self, trainable, frozen) -> TrainState:
+        """The state at step 0. The optimizer is given the whole tree (``tx`` is normally
+        ``freeze(...)``, which keeps state for the trainable leaves only)."""
+        opt_state = self.tx.init(merge(trainable, frozen))
+        return self.place(TrainState(jnp.zeros((), jnp.int32), trainable, opt_state))
 
     def place(self, tree):
         """``tree`` (a state, the frozen leaves) laid out on the mesh; as it is without one."""
@@ -523,9 +549,13 @@ class Trainer:
                 logits, batch.labels, self.weights, self.ignore_index
             ), logits
 
+        # no backward pass through the frozen leaves: gradients of the trainable ones only
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
-        trainable = optax.apply_updates(state.trainable, updates)
+        # the optimizer sees the whole tree; the frozen leaves' zeros go to set_to_zero
+        # and their updates are dropped below, so XLA computes neither
+        whole = merge(grads, jax.tree.map(jnp.zeros_like, frozen))
+        updates, opt_state = self.tx.update(whole, state.opt_state, merge(state.trainable, frozen))
+        trainable = optax.apply_updates(state.trainable, same_keys(updates, state.trainable))
         finite = jnp.all(
             jnp.stack(
                 [jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]

@@ -48,3 +48,11 @@ def subtree(tree: Params, keep: Callable[[str], bool], prefix: str = "") -> Para
         elif keep(name):
             out[key] = value
     return out
+
+
+def same_keys(tree: Params, template: Params) -> Params:
+    """The part of the nested dict ``tree`` at the keys ``template`` has (e.g. a whole
+    tree's updates cut to its trainable leaves)."""
+    return {
+        k: same_keys(tree[k], v) if isinstance(v, dict) else tree[k] for k, v in template.items()
+    }

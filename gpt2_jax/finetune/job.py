@@ -1,0 +1,291 @@
+"""The training job: what it is given (checked once, before any weight is loaded), the jitted steps for it, and the loop with its prefix pass, epoch checkpoints and hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gpt2_jax.data.tables import Encoded
+from gpt2_jax.finetune.config import SpeedConfig
+from gpt2_jax.model.gpt import GPTModel
+from gpt2_jax.model.pooling import reads_padding
+from gpt2_jax.parallel.distributed import several
+from gpt2_jax.parallel.mesh import Placement, describe
+from gpt2_jax.training.checkpoints import (
+    EpochCheckpoints,
+    Restored,
+    run_fingerprints,
+)
+from gpt2_jax.training.prefix import prefix_inputs
+from gpt2_jax.training.train import (
+    Partition,
+    SelectedState,
+    TrainConfig,
+    Trainer,
+    TrainState,
+    best_epoch,
+    fit,
+    freeze,
+    merge,
+    optimizer_for,
+)
+
+
+def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
+    """Refuse, before anything heavy, training settings that cannot work with this data
+    (``batches`` per epoch, ``n_val`` validation rows); note what they imply."""
+    k = tc.accumulation_steps
+    if k > batches:
+        raise ValueError(
+            f"--accumulation-steps {k} is more than the {batches} batches of an "
+            f"epoch; use at most {batches} (or a smaller --batch-size)"
+        )
+    updates = tc.epochs * batches // k
+    if tc.warmup_steps and tc.warmup_steps >= updates:
+        raise ValueError(
+            f"--warmup-steps {tc.warmup_steps} is not below the run's {updates} "
+            f"optimizer updates ({tc.epochs} epochs x {batches} batches / "
+            f"{k} accumulated): the learning rate would never reach --lr"
+        )
+    if tc.select_by != "last" and not n_val:
+        raise ValueError(
+            f"--select-by {tc.select_by} needs a validation split: give "
+            "--val-size > 0 or --val-file"
+        )
+
+
+def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
+    """The run's placement on the devices (None: one device), after checking that the
+    mesh fits the devices and the batch splits over them."""
+    placement = speed.placement()
+    if placement is not None and tc.batch_size % placement.rows:
+        raise ValueError(
+            f"--batch-size {tc.batch_size} cannot be split over the mesh's "
+            f"{placement.rows} devices ({describe(placement.mesh)}); use a "
+            f"multiple of {placement.rows}"
+        )
+    return placement
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingPlan:
+    """What training is given apart from the weights: the encoded splits (``{"train":
+    Encoded, "val": ..., "test": ...}``), the class names and loss weights, the training
+    and speed settings and the pool. Checked once, when made, before any weight is
+    loaded: an epoch has steps, the schedule fits them, the mesh fits the batch."""
+
+    encoded: dict[str, Encoded]
+    classes: tuple[str, ...]
+    train: TrainConfig
+    speed: SpeedConfig
+    pool: str
+    class_weights: np.ndarray
+    placement: Placement | None = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self):
+        n_train, tc = len(self.encoded["train"]), self.train
+        if self.batches == 0:
+            raise ValueError(
+                f"{n_train} training rows < batch size {tc.batch_size}: "
+                "an epoch would have no steps; use more training rows or a smaller "
+                "--batch-size"
+            )
+        check_schedule(tc, self.batches, len(self.encoded.get("val", ())))
+        object.__setattr__(self, "placement", check_mesh(self.speed, tc))
+
+    @property
+    def batches(self) -> int:
+        """Optimizer batches per epoch (the incomplete last batch is dropped)."""
+        return len(self.encoded["train"]) // self.train.batch_size
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingJob:
+    """A plan and the model it trains: the network and the partition of its parameter
+    tree into what trains and what stays frozen (decided once, by ``Partition``)."""
+
+    plan: TrainingPlan
+    model: GPTModel
+    partition: Partition
+
+
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    """What the loop calls: ``on_epoch(history)`` after each epoch is evaluated (and
+    checkpointed), ``on_step(step)`` after each optimizer step, ``on_resume(restored)``
+    once, when a resumed run has read its last epoch's state."""
+
+    on_epoch: Callable[[list[dict]], None] | None = None
+    on_step: Callable[[int], None] | None = None
+    on_resume: Callable[[Restored], None] | None = None
+
+
+def build_trainer(job: TrainingJob, log: Callable[[str], None] = print) -> Trainer:
+    """The jitted steps for this job; ``trainer.start`` is the first block computed per
+    step (the blocks before it are the frozen prefix, computed once per text)."""
+    plan, model, partition = job.plan, job.model, job.partition
+    tc, speed = plan.train, plan.speed
+    start = partition.first_block(model.cfg.n_layers) if speed.prefix_cache else 0
+    if start and model.cfg.drop_rate > 0:
+        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
+        start = 0
+    placement = plan.placement
+    if placement is not None:
+        log(f"mesh: {describe(placement.mesh)}")
+    computed = dataclasses.replace(
+        model.cfg,
+        attention=speed.attention,
+        matmul_dtype=None if speed.train_dtype == "float32" else speed.train_dtype,
+    )
+    if computed != model.cfg:
+        model = GPTModel(computed)
+    return Trainer(
+        model,
+        freeze(optimizer_for(tc, len(plan.encoded["train"])), partition.labels),
+        plan.class_weights,
+        pool=plan.pool,
+        seed=tc.seed,
+        start=start,
+        pooled_only=speed.pooled_only,
+        ignore_index=tc.ignore_index,
+        placement=placement,
+    )
+
+
+def train_classifier(
+    job: TrainingJob,
+    params,
+    *,
+    checkpoints: EpochCheckpoints | None = None,
+    resume: bool = False,
+    prefix_disk_dir: Path | None = None,
+    hooks: Hooks = Hooks(),
+    log: Callable[[str], None] = print,
+) -> tuple[dict, list[dict]]:
+    """Fine-tune ``params`` (the parameter tree with its class head) as ``job`` says and
+    evaluate every split after each epoch.
+
+    Puts the pieces together: the partition into trainable and frozen trees, the
+    inputs (token ids, or the frozen prefix computed once), the jitted steps, epoch
+    checkpoints (``resume``: first restore the latest), the loop. Returns the trained
+    parameter tree of the epoch ``tc.select_by`` picks (``best_epoch``) and the history
+    (the first epoch trained in this call also holds ``prefix_seconds``)."""
+    plan, cfg, partition = job.plan, job.model.cfg, job.partition
+    encoded, tc, speed = plan.encoded, plan.train, plan.speed
+    frozen, trainable = partition.frozen(params), partition.trainable(params)
+    del params
+    trainer = build_trainer(job, log)
+    start, bucketed = trainer.start, speed.buckets and not reads_padding(plan.pool, cfg.causal)
+    state, frozen = trainer.init(trainable, frozen), trainer.place(frozen)
+    select = tc.select_by != "last"
+    best = state.trainable if select else None  # the best epoch's trainable leaves so far
+    fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
+    history, first_epoch = [], 1
+    restored = (
+        checkpoints.resume(SelectedState(*state, best) if select else state, fingerprints, log=log)
+        if resume and checkpoints
+        else None
+    )
+    if restored is not None:
+        if hooks.on_resume is not None:
+            hooks.on_resume(restored)
+        state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
+        best = trainer.place(restored.state.best) if select else None
+        first_epoch = restored.meta["epoch"] + 1
+        assert checkpoints is not None  # restored from them
+        log(
+            f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
+            f"from {checkpoints.directory}"
+        )
+        if (
+            tc.patience
+            and history
+            and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
+        ):
+            first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
+            log("the run had stopped early at that epoch: keeping its choice")
+
+    inputs = {name: split.ids for name, split in encoded.items()}
+    prefix_seconds = 0.0
+    if start and first_epoch <= tc.epochs:
+        t0 = time.perf_counter()
+        log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
+        cache_dir = speed.prefix_cache_dir
+        if cache_dir is not None and several():
+            log(
+                "--prefix-cache-dir is not used with several processes (each would decide on "
+                "its own whether to reuse it); the prefix is computed"
+            )
+            cache_dir = None
+        inputs = prefix_inputs(
+            dataclasses.replace(cfg, attention=speed.attention),
+            merge(frozen, trainable),
+            encoded,
+            start,
+            bucketed=bucketed,
+            matmul_dtype=speed.matmul_dtype(),
+            cache_dir=cache_dir,
+            disk_dir=prefix_disk_dir,
+            log=log,
+            placement=trainer.placement,
+        )
+        prefix_seconds = time.perf_counter() - t0
+        log(f"prefix computed in {prefix_seconds:.1f} s")
+
+    def after_epoch(state, history):
+        nonlocal best
+        epoch = history[-1]["epoch"]
+        if epoch == first_epoch:
+            history[-1]["prefix_seconds"] = prefix_seconds  # the one-off pass, before it
+        chosen = best_epoch(history, tc.select_by)
+        if select and chosen == epoch:
+            best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
+        if checkpoints is not None:
+            checkpoints.save(
+                epoch,
+                SelectedState(*state, best) if select else state,
+                {
+                    "epoch": epoch,
+                    "step": int(state.step),
+                    "seed": tc.seed,
+                    "history": history,
+                    **fingerprints,
+                    "random_state": "batch order drawn from (seed, epoch), dropout keys from "
+                    "(seed, step): nothing else to save",
+                },
+            )
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(history)
+        if tc.patience and epoch - chosen >= tc.patience:
+            log(
+                f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
+                f"{tc.patience} epoch(s)"
+            )
+            return True
+        return False
+
+    state, history = fit(
+        trainer,
+        state,
+        frozen,
+        inputs,
+        encoded,
+        plan.classes,
+        epochs=tc.epochs,
+        batch_size=tc.batch_size,
+        seed=tc.seed,
+        bucketed=bucketed,
+        first_epoch=first_epoch,
+        history=history,
+        on_epoch=after_epoch,
+        on_step=hooks.on_step,
+    )
+    kept = best if select else state.trainable
+    assert kept is not None  # with select, best is set from the first epoch on
+    return merge(frozen, kept), history
