@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         os.environ["JAX_PLATFORMS"] = "cpu"
     from gpt2_jax.model.config import settings_for_size
     from gpt2_jax.parallel.mesh import Placement, describe, make_mesh
-    from gpt2_jax.training.step_memory import GIB, step_memory
+    from gpt2_jax.training.memory import GIB
+    from gpt2_jax.training.step_memory import step_memory
 
     try:
         placement = Placement(make_mesh(args.mesh))

@@ -33,6 +33,7 @@ from gpt2_jax.model.gpt import GPTModel, init_params, param_shapes
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.parallel.mesh import to_host
+from gpt2_jax.util.files import write_text_atomic
 from gpt2_jax.util.tree import named_leaves, path_name
 
 META_FILE = "classifier.json"
@@ -215,10 +216,8 @@ def _tokenizer_note(run_dir: Path) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    """Write to ``<name>.part`` then rename: readers never see half a file."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(obj, indent=2))
-    os.replace(part, path)
+    """Whole or not at all (``util.files.atomic_write``): readers never see half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def save_classifier(

@@ -21,7 +21,6 @@ p_<class> for each class, truncated.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pandas as pd
 
 from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.tables import FORMATS, read_table
+from gpt2_jax.util.files import atomic_write
 from gpt2_jax.util.runtime import keep_freed_memory
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -176,13 +176,15 @@ def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.Data
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Through ``<name>.part`` and a rename: never a half-written file under the name."""
-    part = path.with_name(path.name + ".part")
-    if path.suffix.lower() == ".csv":
-        table.to_csv(part, index=False)
-    else:
-        table.to_json(part, orient="records", lines=True, force_ascii=False)
-    os.replace(part, path)
+    """Whole or not at all (``util.files.atomic_write``): never half a file under the name."""
+
+    def write(part: Path) -> None:
+        if path.suffix.lower() == ".csv":
+            table.to_csv(part, index=False)
+        else:
+            table.to_json(part, orient="records", lines=True, force_ascii=False)
+
+    atomic_write(path, write)
 
 
 def shown(text: str) -> str:

@@ -23,6 +23,7 @@ import pandas as pd
 # (data imports this module only inside read_table)
 from gpt2_jax.data.records import SMS_FILE_NAME, SMS_QUOTING, CsvRecordError, Problems, csv_records
 from gpt2_jax.util.fetch import fetch
+from gpt2_jax.util.files import write_bytes_atomic
 
 SMS_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -67,9 +68,7 @@ def fetch_sms_spam(
             "(a different or damaged copy); deleted it, run again to download "
             "it afresh"
         )
-    part = target.with_name(target.name + ".part")
-    part.write_bytes(payload)
-    os.replace(part, target)
+    write_bytes_atomic(target, payload)
     return target
 
 

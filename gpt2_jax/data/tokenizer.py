@@ -18,6 +18,7 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from gpt2_jax.util.fetch import Expected, offline_requested
+from gpt2_jax.util.files import file_sha256, write_bytes_atomic
 
 # a second home of the two BPE files (the one tiktoken reads)
 GPT2_BPE_MIRROR = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
@@ -122,9 +123,7 @@ def _pair_from_tokenizer_json(path: Path) -> tuple[Path, Path]:
         if target.is_file() and target.read_bytes() == data:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(f"{target.name}.{os.getpid()}.part")
-        part.write_bytes(data)
-        os.replace(part, target)
+        write_bytes_atomic(target, data)
     return pair
 
 
@@ -172,14 +171,10 @@ def tiktoken_cached_files() -> tuple[Path, Path] | None:
     for name in BPE_FILES:
         key = hashlib.sha1(f"{TIKTOKEN_GPT2_URL}/{name}".encode()).hexdigest()
         path = Path(folder) / key
-        if not path.is_file() or _sha256(path) != GPT2_BPE[name].sha256:
+        if not path.is_file() or file_sha256(path) != GPT2_BPE[name].sha256:
             return None
         paths.append(path)
     return paths[0], paths[1]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _missing_message(bpe_dir, why: str) -> str:

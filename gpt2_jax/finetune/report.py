@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpt2_jax.util.files import write_text_atomic
+
 SPLITS = ("train", "val", "test")
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 COLUMN_WIDTH = 10  # the lab's table; wider only when a title needs it
@@ -167,10 +169,7 @@ def epoch_table(record: dict, class_names: Sequence[str]) -> str:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write atomically: a crash never leaves a half-written file under ``path``."""
-    path = Path(path)
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    os.replace(part, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
 
 
 def _jsonable(value):

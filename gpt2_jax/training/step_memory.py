@@ -34,8 +34,6 @@ from gpt2_jax.training.train import (
     resolve_trainable,
 )
 
-GIB = 1024**3
-
 
 @dataclass(frozen=True)
 class StepMemory:

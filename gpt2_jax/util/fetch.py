@@ -15,7 +15,6 @@ and the path to put it at.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import socket
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from gpt2_jax.util.files import file_sha256
 
 TIMEOUT_S = 30.0
 RETRIES = 4
@@ -88,12 +89,7 @@ def offline_requested() -> bool:
     return os.environ.get("GPT2_JAX_OFFLINE", "") not in ("", "0")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = file_sha256  # the name downloads (and their tests) use
 
 
 def verify(path: Path, expected: Expected) -> str | None:
