@@ -41,19 +41,20 @@ VARIANTS = {
 
 def _setup(args):
     """Model config, lab params, encoded train/test data and class weights."""
-    from gpt2_jax.data import tables
+    from gpt2_jax.data import encoding
+    from gpt2_jax.data import splits as splitting
     from gpt2_jax.data.sms import read_sms_spam
     from gpt2_jax.data.tokenizer import get_tokenizer
     from gpt2_jax.model.config import GPTConfig
-    from gpt2_jax.training.train import class_weights_for
+    from gpt2_jax.training.loss import class_weights_for
     from gpt2_jax.weights.pretrained import load_pretrained
 
     settings, params = load_pretrained(args.model_dir)
     cfg = GPTConfig.from_settings(settings, num_classes=2)
     df = read_sms_spam(args.data_file)
-    df = tables.add_class_ids(df, tables.class_names(df["label"]))
-    splits = tables.split(df, 2000, 0, 1000, seed=123)
-    encoded, _ = tables.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
+    df = splitting.add_class_ids(df, splitting.class_names(df["label"]))
+    splits = splitting.split(df, 2000, 0, 1000, seed=123)
+    encoded, _ = encoding.encode_splits(splits, get_tokenizer(args.model_dir), cfg.context_length)
     data = {"train": encoded["train"], "test": encoded["test"]}
     return cfg, params, data, class_weights_for(data["train"].labels, 2)
 
@@ -62,7 +63,7 @@ def _lab_setup(args):
     """What ``experiments.spam`` builds before training: the classifier tree and the
     partition of the lab's trainable leaves."""
     from gpt2_jax.classifier.classifier import with_class_head
-    from gpt2_jax.training.train import Partition, resolve_trainable
+    from gpt2_jax.training.partition import Partition, resolve_trainable
     from gpt2_jax.weights.openai import load_weights
 
     cfg, params, data, weights = _setup(args)
@@ -146,7 +147,8 @@ def run_book(args):
     from gpt2_jax.finetune.config import SpeedConfig
     from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, build_trainer
     from gpt2_jax.model.gpt import GPTModel
-    from gpt2_jax.training.train import Batch, TrainConfig
+    from gpt2_jax.training.config import TrainConfig
+    from gpt2_jax.training.train import Batch
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)
@@ -182,7 +184,7 @@ def run_cached(args, pool, prefix_dtype):
     from gpt2_jax.finetune.config import SpeedConfig
     from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
     from gpt2_jax.model.gpt import GPTModel
-    from gpt2_jax.training.train import TrainConfig
+    from gpt2_jax.training.config import TrainConfig
 
     t0 = time.perf_counter()
     cfg, tree, partition, data, weights = _lab_setup(args)

@@ -27,7 +27,8 @@ from gpt2_jax.finetune.config import (
 from gpt2_jax.finetune.run import run
 from gpt2_jax.model.config import MODEL_SIZES, GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
-from gpt2_jax.training.train import Partition, TrainConfig
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.partition import Partition
 from gpt2_jax.weights.download import download_and_load_gpt2, download_gpt2
 from gpt2_jax.weights.pretrained import load_pretrained
 

@@ -61,7 +61,7 @@ def record(model_dir: Path, sms_file: Path, root: Path) -> dict:
         SpeedConfig,
     )
     from gpt2_jax.finetune.run import run
-    from gpt2_jax.training.train import TrainConfig
+    from gpt2_jax.training.config import TrainConfig
 
     out = {}
     for name, (pool, speed) in VARIANTS.items():

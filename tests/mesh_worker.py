@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from gpt2_jax.classifier.classifier import with_class_head
-from gpt2_jax.data.tables import encode_splits
+from gpt2_jax.data.encoding import encode_splits
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune.config import DataConfig, SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
@@ -25,7 +25,9 @@ from gpt2_jax.finetune.run import read_data
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.parallel import mesh as mesh_module
-from gpt2_jax.training.train import Partition, TrainConfig, class_weights, resolve_trainable
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.loss import class_weights
+from gpt2_jax.training.partition import Partition, resolve_trainable
 from gpt2_jax.util.tree import named_leaves
 from gpt2_jax.weights.openai import load_gpt2, load_weights
 

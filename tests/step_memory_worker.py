@@ -19,15 +19,10 @@ import numpy as np
 from gpt2_jax.model.config import GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.parallel.mesh import Placement, make_mesh
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.partition import Partition, resolve_trainable
 from gpt2_jax.training.step_memory import step_memory
-from gpt2_jax.training.train import (
-    Batch,
-    Partition,
-    Trainer,
-    freeze,
-    make_optimizer,
-    resolve_trainable,
-)
+from gpt2_jax.training.train import Batch, Trainer
 
 SMALL = {"n_vocab": 50257, "n_ctx": 256, "n_embd": 256, "n_head": 4, "n_layer": 4}
 

@@ -9,23 +9,16 @@ import numpy as np
 import optax
 import pytest
 
-from gpt2_jax.data.tables import encode
+from gpt2_jax.data.encoding import encode
 from gpt2_jax.finetune.config import SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, merge_lora
 from gpt2_jax.model.pooling import classify, pool_logits
-from gpt2_jax.training.train import (
-    Batch,
-    Partition,
-    TrainConfig,
-    Trainer,
-    best_epoch,
-    evaluate,
-    freeze,
-    make_optimizer,
-    resolve_trainable,
-)
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.partition import Partition, resolve_trainable
+from gpt2_jax.training.train import Batch, Trainer, best_epoch, evaluate
 from gpt2_jax.util.tree import named_leaves, path_name
 
 CFG = GPTConfig(
@@ -265,7 +258,7 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
 
 
 def test_ignore_index_leaves_that_class_out_of_the_loss():
-    from gpt2_jax.training.train import weighted_cross_entropy
+    from gpt2_jax.training.loss import weighted_cross_entropy
 
     rng = np.random.default_rng(9)
     logits = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)

@@ -21,7 +21,7 @@ from gpt2_jax.classifier.classifier import (
     save_classifier,
 )
 from gpt2_jax.commands import classify
-from gpt2_jax.data.tables import PAD_ID
+from gpt2_jax.data.encoding import PAD_ID
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params

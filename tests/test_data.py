@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from synthetic import labelled_frame, write_rows
 
+from gpt2_jax.data import encoding
+from gpt2_jax.data import splits as splitting
 from gpt2_jax.data import tables as data
 
 # A 3-class CSV whose quoted fields hold a comma, a tab, newlines (a blank line too)
@@ -235,11 +237,11 @@ def test_jsonl_integer_labels_in_numeric_order(tmp_path):
     df = data.read_table(path)
     assert df["label"].tolist() == ["10", "2", "1", "2"]
     assert df["where"].tolist() == [f"n.jsonl line {n}" for n in (1, 3, 4, 6)]
-    assert data.class_names(df["label"]) == ("1", "2", "10")
-    assert data.add_class_ids(df, ("1", "2", "10"))["y"].tolist() == [2, 1, 0, 1]
-    explicit = data.class_names(df["label"], ["10", "2", "1"])
+    assert splitting.class_names(df["label"]) == ("1", "2", "10")
+    assert splitting.add_class_ids(df, ("1", "2", "10"))["y"].tolist() == [2, 1, 0, 1]
+    explicit = splitting.class_names(df["label"], ["10", "2", "1"])
     assert explicit == ("10", "2", "1")
-    assert data.add_class_ids(df, explicit)["y"].tolist() == [0, 1, 2, 1]
+    assert splitting.add_class_ids(df, explicit)["y"].tolist() == [0, 1, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -300,31 +302,31 @@ def test_parquet_rows_and_integer_labels(tmp_path):
 
 
 def test_class_order_rule_and_explicit_order():
-    assert data.class_names(["spam", "ham", "spam"]) == ("ham", "spam")
-    assert data.class_names(["b", "B", "a"]) == ("B", "a", "b")  # Python's string order
-    assert data.class_names(["10", "-1", "2"]) == ("-1", "2", "10")
-    assert data.class_names(["10", "2", "x"]) == ("10", "2", "x")  # not all integers
-    assert data.class_names(["a", "b"], ["b", "a", "c"]) == ("b", "a", "c")
+    assert splitting.class_names(["spam", "ham", "spam"]) == ("ham", "spam")
+    assert splitting.class_names(["b", "B", "a"]) == ("B", "a", "b")  # Python's string order
+    assert splitting.class_names(["10", "-1", "2"]) == ("-1", "2", "10")
+    assert splitting.class_names(["10", "2", "x"]) == ("10", "2", "x")  # not all integers
+    assert splitting.class_names(["a", "b"], ["b", "a", "c"]) == ("b", "a", "c")
     with pytest.raises(
         ValueError,
         match=r"every row is labelled 'x'; a classifier needs at "
         r"least two classes",
     ):
-        data.class_names(["x", "x"])
+        splitting.class_names(["x", "x"])
     with pytest.raises(
         ValueError,
         match=r"lacks the label\(s\) 'c', 'd' of the data \(first at "
         r"f\.csv line 4\); add them",
     ):
-        data.class_names(
+        splitting.class_names(
             ["a", "b", "c", "d"], ["a", "b"], where=[f"f.csv line {n}" for n in (2, 3, 4, 5)]
         )
     with pytest.raises(ValueError, match=r"names 'a' more than once"):
-        data.class_names(["a", "b"], ["a", "b", "a"])
+        splitting.class_names(["a", "b"], ["a", "b", "a"])
 
 
 def test_a_label_not_seen_in_training_is_named_with_where():
-    classes = data.class_names(labelled_frame({"a": 3, "b": 3})["label"])
+    classes = splitting.class_names(labelled_frame({"a": 3, "b": 3})["label"])
     test = pd.DataFrame(
         {
             "text": ["t1", "t2", "t3"],
@@ -337,15 +339,15 @@ def test_a_label_not_seen_in_training_is_named_with_where():
         match=r"^test\.csv line 5: label 'x' does not occur in the "
         r"training data \(classes: a, b\) \(1 more rows have",
     ):
-        data.add_class_ids(test, classes)
-    ok = data.add_class_ids(test.iloc[:1], classes)
+        splitting.add_class_ids(test, classes)
+    ok = splitting.add_class_ids(test.iloc[:1], classes)
     assert ok["y"].dtype == np.int32 and "y" not in test  # a copy
 
 
 def test_class_counts():
-    assert data.class_counts([0, 2, 2], 4).tolist() == [1, 0, 2, 0]
+    assert splitting.class_counts([0, 2, 2], 4).tolist() == [1, 0, 2, 0]
     with pytest.raises(ValueError, match=r"class ids must be in 0\.\.1"):
-        data.class_counts([0, 2], 2)
+        splitting.class_counts([0, 2], 2)
 
 
 # --------------------------------------------------------------------------- splits
@@ -353,7 +355,7 @@ def test_class_counts():
 
 def _frame(counts, seed=0):
     df = labelled_frame(counts, seed)
-    return data.add_class_ids(df, data.class_names(df["label"]))
+    return splitting.add_class_ids(df, splitting.class_names(df["label"]))
 
 
 def _per_class(splits):
@@ -377,7 +379,7 @@ def _per_class(splits):
 )
 def test_stratified_split_counts_match_a_hand_count(counts, sizes, want):
     df = _frame(counts)
-    splits = data.split(df, *sizes, seed=5, stratify=True)
+    splits = splitting.split(df, *sizes, seed=5, stratify=True)
     assert _per_class(splits) == want
     shuffled = df.sample(frac=1, random_state=5)["text"].tolist()
     for _, part in splits.items():  # each split keeps the shuffled order
@@ -391,8 +393,8 @@ def test_stratified_split_counts_match_a_hand_count(counts, sizes, want):
 
 def test_stratified_split_errors():
     with pytest.raises(ValueError, match=r"class 'b' has 2 row\(s\); add rows of that class"):
-        data.split(_frame({"a": 20, "b": 2}), 10, 5, 5, stratify=True)
-    assert _per_class(data.split(_frame({"a": 20, "b": 2}), 10, 0, 5, stratify=True)) == [
+        splitting.split(_frame({"a": 20, "b": 2}), 10, 5, 5, stratify=True)
+    assert _per_class(splitting.split(_frame({"a": 20, "b": 2}), 10, 0, 5, stratify=True)) == [
         [9, 1],
         [0, 0],
         [4, 1],
@@ -402,12 +404,12 @@ def test_stratified_split_errors():
         match=r"a stratified split of 2 rows cannot hold one row of "
         r"each of the 3 classes",
     ):
-        data.split(_frame({"a": 9, "b": 9, "c": 9}), 10, 2, 5, stratify=True)
+        splitting.split(_frame({"a": 9, "b": 9, "c": 9}), 10, 2, 5, stratify=True)
 
 
 def test_plain_split_is_consecutive_slices_of_the_shuffle():
     df = _frame({"a": 30, "b": 12, "c": 8})
-    splits = data.split(df, 20, 10, 5, seed=7)
+    splits = splitting.split(df, 20, 10, 5, seed=7)
     shuffled = df.sample(frac=1, random_state=7)["text"].tolist()
     assert [p["text"].tolist() for _, p in splits.items()] == [
         shuffled[:20],
@@ -418,31 +420,31 @@ def test_plain_split_is_consecutive_slices_of_the_shuffle():
 
 def test_fraction_sizes():
     df = _frame({"a": 30, "b": 20})
-    splits = data.split(df, 0.8, 0.1, None)
+    splits = splitting.split(df, 0.8, 0.1, None)
     assert [len(p) for _, p in splits.items()] == [40, 5, 5]
-    splits = data.split(_frame({"a": 6, "b": 4}), 0.25, 0.35, 0.15)  # 2.5 -> 3, 3.5 -> 4
+    splits = splitting.split(_frame({"a": 6, "b": 4}), 0.25, 0.35, 0.15)  # 2.5 -> 3, 3.5 -> 4
     assert [len(p) for _, p in splits.items()] == [3, 4, 2]
     with pytest.raises(
         ValueError,
         match=r"train size must be a count or a fraction in "
         r"\(0, 1\), got 1\.0",
     ):
-        data.split(df, 1.0, 0, None)
+        splitting.split(df, 1.0, 0, None)
     with pytest.raises(
         ValueError,
         match=r"train 40 \+ val 15 \+ test None = 55 rows wanted, "
         r"but the data has only 50",
     ):
-        data.split(df, 0.8, 0.3, None)
+        splitting.split(df, 0.8, 0.3, None)
     with pytest.raises(ValueError, match="split sizes must be positive: train size 0"):
-        data.split(df, 0, 5, None)
+        splitting.split(df, 0, 5, None)
     with pytest.raises(ValueError, match="add them with add_class_ids"):
-        data.split(labelled_frame({"a": 3, "b": 3}), 2, 2, 2)
+        splitting.split(labelled_frame({"a": 3, "b": 3}), 2, 2, 2)
 
 
 def test_balance_three_classes():
     df = _frame({"a": 40, "b": 7, "c": 15})
-    balanced = data.balance_classes(df, seed=3)
+    balanced = splitting.balance_classes(df, seed=3)
     assert np.bincount(balanced["y"]).tolist() == [7, 7, 7]
     assert balanced["y"].tolist() == [0] * 7 + [1] * 7 + [2] * 7  # by class id
     assert balanced["text"].iloc[7:14].tolist() == df[df["y"] == 1]["text"].tolist()  # whole
@@ -450,10 +452,10 @@ def test_balance_three_classes():
         balanced["text"].iloc[:7].tolist()
         == df[df["y"] == 0].sample(7, random_state=3)["text"].tolist()
     )
-    splits = data.split(df, 0.5, 0.25, None, balance=True)
+    splits = splitting.split(df, 0.5, 0.25, None, balance=True)
     assert sum(len(p) for _, p in splits.items()) == 21
     with pytest.raises(ValueError, match="rows wanted, but the data has only 21 after balancing"):
-        data.split(df, 15, 10, None, balance=True)
+        splitting.split(df, 15, 10, None, balance=True)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -467,7 +469,7 @@ class _WordTokenizer:
 
 
 def _text_splits():
-    df = data.add_class_ids(
+    df = splitting.add_class_ids(
         pd.DataFrame(
             {
                 "text": ["a bb ccc dddd", "a", "bb ccccc", "a b", "xx yy zz"],
@@ -477,11 +479,11 @@ def _text_splits():
         ),
         ("p", "q"),
     )
-    return data.Splits(df.iloc[:3], df.iloc[3:4], df.iloc[4:])
+    return splitting.Splits(df.iloc[:3], df.iloc[3:4], df.iloc[4:])
 
 
 def test_texts_longer_than_the_context_are_truncated_and_counted():
-    encoded, length = data.encode_splits(_text_splits(), _WordTokenizer(), context_length=2)
+    encoded, length = encoding.encode_splits(_text_splits(), _WordTokenizer(), context_length=2)
     assert length == 2
     assert encoded["train"].ids.tolist() == [[1, 2], [1, 50256], [2, 5]]
     assert encoded["train"].labels.tolist() == [0, 1, 0]
@@ -495,19 +497,19 @@ def test_token_ids_beyond_the_vocabulary_name_the_row():
         match=r"^f\.csv line 4 \(train split\) has token id 5, but "
         r"the model's vocabulary has only 5 ids",
     ):
-        data.encode_splits(_text_splits(), _WordTokenizer(), 16, vocab_size=5)
+        encoding.encode_splits(_text_splits(), _WordTokenizer(), 16, vocab_size=5)
 
 
 def test_encode_pads_with_end_of_text_and_truncates():
-    enc = data.encode([[1, 2], [3, 4, 5, 6, 7], []], [0, 1, 0], max_length=4)
+    enc = encoding.encode([[1, 2], [3, 4, 5, 6, 7], []], [0, 1, 0], max_length=4)
     assert enc.ids.tolist() == [[1, 2, 50256, 50256], [3, 4, 5, 6], [50256] * 4]
     assert enc.lengths.tolist() == [2, 4, 0] and enc.truncated == 1
 
 
 def test_epoch_order_is_seeded_drops_last_and_reshuffles():
-    a = data.epoch_order(50, 16, seed=7, epoch=1)
+    a = encoding.epoch_order(50, 16, seed=7, epoch=1)
     assert len(a) == 3 and all(len(b) == 16 for b in a)
-    assert [b.tolist() for b in a] == [b.tolist() for b in data.epoch_order(50, 16, 7, 1)]
-    assert [b.tolist() for b in a] != [b.tolist() for b in data.epoch_order(50, 16, 7, 2)]
+    assert [b.tolist() for b in a] == [b.tolist() for b in encoding.epoch_order(50, 16, 7, 1)]
+    assert [b.tolist() for b in a] != [b.tolist() for b in encoding.epoch_order(50, 16, 7, 2)]
     assert len(set(np.concatenate(a).tolist())) == 48
-    assert sum(map(len, data.epoch_order(50, 16, 7, 1, drop_last=False))) == 50
+    assert sum(map(len, encoding.epoch_order(50, 16, 7, 1, drop_last=False))) == 50

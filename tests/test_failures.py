@@ -17,7 +17,7 @@ from gpt2_jax.finetune import run as finetune
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.folder import RunFolderLock
 from gpt2_jax.finetune.run import run
-from gpt2_jax.training.train import TrainConfig
+from gpt2_jax.training.config import TrainConfig
 
 SIZES = dict(train_size=160, val_size=40, test_size=40)
 

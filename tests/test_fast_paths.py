@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 
 from gpt2_jax.data.batches import bucket_length
-from gpt2_jax.data.tables import encode
+from gpt2_jax.data.encoding import encode
 from gpt2_jax.finetune.config import SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.model.pooling import pool_logits, pool_positions
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.loss import weighted_cross_entropy
+from gpt2_jax.training.partition import Partition, resolve_trainable
 from gpt2_jax.training.prefix import compute_prefix
-from gpt2_jax.training.train import (
-    Partition,
-    TrainConfig,
-    resolve_trainable,
-    weighted_cross_entropy,
-)
 
 CFG = GPTConfig(
     vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3, num_classes=2

@@ -13,10 +13,10 @@ from synthetic import write_sms_file
 from gpt2_jax.classifier.classifier import Classifier
 from gpt2_jax.commands import spam
 from gpt2_jax.data.sms import read_sms_spam
-from gpt2_jax.data.tables import add_class_ids, split
+from gpt2_jax.data.splits import add_class_ids, split
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.run import run
-from gpt2_jax.training.train import TrainConfig
+from gpt2_jax.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 SIZES = dict(train_size=160, val_size=40, test_size=40)

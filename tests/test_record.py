@@ -10,7 +10,7 @@ from gpt2_jax.commands.grid import result_of
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.record import RECORD_VERSION, RunRecord, Selected
 from gpt2_jax.finetune.run import resume_config, run
-from gpt2_jax.training.train import TrainConfig
+from gpt2_jax.training.config import TrainConfig
 
 SIZES = dict(train_size=64, val_size=16, test_size=16)
 

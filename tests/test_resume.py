@@ -14,22 +14,17 @@ from synthetic import write_sms_file
 
 from gpt2_jax.classifier.classifier import load_classifier
 from gpt2_jax.commands import spam
-from gpt2_jax.data.tables import encode, epoch_order
+from gpt2_jax.data.encoding import encode, epoch_order
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.finetune.run import run
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import EpochCheckpoints
-from gpt2_jax.training.train import (
-    NonFiniteError,
-    Partition,
-    TrainConfig,
-    Trainer,
-    freeze,
-    make_optimizer,
-    resolve_trainable,
-)
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.partition import Partition, resolve_trainable
+from gpt2_jax.training.train import NonFiniteError, Trainer
 
 CFG = GPTConfig(
     vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, num_classes=2

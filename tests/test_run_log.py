@@ -10,7 +10,7 @@ from synthetic import write_sms_file
 from gpt2_jax.commands import spam
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.run import run
-from gpt2_jax.training.train import TrainConfig
+from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.util.logs import RUN_LOG, configure_terminal
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", re.M)

@@ -8,18 +8,10 @@ import pytest
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.model.pooling import pool_logits
-from gpt2_jax.training.train import (
-    Batch,
-    Partition,
-    Trainer,
-    class_weights,
-    class_weights_for,
-    freeze,
-    make_optimizer,
-    merge,
-    resolve_trainable,
-    weighted_cross_entropy,
-)
+from gpt2_jax.training.loss import class_weights, class_weights_for, weighted_cross_entropy
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.partition import Partition, merge, resolve_trainable
+from gpt2_jax.training.train import Batch, Trainer
 from gpt2_jax.util.tree import named_leaves
 
 CFG = GPTConfig(vocab_size=300, context_length=16, emb_dim=16, n_heads=2, n_layers=3, num_classes=2)

@@ -20,7 +20,9 @@ from gpt2_jax.training.checkpoints import (
     run_fingerprints,
     state_digests,
 )
-from gpt2_jax.training.train import TrainConfig, Trainer, freeze, make_optimizer
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.train import Trainer
 
 SEED = 3
 DATA = {"train": _data(0, 32), "test": _data(1, 8)}  # 4 steps per epoch at batch 8

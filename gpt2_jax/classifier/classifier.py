@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
-from gpt2_jax.data.tables import encode, token_lists
+from gpt2_jax.data.encoding import encode, token_lists
 from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, param_shapes

@@ -13,9 +13,7 @@ from gpt2_jax.data import tables
 from gpt2_jax.model.config import MODEL_SIZES, GPTConfig, settings_for_size
 from gpt2_jax.model.pooling import POOLS, check_pool
 from gpt2_jax.parallel.mesh import Placement, make_mesh, parse_mesh
-from gpt2_jax.training.train import (
-    TrainConfig,
-)
+from gpt2_jax.training.config import TrainConfig
 
 field = dataclasses.field
 

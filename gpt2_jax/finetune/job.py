@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpt2_jax.data.tables import Encoded
+from gpt2_jax.data.encoding import Encoded
 from gpt2_jax.finetune.config import SpeedConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import reads_padding
@@ -22,19 +22,11 @@ from gpt2_jax.training.checkpoints import (
     Restored,
     run_fingerprints,
 )
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.optim import freeze, optimizer_for
+from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix import prefix_inputs
-from gpt2_jax.training.train import (
-    Partition,
-    SelectedState,
-    TrainConfig,
-    Trainer,
-    TrainState,
-    best_epoch,
-    fit,
-    freeze,
-    merge,
-    optimizer_for,
-)
+from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
 
 
 def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:

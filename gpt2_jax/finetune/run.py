@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
-from gpt2_jax.data import sms, tables
+from gpt2_jax.data import encoding, sms, tables
+from gpt2_jax.data import splits as splitting
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir, run_name
@@ -37,6 +38,8 @@ from gpt2_jax.training.checkpoints import (
     EpochCheckpoints,
     Restored,
 )
+from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.loss import class_weights
 from gpt2_jax.training.memory import (
     GIB,
     available_bytes,
@@ -44,14 +47,8 @@ from gpt2_jax.training.memory import (
     memory_check,
     peak_memory_bytes,
 )
-from gpt2_jax.training.train import (
-    Partition,
-    TrainConfig,
-    best_epoch,
-    class_weights,
-    epoch_score,
-    resolve_trainable,
-)
+from gpt2_jax.training.partition import Partition, resolve_trainable
+from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, ensure_terminal, run_log
 from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
@@ -105,7 +102,7 @@ def _backbone_files(m: ModelConfig) -> tuple[dict, Path]:
 class LabelledData:
     """The splits as frames (``text``, ``label``, ``where``, ``y``) and the class names."""
 
-    splits: tables.Splits
+    splits: splitting.Splits
     classes: tuple[str, ...]
     files: dict[str, str]
     rows: int
@@ -130,21 +127,21 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         )
 
     df = read(path, fmt)
-    classes = tables.class_names(df["label"], d.class_order(), where=df["where"])
+    classes = splitting.class_names(df["label"], d.class_order(), where=df["where"])
     absent = sorted(set(classes) - set(df["label"]))
     if absent:
         raise ValueError(
             f"--labels names {', '.join(map(repr, absent))}, which never occur(s) "
             f"in {path}; list only the classes the data has"
         )
-    df = tables.add_class_ids(df, classes, what="training")
+    df = splitting.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
     test_size = None if d.test_size == "rest" else d.test_size
     assert not isinstance(test_size, str)  # DataConfig allows no other word
     train_size = d.train_size
     if not (cut_val or cut_test) and isinstance(train_size, float):
         train_size = len(df)  # validation and test have files of their own: train on all
-    splits = tables.split(
+    splits = splitting.split(
         df,
         train_size,
         d.val_size if cut_val else 0,
@@ -157,7 +154,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     for name, file in (("val", d.val_file), ("test", d.test_file)):
         if file is not None:  # by their own extension unless --format says otherwise
             frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
-            extra[name] = tables.add_class_ids(frame, classes, what="training")
+            extra[name] = splitting.add_class_ids(frame, classes, what="training")
     splits = dataclasses.replace(splits, **extra)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
@@ -271,7 +268,7 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     named_lengths: dict[str, int | None] = {"longest": None, "context": model_cfg.context_length}
     ml = cfg.data.max_length
     max_length = named_lengths[ml] if isinstance(ml, str) else ml
-    encoded, length = tables.encode_splits(
+    encoded, length = encoding.encode_splits(
         splits, tokenizer, model_cfg.context_length, max_length, vocab_size=model_cfg.vocab_size
     )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")

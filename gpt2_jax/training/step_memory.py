@@ -23,16 +23,9 @@ import numpy as np
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, param_shapes
 from gpt2_jax.parallel.mesh import Placement, batch_sharding, replicated, tree_shardings
-from gpt2_jax.training.train import (
-    Batch,
-    Partition,
-    Trainer,
-    TrainState,
-    freeze,
-    make_optimizer,
-    merge,
-    resolve_trainable,
-)
+from gpt2_jax.training.optim import freeze, make_optimizer
+from gpt2_jax.training.partition import Partition, merge, resolve_trainable
+from gpt2_jax.training.train import Batch, Trainer, TrainState
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""Texts to token ids: encoded splits padded with <|endoftext|>, and each epoch's batch order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpt2_jax.data.splits import Splits
+from gpt2_jax.data.tokenizer import END_OF_TEXT_ID
+
+PAD_ID = END_OF_TEXT_ID
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids right-padded with <|endoftext|>: ``ids`` [N, L] int32, ``lengths`` [N]
+    (real tokens after truncation), ``labels`` [N] int32, ``truncated``: how many
+    messages were cut to L."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+    truncated: int
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def token_lists(tokenizer, texts) -> list[list[int]]:
+    """Token ids of each text. A text holding GPT-2's special token ``<|endoftext|>`` is
+    refused (tiktoken's rule, as in the book): naming which text, in one line."""
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(tokenizer.encode(text))
+        except ValueError as err:
+            if "special token" not in str(err):
+                raise
+            raise ValueError(
+                f"text {i + 1} contains GPT-2's special token <|endoftext|>, "
+                "which cannot be part of a text; remove it"
+            ) from None
+    return out
+
+
+def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:
+    ids = np.full((len(tokens), max_length), PAD_ID, np.int32)
+    lengths = np.zeros(len(tokens), np.int32)
+    for row, toks in enumerate(tokens):
+        toks = toks[:max_length]
+        ids[row, : len(toks)] = toks
+        lengths[row] = len(toks)
+    truncated = sum(len(t) > max_length for t in tokens)
+    return Encoded(ids, lengths, np.asarray(labels, np.int32), truncated)
+
+
+def encode_splits(
+    splits: Splits,
+    tokenizer,
+    context_length: int,
+    max_length: int | None = None,
+    vocab_size: int | None = None,
+) -> tuple[dict[str, Encoded], int]:
+    """Encode every split (``text`` -> ids, ``y`` -> labels) to one length: ``max_length``
+    or the longest training text, capped at the model's context. Returns
+    ``({"train": ..., ...}, length)``."""
+    tokens = {name: token_lists(tokenizer, df["text"]) for name, df in splits.items()}
+    if max_length is None:
+        max_length = max(len(t) for t in tokens["train"])
+    if max_length <= 0:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    length = min(max_length, context_length)
+    if vocab_size is not None:
+        for name, df in splits.items():
+            for row, toks in enumerate(tokens[name]):
+                if toks and max(toks) >= vocab_size:
+                    place = df["where"].iloc[row] if "where" in df else f"row {row + 1}"
+                    raise ValueError(
+                        f"{place} ({name} split) has token id {max(toks)}, but "
+                        f"the model's vocabulary has only {vocab_size} ids: "
+                        "tokenizer and model do not belong together"
+                    )
+    encoded = {
+        name: encode(tokens[name], df["y"].to_numpy(), length) for name, df in splits.items()
+    }
+    return encoded, length
+
+
+def epoch_order(
+    n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = True
+) -> list[np.ndarray]:
+    """Index arrays of the batches of one epoch; the order depends only on (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
