@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from training_helpers import train_with_checkpoints
 
 from gpt2_jax.data.encoding import encode
 from gpt2_jax.finetune.config import SpeedConfig
@@ -316,7 +317,6 @@ def test_settings_that_cannot_work_are_refused_before_training():
 
 @pytest.mark.slow
 def test_resume_after_an_early_stop_trains_no_further(tmp_path):
-    from gpt2_jax.training.checkpoints import EpochCheckpoints
 
     params = init_params(CFG, seed=8)
     part = Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
@@ -325,23 +325,12 @@ def test_resume_after_an_early_stop_trains_no_further(tmp_path):
     tc = TrainConfig(batch_size=8, epochs=8, lr=0.3, select_by="val_loss", patience=1)
 
     def fit(resume):
-        ckpt = EpochCheckpoints(tmp_path / "ckpt", keep=2)
-        try:
-            return train_classifier(
-                TrainingJob(
-                    TrainingPlan(
-                        data, ("a", "b"), tc, SpeedConfig(), "last-real", np.ones(2, np.float32)
-                    ),
-                    GPTModel(CFG),
-                    part,
-                ),
-                jax.tree.map(jnp.array, params),
-                checkpoints=ckpt,
-                resume=resume,
-                log=lambda s: None,
-            )
-        finally:
-            ckpt.close()
+        plan = TrainingPlan(
+            data, ("a", "b"), tc, SpeedConfig(), "last-real", np.ones(2, np.float32)
+        )
+        job = TrainingJob(plan, GPTModel(CFG), part)
+        copy = jax.tree.map(jnp.array, params)  # the step donates the trainable leaves
+        return train_with_checkpoints(job, copy, tmp_path / "ckpt", keep=2, resume=resume)
 
     first, history = fit(False)
     assert len(history) < tc.epochs  # it did stop early

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from conftest import REPO
 from synthetic import write_sms_file
+from training_helpers import train_with_checkpoints
 
 from gpt2_jax.classifier.classifier import load_classifier
 from gpt2_jax.commands import spam
 from gpt2_jax.data.encoding import encode, epoch_order
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig
-from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan
 from gpt2_jax.finetune.run import run
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
@@ -49,28 +50,10 @@ def _partition(params):
 def _fit(data, tmp_path, resume=False, epochs=2, seed=3):
     tc = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
     params = init_params(CFG, seed)
-    checkpoints = EpochCheckpoints(tmp_path / "ckpt", keep=2)
-    try:
-        return train_classifier(
-            TrainingJob(
-                TrainingPlan(
-                    data,
-                    ("ham", "spam"),
-                    tc,
-                    SpeedConfig(),
-                    "last",
-                    np.array([1.0, 2.0], np.float32),
-                ),
-                GPTModel(CFG),
-                _partition(params),
-            ),
-            params,
-            checkpoints=checkpoints,
-            resume=resume,
-            log=lambda s: None,
-        )
-    finally:
-        checkpoints.close()
+    weights = np.array([1.0, 2.0], np.float32)
+    plan = TrainingPlan(data, ("ham", "spam"), tc, SpeedConfig(), "last", weights)
+    job = TrainingJob(plan, GPTModel(CFG), _partition(params))
+    return train_with_checkpoints(job, params, tmp_path / "ckpt", keep=2, resume=resume)
 
 
 def _config(model_dir, data_file, run_dir, epochs=3):

@@ -11,14 +11,15 @@ from conftest import BPE_DIR, SMS_FILE, needs
 from http_server import serve
 from synthetic import write_sms_file
 
-from gpt2_jax.data import sms
+from gpt2_jax.data import encoding, sms
+from gpt2_jax.data import splits as splitting
 from gpt2_jax.data import tables as data
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.util.fetch import DownloadError
 
 
 def _with_ids(df):
-    return data.add_class_ids(df, data.class_names(df["label"]))
+    return splitting.add_class_ids(df, splitting.class_names(df["label"]))
 
 
 @needs(SMS_FILE)
@@ -28,14 +29,14 @@ def test_real_file_split_is_the_labs():
     assert df.attrs["classes"] == sms.SMS_LABELS == ("ham", "spam")
     assert df["label"].value_counts().to_dict() == {"ham": 4825, "spam": 747}
     assert df.groupby("label")["y"].first().to_dict() == {"ham": 0, "spam": 1}
-    splits = data.split(df, 2000, 500, 1000, seed=123)
+    splits = splitting.split(df, 2000, 500, 1000, seed=123)
     assert np.bincount(splits.train["y"]).tolist() == [1726, 274]
     assert (len(splits.val), len(splits.test)) == (500, 1000)
     shuffled = df.sample(frac=1, random_state=123)
     for (name, part), (a, b) in zip(splits.items(), [(0, 2000), (2000, 2500), (2500, 3500)]):
         assert part["text"].tolist() == shuffled["text"].iloc[a:b].tolist(), name
-    assert len(data.split(df, 2000, 500, None).test) == 5572 - 2500
-    assert len(data.epoch_order(2000, 16, 123, 1)) == 125
+    assert len(splitting.split(df, 2000, 500, None).test) == 5572 - 2500
+    assert len(encoding.epoch_order(2000, 16, 123, 1)) == 125
 
 
 @needs(SMS_FILE)
@@ -56,7 +57,7 @@ def test_real_file_balance_is_the_books():
     df = _with_ids(sms.read_sms_spam(SMS_FILE))
     ham, spam = df[df["label"] == "ham"], df[df["label"] == "spam"]
     book = pd.concat([ham.sample(len(spam), random_state=123), spam])
-    balanced = data.balance_classes(df, 123)
+    balanced = splitting.balance_classes(df, 123)
     assert balanced["text"].iloc[:5].tolist() == book["text"].iloc[:5].tolist()
     assert balanced["text"].tolist() == book["text"].tolist()
     assert np.bincount(balanced["y"]).tolist() == [747, 747]
@@ -65,13 +66,13 @@ def test_real_file_balance_is_the_books():
 @needs(SMS_FILE)
 @needs(BPE_DIR)
 def test_real_file_pads_to_the_longest_training_message():
-    splits = data.split(_with_ids(sms.read_sms_spam(SMS_FILE)), 2000, 500, 1000, seed=123)
-    encoded, length = data.encode_splits(splits, get_tokenizer(BPE_DIR), 1024)
+    splits = splitting.split(_with_ids(sms.read_sms_spam(SMS_FILE)), 2000, 500, 1000, seed=123)
+    encoded, length = encoding.encode_splits(splits, get_tokenizer(BPE_DIR), 1024)
     assert length == 257
     assert encoded["train"].ids.shape == (2000, 257) and encoded["train"].truncated == 0
     assert encoded["train"].lengths.max() == 257
     assert encoded["train"].labels.tolist() == splits.train["y"].tolist()
-    capped, length = data.encode_splits(splits, get_tokenizer(BPE_DIR), 1024, max_length=64)
+    capped, length = encoding.encode_splits(splits, get_tokenizer(BPE_DIR), 1024, max_length=64)
     assert length == 64
     assert capped["train"].truncated == int((encoded["train"].lengths > 64).sum()) > 0
 
@@ -79,8 +80,8 @@ def test_real_file_pads_to_the_longest_training_message():
 def test_split_sizes_and_balance(tmp_path):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt", n_ham=90, n_spam=30)))
     with pytest.raises(ValueError, match="130 rows wanted, but the data has only 120"):
-        data.split(df, 100, 20, 10)
-    balanced = data.split(df, 40, 10, None, balance=True)
+        splitting.split(df, 100, 20, 10)
+    balanced = splitting.split(df, 40, 10, None, balance=True)
     together = np.concatenate([s["y"] for _, s in balanced.items()])
     assert np.bincount(together).tolist() == [30, 30]
 
@@ -128,19 +129,19 @@ def test_training_split_without_a_class(tmp_path):
         r"\(rows per class: \{'ham': 3, 'spam': 0\}\); use a "
         r"larger train size, or a stratified split",
     ):
-        data.split(df, 3, 10, 10, seed=1)
+        splitting.split(df, 3, 10, 10, seed=1)
 
 
 def test_token_ids_beyond_the_models_vocabulary(tmp_path, bpe_dir):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt")))
-    splits = data.split(df, 100, 20, 20)
+    splits = splitting.split(df, 100, 20, 20)
     first = splits.train["where"].iloc[0]
     with pytest.raises(
         ValueError,
         match=rf"^{first} \(train split\) has token id \d+, but the "
         r"model's vocabulary has only 100 ids",
     ):
-        data.encode_splits(splits, get_tokenizer(bpe_dir), 64, vocab_size=100)
+        encoding.encode_splits(splits, get_tokenizer(bpe_dir), 64, vocab_size=100)
 
 
 def _zip_bytes(payload: bytes) -> bytes:

@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 from test_resume import CFG, _data, _partition  # the same tiny model and data
+from training_helpers import train_with_checkpoints
 
 from gpt2_jax.finetune.config import SpeedConfig
-from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
+from gpt2_jax.finetune.job import TrainingJob, TrainingPlan
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import (
     LEAF_DIGESTS,
@@ -31,28 +32,11 @@ DATA = {"train": _data(0, 32), "test": _data(1, 8)}  # 4 steps per epoch at batc
 def _fit(run_dir, epochs, resume=False, lines=None):
     tc = TrainConfig(batch_size=8, epochs=epochs, lr=1e-3)
     params = init_params(CFG, SEED)
-    checkpoints = EpochCheckpoints(run_dir / "ckpt", keep=3)
-    try:
-        return train_classifier(
-            TrainingJob(
-                TrainingPlan(
-                    DATA,
-                    ("ham", "spam"),
-                    tc,
-                    SpeedConfig(),
-                    "last",
-                    np.array([1.0, 2.0], np.float32),
-                ),
-                GPTModel(CFG),
-                _partition(params),
-            ),
-            params,
-            checkpoints=checkpoints,
-            resume=resume,
-            log=(lines.append if lines is not None else lambda s: None),
-        )
-    finally:
-        checkpoints.close()
+    weights = np.array([1.0, 2.0], np.float32)
+    plan = TrainingPlan(DATA, ("ham", "spam"), tc, SpeedConfig(), "last", weights)
+    job = TrainingJob(plan, GPTModel(CFG), _partition(params))
+    log = lines.append if lines is not None else None
+    return train_with_checkpoints(job, params, run_dir / "ckpt", keep=3, resume=resume, log=log)
 
 
 def _state_like_and_fingerprints():
