@@ -3,6 +3,7 @@ numbers through the general data layer."""
 
 import io
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,12 @@ from conftest import BPE_DIR, SMS_FILE, needs
 from http_server import serve
 from synthetic import write_sms_file
 
-from gpt2_jax.data import sms
-from gpt2_jax.data import tables as data
+from gpt2_jax.data import encoding, sms, splits, tables
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.util.fetch import DownloadError
+
+# the reading, splitting and encoding that tables.py held before it was split in three
+data = SimpleNamespace(**{**vars(tables), **vars(splits), **vars(encoding)})
 
 
 def _with_ids(df):
@@ -312,3 +315,24 @@ def test_byte_order_mark_and_blank_lines(tmp_path, quoting):
     assert df["label"].tolist() == ["ham", "spam"] and df["text"].tolist() == ["hi", "WIN"]
     assert df["where"].tolist() == ["s.txt line 1", "s.txt line 4"]
     assert df.attrs["joined"] == []
+
+
+@needs(SMS_FILE)
+def test_the_labs_second_run_tests_on_the_first_runs_messages():
+    from gpt2_jax.finetune.config import DataConfig
+    from gpt2_jax.finetune.run import read_data
+
+    first = read_data(DataConfig(data_file=str(SMS_FILE)), 123).splits
+    second = read_data(DataConfig(data_file=str(SMS_FILE), train_size=1000), 123).splits
+    bigger = read_data(DataConfig(data_file=str(SMS_FILE), train_size=4000), 123).splits
+    # the first run's cut is the lab's: rows 0-2000, 2000-2500, 2500-3500 of the shuffle
+    plain = data.split(_with_ids(data.read_table(SMS_FILE)), 2000, 500, 1000, seed=123)
+    for (name, part), (_, lab) in zip(first.items(), plain.items()):
+        assert part["text"].tolist() == lab["text"].tolist(), name
+    assert np.bincount(first.train["y"]).tolist() == [1726, 274]
+    for other in (second, bigger):
+        assert other.held_out_at == first.held_out_at == 2000
+        assert other.val["where"].tolist() == first.val["where"].tolist()
+        assert other.test["where"].tolist() == first.test["where"].tolist()
+    assert second.train["where"].tolist() == first.train["where"].tolist()[:1000]
+    assert len(bigger.train) == 4000 and not set(bigger.train["where"]) & set(first.test["where"])

@@ -152,6 +152,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         seed,
         d.balance,
         d.stratify,
+        holdout_at=d.holdout_row() if cut_val and cut_test else None,
     )
     extra = {}
     for name, file in (("val", d.val_file), ("test", d.test_file)):
@@ -319,6 +320,7 @@ def describe_inputs(
         "classes": list(classes),
         "joined": labelled.joined,
         "max_length": length,
+        "held_out_at": labelled.splits.held_out_at,  # shuffled row where val starts
         "splits": {},
     }
     if labelled.joined:
