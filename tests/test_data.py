@@ -513,3 +513,21 @@ def test_epoch_order_is_seeded_drops_last_and_reshuffles():
     assert [b.tolist() for b in a] != [b.tolist() for b in encoding.epoch_order(50, 16, 7, 2)]
     assert len(set(np.concatenate(a).tolist())) == 48
     assert sum(map(len, encoding.epoch_order(50, 16, 7, 1, drop_last=False))) == 50
+
+
+def test_holdout_rows_do_not_move_with_the_train_size():
+    df = _frame({"a": 40, "b": 20})
+    shuffled = df.sample(frac=1, random_state=3)["text"].tolist()
+    for train in (5, 20, 30, 40):  # fewer, as many as and more rows than before the block
+        splits = splitting.split(df, train, 6, 8, seed=3, holdout_at=20)
+        assert splits.held_out_at == 20
+        assert splits.val["text"].tolist() == shuffled[20:26]
+        assert splits.test["text"].tolist() == shuffled[26:34]
+        assert splits.train["text"].tolist() == (shuffled[:20] + shuffled[34:])[:train]
+    # where the block does not fit at its row it sits as far in as it fits
+    tight = splitting.split(df, 40, 6, 8, seed=3, holdout_at=50)
+    assert tight.held_out_at == 46 and tight.test["text"].tolist() == shuffled[52:60]
+    # at the train size itself it is the plain cut
+    plain = splitting.split(df, 20, 6, 8, seed=3)
+    assert plain.held_out_at == 20
+    assert splitting.split(df, 20, 6, 8, seed=3, holdout_at=20).train.equals(plain.train)

@@ -3,6 +3,7 @@ numbers through the general data layer."""
 
 import io
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,15 +12,16 @@ from conftest import BPE_DIR, SMS_FILE, needs
 from http_server import serve
 from synthetic import write_sms_file
 
-from gpt2_jax.data import encoding, sms
-from gpt2_jax.data import splits as splitting
-from gpt2_jax.data import tables as data
+from gpt2_jax.data import encoding, sms, splits, tables
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.util.fetch import DownloadError
 
+# the reading, splitting and encoding that tables.py held before it was split in three
+data = SimpleNamespace(**{**vars(tables), **vars(splits), **vars(encoding)})
+
 
 def _with_ids(df):
-    return splitting.add_class_ids(df, splitting.class_names(df["label"]))
+    return data.add_class_ids(df, data.class_names(df["label"]))
 
 
 @needs(SMS_FILE)
@@ -29,14 +31,14 @@ def test_real_file_split_is_the_labs():
     assert df.attrs["classes"] == sms.SMS_LABELS == ("ham", "spam")
     assert df["label"].value_counts().to_dict() == {"ham": 4825, "spam": 747}
     assert df.groupby("label")["y"].first().to_dict() == {"ham": 0, "spam": 1}
-    splits = splitting.split(df, 2000, 500, 1000, seed=123)
+    splits = data.split(df, 2000, 500, 1000, seed=123)
     assert np.bincount(splits.train["y"]).tolist() == [1726, 274]
     assert (len(splits.val), len(splits.test)) == (500, 1000)
     shuffled = df.sample(frac=1, random_state=123)
     for (name, part), (a, b) in zip(splits.items(), [(0, 2000), (2000, 2500), (2500, 3500)]):
         assert part["text"].tolist() == shuffled["text"].iloc[a:b].tolist(), name
-    assert len(splitting.split(df, 2000, 500, None).test) == 5572 - 2500
-    assert len(encoding.epoch_order(2000, 16, 123, 1)) == 125
+    assert len(data.split(df, 2000, 500, None).test) == 5572 - 2500
+    assert len(data.epoch_order(2000, 16, 123, 1)) == 125
 
 
 @needs(SMS_FILE)
@@ -57,7 +59,7 @@ def test_real_file_balance_is_the_books():
     df = _with_ids(sms.read_sms_spam(SMS_FILE))
     ham, spam = df[df["label"] == "ham"], df[df["label"] == "spam"]
     book = pd.concat([ham.sample(len(spam), random_state=123), spam])
-    balanced = splitting.balance_classes(df, 123)
+    balanced = data.balance_classes(df, 123)
     assert balanced["text"].iloc[:5].tolist() == book["text"].iloc[:5].tolist()
     assert balanced["text"].tolist() == book["text"].tolist()
     assert np.bincount(balanced["y"]).tolist() == [747, 747]
@@ -66,13 +68,13 @@ def test_real_file_balance_is_the_books():
 @needs(SMS_FILE)
 @needs(BPE_DIR)
 def test_real_file_pads_to_the_longest_training_message():
-    splits = splitting.split(_with_ids(sms.read_sms_spam(SMS_FILE)), 2000, 500, 1000, seed=123)
-    encoded, length = encoding.encode_splits(splits, get_tokenizer(BPE_DIR), 1024)
+    splits = data.split(_with_ids(sms.read_sms_spam(SMS_FILE)), 2000, 500, 1000, seed=123)
+    encoded, length = data.encode_splits(splits, get_tokenizer(BPE_DIR), 1024)
     assert length == 257
     assert encoded["train"].ids.shape == (2000, 257) and encoded["train"].truncated == 0
     assert encoded["train"].lengths.max() == 257
     assert encoded["train"].labels.tolist() == splits.train["y"].tolist()
-    capped, length = encoding.encode_splits(splits, get_tokenizer(BPE_DIR), 1024, max_length=64)
+    capped, length = data.encode_splits(splits, get_tokenizer(BPE_DIR), 1024, max_length=64)
     assert length == 64
     assert capped["train"].truncated == int((encoded["train"].lengths > 64).sum()) > 0
 
@@ -80,8 +82,8 @@ def test_real_file_pads_to_the_longest_training_message():
 def test_split_sizes_and_balance(tmp_path):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt", n_ham=90, n_spam=30)))
     with pytest.raises(ValueError, match="130 rows wanted, but the data has only 120"):
-        splitting.split(df, 100, 20, 10)
-    balanced = splitting.split(df, 40, 10, None, balance=True)
+        data.split(df, 100, 20, 10)
+    balanced = data.split(df, 40, 10, None, balance=True)
     together = np.concatenate([s["y"] for _, s in balanced.items()])
     assert np.bincount(together).tolist() == [30, 30]
 
@@ -129,19 +131,19 @@ def test_training_split_without_a_class(tmp_path):
         r"\(rows per class: \{'ham': 3, 'spam': 0\}\); use a "
         r"larger train size, or a stratified split",
     ):
-        splitting.split(df, 3, 10, 10, seed=1)
+        data.split(df, 3, 10, 10, seed=1)
 
 
 def test_token_ids_beyond_the_models_vocabulary(tmp_path, bpe_dir):
     df = _with_ids(sms.read_sms_spam(write_sms_file(tmp_path / "s.txt")))
-    splits = splitting.split(df, 100, 20, 20)
+    splits = data.split(df, 100, 20, 20)
     first = splits.train["where"].iloc[0]
     with pytest.raises(
         ValueError,
         match=rf"^{first} \(train split\) has token id \d+, but the "
         r"model's vocabulary has only 100 ids",
     ):
-        encoding.encode_splits(splits, get_tokenizer(bpe_dir), 64, vocab_size=100)
+        data.encode_splits(splits, get_tokenizer(bpe_dir), 64, vocab_size=100)
 
 
 def _zip_bytes(payload: bytes) -> bytes:
@@ -313,3 +315,24 @@ def test_byte_order_mark_and_blank_lines(tmp_path, quoting):
     assert df["label"].tolist() == ["ham", "spam"] and df["text"].tolist() == ["hi", "WIN"]
     assert df["where"].tolist() == ["s.txt line 1", "s.txt line 4"]
     assert df.attrs["joined"] == []
+
+
+@needs(SMS_FILE)
+def test_the_labs_second_run_tests_on_the_first_runs_messages():
+    from gpt2_jax.finetune.config import DataConfig
+    from gpt2_jax.finetune.run import read_data
+
+    first = read_data(DataConfig(data_file=str(SMS_FILE)), 123).splits
+    second = read_data(DataConfig(data_file=str(SMS_FILE), train_size=1000), 123).splits
+    bigger = read_data(DataConfig(data_file=str(SMS_FILE), train_size=4000), 123).splits
+    # the first run's cut is the lab's: rows 0-2000, 2000-2500, 2500-3500 of the shuffle
+    plain = data.split(_with_ids(data.read_table(SMS_FILE)), 2000, 500, 1000, seed=123)
+    for (name, part), (_, lab) in zip(first.items(), plain.items()):
+        assert part["text"].tolist() == lab["text"].tolist(), name
+    assert np.bincount(first.train["y"]).tolist() == [1726, 274]
+    for other in (second, bigger):
+        assert other.held_out_at == first.held_out_at == 2000
+        assert other.val["where"].tolist() == first.val["where"].tolist()
+        assert other.test["where"].tolist() == first.test["where"].tolist()
+    assert second.train["where"].tolist() == first.train["where"].tolist()[:1000]
+    assert len(bigger.train) == 4000 and not set(bigger.train["where"]) & set(first.test["where"])

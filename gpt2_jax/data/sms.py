@@ -51,23 +51,48 @@ def fetch_sms_spam(
     if target.is_file():
         return target
     zip_path = fetch(urls, folder / "sms_spam_collection.zip", offline=offline, **fetch_kwargs)
+    return _unpack(zip_path, target, sha256, downloaded=True)
+
+
+def sms_from_zip(
+    zip_path: str | os.PathLike, data_dir: str | os.PathLike, *, sha256: str | None = SMS_SHA256
+) -> Path:
+    """The ``SMSSpamCollection`` of a zip given by hand (``--data-file x.zip``): unpacked,
+    checked, into ``data_dir/sms_spam_collection/`` (where a download would put it), unless
+    that file is there already; its path. The zip itself is never deleted."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"data file not found: {zip_path}")
+    target = Path(data_dir) / "sms_spam_collection" / SMS_FILE_NAME
+    if target.is_file():
+        return target
+    return _unpack(zip_path, target, sha256, downloaded=False)
+
+
+def _unpack(zip_path: Path, target: Path, sha256: str | None, *, downloaded: bool) -> Path:
+    """Write the zip's ``SMSSpamCollection`` (with ``sha256``) at ``target``. A bad zip that
+    was ``downloaded`` is deleted, so the next run fetches afresh; one given by hand is kept."""
+    then = (
+        "deleted it, run again to download it afresh"
+        if downloaded
+        else f"give the SMS Spam Collection zip or its unzipped {SMS_FILE_NAME}"
+    )
     try:
         with zipfile.ZipFile(zip_path) as archive:
             payload = archive.read(SMS_FILE_NAME)
     except (zipfile.BadZipFile, KeyError) as err:
-        zip_path.unlink()
-        raise ValueError(
-            f"{zip_path}: not the SMS Spam Collection zip ({err}); deleted it, "
-            "run again to download it afresh"
-        ) from err
+        if downloaded:
+            zip_path.unlink()
+        raise ValueError(f"{zip_path}: not the SMS Spam Collection zip ({err}); {then}") from err
     got = hashlib.sha256(payload).hexdigest()
     if sha256 is not None and got != sha256:
-        zip_path.unlink()
+        if downloaded:
+            zip_path.unlink()
         raise ValueError(
             f"{zip_path}: its {SMS_FILE_NAME} has SHA-256 {got}, expected {sha256} "
-            "(a different or damaged copy); deleted it, run again to download "
-            "it afresh"
+            f"(a different or damaged copy); {then}"
         )
+    target.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(target, payload)
     return target
 

@@ -109,6 +109,7 @@ class Splits:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
+    held_out_at: int | None = None  # shuffled row where validation starts (plain cuts)
 
     def items(self):
         return (("train", self.train), ("val", self.val), ("test", self.test))
@@ -149,6 +150,7 @@ def split(
     seed: int = 123,
     balance: bool = False,
     stratify: bool = False,
+    holdout_at: int | None = None,
 ) -> Splits:
     """Train / validation / test frames from ``df`` (which needs ``y``: ``add_class_ids``).
 
@@ -159,6 +161,12 @@ def split(
     way). With ``stratify`` each class's rows, in shuffled order, are cut in proportion
     (see ``stratified_counts``), so every split has about the class proportions of the
     whole and at least one row of each class; each split keeps the shuffled order.
+
+    ``holdout_at`` (plain cuts with a test size only): validation and test start at this
+    row of the shuffle, or as far in as they fit (``n - val - test``), whatever the train
+    size; training takes the rows before them and, if it needs more, those after test.
+    So runs that differ only in ``train_size`` validate and test on the same rows. None:
+    validation starts right after training (``holdout_at == train_size`` is the same cut).
     """
     if "y" not in df:
         raise ValueError("the frame has no class ids 'y'; add them with add_class_ids first")
@@ -178,7 +186,8 @@ def split(
     if stratify:
         counts = stratified_counts(class_counts(shuffled["y"], len(classes)), [a, b, c], classes)
         return _cut_by_class(shuffled, counts)
-    train = shuffled.iloc[:a]
+    start = a if holdout_at is None or test_size is None else min(holdout_at, n - b - c)
+    train = shuffled.iloc[:a] if start == a else _train_around(shuffled, a, start, b + c)
     held = class_counts(train["y"], len(classes))
     if (held == 0).any():
         lacking = ", ".join(repr(classes[k]) for k in np.flatnonzero(held == 0))
@@ -187,7 +196,16 @@ def split(
             f"class: {dict(zip(classes, held.tolist()))}); use a larger train "
             "size, or a stratified split"
         )
-    return Splits(train, shuffled.iloc[a : a + b], shuffled.iloc[a + b : a + b + c])
+    val, test = shuffled.iloc[start : start + b], shuffled.iloc[start + b : start + b + c]
+    return Splits(train, val, test, start)
+
+
+def _train_around(shuffled: pd.DataFrame, a: int, start: int, held: int) -> pd.DataFrame:
+    """``a`` training rows of the shuffle around the ``held`` rows from ``start``: those
+    before it, then (if more are needed) those after the held-out block."""
+    after = start + held
+    rows = np.r_[0 : min(a, start), after : after + max(0, a - start)]
+    return shuffled.iloc[rows]
 
 
 def stratified_counts(

@@ -258,6 +258,19 @@ class DataConfig:
     def class_order(self) -> tuple[str, ...] | None:
         return None if self.labels == "sorted" else tuple(self.labels.split(","))
 
+    def holdout_row(self) -> int | None:
+        """Where validation and test are cut from the shuffle: with the default
+        --val-size and --test-size, at the default train size's row (the lab's layout),
+        whatever --train-size, so runs that change only that test on the same rows;
+        otherwise (None) right after the training rows, as in stratified cuts."""
+        default = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+        sizes = ("val_size", "test_size")
+        if self.stratify or any(getattr(self, k) != default[k] for k in sizes):
+            return None
+        train = default["train_size"]
+        assert isinstance(train, int)
+        return train
+
 
 @dataclasses.dataclass(frozen=True)
 class SpeedConfig:

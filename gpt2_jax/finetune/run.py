@@ -25,6 +25,7 @@ from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, wi
 from gpt2_jax.data import encoding, sms, tables
 from gpt2_jax.data import splits as splitting
 from gpt2_jax.data.tokenizer import get_tokenizer
+from gpt2_jax.finetune import missing
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir, run_name
 from gpt2_jax.finetune.job import Hooks, TrainingJob, TrainingPlan, train_classifier
@@ -114,6 +115,8 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     if d.data_file is None:
         path = sms.fetch_sms_spam(d.data_dir, offline=offline or None)
         fmt = "sms"
+    elif Path(d.data_file).suffix.lower() == ".zip":  # the SMS Spam Collection's zip
+        path, fmt = sms.sms_from_zip(d.data_file, d.data_dir), "sms"
     else:
         path, fmt = Path(d.data_file), d.data_format
 
@@ -149,6 +152,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         seed,
         d.balance,
         d.stratify,
+        holdout_at=d.holdout_row() if cut_val and cut_test else None,
     )
     extra = {}
     for name, file in (("val", d.val_file), ("test", d.test_file)):
@@ -259,10 +263,10 @@ class Inputs:
 def read_inputs(cfg: RunConfig) -> Inputs:
     """Step 1: read and split the data, find the backbone, encode, check the plan."""
     m, tc = cfg.model, cfg.train
-    labelled = read_data(cfg.data, tc.seed, m.offline)
+    labelled = missing.data_first(lambda: read_data(cfg.data, tc.seed, m.offline), m)
     classes, splits = labelled.classes, labelled.splits
     weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
-    settings, model_dir = _backbone_files(m)
+    settings, model_dir = missing.model_files(lambda: _backbone_files(m), m)
     model_cfg = m.gpt_config(settings, len(classes))
     tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
     named_lengths: dict[str, int | None] = {"longest": None, "context": model_cfg.context_length}
@@ -316,6 +320,7 @@ def describe_inputs(
         "classes": list(classes),
         "joined": labelled.joined,
         "max_length": length,
+        "held_out_at": labelled.splits.held_out_at,  # shuffled row where val starts
         "splits": {},
     }
     if labelled.joined:

@@ -50,26 +50,38 @@ class MissingFile:
     reason: str
 
 
+def missing_lines(missing: Sequence[MissingFile]) -> list[str]:
+    """One paragraph per file (in order): why it is missing, its URLs, where it goes."""
+    by_dest: dict[Path, list[MissingFile]] = {}
+    for m in missing:
+        by_dest.setdefault(m.dest, []).append(m)
+    lines = []
+    for dest, tries in by_dest.items():
+        if len({m.reason for m in tries}) == 1:
+            lines.append(f"  {dest.name}: {tries[0].reason}")
+            lines += [
+                f"    {'get it from' if k == 0 else '         or'} {m.url}"
+                for k, m in enumerate(tries)
+            ]
+        else:
+            lines.append(f"  {dest.name}:")
+            lines += [f"    {m.url}: {m.reason}" for m in tries]
+        lines.append(f"    and put it at {dest}")
+    return lines
+
+
+def missing_count(missing: Sequence[MissingFile]) -> int:
+    """How many files ``missing`` names (each file may have several URLs)."""
+    return len({m.dest for m in missing})
+
+
 class DownloadError(RuntimeError):
     """Files that could not be fetched; the message says where to put each by hand."""
 
     def __init__(self, missing: list[MissingFile]):
         self.missing = missing
-        by_dest: dict[Path, list[MissingFile]] = {}
-        for m in missing:
-            by_dest.setdefault(m.dest, []).append(m)
-        lines = [f"{len(by_dest)} file(s) could not be downloaded:"]
-        for dest, tries in by_dest.items():
-            if len({m.reason for m in tries}) == 1:
-                lines.append(f"  {dest.name}: {tries[0].reason}")
-                lines += [
-                    f"    {'get it from' if k == 0 else '         or'} {m.url}"
-                    for k, m in enumerate(tries)
-                ]
-            else:
-                lines.append(f"  {dest.name}:")
-                lines += [f"    {m.url}: {m.reason}" for m in tries]
-            lines.append(f"    and put it at {dest}")
+        lines = [f"{missing_count(missing)} file(s) could not be downloaded:"]
+        lines += missing_lines(missing)
         lines.append(
             "Download them on a machine with internet access and copy them there, "
             "or point the program at a directory that already has them."
