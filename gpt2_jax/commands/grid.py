@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord
+from gpt2_jax.util.machine import machine_name
 
 # The book's rows (LLMs-from-scratch, ch06/02_bonus_additional-experiments) in this
 # project's flags, with the figures the book publishes for them (pretrained weights,
@@ -258,12 +259,7 @@ def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> st
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    shared = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, shared = argv[:cut], argv[cut + 1 :]
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.grid",
         description=__doc__,
@@ -287,8 +283,11 @@ def main(argv=None) -> int:
         default="spam",
         help="the command each row runs: the lab (spam) or your data (finetune)",
     )
-    args = p.parse_args(argv)
+    return p
 
+
+def selected_rows(p: argparse.ArgumentParser, args) -> list[dict]:
+    """The rows to run: the book's (or ``--rows-file``'s), cut to ``--rows``."""
     rows = read_rows_file(args.rows_file) if args.rows_file else book_rows()
     if args.rows:
         try:
@@ -299,87 +298,91 @@ def main(argv=None) -> int:
         if unknown:
             p.error(f"--rows: no book row(s) {unknown} (rows are 1..{len(BOOK_ROWS)})")
         rows = [r for r in rows if r.get("book_row") in wanted]
-    sizes = {s.strip() for s in args.sizes.split(",")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from gpt2_jax.util.machine import machine_name
+    return rows
 
-    device = machine_name().split(",")[0]
-    state_path = out / "grid.json"
-    try:
-        records = json.loads(state_path.read_text()).get("rows", {})
-    except (OSError, ValueError):
-        records = {}
 
-    def save():
-        for rec in records.values():
+class Grid:
+    """The grid's folder: each row's run, ``grid.json`` (what ran, so a rerun keeps
+    finished rows) and ``grid.md`` (the table), rewritten after every row."""
+
+    def __init__(self, out: Path, rows: list[dict], shared: list[str], base: str):
+        self.out, self.rows, self.shared, self.base = out, rows, shared, base
+        self.machine = machine_name()
+        self.state_path = out / "grid.json"
+        try:
+            self.records = json.loads(self.state_path.read_text()).get("rows", {})
+        except (OSError, ValueError):
+            self.records = {}
+
+    def save(self) -> None:
+        for rec in self.records.values():
             if rec.get("result"):
                 rec["result"] = {k: v for k, v in rec["result"].items() if k != "metrics"}
-        state_path.write_text(
-            json.dumps(
-                {"machine": machine_name(), "shared_flags": shared, "rows": records}, indent=2
-            )
-        )
+        state = {"machine": self.machine, "shared_flags": self.shared, "rows": self.records}
+        self.state_path.write_text(json.dumps(state, indent=2))
         # figures only for rows this command ran or kept; a failed or skipped row shows why
         shown = {
             name: {
                 **rec,
-                "result": result_of(out / name)
+                "result": result_of(self.out / name)
                 if rec.get("returncode") == 0 or rec.get("kept")
                 else None,
             }
-            for name, rec in records.items()
+            for name, rec in self.records.items()
         }
-        (out / "grid.md").write_text(
-            f"Machine: {machine_name()}\n\nShared flags: "
-            f"`{' '.join(shared) or '(none)'}`\n\n" + table(rows, shown, device, shared)
+        device = self.machine.split(",")[0]
+        (self.out / "grid.md").write_text(
+            f"Machine: {self.machine}\n\nShared flags: "
+            f"`{' '.join(self.shared) or '(none)'}`\n\n"
+            + table(self.rows, shown, device, self.shared)
         )
 
-    for row in rows:
-        name, run_dir = row["name"], out / row["name"]
-        size = flag_value(shared + row["flags"], "--model-size", "124M")
-        cmd = [
+    def command(self, row: dict) -> list[str]:
+        run_dir = self.out / row["name"]
+        return [
             sys.executable,
             "-m",
-            f"experiments.{args.base}",
-            *shared,
+            f"experiments.{self.base}",
+            *self.shared,
             *row["flags"],
             "--run-dir",
             str(run_dir),
             "--prefix-cache-dir",
-            str(out / "prefix-cache"),
+            str(self.out / "prefix-cache"),
         ]
-        record = records.get(name, {})
-        if size not in sizes:
-            records[name] = {"status": f"not run: needs the {size} model (--sizes)"}
-            save()
-            continue
-        # the command is written before the row starts, so a kill between the run's end
-        # and the grid's own record still finds the row finished with this command
-        command_file = out / f"{name}.command.json"
+
+    def kept(self, row: dict, cmd: list[str]) -> bool:
+        """A row that finished earlier with this very command is kept, not rerun. The
+        command is written before a row starts, so a kill between the run's end and the
+        grid's own record still finds the row finished with it."""
+        name, run_dir = row["name"], self.out / row["name"]
         try:
-            earlier = json.loads(command_file.read_text())
+            earlier = json.loads((self.out / f"{name}.command.json").read_text())
         except (OSError, ValueError):
             earlier = None
-        if earlier == cmd[1:] and result_of(run_dir) is not None:
-            print(f"row {name}: finished earlier, kept", flush=True)
-            records[name] = {
-                **record,
-                "command": cmd[1:],
-                "flags": row["flags"],
-                "kept": True,
-                "result": result_of(run_dir),
-            }
-            save()
-            continue
-        command_file.write_text(json.dumps(cmd[1:]))
+        if earlier != cmd[1:] or result_of(run_dir) is None:
+            return False
+        print(f"row {name}: finished earlier, kept", flush=True)
+        record = self.records.get(name, {})
+        self.records[name] = {
+            **record,
+            "command": cmd[1:],
+            "flags": row["flags"],
+            "kept": True,
+            "result": result_of(run_dir),
+        }
+        return True
+
+    def run_row(self, row: dict, cmd: list[str]) -> None:
+        name, run_dir = row["name"], self.out / row["name"]
+        (self.out / f"{name}.command.json").write_text(json.dumps(cmd[1:]))
         if run_dir.exists():
-            cmd.append("--overwrite")  # an interrupted or different earlier try
+            cmd = [*cmd, "--overwrite"]  # an interrupted or different earlier try
         print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
-        records[name] = {
+        (self.out / f"{name}.log").write_text(proc.stdout + proc.stderr)
+        record = {
             "command": [c for c in cmd[1:] if c != "--overwrite"],
             "flags": row["flags"],
             "returncode": proc.returncode,
@@ -387,13 +390,36 @@ def main(argv=None) -> int:
         }
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            records[name]["status"] = f"failed: {last[:120]}"
-            print(f"  failed ({out / f'{name}.log'}): {last}", flush=True)
+            record["status"] = f"failed: {last[:120]}"
+            print(f"  failed ({self.out / f'{name}.log'}): {last}", flush=True)
         else:
-            records[name]["result"] = result_of(run_dir)
-            print(f"  done in {records[name]['wall_seconds']:.0f} s", flush=True)
-        save()
-    save()
+            record["result"] = result_of(run_dir)
+            print(f"  done in {record['wall_seconds']:.0f} s", flush=True)
+        self.records[name] = record
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shared = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, shared = argv[:cut], argv[cut + 1 :]
+    p = parser()
+    args = p.parse_args(argv)
+    rows = selected_rows(p, args)
+    sizes = {s.strip() for s in args.sizes.split(",")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = Grid(out, rows, shared, args.base)
+    for row in rows:
+        size = flag_value(shared + row["flags"], "--model-size", "124M")
+        cmd = grid.command(row)
+        if size not in sizes:
+            grid.records[row["name"]] = {"status": f"not run: needs the {size} model (--sizes)"}
+        elif not grid.kept(row, cmd):
+            grid.run_row(row, cmd)
+        grid.save()
+    grid.save()
     print((out / "grid.md").read_text())
     return 0
 
