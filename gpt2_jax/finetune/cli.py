@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -163,7 +165,10 @@ def main(
     check: Callable[[RunConfig], None] | None = None,
 ) -> int:
     """Parse flags, build the RunConfig, run. Expected failures print one ``error:``
-    line (and notes) and return 1; impossible flags exit 2 through argparse."""
+    line (and notes) and return 1; impossible flags exit 2 through argparse. A stop
+    (Ctrl-C, SIGTERM) returns 130; when ``argv`` is ``None`` (this is the program's
+    own command line) the process ends there at once (``end_now``)."""
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     p = parser(prog, description, epilog, defaults)
@@ -193,11 +198,28 @@ def main(
         run(cfg, resume=args.resume is not None)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: run() has recorded where it stopped
         _explain(err, "stopped", args.debug)
+        if program:
+            end_now(130)
         return 130
     except (OSError, ValueError, RuntimeError, FloatingPointError, ImportError) as err:
         _explain(err, "error", args.debug)
         return 1
     return 0
+
+
+def end_now(code: int) -> None:
+    """End the process with ``code`` once its output is flushed, without the interpreter's
+    shutdown: that waits for every computation already queued on the device (a stop in
+    the frozen-prefix pass of a large model left minutes of it). Whatever must outlive
+    the stop (metrics.json, the run log, checkpoints, the folder lock) is settled by
+    then: the run's ``finally`` blocks ran before the interrupt reached here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _explain(err: BaseException, word: str, debug: bool) -> None:

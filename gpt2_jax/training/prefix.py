@@ -7,6 +7,7 @@ per message and training runs only blocks ``k ..`` plus the final norm and head.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import functools
@@ -20,11 +21,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import Block, GPTModel, uses_fused_attention
 from gpt2_jax.parallel.mesh import Placement, to_host
+from gpt2_jax.training.progress import Progress, wait_ready
 from gpt2_jax.util.files import file_sha256
 from gpt2_jax.util.tree import named_leaves
 
@@ -34,6 +35,7 @@ PREFIX_LAYOUT = 2  # in the cache key: 2 = packed rows, zeros after each text's 
 
 PACK_TOKENS = 4112  # token slots per packed prefix batch (16 rows of 257, 64 of 64, ...)
 PACK_WIDTHS = (64, 128)  # narrower rows for shorter texts (less attention), then the full
+ESTIMATE_AFTER = 10  # passes of this many batches or more log how long they will take
 
 
 def unique_texts(ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,17 +213,19 @@ def compute_prefix(
         def store(job, hidden):
             out[job] = to_host(hidden)[: len(job)]
 
-    pending = []
-    bar = tqdm(jobs, desc=desc, unit="batch", leave=False, disable=None)
-    report = progress_lines(len(jobs), desc, log) if bar.disable and log else None
-    for job in bar:
-        if report:
-            report()
-        pending.append((job, launch(job)))
-        if len(pending) > 2:  # keep a couple of batches in flight, bound the memory
-            store(*pending.pop(0))
-    for item in pending:
-        store(*item)
+    progress = Progress(len(jobs), desc, log=log, estimate_after=ESTIMATE_AFTER)
+    pending: collections.deque = collections.deque()
+    try:
+        for job in jobs:
+            pending.append((job, launch(job)))
+            if len(pending) > 2:  # keep a couple of batches in flight, bound the memory
+                _store_when_ready(store, *pending.popleft())
+                progress.done()
+        while pending:
+            _store_when_ready(store, *pending.popleft())
+            progress.done()
+    finally:
+        progress.close()
     for i in np.flatnonzero(source != np.arange(len(ids))):  # repeats: copy the first
         out[i] = out[source[i]]
     return out
@@ -234,20 +238,10 @@ def _whole_rows(rows: int, placement: Placement | None) -> int:
     return -(-rows // placement.rows) * placement.rows
 
 
-def progress_lines(total: int, desc: str, log):
-    """A callable to call once per item: logs ``desc: k/total (p %), t s`` at each tenth."""
-    start, count = time.perf_counter(), [0]
-    marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
-
-    def tick():
-        count[0] += 1
-        if count[0] in marks:
-            log(
-                f"{desc}: {count[0]}/{total} batches ({100 * count[0] // total} %), "
-                f"{time.perf_counter() - start:.0f} s"
-            )
-
-    return tick
+def _store_when_ready(store, job, hidden) -> None:
+    """``store(job, hidden)`` once ``hidden`` is computed, waiting in short sleeps (a stop
+    is handled at once, not when a long batch ends)."""
+    store(job, wait_ready(hidden))
 
 
 def prefix_key(

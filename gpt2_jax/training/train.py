@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.data.encoding import Encoded, epoch_order
@@ -36,6 +35,7 @@ from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_sharding
 from gpt2_jax.training.loss import example_weights, per_example_nll, weighted_cross_entropy
 from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.training.partition import merge
+from gpt2_jax.training.progress import Progress, wait_ready
 from gpt2_jax.util.tree import same_keys
 
 
@@ -222,7 +222,7 @@ def evaluate(
     n = len(data)
     order = np.argsort(data.lengths, kind="stable") if bucketed else np.arange(n)
     outputs = []
-    for i in tqdm(range(0, n, batch_size), desc=desc, leave=False, unit="batch", disable=None):
+    for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
         rows = np.resize(idx, batch_size)
         width = batch_width(data.lengths[rows], x.shape[1], bucketed)
@@ -230,9 +230,12 @@ def evaluate(
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
+    progress = Progress(len(outputs), desc)  # counts batches as they are read back
     for idx, out in outputs:  # read back only after every batch is queued
         for acc, value in zip(accumulators, out):
-            acc[idx] = to_host(value)[: len(idx)]
+            acc[idx] = to_host(wait_ready(value))[: len(idx)]
+        progress.done()
+    progress.close()
     loss = float(np.sum(w * nll) / np.sum(w))
     return classification_metrics(data.labels, preds, loss, class_names)
 
@@ -269,15 +272,17 @@ def train_epoch(
     are not finite (the flag is read one step late, so the device never waits)."""
     batches = epoch_order(len(data), batch_size, seed, epoch)
     losses, correct, pending = [], [], None
-    bar = tqdm(batches, desc=desc, unit="step", leave=False, disable=None)
-    for i, idx in enumerate(bar):
+    # a step counts as done when its finiteness flag is read (one step late)
+    progress = Progress(len(batches), desc, unit="step", units="steps")
+    bar = progress.bar
+    for i, idx in enumerate(batches):
         width = batch_width(data.lengths[idx], x.shape[1], bucketed)
         step = int(state.step) if pending is None else pending[0] + 1
         state, metrics = trainer.train_step(
             state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
         )
-        if pending is not None and not bool(pending[1]):
-            raise NonFiniteError(pending[0], epoch)
+        if pending is not None:
+            _check_finite(pending, epoch, progress)
         pending = (step, metrics["finite"])
         losses.append(metrics["loss"])
         correct.append(metrics["correct"])
@@ -285,8 +290,9 @@ def train_epoch(
             on_step(step + 1)
         if bar.disable is False and i % 10 == 0:
             bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-    if pending is not None and not bool(pending[1]):
-        raise NonFiniteError(pending[0], epoch)
+    if pending is not None:
+        _check_finite(pending, epoch, progress)
+    progress.close()
     losses, correct = jax.device_get((losses, correct))
     return state, {
         "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -294,6 +300,15 @@ def train_epoch(
             float(np.sum(correct)) / (len(batches) * batch_size) if batches else float("nan")
         ),
     }
+
+
+def _check_finite(pending: tuple[int, Any], epoch: int, progress: Progress) -> None:
+    """Wait for step ``pending[0]`` (in short sleeps: a stop is handled at once), count
+    it done, and raise ``NonFiniteError`` if its loss or gradients are not finite."""
+    step, finite = pending
+    if not bool(wait_ready(finite)):
+        raise NonFiniteError(step, epoch)
+    progress.done()
 
 
 def fit(

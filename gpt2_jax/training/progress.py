@@ -1,0 +1,92 @@
+"""Progress that counts finished work, and waits a signal can interrupt.
+
+JAX dispatches work asynchronously: a loop that launches batches runs ahead of the
+device, so counting launches says "100 %" while most of the work is still queued.
+``Progress`` is told when a result is *ready* (``done``), so its bar, rate and time left
+describe work that has finished. ``wait_ready`` waits for a result in short sleeps, so
+Ctrl-C or SIGTERM is handled at once rather than when a long computation ends (Python
+runs signal handlers only between bytecodes of the main thread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+POLL_SECONDS = 0.02  # the longest a signal waits while a result is awaited
+
+
+def wait_ready(x, poll: float = POLL_SECONDS):
+    """``x`` once its computation has finished (anything without ``is_ready``: at once)."""
+    is_ready = getattr(x, "is_ready", None)
+    while is_ready is not None and not is_ready():
+        time.sleep(poll)
+    return x
+
+
+class Progress:
+    """A count of finished items out of ``total``: a bar on a terminal; without one, and
+    given ``log``, a line at each tenth: ``desc: k/total units (p %), t s, rate, time
+    left``. ``estimate_after``: with that many items or more in all, one line after the
+    second item says how long the whole will take, from the second item's time (the
+    first includes compiling)."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "batch",
+        units: str = "batches",
+        log: Callable[[str], None] | None = None,
+        estimate_after: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.total, self.desc, self.units, self.clock = total, desc, units, clock
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None)
+        self.lines = log if self.bar.disable and log else None
+        self.log = log
+        self.estimate = log is not None and estimate_after is not None and total >= estimate_after
+        self.marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
+        self.start = clock()
+        self.times: list[float] = []  # when each item finished (first two only)
+        self.count = 0
+
+    def done(self, n: int = 1) -> None:
+        """``n`` more items have finished (their results are on the host or ready)."""
+        now = self.clock()
+        for _ in range(n):
+            self.count += 1
+            if len(self.times) < 2:
+                self.times.append(now)
+                if len(self.times) == 2 and self.estimate:
+                    self._estimate()
+            if self.lines and self.count in self.marks:
+                self.lines(self._line(now))
+        self.bar.update(n)
+
+    def _line(self, now: float) -> str:
+        elapsed = now - self.start
+        line = (
+            f"{self.desc}: {self.count}/{self.total} {self.units} "
+            f"({100 * self.count // self.total} %), {elapsed:.0f} s"
+        )
+        if 0 < self.count < self.total and elapsed > 0:
+            rate = self.count / elapsed
+            line += (
+                f", {rate:.3g} {self.units}/s, about {(self.total - self.count) / rate:.0f} s left"
+            )
+        return line
+
+    def _estimate(self) -> None:
+        first, each = self.times[0] - self.start, self.times[1] - self.times[0]
+        whole = first + each * (self.total - 1)
+        assert self.log is not None
+        self.log(
+            f"{self.desc}: about {whole:.0f} s for {self.total} {self.units} (the first "
+            f"took {first:.1f} s with compiling, the next {each:.2f} s)"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
