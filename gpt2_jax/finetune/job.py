@@ -178,54 +178,18 @@ def train_classifier(
     select = tc.select_by != "last"
     best = state.trainable if select else None  # the best epoch's trainable leaves so far
     fingerprints = run_fingerprints(frozen, encoded["train"].ids, encoded["train"].labels)
-    history, first_epoch = [], 1
-    restored = (
-        checkpoints.resume(SelectedState(*state, best) if select else state, fingerprints, log=log)
-        if resume and checkpoints
-        else None
-    )
-    if restored is not None:
-        if hooks.on_resume is not None:
-            hooks.on_resume(restored)
-        state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
-        best = trainer.place(restored.state.best) if select else None
-        first_epoch = restored.meta["epoch"] + 1
-        assert checkpoints is not None  # restored from them
-        log(
-            f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
-            f"from {checkpoints.directory}"
+    history: list[dict] = []
+    first_epoch = 1
+    if resume and checkpoints:
+        state, best, history, first_epoch = _restore(
+            job, trainer, checkpoints, state, best, fingerprints, hooks, log
         )
-        if (
-            tc.patience
-            and history
-            and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
-        ):
-            first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
-            log("the run had stopped early at that epoch: keeping its choice")
-
     inputs = {name: split.ids for name, split in encoded.items()}
     prefix_seconds = 0.0
     if start and first_epoch <= tc.epochs:
         t0 = time.perf_counter()
-        log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
-        cache_dir = speed.prefix_cache_dir
-        if cache_dir is not None and several():
-            log(
-                "--prefix-cache-dir is not used with several processes (each would decide on "
-                "its own whether to reuse it); the prefix is computed"
-            )
-            cache_dir = None
-        inputs = prefix_inputs(
-            dataclasses.replace(cfg, attention=speed.attention),
-            merge(frozen, trainable),
-            encoded,
-            start,
-            bucketed=bucketed,
-            matmul_dtype=speed.matmul_dtype(),
-            cache_dir=cache_dir,
-            disk_dir=prefix_disk_dir,
-            log=log,
-            placement=trainer.placement,
+        inputs = _prefix_pass(
+            job, trainer, merge(frozen, trainable), bucketed, prefix_disk_dir, log
         )
         prefix_seconds = time.perf_counter() - t0
         log(f"prefix computed in {prefix_seconds:.1f} s")
@@ -281,3 +245,58 @@ def train_classifier(
     kept = best if select else state.trainable
     assert kept is not None  # with select, best is set from the first epoch on
     return merge(frozen, kept), history
+
+
+def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks, log):
+    """Resuming: the last good epoch's ``(state, best, history, first_epoch)``, or what
+    was given when no epoch was saved. (The pieces of ``train_classifier``, handed on.)"""
+    tc = job.plan.train
+    select = tc.select_by != "last"
+    restored = checkpoints.resume(
+        SelectedState(*state, best) if select else state, fingerprints, log=log
+    )
+    if restored is None:
+        return state, best, [], 1
+    if hooks.on_resume is not None:
+        hooks.on_resume(restored)
+    state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
+    best = trainer.place(restored.state.best) if select else None
+    first_epoch = restored.meta["epoch"] + 1
+    log(
+        f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
+        f"from {checkpoints.directory}"
+    )
+    if (
+        tc.patience
+        and history
+        and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
+    ):
+        first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
+        log("the run had stopped early at that epoch: keeping its choice")
+    return state, best, history, first_epoch
+
+
+def _prefix_pass(job, trainer, params, bucketed, disk_dir, log) -> dict:
+    """The frozen blocks' outputs for every split, computed once per text (or read back
+    from the prefix cache): the inputs of every training step and evaluation."""
+    speed, start = job.plan.speed, trainer.start
+    log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
+    cache_dir = speed.prefix_cache_dir
+    if cache_dir is not None and several():
+        log(
+            "--prefix-cache-dir is not used with several processes (each would decide on "
+            "its own whether to reuse it); the prefix is computed"
+        )
+        cache_dir = None
+    return prefix_inputs(
+        dataclasses.replace(job.model.cfg, attention=speed.attention),
+        params,
+        job.plan.encoded,
+        start,
+        bucketed=bucketed,
+        matmul_dtype=speed.matmul_dtype(),
+        cache_dir=cache_dir,
+        disk_dir=disk_dir,
+        log=log,
+        placement=trainer.placement,
+    )
