@@ -565,7 +565,9 @@ def train_select_save(
             hooks=Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume),
             log=log,
         )
-        select_epoch(report, cfg.train, log)
+        chosen = select_epoch(report, cfg.train, log)
+        if main:  # the plots once more, the kept epoch marked
+            plot_history(report.epochs, run_dir, classes, selected=chosen)
         save(cfg, here.inputs, params, run_dir, log)
     except BaseException as err:
         if main:
