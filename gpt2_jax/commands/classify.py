@@ -14,13 +14,16 @@ line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipp
 
 Output without --output: a header line, then one line per text,
 tab-separated: label, one probability per class, the text (tabs and newlines in it
-shown as \\t and \\n). With --output FILE (.csv or .jsonl): columns text, label,
-p_<class> for each class, truncated.
+shown as \\t and \\n). On a terminal the text is cut with "..." to fit the line
+(its width from COLUMNS or the terminal); piped or redirected, it is whole. With
+--output FILE (.csv or .jsonl): columns text, label, p_<class> for each class,
+truncated.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from gpt2_jax.util.files import atomic_write
 from gpt2_jax.util.runtime import keep_freed_memory
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
+MIN_TEXT = 20  # characters of a text shown however narrow the terminal
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,10 +196,29 @@ def shown(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def print_table(texts: list[str], pred, labels: tuple[str, ...]) -> None:
+def clip(text: str, width: int) -> str:
+    """``text`` as it is if it has at most ``width`` characters, else its start and
+    ``...``, ``width`` characters in all."""
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def print_table(
+    texts: list[str], pred, labels: tuple[str, ...], columns: int | None = None
+) -> None:
+    """The predictions, tab-separated; with ``columns`` (a terminal's width) each text
+    is clipped so that its line fits, keeping at least ``MIN_TEXT`` characters of it."""
     print("\t".join(["label", *(f"p({name})" for name in labels), "text"]))
     for text, label, probs in zip(texts, pred.labels, pred.probs):
-        print("\t".join([label, *(f"{p:.4f}" for p in probs), shown(text)]))
+        start = "\t".join([label, *(f"{p:.4f}" for p in probs)]) + "\t"
+        text = shown(text)
+        if columns is not None:  # -1: a line exactly as wide as the terminal may wrap
+            text = clip(text, max(MIN_TEXT, columns - len(start.expandtabs()) - 1))
+        print(start + text)
+
+
+def terminal_columns() -> int | None:
+    """The terminal's width when stdout is one, else None (piped output stays whole)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def main(argv=None) -> int:
@@ -223,7 +246,7 @@ def main(argv=None) -> int:
             return 1
         print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
     else:
-        print_table(texts, pred, labels)
+        print_table(texts, pred, labels, terminal_columns())
     print(
         f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
         f"{classifier.spec.max_length} tokens and were truncated to them",
