@@ -322,6 +322,23 @@ def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, l
     assert np.abs(without - ours.probs).max() > 1e-2
 
 
+def _modes(folder):
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+
+
+def test_exported_files_have_an_ordinary_files_mode(tmp_path, hf_from_tf, bpe_dir):
+    """Every file of an export readable like its neighbours (safetensors alone wrote
+    model.safetensors 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    ordinary = 0o666 & ~umask
+    out = export_classifier(_classifier_run(tmp_path / "run", bpe_dir), tmp_path / "hf")
+    for folder in (out, hf_from_tf):
+        modes = _modes(folder)
+        assert "model.safetensors" in modes and "config.json" in modes
+        assert modes == dict.fromkeys(modes, ordinary), folder
+
+
 def _run_without_bpe_files(root, bpe_dir):
     run = _classifier_run(root, bpe_dir)
     for name in ("encoder.json", "vocab.bpe"):
