@@ -32,6 +32,7 @@ from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, merge_lora
+from gpt2_jax.model.pooling import POOL_WORDS
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
@@ -341,6 +342,7 @@ def describe_inputs(
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+    log(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
     return data_info
 
 
