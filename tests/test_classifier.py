@@ -487,3 +487,38 @@ def test_cli_on_a_terminal_fits_its_width(runs):
     assert proc.wait(timeout=300) == 0
     lines = b"".join(chunks).decode().splitlines()
     assert lines[1].endswith("...") and len(lines[1].expandtabs()) == 71
+
+
+# ----------------------------------------------------------------- --truncate
+
+
+@pytest.mark.parametrize("truncate", ["tail", "head+tail"])
+def test_saved_classifier_cuts_long_texts_as_it_was_trained(tmp_path, bpe_dir, truncate):
+    params = init_params(CFG, seed=3)
+    run_dir = save_classifier(
+        tmp_path / truncate, params, spec("last-real", truncate=truncate), bpe_dir=bpe_dir
+    ).parent
+    assert json.loads((run_dir / "classifier.json").read_text())["truncate"] == truncate
+    loaded = Classifier.load(run_dir)
+    assert loaded.spec.truncate == truncate
+    text = "thanks, love it! " + LONG + " and then the app crashes when I open settings"
+    toks = get_tokenizer(bpe_dir).encode(text)
+    h = MAX_LENGTH - MAX_LENGTH // 2
+    ids = toks[-MAX_LENGTH:] if truncate == "tail" else toks[:h] + toks[h - MAX_LENGTH :]
+    logits = GPTModel(CFG).apply({"params": params}, np.array([ids], np.int32))[0, -1]
+    pred = loaded.predict([text, TEXTS[0]])
+    assert pred.truncated.tolist() == [True, False]
+    np.testing.assert_allclose(pred.probs[0], jax.nn.softmax(logits), atol=1e-5)
+    head = Classifier.load(save_classifier(tmp_path / "head", params, spec()).parent)
+    assert np.abs(head.predict([text]).probs[0] - pred.probs[0]).max() > 1e-4
+    np.testing.assert_allclose(head.predict([TEXTS[0]]).probs[0], pred.probs[1], atol=1e-6)
+
+
+def test_classifier_json_without_truncate_cuts_the_head(tmp_path):
+    run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec()).parent
+    meta = json.loads((run_dir / "classifier.json").read_text())
+    del meta["truncate"]
+    (run_dir / "classifier.json").write_text(json.dumps(meta))
+    assert load_classifier(run_dir)[2].truncate == "head"
+    with pytest.raises(ValueError, match="truncate must be one of"):
+        spec(truncate="middle")

@@ -219,3 +219,18 @@ def test_a_default_finetune_run_says_its_pool_and_exports(
     assert json.loads((run_dir / "classifier.json").read_text())["pool"] == "last-real"
     out = export_classifier(run_dir, tmp_path / "hf")
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_truncate_tail_is_logged_and_saved_with_the_classifier(
+    tiny_model_dir, tickets, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    args = ["--data-file", str(tickets), "--text-column", "body", "--label-column", "team"]
+    args += ["--model-dir", str(tiny_model_dir), "--epochs", "1", "--run-dir", str(run_dir)]
+    assert finetune.main(args + ["--max-length", "4", "--truncate", "tail"]) == 0
+    out = capsys.readouterr().out
+    assert "truncated to 4 tokens (each keeps the last 4 tokens; --truncate)" in out
+    assert Classifier.load(run_dir).spec.truncate == "tail"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["truncate"] == "tail"

@@ -7,10 +7,10 @@
 Everything about the classifier (label names, pooling, max length, tokenizer, model)
 is read from the run folder; no training flag is needed. Each text gets the label
 with the highest probability (argmax over the classes). Texts longer than the
-classifier's max_length tokens are cut to their first max_length tokens, as in
-training; stderr says how many were. Texts must be UTF-8 (arguments, stdin, --input);
-a byte that is not, or an empty text, stops with where it is (TEXT argument N, stdin
-line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
+classifier's max_length tokens are cut as in training (their first max_length
+tokens, or the part --truncate chose); stderr says how many were. Texts must be
+UTF-8 (arguments, stdin, --input); a byte that is not, or an empty text, stops with
+where it is (TEXT argument N, stdin line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
 
 Output without --output: a header line, then one line per text,
 tab-separated: label, one probability per class, the text (tabs and newlines in it
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gpt2_jax.commands.common import InputError, load, one_line
+from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tables import FORMATS, read_table
 from gpt2_jax.util.files import atomic_write
 from gpt2_jax.util.runtime import keep_freed_memory
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     except ValueError as err:  # a text the tokenizer refuses: which one
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
-    labels = classifier.labels
+    labels, spec = classifier.labels, classifier.spec
     if args.output:
         try:
             write_table(prediction_table(texts, pred, labels), Path(args.output))
@@ -249,7 +250,8 @@ def main(argv=None) -> int:
         print_table(texts, pred, labels, terminal_columns())
     print(
         f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
-        f"{classifier.spec.max_length} tokens and were truncated to them",
+        f"{spec.max_length} tokens and were truncated to "
+        f"{kept_words(spec.max_length, spec.truncate)}, as in training",
         file=sys.stderr,
     )
     return 0

@@ -270,7 +270,12 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     ml = cfg.data.max_length
     max_length = named_lengths[ml] if isinstance(ml, str) else ml
     encoded, length = encoding.encode_splits(
-        splits, tokenizer, model_cfg.context_length, max_length, vocab_size=model_cfg.vocab_size
+        splits,
+        tokenizer,
+        model_cfg.context_length,
+        max_length,
+        vocab_size=model_cfg.vocab_size,
+        truncate=cfg.data.truncate,
     )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
     plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
@@ -337,7 +342,12 @@ def describe_inputs(
             f"{name:5}: {len(split):5} texts ("
             + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
             + ")"
-            + (f", {split.truncated} truncated to {length} tokens" if split.truncated else "")
+            + (
+                f", {split.truncated} truncated to {length} tokens "
+                f"(each keeps {encoding.kept_words(length, cfg.data.truncate)}; --truncate)"
+                if split.truncated
+                else ""
+            )
         )
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
@@ -412,7 +422,11 @@ def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[s
         params, model_cfg = merge_lora(params, model_cfg)
         log("LoRA adapters folded into the weights of the saved classifier")
     spec = ClassifierConfig(
-        model=model_cfg, labels=inputs.plan.classes, pool=cfg.model.pool, max_length=inputs.length
+        model=model_cfg,
+        labels=inputs.plan.classes,
+        pool=cfg.model.pool,
+        max_length=inputs.length,
+        truncate=cfg.data.truncate,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
 
