@@ -229,7 +229,7 @@ def draw(plot: Plot, epochs: list):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, xs, ys, style in plot.lines:
         ax.plot(xs, ys, label=label, clip_on=plot.ylim is None, **style)
     if plot.selected is not None:
@@ -247,12 +247,12 @@ def draw(plot: Plot, epochs: list):
             borderaxespad=0.0,
             fontsize="small" if len(plot.lines) > 4 else None,
         )
-    fig.tight_layout()
-    return fig
+    return fig  # no tight_layout: it would shrink the axes to make room for the legend
 
 
 def _save_plot(plot: Plot, out_dir: Path, epochs: list) -> Path:
-    """Draw ``plot`` and save it as a PNG in ``out_dir``, legend included."""
+    """Draw ``plot`` and save it as a PNG in ``out_dir``; the image grows to the right
+    to hold the legend (``bbox_inches="tight"``), the axes keep their size."""
     import matplotlib.pyplot as plt
 
     fig = draw(plot, epochs)
