@@ -8,6 +8,10 @@ clf = Classifier.load(report["run_dir"])
 clf.predict(["my invoice is wrong"]).labels
 """
 
+# first: it reads the user's TF_CPP_MIN_LOG_LEVEL before jax sets its default
+from gpt2_jax.util import runtime as _runtime  # noqa: F401
+
+# isort: split
 from gpt2_jax.classifier.classifier import (
     Classifier,
     ClassifierConfig,

@@ -439,3 +439,86 @@ def test_special_token_in_a_text_is_named(runs):
     clf = Classifier.load(runs["last-real"])
     with pytest.raises(ValueError, match="^text 2 contains GPT-2's special token"):
         clf.predict(["fine", "x <|endoftext|> y"])
+
+
+# ----------------------------------------------------------------- terminal output
+
+
+def test_print_table_clips_texts_to_the_line(runs, capsys):
+    pred = Classifier.load(runs["last"]).predict(TEXTS)
+    classify.print_table(TEXTS, pred, LABELS, columns=80)
+    header, rows = parse_stdout(capsys.readouterr().out)
+    assert header == ["label", "p(billing)", "p(bug)", "p(praise)", "text"]
+    for row, text, label, probs in zip(rows, TEXTS, pred.labels, pred.probs):
+        assert row[:4] == [label, *(f"{p:.4f}" for p in probs)]  # unchanged
+        assert len("\t".join(row).expandtabs()) < 80
+        assert row[4] == text if len(text) < 40 else row[4].endswith("...")
+    assert rows[2][4] == LONG[: len(rows[2][4]) - 3] + "..."
+    classify.print_table(TEXTS, pred, LABELS, columns=10)  # narrower: MIN_TEXT still shown
+    assert parse_stdout(capsys.readouterr().out)[1][2][4] == LONG[:17] + "..."
+    classify.print_table(TEXTS, pred, LABELS)  # not a terminal: whole
+    assert parse_stdout(capsys.readouterr().out)[1][2][4] == LONG
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_cli_on_a_terminal_fits_its_width(runs):
+    import pty
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="72")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.classify", "--run", str(runs["last"]), LONG],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines[1].endswith("...") and len(lines[1].expandtabs()) == 71
+
+
+# ----------------------------------------------------------------- --truncate
+
+
+@pytest.mark.parametrize("truncate", ["tail", "head+tail"])
+def test_saved_classifier_cuts_long_texts_as_it_was_trained(tmp_path, bpe_dir, truncate):
+    params = init_params(CFG, seed=3)
+    run_dir = save_classifier(
+        tmp_path / truncate, params, spec("last-real", truncate=truncate), bpe_dir=bpe_dir
+    ).parent
+    assert json.loads((run_dir / "classifier.json").read_text())["truncate"] == truncate
+    loaded = Classifier.load(run_dir)
+    assert loaded.spec.truncate == truncate
+    text = "thanks, love it! " + LONG + " and then the app crashes when I open settings"
+    toks = get_tokenizer(bpe_dir).encode(text)
+    h = MAX_LENGTH - MAX_LENGTH // 2
+    ids = toks[-MAX_LENGTH:] if truncate == "tail" else toks[:h] + toks[h - MAX_LENGTH :]
+    logits = GPTModel(CFG).apply({"params": params}, np.array([ids], np.int32))[0, -1]
+    pred = loaded.predict([text, TEXTS[0]])
+    assert pred.truncated.tolist() == [True, False]
+    np.testing.assert_allclose(pred.probs[0], jax.nn.softmax(logits), atol=1e-5)
+    head = Classifier.load(save_classifier(tmp_path / "head", params, spec()).parent)
+    assert np.abs(head.predict([text]).probs[0] - pred.probs[0]).max() > 1e-4
+    np.testing.assert_allclose(head.predict([TEXTS[0]]).probs[0], pred.probs[1], atol=1e-6)
+
+
+def test_classifier_json_without_truncate_cuts_the_head(tmp_path):
+    run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec()).parent
+    meta = json.loads((run_dir / "classifier.json").read_text())
+    del meta["truncate"]
+    (run_dir / "classifier.json").write_text(json.dumps(meta))
+    assert load_classifier(run_dir)[2].truncate == "head"
+    with pytest.raises(ValueError, match="truncate must be one of"):
+        spec(truncate="middle")

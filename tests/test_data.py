@@ -506,6 +506,41 @@ def test_encode_pads_with_end_of_text_and_truncates():
     assert enc.lengths.tolist() == [2, 4, 0] and enc.truncated == 1
 
 
+@pytest.mark.parametrize(
+    "truncate, length, want",
+    [
+        ("head", 4, [0, 1, 2, 3]),
+        ("tail", 4, [6, 7, 8, 9]),
+        ("head+tail", 4, [0, 1, 8, 9]),
+        ("head+tail", 5, [0, 1, 2, 8, 9]),  # the start gets the odd token
+        ("head+tail", 1, [0]),
+        ("tail", 1, [9]),
+    ],
+)
+def test_truncate_keeps_the_named_part(truncate, length, want):
+    ten = list(range(10))
+    enc = encoding.encode([ten, [3, 4]], [0, 1], max_length=length, truncate=truncate)
+    assert enc.ids[0].tolist() == want and enc.lengths[0] == length
+    assert enc.truncated == 1 + (length < 2)
+    assert encoding.kept(ten, 10, truncate) == ten  # a text that fits is whole
+    assert encoding.kept([3, 4], 4, truncate) == [3, 4]
+
+
+def test_truncate_words_and_bad_mode():
+    assert encoding.kept_words(40, "head") == "the first 40 tokens"
+    assert encoding.kept_words(40, "tail") == "the last 40 tokens"
+    assert encoding.kept_words(41, "head+tail") == "the first 21 and the last 20 tokens"
+    with pytest.raises(ValueError, match=r"truncate must be one of .*got 'middle'"):
+        encoding.encode([[1]], [0], 4, truncate="middle")
+
+
+def test_head_is_the_default_and_the_labs_cut():
+    tokens = [list(range(7)), [1, 2]]
+    a = encoding.encode(tokens, [0, 1], 5)
+    b = encoding.encode(tokens, [0, 1], 5, truncate="head")
+    assert a.ids.tolist() == b.ids.tolist() == [[0, 1, 2, 3, 4], [1, 2, 50256, 50256, 50256]]
+
+
 def test_epoch_order_is_seeded_drops_last_and_reshuffles():
     a = encoding.epoch_order(50, 16, seed=7, epoch=1)
     assert len(a) == 3 and all(len(b) == 16 for b in a)

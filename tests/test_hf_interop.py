@@ -268,7 +268,7 @@ def test_export_refuses_a_folder_that_is_not_empty(hf_from_tf, tiny_model_dir):
 LABELS = ("ham", "promo", "spam")
 
 
-def _classifier_run(root, bpe_dir, pool="last-real", lora_rank=0, seed=5):
+def _classifier_run(root, bpe_dir, pool="last-real", lora_rank=0, seed=5, truncate="head"):
     """A saved classifier with random weights, a head bias large enough to matter, and
     (for LoRA) adapters that are not zero."""
     cfg = GPTConfig.from_settings(
@@ -283,7 +283,7 @@ def _classifier_run(root, bpe_dir, pool="last-real", lora_rank=0, seed=5):
             for scope, layer in (("attn", "c_attn"), ("mlp", "c_fc")):
                 node = params[block][scope][layer]
                 node["lora_b"] = rng.normal(0, 0.2, node["lora_b"].shape).astype(np.float32)
-    spec = ClassifierConfig(model=cfg, labels=LABELS, pool=pool, max_length=24)
+    spec = ClassifierConfig(model=cfg, labels=LABELS, pool=pool, max_length=24, truncate=truncate)
     save_classifier(root, params, spec, bpe_dir=bpe_dir)
     return root
 
@@ -320,6 +320,39 @@ def test_exported_classifier_gives_our_probabilities_in_transformers(tmp_path, l
     no_bias["head"]["bias"] = jnp.zeros_like(no_bias["head"]["bias"])
     without = Classifier(spec_params.spec, no_bias, spec_params.tokenizer).predict_proba(texts)
     assert np.abs(without - ours.probs).max() > 1e-2
+
+
+def _modes(folder):
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+
+
+def test_exported_files_have_an_ordinary_files_mode(tmp_path, hf_from_tf, bpe_dir):
+    """Every file of an export readable like its neighbours (safetensors alone wrote
+    model.safetensors 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    ordinary = 0o666 & ~umask
+    out = export_classifier(_classifier_run(tmp_path / "run", bpe_dir), tmp_path / "hf")
+    for folder in (out, hf_from_tf):
+        modes = _modes(folder)
+        assert "model.safetensors" in modes and "config.json" in modes
+        assert modes == dict.fromkeys(modes, ordinary), folder
+
+
+def test_a_tail_classifier_exports_cutting_the_same_side(tmp_path, bpe_dir):
+    run = _classifier_run(tmp_path / "run", bpe_dir, truncate="tail")
+    out = export_classifier(run, tmp_path / "hf")
+    assert json.loads((out / "tokenizer_config.json").read_text())["truncation_side"] == "left"
+    texts = [
+        MESSAGES[0] + " and then a long tail of words that runs well past the "
+        "classifier's twenty-four tokens, so that only its end is read"
+    ]
+    ours = Classifier.load(run).predict(texts)
+    assert ours.truncated.all()
+    np.testing.assert_allclose(_pipeline_probs(out, texts), ours.probs, atol=1e-4, rtol=0)
+    both = _classifier_run(tmp_path / "both", bpe_dir, truncate="head+tail")
+    with pytest.raises(ExportError, match=r"--truncate head\+tail"):
+        export_classifier(both, tmp_path / "hf-both")
 
 
 def _run_without_bpe_files(root, bpe_dir):

@@ -190,3 +190,47 @@ def test_finetune_needs_a_data_file(capsys):
     with pytest.raises(SystemExit) as exit_info:
         finetune.main(["--epochs", "1"])
     assert exit_info.value.code == 2 and "--data-file is required" in capsys.readouterr().err
+
+
+def test_finetune_reads_the_last_real_token_and_the_lab_the_last_position():
+    from gpt2_jax.commands import spam
+    from gpt2_jax.finetune.cli import parser
+
+    assert finetune.DEFAULTS.model.pool == "last-real" and spam.LAB.model.pool == "last"
+    for command, pool in ((finetune, "last-real"), (spam, "last")):
+        defaults = finetune.DEFAULTS if command is finetune else spam.LAB
+        p = parser("prog", "", "", defaults)
+        assert p.parse_args([]).__dict__["model.pool"] == pool
+        help_text = " ".join(p.format_help().split())
+        assert f"saved with the classifier (default: {pool})" in help_text
+
+
+@pytest.mark.slow
+def test_a_default_finetune_run_says_its_pool_and_exports(
+    tiny_model_dir, tickets, tmp_path, capsys
+):
+    from gpt2_jax.classifier.export import export_classifier
+
+    run_dir = tmp_path / "run"
+    args = ["--data-file", str(tickets), "--text-column", "body", "--label-column", "team"]
+    args += ["--model-dir", str(tiny_model_dir), "--epochs", "1", "--run-dir", str(run_dir)]
+    assert finetune.main(args) == 0
+    assert "pool last-real: the head reads each text's last real token" in capsys.readouterr().out
+    assert json.loads((run_dir / "classifier.json").read_text())["pool"] == "last-real"
+    out = export_classifier(run_dir, tmp_path / "hf")
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_truncate_tail_is_logged_and_saved_with_the_classifier(
+    tiny_model_dir, tickets, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    args = ["--data-file", str(tickets), "--text-column", "body", "--label-column", "team"]
+    args += ["--model-dir", str(tiny_model_dir), "--epochs", "1", "--run-dir", str(run_dir)]
+    assert finetune.main(args + ["--max-length", "4", "--truncate", "tail"]) == 0
+    out = capsys.readouterr().out
+    assert "truncated to 4 tokens (each keeps the last 4 tokens; --truncate)" in out
+    assert Classifier.load(run_dir).spec.truncate == "tail"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["truncate"] == "tail"

@@ -5,7 +5,15 @@ import math
 
 import pytest
 
-from gpt2_jax.finetune.report import epoch_table, plot_history, short_name, short_names, write_json
+from gpt2_jax.finetune.report import (
+    draw,
+    epoch_table,
+    history_plots,
+    plot_history,
+    short_name,
+    short_names,
+    write_json,
+)
 from gpt2_jax.training.metrics import classification_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -122,6 +130,52 @@ def test_plots_survive_records_without_newer_keys(tmp_path):
     assert "n/a" in epoch_table(old, THREE)
     _assert_pngs(
         plot_history([old, _three_record(2)], tmp_path, THREE),
+        ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"],
+    )
+
+
+def _drawn(history, names, selected=None):
+    """{file: (legend texts, y-range, x of vertical lines, legend's left edge right of
+    the axes)} of the figures plot_history draws."""
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    out = {}
+    for plot in history_plots(history, names, selected):
+        fig = draw(plot, epochs)
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        legend = ax.get_legend()
+        texts = [t.get_text() for t in legend.get_texts()]
+        outside = legend.get_window_extent().x0 >= ax.get_window_extent().x1
+        vlines = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+        out[plot.file] = (texts, ax.get_ylim(), vlines, outside)
+        plt.close(fig)
+    return out
+
+
+def test_plot_legends_name_classes_whole_and_sit_outside():
+    drawn = _drawn([_three_record(1), _three_record(2)], THREE)
+    texts, _, _, outside = drawn["recall.png"]
+    assert texts == THREE  # not shortened with "~"
+    assert all(outside for *_, outside in drawn.values())
+
+
+def test_plots_mark_the_selected_epoch_and_fix_the_unit_range():
+    history = [_lab_record(1), _lab_record(2), _lab_record(3)]
+    drawn = _drawn(history, LAB, selected=2)
+    assert set(drawn) == {"loss.png", "accuracy.png", "spam_recall.png"}
+    for name, (texts, ylim, vlines, _) in drawn.items():
+        assert vlines == [2] and "kept: epoch 2" in texts
+        if name != "loss.png":
+            assert ylim == (0.0, 1.0)
+    assert _drawn(history, LAB)["accuracy.png"][2] == []  # no mark before selection
+
+
+def test_plot_history_draws_the_selected_epoch(tmp_path):
+    history = [_three_record(1), _three_record(2)]
+    _assert_pngs(
+        plot_history(history, tmp_path, THREE, selected=1),
         ["loss.png", "accuracy.png", "recall.png", "macro_f1.png"],
     )
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
-from gpt2_jax.data.encoding import encode, token_lists
+from gpt2_jax.data.encoding import check_truncate, encode, token_lists
 from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params, param_shapes
@@ -96,14 +96,16 @@ class ClassifierConfig:
 
     ``model``: the GPT-2 config (``num_classes == len(labels)``); ``labels``: class
     names, index = class id; ``pool``: which position is read (``pooling.POOLS``);
-    ``max_length``: tokens per text, longer texts are truncated to it.
-    Frozen and hashable, so it can be a static argument of ``jax.jit``.
+    ``max_length``: tokens per text, longer texts are truncated to it, keeping the part
+    ``truncate`` names (``data.encoding.TRUNCATIONS``; ``head`` where an older
+    classifier.json has no such key). Frozen and hashable, so it can be a static argument of ``jax.jit``.
     """
 
     model: GPTConfig
     labels: tuple[str, ...]
     pool: str
     max_length: int
+    truncate: str = "head"
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -128,6 +130,7 @@ class ClassifierConfig:
                 f"{len(self.labels)} labels {list(self.labels)}"
             )
         check_pool(self.pool)
+        check_truncate(self.truncate)
         ctx = self.model.context_length
         if not _is_int(self.max_length) or not 0 < self.max_length <= ctx:
             raise ValueError(
@@ -140,12 +143,14 @@ class ClassifierConfig:
         return len(self.labels)
 
     def to_dict(self) -> dict:
-        """JSON-ready: ``{"model": {...GPTConfig fields}, "labels": [...], "pool", "max_length"}``."""
+        """JSON-ready: ``{"model": {...GPTConfig fields}, "labels": [...], "pool",
+        "max_length", "truncate"}``."""
         return {
             "model": dataclasses.asdict(self.model),
             "labels": list(self.labels),
             "pool": self.pool,
             "max_length": self.max_length,
+            "truncate": self.truncate,
         }
 
     @classmethod
@@ -175,7 +180,11 @@ class ClassifierConfig:
         if not isinstance(d["labels"], list):
             raise ValueError(f"key 'labels' must be a list of class names, got {d['labels']!r}")
         return cls(
-            model=model, labels=tuple(d["labels"]), pool=d["pool"], max_length=d["max_length"]
+            model=model,
+            labels=tuple(d["labels"]),
+            pool=d["pool"],
+            max_length=d["max_length"],
+            truncate=d.get("truncate", "head"),  # classifiers saved before --truncate
         )
 
 
@@ -353,7 +362,9 @@ def _check_texts(texts) -> list[str]:
     return texts
 
 
-def _encode_texts(tokenizer, texts: list[str], max_length: int, vocab_size: int):
+def _encode_texts(
+    tokenizer, texts: list[str], max_length: int, vocab_size: int, truncate: str = "head"
+):
     """Encoded as in training (``data.encode``): ``(Encoded, truncated [N] bool)``."""
     tokens = token_lists(tokenizer, texts)
     for i, toks in enumerate(tokens):
@@ -363,7 +374,7 @@ def _encode_texts(tokenizer, texts: list[str], max_length: int, vocab_size: int)
                 f"has {vocab_size} ids: tokenizer and model do not belong together"
             )
     truncated = np.array([len(t) > max_length for t in tokens], bool)
-    return encode(tokens, np.zeros(len(texts)), max_length), truncated
+    return encode(tokens, np.zeros(len(texts)), max_length, truncate), truncated
 
 
 def _probs(
@@ -473,7 +484,9 @@ class Classifier:
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = _check_texts(texts)
         s = self.spec
-        data, truncated = _encode_texts(self.tokenizer, texts, s.max_length, s.model.vocab_size)
+        data, truncated = _encode_texts(
+            self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
+        )
         probs = _probs(s.model, self.params, data.ids, data.lengths, s.pool, batch_size)
         return probs, truncated
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_jax.classifier.classifier import load_classifier
+from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 from gpt2_jax.model.gpt import merge_lora
 from gpt2_jax.weights.hf import check_new_folder, save_hf_gpt2
@@ -90,6 +91,12 @@ def _check_exportable(spec) -> None:
             "GPT2ForSequenceClassification reads only the last real token "
             "(--pool last-real)"
         )
+    if spec.truncate not in ("head", "tail"):
+        raise ExportError(
+            f"this classifier keeps the first and the last tokens of a long text "
+            f"(--truncate {spec.truncate}); a transformers tokenizer cuts one side only. "
+            "Train with --truncate head or tail to export, or use experiments.classify"
+        )
     if not spec.model.causal:
         raise ExportError(
             "this classifier was trained without the causal mask; transformers' "
@@ -136,7 +143,7 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
             "pad_token": END_OF_TEXT,
             "model_max_length": spec.max_length,
             "padding_side": "right",
-            "truncation_side": "right",
+            "truncation_side": "left" if spec.truncate == "tail" else "right",
         },
     )
     note = {
@@ -147,7 +154,8 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         "head_bias": "folded into transformer.ln_f.bias (score has no bias)",
         "head_bias_fold_max_error": fold_error,
         "lora": "merged" if spec.model.lora_rank else "none",
-        "truncation": f"trained on the first {spec.max_length} tokens of each text; pass "
+        "truncation": f"trained on {kept_words(spec.max_length, spec.truncate)} of each "
+        "text; pass "
         "truncation=True to the tokenizer or pipeline to do the same",
     }
     (out / EXPORT_NOTE).write_text(json.dumps(note, indent=2))

@@ -7,20 +7,23 @@
 Everything about the classifier (label names, pooling, max length, tokenizer, model)
 is read from the run folder; no training flag is needed. Each text gets the label
 with the highest probability (argmax over the classes). Texts longer than the
-classifier's max_length tokens are cut to their first max_length tokens, as in
-training; stderr says how many were. Texts must be UTF-8 (arguments, stdin, --input);
-a byte that is not, or an empty text, stops with where it is (TEXT argument N, stdin
-line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
+classifier's max_length tokens are cut as in training (their first max_length
+tokens, or the part --truncate chose); stderr says how many were. Texts must be
+UTF-8 (arguments, stdin, --input); a byte that is not, or an empty text, stops with
+where it is (TEXT argument N, stdin line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
 
 Output without --output: a header line, then one line per text,
 tab-separated: label, one probability per class, the text (tabs and newlines in it
-shown as \\t and \\n). With --output FILE (.csv or .jsonl): columns text, label,
-p_<class> for each class, truncated.
+shown as \\t and \\n). On a terminal the text is cut with "..." to fit the line
+(its width from COLUMNS or the terminal); piped or redirected, it is whole. With
+--output FILE (.csv or .jsonl): columns text, label, p_<class> for each class,
+truncated.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from gpt2_jax.commands.common import InputError, load, one_line
+from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tables import FORMATS, read_table
 from gpt2_jax.util.files import atomic_write
 from gpt2_jax.util.runtime import keep_freed_memory
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
+MIN_TEXT = 20  # characters of a text shown however narrow the terminal
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,10 +197,29 @@ def shown(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def print_table(texts: list[str], pred, labels: tuple[str, ...]) -> None:
+def clip(text: str, width: int) -> str:
+    """``text`` as it is if it has at most ``width`` characters, else its start and
+    ``...``, ``width`` characters in all."""
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def print_table(
+    texts: list[str], pred, labels: tuple[str, ...], columns: int | None = None
+) -> None:
+    """The predictions, tab-separated; with ``columns`` (a terminal's width) each text
+    is clipped so that its line fits, keeping at least ``MIN_TEXT`` characters of it."""
     print("\t".join(["label", *(f"p({name})" for name in labels), "text"]))
     for text, label, probs in zip(texts, pred.labels, pred.probs):
-        print("\t".join([label, *(f"{p:.4f}" for p in probs), shown(text)]))
+        start = "\t".join([label, *(f"{p:.4f}" for p in probs)]) + "\t"
+        text = shown(text)
+        if columns is not None:  # -1: a line exactly as wide as the terminal may wrap
+            text = clip(text, max(MIN_TEXT, columns - len(start.expandtabs()) - 1))
+        print(start + text)
+
+
+def terminal_columns() -> int | None:
+    """The terminal's width when stdout is one, else None (piped output stays whole)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def main(argv=None) -> int:
@@ -214,7 +238,7 @@ def main(argv=None) -> int:
     except ValueError as err:  # a text the tokenizer refuses: which one
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
-    labels = classifier.labels
+    labels, spec = classifier.labels, classifier.spec
     if args.output:
         try:
             write_table(prediction_table(texts, pred, labels), Path(args.output))
@@ -223,10 +247,11 @@ def main(argv=None) -> int:
             return 1
         print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
     else:
-        print_table(texts, pred, labels)
+        print_table(texts, pred, labels, terminal_columns())
     print(
         f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
-        f"{classifier.spec.max_length} tokens and were truncated to them",
+        f"{spec.max_length} tokens and were truncated to "
+        f"{kept_words(spec.max_length, spec.truncate)}, as in training",
         file=sys.stderr,
     )
     return 0

@@ -53,7 +53,11 @@ def parser() -> argparse.ArgumentParser:
         help="format (hf: Hugging Face transformers) and the folder to write "
         "(must not exist, or be empty)",
     )
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error, and TensorFlow's start-up lines",
+    )
     return p
 
 
@@ -64,9 +68,10 @@ def main(argv=None) -> int:
     if target not in TARGETS:
         p.error(f"--to {target}: unknown format; choose from {', '.join(TARGETS)}")
     from gpt2_jax.classifier.export import export_backbone, export_classifier
-    from gpt2_jax.util.runtime import keep_freed_memory
+    from gpt2_jax.util.runtime import keep_freed_memory, quiet_native_logs
 
     keep_freed_memory()
+    quiet_native_logs(args.debug)
     try:
         if args.run:
             path = export_classifier(args.run, out)

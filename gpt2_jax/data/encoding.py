@@ -44,11 +44,49 @@ def token_lists(tokenizer, texts) -> list[list[int]]:
     return out
 
 
-def encode(tokens: list[list[int]], labels, max_length: int) -> Encoded:
+TRUNCATIONS = ("head", "tail", "head+tail")
+KEPT_WORDS = {  # what a text longer than max_length keeps, for logs
+    "head": "the first {n} tokens",
+    "tail": "the last {n} tokens",
+    "head+tail": "the first {h} and the last {t} tokens",
+}
+
+
+def check_truncate(truncate: str) -> str:
+    if truncate not in TRUNCATIONS:
+        raise ValueError(f"truncate must be one of {TRUNCATIONS}, got {truncate!r}")
+    return truncate
+
+
+def head_tail(max_length: int) -> tuple[int, int]:
+    """Tokens ``head+tail`` keeps from the start and from the end: the start gets the odd one."""
+    return max_length - max_length // 2, max_length // 2
+
+
+def kept(tokens: list[int], max_length: int, truncate: str = "head") -> list[int]:
+    """The tokens of one text that fit in ``max_length``: the first (``head``, the lab's),
+    the last (``tail``), or the first half and the last half (``head+tail``)."""
+    if len(tokens) <= max_length or truncate == "head":
+        return tokens[:max_length]
+    if truncate == "tail":
+        return tokens[len(tokens) - max_length :]
+    h, t = head_tail(max_length)
+    return tokens[:h] + tokens[len(tokens) - t :]
+
+
+def kept_words(max_length: int, truncate: str) -> str:
+    """``kept`` in words: "the first 40 tokens", ..."""
+    h, t = head_tail(max_length)
+    return KEPT_WORDS[check_truncate(truncate)].format(n=max_length, h=h, t=t)
+
+
+def encode(tokens: list[list[int]], labels, max_length: int, truncate: str = "head") -> Encoded:
+    """Each text's ``kept`` tokens right-padded to ``max_length``."""
+    check_truncate(truncate)
     ids = np.full((len(tokens), max_length), PAD_ID, np.int32)
     lengths = np.zeros(len(tokens), np.int32)
     for row, toks in enumerate(tokens):
-        toks = toks[:max_length]
+        toks = kept(toks, max_length, truncate)
         ids[row, : len(toks)] = toks
         lengths[row] = len(toks)
     truncated = sum(len(t) > max_length for t in tokens)
@@ -61,6 +99,7 @@ def encode_splits(
     context_length: int,
     max_length: int | None = None,
     vocab_size: int | None = None,
+    truncate: str = "head",
 ) -> tuple[dict[str, Encoded], int]:
     """Encode every split (``text`` -> ids, ``y`` -> labels) to one length: ``max_length``
     or the longest training text, capped at the model's context. Returns
@@ -82,7 +121,8 @@ def encode_splits(
                         "tokenizer and model do not belong together"
                     )
     encoded = {
-        name: encode(tokens[name], df["y"].to_numpy(), length) for name, df in splits.items()
+        name: encode(tokens[name], df["y"].to_numpy(), length, truncate)
+        for name, df in splits.items()
     }
     return encoded, length
 

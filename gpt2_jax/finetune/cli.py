@@ -21,7 +21,7 @@ from gpt2_jax.finetune.config import RunConfig, load_config
 from gpt2_jax.finetune.run import resume_config, run
 from gpt2_jax.parallel.distributed import initialize, is_main
 from gpt2_jax.util.logs import configure_terminal
-from gpt2_jax.util.runtime import keep_freed_memory
+from gpt2_jax.util.runtime import keep_freed_memory, quiet_native_logs
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -107,7 +107,8 @@ def parser(
     p.add_argument(
         "--debug",
         action="store_true",
-        help="on an error, show the Python traceback as well as the message",
+        help="on an error, show the Python traceback as well as the message; and "
+        "TensorFlow's and XLA's informational start-up lines",
     )
     p.add_argument(
         "--resume",
@@ -173,6 +174,7 @@ def main(
     keep_freed_memory()
     p = parser(prog, description, epilog, defaults)
     args = p.parse_args(argv)
+    quiet_native_logs(args.debug)  # before TensorFlow is imported (reading OpenAI's files)
     if args.config is not None:
         try:
             defaults = load_config(args.config)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_jax.data import tables
+from gpt2_jax.data.encoding import TRUNCATIONS, check_truncate
 from gpt2_jax.model.config import MODEL_SIZES, GPTConfig, settings_for_size
 from gpt2_jax.model.pooling import POOLS, check_pool
 from gpt2_jax.parallel.mesh import Placement, make_mesh, parse_mesh
@@ -235,6 +236,14 @@ class DataConfig:
             "help": "pad/truncate to the longest training text, the model's context, or N tokens",
         },
     )
+    truncate: str = field(
+        default="head",
+        metadata={
+            "choices": list(TRUNCATIONS),
+            "help": "what a text longer than --max-length keeps: its first tokens (the "
+            "lab's), its last, or the first half and the last half; saved with the classifier",
+        },
+    )
     data_dir: str = field(
         default="data", metadata={"help": "download cache for the SMS Spam Collection"}
     )
@@ -250,6 +259,7 @@ class DataConfig:
                 raise ValueError(f"{name} must not be negative, got {value}")
         if isinstance(self.max_length, int) and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+        check_truncate(self.truncate)
         if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
             raise ValueError(
                 f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"

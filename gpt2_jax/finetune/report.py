@@ -9,6 +9,7 @@ that an older ``metrics.json`` lacks show as ``n/a`` rather than failing a resum
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -205,20 +206,61 @@ def _split_lines(history: list[dict], value) -> list[tuple[str, list, list, dict
     return lines
 
 
-def _save_plot(plt, path: Path, title: str, lines, epochs: list) -> Path:
-    """Draw ``lines`` (label, xs, ys, style) against epoch, titled, and save a PNG."""
+UNIT_RANGE = (0.0, 1.0)  # accuracy, recall, F1: the same scale on every plot and run
+
+
+@dataclasses.dataclass
+class Plot:
+    """One figure as drawn: its file name, title, lines (label, epochs, values, style),
+    the y-range where it is fixed, and the marked (selected) epoch."""
+
+    file: str
+    title: str
+    lines: list
+    ylim: tuple[float, float] | None = None
+    selected: int | None = None
+
+
+def draw(plot: Plot, epochs: list):
+    """``plot`` as a matplotlib figure: lines against epoch, the selected epoch a dotted
+    vertical line, the legend outside the data area (right of it) with full names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, xs, ys, style in lines:
-        ax.plot(xs, ys, label=label, **style)
+    for label, xs, ys, style in plot.lines:
+        ax.plot(xs, ys, label=label, clip_on=plot.ylim is None, **style)
+    if plot.selected is not None:
+        ax.axvline(plot.selected, color="0.4", linestyle=":", label=f"kept: epoch {plot.selected}")
     ax.set_xlabel("epoch")
-    ax.set_title(title)
+    ax.set_title(plot.title)
     ax.set_xticks(epochs)
+    if plot.ylim is not None:
+        ax.set_ylim(*plot.ylim)
     ax.grid(alpha=0.3)
-    if lines:  # an empty legend only makes matplotlib warn
-        ax.legend(fontsize="small" if len(lines) > 4 else None)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if ax.get_legend_handles_labels()[0]:  # an empty legend only makes matplotlib warn
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            fontsize="small" if len(plot.lines) > 4 else None,
+        )
+    return fig  # no tight_layout: it would shrink the axes to make room for the legend
+
+
+def _save_plot(plot: Plot, out_dir: Path, epochs: list) -> Path:
+    """Draw ``plot`` and save it as a PNG in ``out_dir``; the image grows to the right
+    to hold the legend (``bbox_inches="tight"``), the axes keep their size."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(plot, epochs)
+    path = out_dir / plot.file
+    try:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -227,23 +269,11 @@ def _recall_split(history: list[dict]) -> str | None:
     return next((s for s in ("val", "test", "train") if any(s in r for r in history)), None)
 
 
-def plot_history(
-    history: list[dict], out_dir: str | os.PathLike, class_names: Sequence[str]
-) -> list[Path]:
-    """Per-epoch plots; returns the files written.
-
-    Always ``loss.png`` (per split, plus the mean training-step loss dashed) and
-    ``accuracy.png``. Two classes: ``<c1>_recall.png``, recall of the positive class per
-    split (the lab's ``spam_recall.png``). More classes: ``recall.png``, a line per class
-    on one split, and ``macro_f1.png`` per split.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def history_plots(
+    history: list[dict], class_names: Sequence[str], selected: int | None = None
+) -> list[Plot]:
+    """What :func:`plot_history` draws, figure by figure (see there)."""
     names = list(class_names)
-    out_dir = Path(out_dir)
     epochs = [r["epoch"] for r in history]
     step_loss = (
         "train (during epoch)",
@@ -251,56 +281,68 @@ def plot_history(
         [r.get("train_step_loss", float("nan")) for r in history],
         {"linestyle": "--"},
     )
-    written = [
-        _save_plot(
-            plt,
-            out_dir / "loss.png",
+    plots = [
+        Plot(
+            "loss.png",
             "weighted cross-entropy",
             _split_lines(history, lambda m: m.get("loss")) + [step_loss],
-            epochs,
         ),
-        _save_plot(
-            plt,
-            out_dir / "accuracy.png",
-            "accuracy",
-            _split_lines(history, lambda m: m.get("accuracy")),
-            epochs,
-        ),
+        Plot("accuracy.png", "accuracy", _split_lines(history, lambda m: m.get("accuracy"))),
     ]
     if len(names) == 2:
         pos = names[1]
-        written.append(
-            _save_plot(
-                plt,
-                out_dir / f"{_file_stem(pos)}_recall.png",
+        plots.append(
+            Plot(
+                f"{_file_stem(pos)}_recall.png",
                 f"{pos} recall ({pos} accuracy)",
                 _split_lines(history, lambda m: m.get(f"{pos}_recall")),
-                epochs,
             )
         )
-        return written
-    split = _recall_split(history)
-    per_class = []
-    if split is not None:
-        for name, short in zip(names, short_names(names)):
-            xs, ys = _series(history, split, lambda m, name=name: _recall(m, name))
-            per_class.append((short, xs, ys, {"marker": "o"}))
-    written.append(
-        _save_plot(
-            plt,
-            out_dir / "recall.png",
-            f"recall per class ({SPLIT_WORDS.get(split or '', 'no')} split)",
-            per_class,
-            epochs,
+    else:
+        split = _recall_split(history)
+        per_class = []
+        if split is not None:
+            for name in names:
+                xs, ys = _series(history, split, lambda m, name=name: _recall(m, name))
+                per_class.append((name, xs, ys, {"marker": "o"}))
+        plots.append(
+            Plot(
+                "recall.png",
+                f"recall per class ({SPLIT_WORDS.get(split or '', 'no')} split)",
+                per_class,
+            )
         )
-    )
-    written.append(
-        _save_plot(
-            plt,
-            out_dir / "macro_f1.png",
-            "macro-F1 (mean over classes present)",
-            _split_lines(history, lambda m: m.get("macro_f1")),
-            epochs,
+        plots.append(
+            Plot(
+                "macro_f1.png",
+                "macro-F1 (mean over classes present)",
+                _split_lines(history, lambda m: m.get("macro_f1")),
+            )
         )
-    )
-    return written
+    for plot in plots:
+        plot.selected = selected
+        if plot.file != "loss.png":
+            plot.ylim = UNIT_RANGE
+    return plots
+
+
+def plot_history(
+    history: list[dict],
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    selected: int | None = None,
+) -> list[Path]:
+    """Per-epoch plots; returns the files written.
+
+    Always ``loss.png`` (per split, plus the mean training-step loss dashed) and
+    ``accuracy.png``. Two classes: ``<c1>_recall.png``, recall of the positive class per
+    split (the lab's ``spam_recall.png``). More classes: ``recall.png``, a line per class
+    on one split, and ``macro_f1.png`` per split. Accuracy, recall and F1 share the
+    y-range 0 to 1; legends (full class names) sit right of the axes; ``selected``, the
+    epoch whose weights the classifier keeps, is a dotted vertical line.
+    """
+    epochs = [r["epoch"] for r in history]
+    return [
+        _save_plot(plot, Path(out_dir), epochs)
+        for plot in history_plots(history, class_names, selected)
+    ]

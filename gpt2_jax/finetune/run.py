@@ -33,6 +33,7 @@ from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, merge_lora
+from gpt2_jax.model.pooling import POOL_WORDS
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
@@ -273,7 +274,12 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     ml = cfg.data.max_length
     max_length = named_lengths[ml] if isinstance(ml, str) else ml
     encoded, length = encoding.encode_splits(
-        splits, tokenizer, model_cfg.context_length, max_length, vocab_size=model_cfg.vocab_size
+        splits,
+        tokenizer,
+        model_cfg.context_length,
+        max_length,
+        vocab_size=model_cfg.vocab_size,
+        truncate=cfg.data.truncate,
     )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
     plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
@@ -341,11 +347,17 @@ def describe_inputs(
             f"{name:5}: {len(split):5} texts ("
             + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
             + ")"
-            + (f", {split.truncated} truncated to {length} tokens" if split.truncated else "")
+            + (
+                f", {split.truncated} truncated to {length} tokens "
+                f"(each keeps {encoding.kept_words(length, cfg.data.truncate)}; --truncate)"
+                if split.truncated
+                else ""
+            )
         )
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
     log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+    log(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
     return data_info
 
 
@@ -415,7 +427,11 @@ def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[s
         params, model_cfg = merge_lora(params, model_cfg)
         log("LoRA adapters folded into the weights of the saved classifier")
     spec = ClassifierConfig(
-        model=model_cfg, labels=inputs.plan.classes, pool=cfg.model.pool, max_length=inputs.length
+        model=model_cfg,
+        labels=inputs.plan.classes,
+        pool=cfg.model.pool,
+        max_length=inputs.length,
+        truncate=cfg.data.truncate,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
 
@@ -570,7 +586,9 @@ def train_select_save(
             hooks=Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume),
             log=log,
         )
-        select_epoch(report, cfg.train, log)
+        chosen = select_epoch(report, cfg.train, log)
+        if main:  # the plots once more, the kept epoch marked
+            plot_history(report.epochs, run_dir, classes, selected=chosen)
         save(cfg, here.inputs, params, run_dir, log)
     except BaseException as err:
         if main:

@@ -14,6 +14,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 POOLS = ("last", "last-real", "first", "mean")
+POOL_WORDS = {  # for a run's log
+    "last": "the last position of the padded row (the lab's; padding included)",
+    "last-real": "each text's last real token (padding plays no part)",
+    "first": "the first token",
+    "mean": "the mean over each text's real tokens",
+}
 
 
 def check_pool(pool: str) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_jax.data.tokenizer import HF_BPE_FILES
+from gpt2_jax.util.files import atomic_write
 from gpt2_jax.weights.openai import BLOCK_SHAPES, CheckpointError, expected_shapes, nest_variables
 
 CONFIG_FILE = "config.json"
@@ -394,7 +395,10 @@ def save_hf_gpt2(
     out.mkdir(parents=True, exist_ok=True)
     tensors = hf_tensors(params, prefix)
     tensors.update(extra_tensors or {})
-    save_file(tensors, str(out / SAFETENSORS), metadata={"format": "pt"})
+    # through util.files: safetensors alone leaves the file mode 0600, unlike its neighbours
+    atomic_write(
+        out / SAFETENSORS, lambda part: save_file(tensors, str(part), metadata={"format": "pt"})
+    )
     if bpe is not None:
         for src, name in zip(bpe, HF_BPE_FILES):
             shutil.copyfile(src, out / name)

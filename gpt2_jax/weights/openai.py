@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gpt2_jax.model.config import OPENAI_TO_CONFIG
+from gpt2_jax.util.runtime import native_stderr_filtered
 
 # Shapes of every per-block variable after the squeeze of TF's conv kernels,
 # as functions of E = n_embd.
@@ -89,7 +90,8 @@ def _read_tf_variables(ckpt_prefix: str) -> dict[str, np.ndarray]:
 def _tensorflow():
     """TensorFlow, imported only here: a user of Hugging Face folders never needs it."""
     try:
-        import tensorflow as tf
+        with native_stderr_filtered():  # its start-up lines, where the log level asks
+            import tensorflow as tf
     except ImportError:
         raise CheckpointError(
             "reading OpenAI's TensorFlow checkpoint needs tensorflow (pip install "
