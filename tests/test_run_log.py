@@ -1,9 +1,11 @@
 """What a run says goes through ``logging`` to the terminal and, word for word, into the run
 folder's ``run.log``."""
 
+import dataclasses
 import logging
 import re
 
+import numpy as np
 import pytest
 from synthetic import write_sms_file
 
@@ -86,3 +88,39 @@ def test_other_processes_show_warnings_only():
         assert logger.isEnabledFor(logging.INFO)
     finally:
         configure_terminal(main=True)
+
+
+def test_padding_that_multiplies_the_work_is_named(tiny_model_dir, sms_file, tmp_path):
+    """The lab's pool pads every row to the longest text: the log says by how much and
+    names the pool that does not; a pool that reads real tokens gets no such note."""
+    said = {}
+    for pool in ("last", "last-real"):
+        lines = []
+        cfg = _config(tiny_model_dir, sms_file, tmp_path / pool, epochs=0)
+        cfg = dataclasses.replace(
+            cfg,
+            model=dataclasses.replace(cfg.model, pool=pool),
+            data=dataclasses.replace(cfg.data, max_length="context"),  # 64 wide
+        )
+        report = run(cfg, log=lines.append)
+        said[pool] = lines
+    width = report["data"]["max_length"]
+    note = [m for m in said["last"] if "goes to padding" in m]
+    assert len(note) == 1 and "--pool last-real" in note[0] and f"{width} wide" in note[0]
+    assert not any("goes to padding" in m for m in said["last-real"])
+    assert any(m.startswith(f"padded to at most {width} tokens") for m in said["last-real"])
+    assert any(m.startswith(f"padded to {width} tokens") for m in said["last"])
+
+
+def test_padding_warning_counts_real_tokens():
+    from gpt2_jax.data.encoding import Encoded
+    from gpt2_jax.finetune.run import padding_warning
+
+    def split(lengths):
+        lengths = np.asarray(lengths, np.int32)
+        return Encoded(np.zeros((len(lengths), 64), np.int32), lengths, lengths * 0, 0)
+
+    assert padding_warning({"train": split([64, 64, 10])}, 64, padded=True) is None  # 1.4x
+    note = padding_warning({"train": split([8, 8]), "test": split([16])}, 64, padded=True)
+    assert note is not None and "6.0x" in note and "average" in note
+    assert padding_warning({"train": split([8, 8])}, 64, padded=False) is None

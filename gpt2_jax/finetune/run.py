@@ -33,7 +33,7 @@ from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from gpt2_jax.model.gpt import GPTModel, merge_lora
-from gpt2_jax.model.pooling import POOL_WORDS
+from gpt2_jax.model.pooling import POOL_WORDS, reads_padding
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
@@ -356,9 +356,34 @@ def describe_inputs(
         )
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
-    log(f"padded to {length} tokens; batch {tc.batch_size} -> {batches} batches per epoch")
+    padded = reads_padding(m.pool, inputs.model_cfg.causal)
+    width = f"padded to {length} tokens" if padded else f"padded to at most {length} tokens"
+    log(f"{width}; batch {tc.batch_size} -> {batches} batches per epoch")
+    if not padded:
+        log("  (each batch only to its longest text, in 32-token steps; packed rows in the prefix)")
     log(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
+    warning = padding_warning(inputs.plan.encoded, length, padded)
+    if warning:
+        log(warning)
     return data_info
+
+
+def padding_warning(encoded: dict, length: int, padded: bool, limit: float = 2.0) -> str | None:
+    """One line when padding multiplies the work by more than ``limit``: every row is
+    ``length`` wide (a pool that reads padding) while the texts are much shorter."""
+    real = sum(int(split.lengths.sum()) for split in encoded.values())
+    rows = sum(len(split) for split in encoded.values())
+    if not padded or not real:
+        return None
+    factor = rows * length / real
+    if factor <= limit:
+        return None
+    return (
+        f"note: the texts hold {real / rows:.0f} real tokens on average and every row is "
+        f"{length} wide, so {factor:.1f}x the work goes to padding; --pool last-real "
+        "computes real tokens only (faster, and the classifier exports to transformers), "
+        "or lower --max-length"
+    )
 
 
 def load_backbone(
