@@ -27,6 +27,7 @@ from gpt2_jax.data import splits as splitting
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune import missing
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
+from gpt2_jax.finetune.examples import pick_examples, write_examples
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir, run_name
 from gpt2_jax.finetune.job import Hooks, TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
@@ -446,7 +447,8 @@ def select_epoch(report: RunRecord, tc: TrainConfig, log: Callable[[str], None])
 
 
 def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[str], None]) -> None:
-    """Step 8: the classifier (LoRA folded in with ``--merge-lora``) and its tokenizer."""
+    """Step 8: the classifier (LoRA folded in with ``--merge-lora``), its tokenizer, and
+    a few validation texts per class for the served page."""
     model_cfg = inputs.model_cfg
     if cfg.output.merge_lora and model_cfg.lora_rank:
         params, model_cfg = merge_lora(params, model_cfg)
@@ -459,6 +461,8 @@ def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[s
         truncate=cfg.data.truncate,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
+    if is_main():
+        write_examples(run_dir, pick_examples(inputs.labelled.splits, inputs.plan.classes))
 
 
 def run(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gpt2_jax.finetune.examples import read_examples
 from gpt2_jax.finetune.record import RunRecord
 from gpt2_jax.serve.batcher import MicroBatcher, batch_rows
 
@@ -72,6 +73,7 @@ def run_facts(run_dir: str | Path, classifier) -> dict:
         "labels": list(spec.labels),
         "pool": spec.pool,
         "max_length": spec.max_length,
+        "truncate": spec.truncate,
         "model": {
             "parameters": n_params,
             "n_layers": m.n_layers,
@@ -84,7 +86,17 @@ def run_facts(run_dir: str | Path, classifier) -> dict:
     facts["metrics"], facts["metrics_note"] = saved_metrics(
         Path(run_dir) / "metrics.json", spec.labels
     )
+    facts["examples"] = page_examples(run_dir, spec.labels)
     return facts
+
+
+def page_examples(run_dir: str | Path, labels) -> list[str]:
+    """The run's own validation texts (``examples.json``); a run saved before they were
+    kept shows the SMS examples if it is a spam/ham classifier, else none."""
+    texts = read_examples(run_dir)
+    if texts is not None:
+        return texts
+    return list(EXAMPLES) if tuple(labels) == ("ham", "spam") else []
 
 
 def _leaves(tree):
@@ -328,7 +340,6 @@ def make_app(
             {
                 **facts,
                 "limits": asdict(limits),
-                "examples": list(EXAMPLES),
                 "batching": {
                     "enabled": batcher.enabled,
                     "max_batch": batcher.max_batch,
