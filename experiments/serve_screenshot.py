@@ -5,7 +5,7 @@
 Serves the run on 127.0.0.1 (a free port, from this process), opens the page in
 headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's Python package;
 no browser download), types the message, clicks Classify, waits for the answer and
-saves a full-page PNG. The test of the page (tests/test_serve.py) drives the browser
+saves a full-page PNG. The test of the page (tests/serve/test_serve.py) drives the browser
 through the same functions.
 """
 
