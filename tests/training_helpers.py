@@ -1,11 +1,18 @@
-"""What several training tests repeat: a run with epoch checkpoints, closed whatever happens."""
+"""What several training tests share: a tiny model, token-id data it can learn, the
+partition that trains its last block, and a run with epoch checkpoints closed whatever
+happens."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from gpt2_jax.data.encoding import encode
 from gpt2_jax.finetune.job import TrainingJob, train_classifier
+from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.training.checkpoints import EpochCheckpoints
+from gpt2_jax.training.partition import Partition, resolve_trainable
 
 
 def train_with_checkpoints(
@@ -23,3 +30,22 @@ def train_with_checkpoints(
         )
     finally:
         checkpoints.close()
+
+
+CFG = GPTConfig(
+    vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, num_classes=2
+)
+
+
+def tiny_data(seed, n, length=24):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    lengths = rng.integers(2, length + 1, n)
+    tokens = [
+        [7 if y else 9] + rng.integers(0, 499, m - 1).tolist() for m, y in zip(lengths, labels)
+    ]
+    return encode(tokens, labels, length)
+
+
+def tiny_partition(params):
+    return Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))

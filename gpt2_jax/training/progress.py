@@ -16,13 +16,18 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 POLL_SECONDS = 0.02  # the longest a signal waits while a result is awaited
+FIRST_POLL_SECONDS = 0.0005  # the sleeps grow from this: a short step is not held up
 
 
 def wait_ready(x, poll: float = POLL_SECONDS):
-    """``x`` once its computation has finished (anything without ``is_ready``: at once)."""
+    """``x`` once its computation has finished (anything without ``is_ready``: at once).
+    The sleeps between checks double from ``FIRST_POLL_SECONDS`` up to ``poll``, so a
+    result that is nearly ready is taken at once and a long one costs few wake-ups."""
     is_ready = getattr(x, "is_ready", None)
+    delay = min(FIRST_POLL_SECONDS, poll)
     while is_ready is not None and not is_ready():
-        time.sleep(poll)
+        time.sleep(delay)
+        delay = min(2 * delay, poll)
     return x
 
 

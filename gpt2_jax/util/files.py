@@ -29,7 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         write(part)
         with open(part, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(part, 0o666 & ~_umask())  # as an ordinary new file (mkstemp makes it 0600)
+        os.chmod(part, 0o666 & ~_UMASK)  # as an ordinary new file (mkstemp makes it 0600)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -56,7 +56,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
     return h.hexdigest()
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# read once, at import: os.umask can only be read by setting it, and setting it while
+# another thread creates a file would give that file the wrong mode
+_UMASK = _read_umask()

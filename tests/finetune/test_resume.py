@@ -11,40 +11,23 @@ import numpy as np
 import pytest
 from conftest import REPO
 from synthetic import write_sms_file
-from training_helpers import train_with_checkpoints
+from training_helpers import CFG, train_with_checkpoints
+from training_helpers import tiny_data as _data
+from training_helpers import tiny_partition as _partition
 
 from gpt2_jax.classifier.classifier import load_classifier
 from gpt2_jax.commands import spam
-from gpt2_jax.data.encoding import encode, epoch_order
+from gpt2_jax.data.encoding import epoch_order
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig, SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan
 from gpt2_jax.finetune.run import run
-from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, init_params
 from gpt2_jax.training.checkpoints import EpochCheckpoints
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.optim import freeze, make_optimizer
-from gpt2_jax.training.partition import Partition, resolve_trainable
 from gpt2_jax.training.train import NonFiniteError, Trainer
 
-CFG = GPTConfig(
-    vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, num_classes=2
-)
 SIZES = dict(train_size=160, val_size=40, test_size=40)  # 10 steps per epoch at batch 16
-
-
-def _data(seed, n, length=24):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    lengths = rng.integers(2, length + 1, n)
-    tokens = [
-        [7 if y else 9] + rng.integers(0, 499, m - 1).tolist() for m, y in zip(lengths, labels)
-    ]
-    return encode(tokens, labels, length)
-
-
-def _partition(params):
-    return Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
 
 
 def _fit(data, tmp_path, resume=False, epochs=2, seed=3):

@@ -7,8 +7,9 @@ import re
 import jax
 import numpy as np
 import pytest
-from test_resume import CFG, _data, _partition  # the same tiny model and data
-from training_helpers import train_with_checkpoints
+from training_helpers import CFG, train_with_checkpoints
+from training_helpers import tiny_data as _data
+from training_helpers import tiny_partition as _partition
 
 from gpt2_jax.finetune.config import SpeedConfig
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan
