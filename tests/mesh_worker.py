@@ -63,7 +63,6 @@ def main(model_dir, data_file, out_dir, *meshes):
                 partition,
             ),
             params,
-            log=lambda *_: None,
         )
         leaves = named_leaves(partition.trainable(trained))
         name = f"{spec.replace(',', '+').replace('=', '')}-{cache}"

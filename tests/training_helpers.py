@@ -4,6 +4,8 @@ happens."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +17,31 @@ from gpt2_jax.training.checkpoints import EpochCheckpoints
 from gpt2_jax.training.partition import Partition, resolve_trainable
 
 
+@contextlib.contextmanager
+def collected(lines: list[str]):
+    """Append what the ``gpt2_jax`` loggers say (INFO and up) to ``lines`` meanwhile."""
+    logger = logging.getLogger("gpt2_jax")
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def train_with_checkpoints(
-    job: TrainingJob, params, folder: Path, *, keep: int, resume: bool = False, log=None
+    job: TrainingJob, params, folder: Path, *, keep: int, resume: bool = False, lines=None
 ):
-    """``train_classifier`` saving each epoch in ``folder`` (``resume``: from the last)."""
+    """``train_classifier`` saving each epoch in ``folder`` (``resume``: from the last);
+    ``lines``: a list that gets what it logs."""
     checkpoints = EpochCheckpoints(folder, keep=keep)
     try:
-        return train_classifier(
-            job,
-            params,
-            checkpoints=checkpoints,
-            resume=resume,
-            log=log if log is not None else (lambda s: None),
-        )
+        with collected(lines if lines is not None else []):
+            return train_classifier(job, params, checkpoints=checkpoints, resume=resume)
     finally:
         checkpoints.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix import prefix_inputs
 from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
+
+logger = logging.getLogger(__name__)
 
 
 def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
@@ -118,18 +121,18 @@ class Hooks:
     on_resume: Callable[[Restored], None] | None = None
 
 
-def build_trainer(job: TrainingJob, log: Callable[[str], None] = print) -> Trainer:
+def build_trainer(job: TrainingJob) -> Trainer:
     """The jitted steps for this job; ``trainer.start`` is the first block computed per
     step (the blocks before it are the frozen prefix, computed once per text)."""
     plan, model, partition = job.plan, job.model, job.partition
     tc, speed = plan.train, plan.speed
     start = partition.first_block(model.cfg.n_layers) if speed.prefix_cache else 0
     if start and model.cfg.drop_rate > 0:
-        log("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
+        logger.info("dropout is on, so the frozen blocks are not a fixed function: no prefix cache")
         start = 0
     placement = plan.placement
     if placement is not None:
-        log(f"mesh: {describe(placement.mesh)}")
+        logger.info(f"mesh: {describe(placement.mesh)}")
     computed = dataclasses.replace(
         model.cfg,
         attention=speed.attention,
@@ -158,7 +161,6 @@ def train_classifier(
     resume: bool = False,
     prefix_disk_dir: Path | None = None,
     hooks: Hooks = Hooks(),
-    log: Callable[[str], None] = print,
 ) -> tuple[dict, list[dict]]:
     """Fine-tune ``params`` (the parameter tree with its class head) as ``job`` says and
     evaluate every split after each epoch.
@@ -172,7 +174,7 @@ def train_classifier(
     encoded, tc, speed = plan.encoded, plan.train, plan.speed
     frozen, trainable = partition.frozen(params), partition.trainable(params)
     del params
-    trainer = build_trainer(job, log)
+    trainer = build_trainer(job)
     start, bucketed = trainer.start, speed.buckets and not reads_padding(plan.pool, cfg.causal)
     state, frozen = trainer.init(trainable, frozen), trainer.place(frozen)
     select = tc.select_by != "last"
@@ -182,17 +184,15 @@ def train_classifier(
     first_epoch = 1
     if resume and checkpoints:
         state, best, history, first_epoch = _restore(
-            job, trainer, checkpoints, state, best, fingerprints, hooks, log
+            job, trainer, checkpoints, state, best, fingerprints, hooks
         )
     inputs = {name: split.ids for name, split in encoded.items()}
     prefix_seconds = 0.0
     if start and first_epoch <= tc.epochs:
         t0 = time.perf_counter()
-        inputs = _prefix_pass(
-            job, trainer, merge(frozen, trainable), bucketed, prefix_disk_dir, log
-        )
+        inputs = _prefix_pass(job, trainer, merge(frozen, trainable), bucketed, prefix_disk_dir)
         prefix_seconds = time.perf_counter() - t0
-        log(f"prefix computed in {prefix_seconds:.1f} s")
+        logger.info(f"prefix computed in {prefix_seconds:.1f} s")
 
     def after_epoch(state, history):
         nonlocal best
@@ -219,7 +219,7 @@ def train_classifier(
         if hooks.on_epoch is not None:
             hooks.on_epoch(history)
         if tc.patience and epoch - chosen >= tc.patience:
-            log(
+            logger.info(
                 f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
                 f"{tc.patience} epoch(s)"
             )
@@ -247,14 +247,12 @@ def train_classifier(
     return merge(frozen, kept), history
 
 
-def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks, log):
+def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks):
     """Resuming: the last good epoch's ``(state, best, history, first_epoch)``, or what
     was given when no epoch was saved. (The pieces of ``train_classifier``, handed on.)"""
     tc = job.plan.train
     select = tc.select_by != "last"
-    restored = checkpoints.resume(
-        SelectedState(*state, best) if select else state, fingerprints, log=log
-    )
+    restored = checkpoints.resume(SelectedState(*state, best) if select else state, fingerprints)
     if restored is None:
         return state, best, [], 1
     if hooks.on_resume is not None:
@@ -262,7 +260,7 @@ def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks, log):
     state, history = trainer.place(TrainState(*restored.state[:3])), restored.meta["history"]
     best = trainer.place(restored.state.best) if select else None
     first_epoch = restored.meta["epoch"] + 1
-    log(
+    logger.info(
         f"resuming after epoch {restored.meta['epoch']} (step {restored.meta['step']}) "
         f"from {checkpoints.directory}"
     )
@@ -272,18 +270,20 @@ def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks, log):
         and (history[-1]["epoch"] - best_epoch(history, tc.select_by) >= tc.patience)
     ):
         first_epoch = tc.epochs + 1  # it had stopped early: nothing more to train
-        log("the run had stopped early at that epoch: keeping its choice")
+        logger.info("the run had stopped early at that epoch: keeping its choice")
     return state, best, history, first_epoch
 
 
-def _prefix_pass(job, trainer, params, bucketed, disk_dir, log) -> dict:
+def _prefix_pass(job, trainer, params, bucketed, disk_dir) -> dict:
     """The frozen blocks' outputs for every split, computed once per text (or read back
     from the prefix cache): the inputs of every training step and evaluation."""
     speed, start = job.plan.speed, trainer.start
-    log(f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})")
+    logger.info(
+        f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})"
+    )
     cache_dir = speed.prefix_cache_dir
     if cache_dir is not None and several():
-        log(
+        logger.info(
             "--prefix-cache-dir is not used with several processes (each would decide on "
             "its own whether to reuse it); the prefix is computed"
         )
@@ -297,6 +297,5 @@ def _prefix_pass(job, trainer, params, bucketed, disk_dir, log) -> dict:
         matmul_dtype=speed.matmul_dtype(),
         cache_dir=cache_dir,
         disk_dir=disk_dir,
-        log=log,
         placement=trainer.placement,
     )

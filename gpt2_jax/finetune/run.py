@@ -52,7 +52,7 @@ from gpt2_jax.training.memory import (
 )
 from gpt2_jax.training.partition import Partition, resolve_trainable
 from gpt2_jax.training.train import best_epoch, epoch_score
-from gpt2_jax.util.logs import RUN_LOG, ensure_terminal, run_log
+from gpt2_jax.util.logs import RUN_LOG, run_log
 from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
 from gpt2_jax.weights.openai import load_weights
@@ -166,9 +166,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
 
 
-def _prefix_storage(
-    cfg: RunConfig, settings: dict, n_texts: int, length: int, log: Callable[[str], None]
-) -> str:
+def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int) -> str:
     """``memory`` or ``disk`` for the frozen-prefix outputs, said in the log."""
     s = cfg.speed
     if not s.prefix_cache or s.prefix_storage != "auto":
@@ -180,7 +178,7 @@ def _prefix_storage(
         else float(s.memory_budget_gib) * GIB
     )
     if budget is not None and need > budget:
-        log(
+        logger.info(
             f"prefix outputs on disk (memory-mapped): the estimated peak {need / GIB:.1f} GiB "
             f"exceeds the budget {budget / GIB:.1f} GiB"
         )
@@ -243,10 +241,6 @@ def _record_stop(
     err.add_note(where)
 
 
-def _quiet(*_) -> None:
-    """The log of processes other than 0."""
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Inputs:
     """What a run reads before it claims its folder (cheap, so every data error comes
@@ -304,21 +298,19 @@ def claim_folder(cfg: RunConfig, resume: bool, main: bool) -> tuple[Path, RunFol
     return run_dir, lock
 
 
-def describe_inputs(
-    cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool, log: Callable[[str], None]
-) -> dict[str, Any]:
+def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Step 3: say what the run reads (the log), and the record's ``data`` section."""
     m, tc, labelled = cfg.model, cfg.train, inputs.labelled
     classes, model_dir, length = labelled.classes, inputs.model_dir, inputs.length
-    log(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-    log(
+    logger.info(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
+    logger.info(
         f"GPT-2 from {model_dir}"
         + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
     )
-    log(f"settings: {inputs.settings}")
-    log("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
-    log(f"model config: {inputs.model_cfg}")
-    log(
+    logger.info(f"settings: {inputs.settings}")
+    logger.info("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
+    logger.info(f"model config: {inputs.model_cfg}")
+    logger.info(
         f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) {list(classes)}"
     )
     data_info: dict[str, Any] = {
@@ -331,7 +323,7 @@ def describe_inputs(
         "splits": {},
     }
     if labelled.joined:
-        log(
+        logger.info(
             f"quoting joined {len(labelled.joined)} message(s) over several lines: "
             + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
             + (" ..." if len(labelled.joined) > 5 else "")
@@ -344,7 +336,7 @@ def describe_inputs(
             **dict(zip(classes, counts)),
             "truncated": split.truncated,
         }
-        log(
+        logger.info(
             f"{name:5}: {len(split):5} texts ("
             + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
             + ")"
@@ -359,13 +351,15 @@ def describe_inputs(
     data_info["batches_per_epoch"] = batches
     padded = reads_padding(m.pool, inputs.model_cfg.causal)
     width = f"padded to {length} tokens" if padded else f"padded to at most {length} tokens"
-    log(f"{width}; batch {tc.batch_size} -> {batches} batches per epoch")
+    logger.info(f"{width}; batch {tc.batch_size} -> {batches} batches per epoch")
     if not padded:
-        log("  (each batch only to its longest text, in 32-token steps; packed rows in the prefix)")
-    log(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
+        logger.info(
+            "  (each batch only to its longest text, in 32-token steps; packed rows in the prefix)"
+        )
+    logger.info(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
     warning = padding_warning(inputs.plan.encoded, length, padded)
     if warning:
-        log(warning)
+        logger.info(warning)
     return data_info
 
 
@@ -387,32 +381,32 @@ def padding_warning(encoded: dict, length: int, padded: bool, limit: float = 2.0
     )
 
 
-def load_backbone(
-    cfg: RunConfig, inputs: Inputs, log: Callable[[str], None]
-) -> tuple[Any, dict, TrainingJob]:
+def load_backbone(cfg: RunConfig, inputs: Inputs) -> tuple[Any, dict, TrainingJob]:
     """Step 4: GPT-2's weights (or a random init) with a new class head, and the job:
     ``(params, settings as read, job)``."""
     m, tc = cfg.model, cfg.train
     settings, pretrained = inputs.settings, None
     if m.weights == "pretrained":
-        log(f"loading GPT-2 from {inputs.model_dir}")
+        logger.info(f"loading GPT-2 from {inputs.model_dir}")
         settings, pretrained = load_pretrained(inputs.model_dir)
-        log(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
+        logger.info(f"params keys: {list(pretrained)} ({len(pretrained['blocks'])} blocks)")
     has_pretrained = pretrained is not None
     params, from_init = with_class_head(
         load_weights(pretrained) if pretrained is not None else None, inputs.model_cfg, tc.seed
     )
     del pretrained  # the NumPy copy: from here on only the JAX tree holds the weights
     if has_pretrained:
-        log(f"from the checkpoint: all but {from_init} (new, seeded init)")
+        logger.info(f"from the checkpoint: all but {from_init} (new, seeded init)")
     partition = Partition.from_patterns(params, inputs.patterns)
     counts = partition.counts
-    log(
+    logger.info(
         f"trainable patterns {list(inputs.patterns)}: {counts['trainable']:,} trainable / "
         f"{counts['frozen']:,} frozen parameters (total {sum(counts.values()):,})"
     )
     weights = inputs.plan.class_weights
-    log("class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(inputs.plan.classes, weights)))
+    logger.info(
+        "class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(inputs.plan.classes, weights))
+    )
     return params, settings, TrainingJob(inputs.plan, GPTModel(inputs.model_cfg), partition)
 
 
@@ -435,24 +429,26 @@ def start_record(
     )
 
 
-def select_epoch(report: RunRecord, tc: TrainConfig, log: Callable[[str], None]) -> int:
+def select_epoch(report: RunRecord, tc: TrainConfig) -> int:
     """Step 7: the epoch whose weights the classifier keeps (``--select-by``), recorded."""
     chosen = best_epoch(report.epochs, tc.select_by)
     report.selected = Selected(chosen, tc.select_by)
     if tc.select_by != "last":
         report.selected.value = epoch_score(report.epochs[chosen - 1], tc.select_by)
-        log(f"the classifier keeps epoch {chosen}: best {tc.select_by} {report.selected.value:.4f}")
+        logger.info(
+            f"the classifier keeps epoch {chosen}: best {tc.select_by} {report.selected.value:.4f}"
+        )
     report.stopped_early = report.epochs[-1]["epoch"] < tc.epochs
     return chosen
 
 
-def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path, log: Callable[[str], None]) -> None:
+def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path) -> None:
     """Step 8: the classifier (LoRA folded in with ``--merge-lora``), its tokenizer, and
     a few validation texts per class for the served page."""
     model_cfg = inputs.model_cfg
     if cfg.output.merge_lora and model_cfg.lora_rank:
         params, model_cfg = merge_lora(params, model_cfg)
-        log("LoRA adapters folded into the weights of the saved classifier")
+        logger.info("LoRA adapters folded into the weights of the saved classifier")
     spec = ClassifierConfig(
         model=model_cfg,
         labels=inputs.plan.classes,
@@ -474,8 +470,9 @@ def run(
 ) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
     go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``).
-    ``log``: where progress goes (default: this module's logger, shown on stdout unless
-    the application configured logging); the run folder's ``run.log`` keeps a copy.
+    ``log``: a callable that gets each message instead of the terminal (default: the
+    ``gpt2_jax`` loggers, shown on stdout unless the application configured logging); the
+    run folder's ``run.log`` keeps a copy either way.
 
     The steps: read the inputs, claim the folder, describe the inputs, (a dry run stops
     there), load the backbone, start the record, train, select an epoch, save, finish."""
@@ -486,17 +483,12 @@ def run(
             "with several processes give --run-dir (on a file system every "
             "host sees): the default name holds the time, which differs"
         )
-    if log is None:
-        ensure_terminal()
-        log = logger.info
-    if not main:
-        log = _quiet
     inputs = read_inputs(cfg)
     run_dir, lock = claim_folder(cfg, resume, main)
     stop_on_sigterm = _sigterm_as_interrupt()
     try:
-        with run_log(run_dir / RUN_LOG if main else None, log) as log:
-            return _steps(RunContext(cfg, inputs, run_dir, main, resume, log), started, on_step)
+        with run_log(run_dir / RUN_LOG if main else None, log, main):
+            return _steps(RunContext(cfg, inputs, run_dir, main, resume), started, on_step)
     finally:
         lock.release()
         stop_on_sigterm()
@@ -505,11 +497,11 @@ def run(
 def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | None) -> dict:
     """``run``'s steps once its folder is claimed: describe the inputs (a dry run stops
     there), load the backbone, start the record, train, select, save, finish."""
-    cfg, inputs, run_dir, main, log = here.cfg, here.inputs, here.run_dir, here.main, here.log
-    data_info = describe_inputs(cfg, inputs, run_dir, here.resume, log)
+    cfg, inputs, run_dir, main = here.cfg, here.inputs, here.run_dir, here.main
+    data_info = describe_inputs(cfg, inputs, run_dir, here.resume)
     n_texts = sum(map(len, inputs.plan.encoded.values()))
-    log(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
-    storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length, log)
+    logger.info(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
+    storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length)
     backbone = {"folder": str(inputs.model_dir)}
     if cfg.model.hf_repo:
         backbone.update(hf_repo=cfg.model.hf_repo, hf_commit=inputs.model_dir.name)
@@ -525,10 +517,10 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
         )
         if main:
             write_json(run_dir / METRICS_FILE, report.to_dict())
-        log(report.status)
+        logger.info(report.status)
         return report.to_dict()
 
-    params, settings, job = load_backbone(cfg, inputs, log)
+    params, settings, job = load_backbone(cfg, inputs)
     report = start_record(
         cfg,
         inputs,
@@ -545,7 +537,7 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
     report.peak_memory_gib = peak_memory_bytes() / GIB
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
-    log(
+    logger.info(
         f"done in {report.total_seconds:.1f} s (peak memory {report.peak_memory_gib:.2f} "
         f"GiB); metrics.json, plots and the classifier are in {run_dir}"
     )
@@ -561,7 +553,6 @@ class RunContext:
     run_dir: Path
     main: bool  # process 0: writes the folder
     resume: bool
-    log: Callable[[str], None]
 
 
 def train_select_save(
@@ -574,7 +565,7 @@ def train_select_save(
     """Steps 6-8 with the run folder as their record: train (each epoch checkpointed,
     recorded and plotted), select an epoch, save the classifier. A failure records where
     the run stopped before it is raised."""
-    cfg, run_dir, main, resume, log = here.cfg, here.run_dir, here.main, here.resume, here.log
+    cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
     checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
     if resume:
@@ -597,7 +588,7 @@ def train_select_save(
         if main:
             write_json(run_dir / METRICS_FILE, report.to_dict())
             plot_history(history, run_dir, classes)
-        log(epoch_table(history[-1], classes))
+        logger.info(epoch_table(history[-1], classes))
 
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
@@ -613,12 +604,11 @@ def train_select_save(
             resume=resume,
             prefix_disk_dir=disk_dir,
             hooks=Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume),
-            log=log,
         )
-        chosen = select_epoch(report, cfg.train, log)
+        chosen = select_epoch(report, cfg.train)
         if main:  # the plots once more, the kept epoch marked
             plot_history(report.epochs, run_dir, classes, selected=chosen)
-        save(cfg, here.inputs, params, run_dir, log)
+        save(cfg, here.inputs, params, run_dir)
     except BaseException as err:
         if main:
             _record_stop(report, run_dir, checkpoints, cfg, err)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -43,6 +44,8 @@ import numpy as np
 
 from gpt2_jax.parallel.mesh import host_tree, to_host
 from gpt2_jax.util.tree import named_leaves
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 LEAF_DIGESTS = "leaf_digests"  # meta key: {leaf name: sha256 of dtype, shape and bytes}
@@ -319,14 +322,12 @@ class EpochCheckpoints:
                 f"{folder} is damaged and could not be deleted; delete it by hand and resume again"
             )
 
-    def resume(
-        self, state_like, fingerprints: dict, log: Callable[[str], None] = print
-    ) -> Restored | None:
+    def resume(self, state_like, fingerprints: dict) -> Restored | None:
         """The newest intact epoch's state and meta; None when nothing is saved.
 
         Epochs are tried newest first; a damaged one (unreadable, or other bytes than the
         digests recorded at save time) is skipped, and once an older one restores intact
-        the damaged newer ones are deleted and said in ``log`` (``Restored.skipped``).
+        the damaged newer ones are deleted and said in the log (``Restored.skipped``).
         Raises ``ValueError`` when every epoch is damaged, and refuses (``ValueError``) a
         checkpoint whose ``fingerprints`` (data, frozen weights) differ from this run's."""
         self._manager.reload()
@@ -339,12 +340,12 @@ class EpochCheckpoints:
                 continue
             for bad in damaged:
                 self._delete(bad.epoch)
-                log(
+                logger.info(
                     f"{bad}; resuming from epoch {epoch} instead (deleted {bad.folder}, so "
                     f"epoch {bad.epoch} is trained and saved again)"
                 )
             if not restored.verified:
-                log(
+                logger.info(
                     f"warning: {self.folder(epoch)} was saved before checkpoints recorded "
                     "digests, so it is restored unverified"
                 )

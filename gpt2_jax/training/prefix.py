@@ -13,6 +13,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -28,6 +29,8 @@ from gpt2_jax.parallel.mesh import Placement, to_host
 from gpt2_jax.training.progress import Progress, wait_ready
 from gpt2_jax.util.files import file_sha256
 from gpt2_jax.util.tree import named_leaves
+
+logger = logging.getLogger(__name__)
 
 PREFIX_ROWS = 32  # rows per prefix batch when every row has the full width
 PREFIX_LAYOUT = 2  # in the cache key: 2 = packed rows, zeros after each text's end
@@ -141,7 +144,6 @@ def compute_prefix(
     bucketed: bool = False,
     matmul_dtype: str | None = None,
     desc: str = "prefix",
-    log=None,
     out: np.ndarray | None = None,
     placement: Placement | None = None,
 ) -> np.ndarray:
@@ -152,8 +154,8 @@ def compute_prefix(
     are packed several to a row (``PackedRows``) so that the blocks see little more
     than the real tokens; positions after a text's end are left zero. Otherwise every
     row is computed at the full width L (its padding positions are read later).
-    ``log``: where to report progress every tenth of the work when no progress bar can
-    be shown (output not a terminal, e.g. a logged batch job). ``out``: where to write
+    Progress goes to this module's logger every tenth of the work when no progress bar
+    can be shown (output not a terminal, e.g. a logged batch job). ``out``: where to write
     (e.g. a memory-mapped file for data larger than memory). ``placement``: a mesh
     whose devices each compute their share of every batch's rows.
     """
@@ -213,7 +215,7 @@ def compute_prefix(
         def store(job, hidden):
             out[job] = to_host(hidden)[: len(job)]
 
-    progress = Progress(len(jobs), desc, log=log, estimate_after=ESTIMATE_AFTER)
+    progress = Progress(len(jobs), desc, log=logger.info, estimate_after=ESTIMATE_AFTER)
     pending: collections.deque = collections.deque()
     try:
         for job in jobs:
@@ -293,7 +295,6 @@ def cached_prefix(
     bucketed: bool = False,
     matmul_dtype: str | None = None,
     desc: str = "prefix",
-    log=print,
     placement: Placement | None = None,
 ) -> np.ndarray:
     """``compute_prefix``, kept in ``cache_dir`` as ``prefix-<key>.npy`` (read back
@@ -314,7 +315,6 @@ def cached_prefix(
         bucketed=bucketed,
         matmul_dtype=matmul_dtype,
         desc=desc,
-        log=log,
         placement=placement,
     )
     if cache_dir is None:
@@ -323,10 +323,10 @@ def cached_prefix(
         Path(cache_dir), prefix_key(cfg, params, ids, lengths, stop, bucketed, matmul_dtype)
     )
     shape = (*ids.shape, cfg.emb_dim)
-    reused = _reuse(entry, shape, desc, log)
+    reused = _reuse(entry, shape, desc)
     if reused is not None:
         return reused
-    return _compute_and_save(entry, shape, compute, desc, log)
+    return _compute_and_save(entry, shape, compute, desc)
 
 
 # --- the on-disk cache: one entry = prefix-<key>.npy + its record prefix-<key>.json -------
@@ -405,7 +405,7 @@ def entry_problem(entry: CacheEntry, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _reuse(entry: CacheEntry, shape: tuple[int, ...], desc: str, log) -> np.ndarray | None:
+def _reuse(entry: CacheEntry, shape: tuple[int, ...], desc: str) -> np.ndarray | None:
     """The verified entry, memory-mapped read-only; ``None`` when there is none. A damaged
     entry is reported in one line and removed so that it is computed and written afresh."""
     if not entry.array.is_file():
@@ -418,19 +418,17 @@ def _reuse(entry: CacheEntry, shape: tuple[int, ...], desc: str, log) -> np.ndar
         except (OSError, ValueError) as error:  # removed or replaced since it was checked
             problem = f"cannot be opened: {error}"
         else:
-            log(
+            logger.info(
                 f"{desc}: reusing {entry.array} (size and checksum verified in "
                 f"{time.perf_counter() - start:.1f} s)"
             )
             return array
-    log(f"{desc}: cache file {entry.array} is damaged ({problem}); computing it again")
+    logger.info(f"{desc}: cache file {entry.array} is damaged ({problem}); computing it again")
     _discard(entry.array, entry.record)  # the array first: a lone record is never trusted
     return None
 
 
-def _compute_and_save(
-    entry: CacheEntry, shape: tuple[int, ...], compute, desc: str, log
-) -> np.ndarray:
+def _compute_and_save(entry: CacheEntry, shape: tuple[int, ...], compute, desc: str) -> np.ndarray:
     """Compute into a memory-mapped temporary file, record it, then give it its name.
 
     Order: array file complete and flushed -> record written under its final name ->
@@ -460,7 +458,7 @@ def _compute_and_save(
     except OSError as error:
         if error.errno not in STORAGE_ERRNOS:
             raise
-        log(
+        logger.info(
             f"{desc}: cannot write the prefix cache in {entry.folder} "
             f"({error.strerror or error}); going on without the cache"
         )
@@ -468,7 +466,7 @@ def _compute_and_save(
         return array if array is not None else compute()
     finally:
         _discard(*parts)
-    log(f"{desc}: saved to {entry.array}")
+    logger.info(f"{desc}: saved to {entry.array}")
     return array
 
 
@@ -534,7 +532,6 @@ def prefix_inputs(
     matmul_dtype: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     disk_dir: str | os.PathLike | None = None,
-    log=print,
     placement: Placement | None = None,
 ) -> dict[str, np.ndarray]:
     """The hidden states entering block ``stop`` for every split of ``data``
@@ -556,7 +553,6 @@ def prefix_inputs(
                 bucketed=bucketed,
                 matmul_dtype=matmul_dtype,
                 desc=desc,
-                log=log,
                 placement=placement,
             )
             continue
@@ -574,7 +570,6 @@ def prefix_inputs(
             bucketed=bucketed,
             matmul_dtype=matmul_dtype,
             desc=desc,
-            log=log,
             out=target,
             placement=placement,
         )

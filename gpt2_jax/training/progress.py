@@ -34,9 +34,13 @@ def wait_ready(x, poll: float = POLL_SECONDS):
 class Progress:
     """A count of finished items out of ``total``: a bar on a terminal; without one, and
     given ``log``, a line at each tenth: ``desc: k/total units (p %), t s, rate, time
-    left``. ``estimate_after``: with that many items or more in all, one line after the
-    second item says how long the whole will take, from the second item's time (the
-    first includes compiling)."""
+    left``.
+
+    ``estimate_after``: with that many items or more in all, one line early on says how
+    long the whole will take: after the first item (which includes compiling) and a few
+    more (a twentieth of the pass, at least one), from their mean time; ``note(seconds)``
+    may add to that line. ``quiet_below``: the estimate and the tenth lines only when that
+    estimate says the pass takes at least this many seconds (short passes stay quiet)."""
 
     def __init__(
         self,
@@ -47,15 +51,19 @@ class Progress:
         log: Callable[[str], None] | None = None,
         estimate_after: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        note: Callable[[float], str] | None = None,
+        quiet_below: float | None = None,
     ):
         self.total, self.desc, self.units, self.clock = total, desc, units, clock
         self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None)
         self.lines = log if self.bar.disable and log else None
-        self.log = log
+        self.log, self.note, self.quiet_below = log, note, quiet_below
         self.estimate = log is not None and estimate_after is not None and total >= estimate_after
+        self.estimate_at = max(2, -(-total // 20))  # the item after which to estimate
+        self.seconds: float | None = None  # the estimate, once made
         self.marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
         self.start = clock()
-        self.times: list[float] = []  # when each item finished (first two only)
+        self.first: float | None = None  # when the first item finished
         self.count = 0
 
     def done(self, n: int = 1) -> None:
@@ -63,13 +71,21 @@ class Progress:
         now = self.clock()
         for _ in range(n):
             self.count += 1
-            if len(self.times) < 2:
-                self.times.append(now)
-                if len(self.times) == 2 and self.estimate:
-                    self._estimate()
-            if self.lines and self.count in self.marks:
+            if self.first is None:
+                self.first = now
+            if self.count == self.estimate_at and self.estimate:
+                self._estimate(now)
+            if self.lines and self.count in self.marks and self._loud():
                 self.lines(self._line(now))
         self.bar.update(n)
+
+    def _loud(self) -> bool:
+        """Whether the tenth lines are worth showing (see ``quiet_below``)."""
+        if self.quiet_below is None:
+            return True
+        if self.seconds is None:  # no estimate (yet): judge by the time so far
+            return self.clock() - self.start >= self.quiet_below
+        return self.seconds >= self.quiet_below
 
     def _line(self, now: float) -> str:
         elapsed = now - self.start
@@ -84,14 +100,23 @@ class Progress:
             )
         return line
 
-    def _estimate(self) -> None:
-        first, each = self.times[0] - self.start, self.times[1] - self.times[0]
-        whole = first + each * (self.total - 1)
-        assert self.log is not None
+    def _estimate(self, now: float) -> None:
+        assert self.first is not None and self.log is not None
+        first = self.first - self.start
+        each = (now - self.first) / (self.count - 1)
+        self.seconds = first + each * (self.total - 1)
+        if self.quiet_below is not None and self.seconds < self.quiet_below:
+            return
         self.log(
-            f"{self.desc}: about {whole:.0f} s for {self.total} {self.units} (the first "
+            f"{self.desc}: about {_seconds(self.seconds)} s for {self.total} {self.units} (the first "
             f"took {first:.1f} s with compiling, the next {each:.2f} s)"
+            + (self.note(self.seconds) if self.note is not None else "")
         )
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _seconds(t: float) -> str:
+    """Whole seconds, or two digits below ten."""
+    return f"{t:.0f}" if t >= 10 else f"{t:.2g}"

@@ -17,6 +17,7 @@ mesh adds shardings to these jits and leaves the loop as it is.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +38,11 @@ from gpt2_jax.training.metrics import classification_metrics
 from gpt2_jax.training.partition import merge
 from gpt2_jax.training.progress import Progress, wait_ready
 from gpt2_jax.util.tree import same_keys
+
+logger = logging.getLogger(__name__)
+
+ESTIMATE_AFTER = 10  # passes of this many batches or more estimate their time early
+LOUD_SECONDS = 30.0  # training and evaluation passes shorter than this log no progress
 
 
 class TrainState(NamedTuple):
@@ -230,7 +236,7 @@ def evaluate(
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
-    progress = Progress(len(outputs), desc)  # counts batches as they are read back
+    progress = _progress(len(outputs), desc)  # counts batches as they are read back
     for idx, out in outputs:  # read back only after every batch is queued
         for acc, value in zip(accumulators, out):
             acc[idx] = to_host(wait_ready(value))[: len(idx)]
@@ -238,6 +244,19 @@ def evaluate(
     progress.close()
     loss = float(np.sum(w * nll) / np.sum(w))
     return classification_metrics(data.labels, preds, loss, class_names)
+
+
+def _progress(total: int, desc: str, **units) -> Progress:
+    """Progress of a training or evaluation pass: a bar on a terminal; in a log, an
+    estimate and a line each tenth only for passes that take ``LOUD_SECONDS`` or more."""
+    return Progress(
+        total,
+        desc,
+        log=logger.info,
+        estimate_after=ESTIMATE_AFTER,
+        quiet_below=LOUD_SECONDS,
+        **units,
+    )
 
 
 class NonFiniteError(FloatingPointError):
@@ -273,7 +292,7 @@ def train_epoch(
     batches = epoch_order(len(data), batch_size, seed, epoch)
     losses, correct, pending = [], [], None
     # a step counts as done when its finiteness flag is read (one step late)
-    progress = Progress(len(batches), desc, unit="step", units="steps")
+    progress = _progress(len(batches), desc, unit="step", units="steps")
     bar = progress.bar
     for i, idx in enumerate(batches):
         width = batch_width(data.lengths[idx], x.shape[1], bucketed)
@@ -335,7 +354,7 @@ def fit(
     metrics, timings."""
     history = list(history or [])
     for epoch in range(first_epoch, epochs + 1):
-        t0 = time.perf_counter()
+        t0 = began = time.perf_counter()
         state, record = train_epoch(
             trainer,
             state,
@@ -373,4 +392,11 @@ def fit(
         history.append(record)
         if on_epoch is not None and on_epoch(state, history):
             break
+        if epoch < epochs:  # from the first epoch (with compiling) an upper bound
+            took = time.perf_counter() - began
+            logger.info(
+                f"epoch {epoch} took {took:.0f} s in all; about {took * (epochs - epoch):.0f} s "
+                f"left for epoch{'s' if epochs - epoch > 1 else ''} {epoch + 1}"
+                + (f"-{epochs}" if epochs - epoch > 1 else "")
+            )
     return state, history

@@ -2,8 +2,9 @@
 processes other than 0 show warnings only), and the run folder's ``run.log``.
 
 Modules log to ``logging.getLogger(__name__)``, all below the ``gpt2_jax`` logger, so an
-application can route or silence them like any library's. ``run_log`` keeps a copy of what
-a run said, timestamped, in its folder.
+application can route or silence them like any library's; no function takes a ``log``
+callable except ``run`` (its messages to that callable instead of the terminal). ``run_log``
+keeps a copy of what a run said, timestamped, in its folder.
 """
 
 from __future__ import annotations
@@ -52,25 +53,62 @@ def ensure_terminal() -> None:
         configure_terminal()
 
 
+class _Sink(logging.Handler):
+    """Each message, as a plain line, to a callable (``run(cfg, log=...)``)."""
+
+    def __init__(self, log: Callable[[str], None]):
+        super().__init__()
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log(record.getMessage())
+
+
+class _RunLog(logging.Handler):
+    """Each message after a timestamp, appended to the run folder's ``run.log``."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.line(record.getMessage())
+
+    def line(self, message: str) -> None:
+        self.f.write(f"{dt.datetime.now():%Y-%m-%d %H:%M:%S} {message}\n")
+        self.f.flush()
+
+
 @contextlib.contextmanager
-def run_log(path: Path | None, log: Callable[[str], None]) -> Iterator[Callable[[str], None]]:
-    """``log`` that also appends each message, after a timestamp, to ``path`` (None: just
-    ``log``). A resumed run appends to the same file. An exception leaving the block is
-    written there too, as the one line the terminal shows."""
-    if path is None:
-        yield log
-        return
-    with open(path, "a", encoding="utf-8") as f:
-
-        def both(message: str) -> None:
-            log(message)
-            f.write(f"{dt.datetime.now():%Y-%m-%d %H:%M:%S} {message}\n")
-            f.flush()
-
+def run_log(
+    path: Path | None, log: Callable[[str], None] | None = None, main: bool = True
+) -> Iterator[None]:
+    """While a run goes on, everything the ``gpt2_jax`` loggers say is also appended,
+    after a timestamp, to ``path`` (None: nowhere; a resumed run appends to the same file).
+    ``log``: the run's messages go to this callable instead of the terminal. ``main``
+    False (a process other than 0): warnings and errors only. An exception leaving the
+    block is written to ``path`` too, as the one line the terminal shows."""
+    logger = logging.getLogger(LOGGER)
+    saved = logger.handlers[:], logger.level, logger.propagate
+    if log is not None:
+        logger.handlers, logger.propagate = [_Sink(log)], False
+        logger.setLevel(logging.INFO)
+    else:
+        ensure_terminal()  # unless the application configured logging: then its levels
+    if not main:
+        logger.setLevel(logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        keep = None
+        if path is not None:
+            keep = _RunLog(stack.enter_context(open(path, "a", encoding="utf-8")))
+            logger.addHandler(keep)
         try:
-            yield both
+            yield
         except BaseException as err:
-            text = (str(err).splitlines() or [""])[0] or type(err).__name__
-            word = "stopped" if isinstance(err, KeyboardInterrupt) else "error"
-            f.write(f"{dt.datetime.now():%Y-%m-%d %H:%M:%S} {word}: {text}\n")
+            if keep is not None:
+                text = (str(err).splitlines() or [""])[0] or type(err).__name__
+                word = "stopped" if isinstance(err, KeyboardInterrupt) else "error"
+                keep.line(f"{word}: {text}")
             raise
+        finally:
+            logger.handlers, logger.level, logger.propagate = saved

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO
+from training_helpers import collected
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
@@ -90,7 +91,8 @@ def test_prefix_progress_counts_batches_when_their_results_are_ready(monkeypatch
     ids = np.random.default_rng(0).integers(0, 50, (6, 16)).astype(np.int32)
     lengths = np.full(6, 16)
     p = init_params(CFG, seed=5)
-    prefix.compute_prefix(CFG, p, ids, lengths, 2, batch_size=1, desc="prefix", log=events.append)
+    with collected(events):
+        prefix.compute_prefix(CFG, p, ids, lengths, 2, batch_size=1, desc="prefix")
     lines = [e for e in events if e != "ready"]
     assert len(lines) == 6 and lines[-1].startswith("prefix: 6/6 batches (100 %)")
     for k in range(1, 7):

@@ -73,7 +73,6 @@ def test_presets_train_exactly_their_leaves(preset, cfg, expected):
             part,
         ),
         jax.tree.map(jnp.array, params),
-        log=lambda s: None,
     )
     before, after = named_leaves(params), named_leaves(trained)
     for name in before:
@@ -238,7 +237,6 @@ def test_selected_epoch_is_the_one_returned_and_patience_stops():
             part,
         ),
         jax.tree.map(jnp.array, params),
-        log=lambda s: None,
     )
     chosen = best_epoch(history, "val_loss")
     last = history[-1]["epoch"]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from training_helpers import collected
 
 from gpt2_jax.data.batches import bucket_length
 from gpt2_jax.data.encoding import encode
@@ -111,7 +112,6 @@ def _train(params, data, pool, speed, **kwargs):
             part,
         ),
         jax.tree.map(jnp.array, params),
-        log=lambda s: None,
         **kwargs,
     )
 
@@ -147,8 +147,9 @@ def test_prefix_cache_on_disk(params, batch, tmp_path):
 
     ids, lengths, _ = batch
     logs = []
-    first = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
-    again = cached_prefix(tmp_path, CFG, params, ids, lengths, 2, log=logs.append)
+    with collected(logs):
+        first = cached_prefix(tmp_path, CFG, params, ids, lengths, 2)
+        again = cached_prefix(tmp_path, CFG, params, ids, lengths, 2)
     cache_lines = [line for line in logs if " batches (" not in line]  # not progress lines
     assert "saved to" in cache_lines[0] and "reusing" in cache_lines[1]
     np.testing.assert_array_equal(again, first)
@@ -166,7 +167,8 @@ def test_prefix_cache_on_disk(params, batch, tmp_path):
 def test_prefix_progress_is_logged_without_a_terminal(params, batch):
     ids, lengths, _ = batch  # under pytest stderr is not a terminal: no bar, log lines instead
     logs = []
-    compute_prefix(CFG, params, ids, lengths, 2, batch_size=1, desc="prefix train", log=logs.append)
+    with collected(logs):
+        compute_prefix(CFG, params, ids, lengths, 2, batch_size=1, desc="prefix train")
     assert [line.split(",")[0] for line in logs] == [
         "prefix train: 1/4 batches (25 %)",
         "prefix train: 2/4 batches (50 %)",

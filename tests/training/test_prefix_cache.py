@@ -1,5 +1,6 @@
 """The on-disk prefix cache is reused only when it is intact, and never stops a run."""
 
+import contextlib
 import errno
 import json
 import os
@@ -7,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from training_helpers import collected
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
@@ -63,8 +65,10 @@ def entry_of(folder, params, batch) -> CacheEntry:
     return CacheEntry(folder, prefix_key(CFG, params, *batch, STOP, False, None))
 
 
-def run(folder, params, batch, logs):
-    return cached_prefix(folder, CFG, params, *batch, STOP, desc="prefix train", log=logs.append)
+def run(folder, params, batch, logs=None):
+    """The cached prefix; ``logs`` (a list) gets what it logs."""
+    with collected(logs) if logs is not None else contextlib.nullcontext():
+        return cached_prefix(folder, CFG, params, *batch, STOP, desc="prefix train")
 
 
 def cache_lines(logs):
@@ -181,15 +185,16 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
 
     def one_run(i):
         try:
-            results[i] = np.array(run(tmp_path, params, batch, logs))
+            results[i] = np.array(run(tmp_path, params, batch))
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
     threads = [threading.Thread(target=one_run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with collected(logs):  # one collector for both threads
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     assert errors == []
     assert cache_lines(logs).count(f"prefix train: saved to {entry.array}") == 2
@@ -256,7 +261,7 @@ def test_read_only_cache_folder(params, batch, fresh, tmp_path):
 
 
 def test_no_cache_dir_computes_in_memory(params, batch, fresh):
-    np.testing.assert_array_equal(cached_prefix(None, CFG, params, *batch, STOP, log=None), fresh)
+    np.testing.assert_array_equal(cached_prefix(None, CFG, params, *batch, STOP), fresh)
 
 
 def test_interrupted_write_leaves_nothing_reusable(params, batch, fresh, tmp_path, monkeypatch):

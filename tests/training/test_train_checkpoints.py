@@ -7,7 +7,7 @@ import re
 import jax
 import numpy as np
 import pytest
-from training_helpers import CFG, train_with_checkpoints
+from training_helpers import CFG, collected, train_with_checkpoints
 from training_helpers import tiny_data as _data
 from training_helpers import tiny_partition as _partition
 
@@ -36,8 +36,7 @@ def _fit(run_dir, epochs, resume=False, lines=None):
     weights = np.array([1.0, 2.0], np.float32)
     plan = TrainingPlan(DATA, ("ham", "spam"), tc, SpeedConfig(), "last", weights)
     job = TrainingJob(plan, GPTModel(CFG), _partition(params))
-    log = lines.append if lines is not None else None
-    return train_with_checkpoints(job, params, run_dir / "ckpt", keep=3, resume=resume, log=log)
+    return train_with_checkpoints(job, params, run_dir / "ckpt", keep=3, resume=resume, lines=lines)
 
 
 def _state_like_and_fingerprints():
@@ -137,7 +136,8 @@ def test_digests_round_trip(tmp_path):
             } <= set(digests)
             assert len(digests) == len(jax.tree.leaves(restored.state))
         lines = []
-        latest = checkpoints.resume(like, fingerprints, log=lines.append)
+        with collected(lines):
+            latest = checkpoints.resume(like, fingerprints)
         assert latest.meta["epoch"] == 2 and latest.skipped == [] and lines == []
         assert state_digests(checkpoints.restore(1, like).state) != digests  # epoch 2's
     finally:
@@ -202,11 +202,12 @@ def test_unreadable_newest_epoch_falls_back(tmp_path, how, reason):
         if how != "meta":  # another run's data is refused, not taken for damage
             other = dict(fingerprints, data_fingerprint="0" * 64)
             with pytest.raises(ValueError, match="saved for other training data"):
-                checkpoints.resume(like, other, log=lambda s: None)
+                checkpoints.resume(like, other)
             assert (tmp_path / "ckpt" / "2").exists()
 
         lines = []
-        restored = checkpoints.resume(like, fingerprints, log=lines.append)
+        with collected(lines):
+            restored = checkpoints.resume(like, fingerprints)
         assert restored.meta["epoch"] == 1 and int(restored.state.step) == 4
         assert [epoch for epoch, _ in restored.skipped] == [2]
         assert reason in restored.skipped[0][1]
@@ -236,7 +237,8 @@ def test_checkpoint_without_digests_is_restored_with_a_warning(tmp_path):
         )
         checkpoints._manager.wait_until_finished()
         lines = []
-        restored = checkpoints.resume(like, fingerprints, log=lines.append)
+        with collected(lines):
+            restored = checkpoints.resume(like, fingerprints)
         assert restored.meta["epoch"] == 1 and not restored.verified and restored.skipped == []
         assert len(lines) == 1 and "unverified" in lines[0] and "ckpt/1" in lines[0]
     finally:
