@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 SMS_FILE_NAME = "SMSSpamCollection"  # the one extension-less name ``fmt="auto"`` knows
@@ -43,27 +44,6 @@ class Problems:
         )
 
 
-def decode(path: Path, raw: bytes) -> str:
-    """The file as text (UTF-8, a leading byte-order mark dropped); a byte that is not
-    UTF-8 is reported with its line and its byte position in that line (the mark not
-    counted: editors do not show it)."""
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line, column = byte_place(raw, err.start)
-        raise ValueError(
-            f"{path} line {line}, byte {column}: {raw[err.start]:#04x} is not "
-            "UTF-8 (save the file as UTF-8)"
-        ) from None
-
-
-def byte_place(raw: bytes, offset: int) -> tuple[int, int]:
-    """(line, byte in that line) of ``raw[offset]``, both 1-based."""
-    line = raw.count(b"\n", 0, offset) + 1
-    return line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-
-
 class CsvRecordError(ValueError):
     """The csv module refused a record: ``start`` = the line the record starts on,
     ``line`` = where the parser gave up, ``reason`` = its message."""
@@ -82,12 +62,22 @@ def csv_records(text: str, delimiter: str, strict: bool = True) -> list[tuple[in
     (or text right after a closing quote) a ``CsvRecordError`` instead of being taken as
     data; that is what a broken quote looks like.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=strict)
+    lines = io.StringIO(text, newline="")
+    return list(iter_csv_records(lines, delimiter, strict, longest=len(text)))
+
+
+def iter_csv_records(
+    lines: Iterable[str], delimiter: str, strict: bool = True, *, longest: int
+) -> Iterator[tuple[int, int, list]]:
+    """``csv_records`` one record at a time, from ``lines`` (as a file opened with
+    ``newline=""`` gives them); ``longest``: the longest a field can be (the file's
+    length)."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=strict)
     limit = csv.field_size_limit()
     # A field cannot be longer than the file; the default limit (128 KiB) would turn an
     # unclosed quote into a "field larger than field limit" error far from its start.
-    csv.field_size_limit(max(limit, len(text) + 1))
-    records, done = [], 0  # done: lines consumed by the records before
+    csv.field_size_limit(max(limit, longest + 1))
+    done = 0  # done: lines consumed by the records before
     try:
         while True:
             try:
@@ -97,8 +87,36 @@ def csv_records(text: str, delimiter: str, strict: bool = True) -> list[tuple[in
             except csv.Error as err:
                 raise CsvRecordError(done + 1, reader.line_num, str(err)) from None
             if row:  # a blank line is an empty record
-                records.append((done + 1, reader.line_num, row))
+                yield done + 1, reader.line_num, row
             done = reader.line_num
     finally:
         csv.field_size_limit(limit)
-    return records
+
+
+def text_lines(path: Path, newline: str) -> Iterator[str]:
+    """The file's lines, read as UTF-8 a block at a time (a leading byte-order mark
+    dropped); ``newline`` as for ``open`` ("" = any line end, kept; "\n" = "\n" only).
+    A byte that is not UTF-8 is reported with its line and its byte position in
+    that line (the mark not counted: editors do not show it)."""
+    with open(path, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig", newline=newline) as f:
+        try:
+            yield from f
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> ValueError:
+    """The error for the first byte of ``path`` that is not UTF-8, found line
+    by line."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return ValueError(
+                    f"{path} line {number}, byte {err.start + 1}: {line[err.start]:#04x} "
+                    "is not UTF-8 (save the file as UTF-8)"
+                )
+    return ValueError(f"{path}: not UTF-8 (save the file as UTF-8)")

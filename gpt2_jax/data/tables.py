@@ -27,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from gpt2_jax.data import sms
+from gpt2_jax.data.budget import Budget, check_whole_file
 from gpt2_jax.data.records import (
     SMS_FILE_NAME,
     SMS_QUOTING,
     CsvRecordError,
     Problems,
-    csv_records,
-    decode,
+    iter_csv_records,
+    text_lines,
 )
 
 FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
@@ -75,6 +76,7 @@ def read_table(
     text_column: str = "text",
     label_column: str | None = "label",
     sms_quoting: str = "pandas",
+    memory_budget: int | None = None,
 ) -> pd.DataFrame:
     """The standard frame (``text``, ``label``, ``where``; see the module docstring) of a
     labelled text file.
@@ -88,6 +90,12 @@ def read_table(
     ``attrs["joined"]``, the messages that took several lines). A leading UTF-8
     byte-order mark is dropped in every text format. Every problem is a ValueError
     naming the file and line.
+
+    Memory: CSV, TSV and JSON Lines are read a block at a time, keeping only the two
+    columns' cells, and reading stops with an error naming the file as soon as the kept
+    rows pass the budget; SMS and Parquet files are read whole, so their size is checked
+    first (see ``gpt2_jax.data.budget``: ``memory_budget`` in bytes, else the
+    environment's ``GPT2_JAX_DATA_BUDGET_GIB``, else half the memory available).
     """
     path = Path(path)
     if fmt == "auto":
@@ -100,6 +108,8 @@ def read_table(
         )
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
+    if fmt in ("sms", "parquet"):
+        check_whole_file(path, fmt, memory_budget)
     if fmt == "sms":
         return sms.read_sms_spam(path, quoting=sms_quoting)
     if label_column is not None and label_column == text_column:
@@ -108,11 +118,34 @@ def read_table(
             "different columns with --text-column and --label-column"
         )
     columns = (text_column,) if label_column is None else (text_column, label_column)
+    kept = _Kept(path, columns, Budget(path, memory_budget))
     if fmt in ("csv", "tsv"):
-        return _read_delimited(path, "," if fmt == "csv" else "\t", columns)
+        return _read_delimited(path, "," if fmt == "csv" else "\t", kept)
     if fmt == "jsonl":
-        return _read_jsonl(path, columns)
-    return _read_parquet(path, columns)
+        return _read_jsonl(path, kept)
+    return _read_parquet(path, kept)
+
+
+class _Kept:
+    """The rows a reader keeps: ``cells[i]`` = (text[, label]) of the row at
+    ``places[i]`` ("line 3"), counted against the memory budget."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], budget: Budget):
+        self.path, self.columns, self.budget = path, columns, budget
+        self.places: list[str] = []
+        self.cells: list[tuple] = []
+
+    def check(self, problems: Problems, place: str, values) -> None:
+        """One record's cells checked (see ``_check_cells``) and, when fine, kept with
+        its place; the record loop of every reader goes through here."""
+        checked = _check_cells(problems, place, self.columns, *values)
+        if checked is not None:
+            self.budget.keep(place, checked)
+            self.places.append(place)
+            self.cells.append(checked)
+
+    def frame(self) -> pd.DataFrame:
+        return _frame(self.path, self.columns, self.places, self.cells)
 
 
 def _frame(
@@ -130,17 +163,6 @@ def _frame(
     df = pd.DataFrame(cells, columns=names)  # string columns, as pandas reads the SMS file
     df["where"] = [f"{path.name} {place}" for place in places]
     return df
-
-
-def _keep_checked(
-    problems: Problems, place: str, columns: tuple[str, ...], values, places: list, cells: list
-) -> None:
-    """One record's cells checked (see ``_check_cells``) and, when fine, kept with its
-    place; the record loop of every reader goes through here."""
-    checked = _check_cells(problems, place, columns, *values)
-    if checked is not None:
-        places.append(place)
-        cells.append(checked)
 
 
 def _check_cells(
@@ -193,16 +215,29 @@ def _is_null(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_delimited(path: Path, delimiter: str, kept: _Kept) -> pd.DataFrame:
     """CSV (``delimiter=","``) or TSV with a header row and standard quoting.
 
     Python's csv module parses it (every cell a string, nothing turned into NaN, like
     pandas with ``dtype=str, keep_default_na=False``): the same parser then gives the
-    values and the line each record starts on, so ``where`` cannot disagree with them."""
-    text = decode(path, path.read_bytes())
+    values and the line each record starts on, so ``where`` cannot disagree with them.
+    The file is read a block at a time; only the wanted cells are kept."""
     name = "tab" if delimiter == "\t" else "comma"
+    lines = text_lines(path, newline="")
+    records = iter_csv_records(lines, delimiter, longest=path.stat().st_size)
     try:
-        records = csv_records(text, delimiter)
+        _, _, header = next(records, (0, 0, None))
+        if header is None:
+            raise ValueError(
+                f"{path}: empty file; expected a header row naming the columns "
+                f"(e.g. {delimiter.join(kept.columns)}) and rows under it"
+            )
+        index = _column_index(path, header, kept.columns)
+        problems = Problems(path, "fill in or remove these rows")
+        for start, end, row in records:
+            _check_record(problems, kept, (start, end), row, header, index, name)
+            if problems.full:
+                problems.raise_if_any(more=True)
     except CsvRecordError as err:
         hint = (
             "a quote opened here is never closed"
@@ -214,34 +249,29 @@ def _read_delimited(path: Path, delimiter: str, columns: tuple[str, ...]) -> pd.
             f'end with " right before a {name} or the line end, and a " inside '
             'it must be doubled ("")'
         ) from None
-    if not records:
-        raise ValueError(
-            f"{path}: empty file; expected a header row naming the columns "
-            f"(e.g. {delimiter.join(columns)}) and rows under it"
-        )
-    (_, _, header), rows = records[0], records[1:]
-    index = _column_index(path, header, columns)
-    problems = Problems(path, "fill in or remove these rows")
-    places: list[str] = []
-    cells: list[tuple] = []
-    for start, end, row in rows:
-        place = f"line {start}"
-        if len(row) != len(header):
-            span = (
-                f" (the record runs over lines {start}-{end}: is a quote not closed?)"
-                if end > start
-                else ""
-            )
-            problems.add(
-                f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
-                f'quote a field that holds a {name} ("...")'
-            )
-        else:
-            _keep_checked(problems, place, columns, [row[i] for i in index], places, cells)
-        if problems.full:
-            problems.raise_if_any(more=True)
     problems.raise_if_any()
-    return _frame(path, columns, places, cells)
+    return kept.frame()
+
+
+def _check_record(
+    problems: Problems, kept: _Kept, lines: tuple[int, int], row: list, header: list, index, name
+) -> None:
+    """One CSV/TSV record (on ``lines`` first..last) checked and kept; ``index``: the
+    wanted columns' positions; ``name``: the delimiter's name."""
+    start, end = lines
+    place = f"line {start}"
+    if len(row) == len(header):
+        kept.check(problems, place, [row[i] for i in index])
+        return
+    span = (
+        f" (the record runs over lines {start}-{end}: is a quote not closed?)"
+        if end > start
+        else ""
+    )
+    problems.add(
+        f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
+        f'quote a field that holds a {name} ("...")'
+    )
 
 
 def _column_index(path: Path, header: list[str], columns: tuple[str, ...]) -> list[int]:
@@ -274,39 +304,59 @@ def _require_columns(
     )
 
 
-def _read_jsonl(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """One JSON object per line (blank lines skipped); ``columns`` are its keys."""
-    text = decode(path, path.read_bytes())
+def _read_jsonl(path: Path, kept: _Kept) -> pd.DataFrame:
+    """One JSON object per line (blank lines skipped); ``kept.columns`` are its keys. A
+    key twice in one object is refused (JSON parsers keep the last one silently)."""
+    columns = kept.columns
     example = ", ".join(f'"{c}": "..."' for c in columns)
     problems = Problems(
         path, f"fix or remove these lines; each holds one JSON object like {{{example}}}"
     )
-    places: list[str] = []
-    cells: list[tuple] = []
-    # split on "\n" only: str.splitlines would also split at U+2028 etc., which JSON
+    # newline "\n" only: str.splitlines would also split at U+2028 etc., which JSON
     # strings may hold unescaped
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(text_lines(path, newline="\n"), start=1):
         if not line.strip():
             continue
         place = f"line {number}"
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             problems.add(f"{place}: not valid JSON ({err.msg} at column {err.colno})")
+        except _DuplicateKey as err:
+            problems.add(f"{place}: key {err.key!r} appears twice in one object; keep one")
         else:
             if not isinstance(record, dict):
                 problems.add(f"{place}: a JSON {type(record).__name__}, not an object")
             elif any(c not in record for c in columns):
                 _require_columns(path, list(record), columns, place)
             else:
-                _keep_checked(problems, place, columns, [record[c] for c in columns], places, cells)
+                kept.check(problems, place, [record[c] for c in columns])
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
-    return _frame(path, columns, places, cells)
+    return kept.frame()
 
 
-def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: the object as a dict, or ``_DuplicateKey``
+    for its first key that occurs twice."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
+def _read_parquet(path: Path, kept: _Kept) -> pd.DataFrame:
     """A parquet file through pandas (needs pyarrow or fastparquet); ``where`` counts
     rows from 1."""
     try:
@@ -319,24 +369,13 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
                 f"reading {path.name} needs pyarrow: pip install 'gpt2_jax[parquet]'"
             ) from None
     table = pd.read_parquet(path)
+    columns = kept.columns
     _require_columns(path, [str(c) for c in table.columns], columns)
     problems = Problems(path, "fill in or remove these rows")
-    places: list[str] = []
-    cells: list[tuple] = []
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):
-        place = f"row {number}"
-        _keep_checked(problems, place, columns, row, places, cells)
+        kept.check(problems, f"row {number}", row)
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
-    return _frame(path, columns, places, cells)
-
-
-# --------------------------------------------------------------------------- classes
-
-
-# --------------------------------------------------------------------------- splits
-
-
-# --------------------------------------------------------------------------- encoding
+    return kept.frame()
