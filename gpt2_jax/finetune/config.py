@@ -228,6 +228,13 @@ class DataConfig:
         default=False,
         metadata={"help": "undersample every class to the rarest one before splitting"},
     )
+    drop_duplicates: bool = field(
+        default=False,
+        metadata={
+            "help": "leave out of validation and test the rows whose text is also a training "
+            "(or, for test, a validation) text; the run counts such rows either way"
+        },
+    )
     max_length: int | str = field(
         default="longest",
         metadata={

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
-from gpt2_jax.data import encoding, sms, tables
+from gpt2_jax.data import checks, encoding, sms, tables
 from gpt2_jax.data import splits as splitting
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune import missing
@@ -110,6 +110,8 @@ class LabelledData:
     files: dict[str, str]
     rows: int
     joined: list[dict]  # records that quoting joined over several lines (SMS format)
+    duplicates: checks.DuplicateReport  # texts shared between splits (before any drop)
+    dropped: dict[str, int]  # rows left out of val/test with --drop-duplicates
 
 
 def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
@@ -132,6 +134,9 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         )
 
     df = read(path, fmt)
+    checks.check_labels(
+        df["label"], df["where"], explicit=d.class_order(), source=str(path), column=d.label_column
+    )
     classes = splitting.class_names(df["label"], d.class_order(), where=df["where"])
     absent = sorted(set(classes) - set(df["label"]))
     if absent:
@@ -162,8 +167,13 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
             frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
             extra[name] = splitting.add_class_ids(frame, classes, what="training")
     splits = dataclasses.replace(splits, **extra)
+    duplicates = checks.duplicate_texts(splits)
+    dropped: dict[str, int] = {}
+    if d.drop_duplicates:
+        splits, dropped = checks.drop_duplicate_texts(splits)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
-    return LabelledData(splits, classes, files, len(df), df.attrs.get("joined", []))
+    joined = df.attrs.get("joined", [])
+    return LabelledData(splits, classes, files, len(df), joined, duplicates, dropped)
 
 
 def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int) -> str:
@@ -320,8 +330,12 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
         "joined": labelled.joined,
         "max_length": length,
         "held_out_at": labelled.splits.held_out_at,  # shuffled row where val starts
+        "duplicates": labelled.duplicates.as_dict(),
+        "duplicates_dropped": labelled.dropped,
         "splits": {},
     }
+    if labelled.duplicates.rows:
+        logger.info(_duplicates_line(labelled))
     if labelled.joined:
         logger.info(
             f"quoting joined {len(labelled.joined)} message(s) over several lines: "
@@ -361,6 +375,14 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
     if warning:
         logger.info(warning)
     return data_info
+
+
+def _duplicates_line(labelled: LabelledData) -> str:
+    """The texts validation and test share with earlier splits, and what was done."""
+    line = labelled.duplicates.line()
+    if labelled.dropped:
+        return line + "; left out: " + ", ".join(f"{k} {v}" for k, v in labelled.dropped.items())
+    return line + " (their scores partly measure memory; --drop-duplicates leaves them out)"
 
 
 def padding_warning(encoded: dict, length: int, padded: bool, limit: float = 2.0) -> str | None:
