@@ -24,239 +24,30 @@ import sys
 import time
 from pathlib import Path
 
-from gpt2_jax.finetune.record import METRICS_FILE, RunRecord
+from gpt2_jax.commands.grid_rows import (
+    BOOK_CONTEXT,
+    BOOK_ROWS,
+    BOOK_TOKEN,
+    book_rows,
+    flag_value,
+    read_rows_file,
+)
+from gpt2_jax.commands.grid_table import describe, model_label, result_of, table
 from gpt2_jax.util.machine import machine_name
 
-# The book's rows (LLMs-from-scratch, ch06/02_bonus_additional-experiments) in this
-# project's flags, with the figures the book publishes for them (pretrained weights,
-# its balanced split, 5 epochs, batch 8, on an A100).
-BOOK_ROWS = [
-    # row, flags, (train acc, val acc, test acc, minutes)
-    (1, [], (96.63, 99.33, 95.00, 0.28)),
-    (2, ["--pool", "first"], (78.46, 80.54, 75.00, 0.28)),
-    (3, ["--trainable", "last_layer"], (78.65, 79.87, 72.00, 0.25)),
-    (4, ["--trainable", "last_two_blocks"], (98.85, 98.66, 98.33, 0.33)),
-    (5, ["--trainable", "all"], (99.62, 96.64, 96.67, 0.69)),
-    (6, ["--model-size", "355M"], (87.50, 91.28, 84.67, 0.75)),
-    (7, ["--model-size", "774M"], (99.52, 98.66, 96.67, 1.50)),
-    (8, ["--model-size", "1558M"], (99.81, 99.81, 98.33, 2.83)),
-    (9, ["--model-size", "1558M", "--trainable", "all"], (100.00, 98.66, 98.67, 8.12)),
-    (10, ["--weights", "random", "--trainable", "all"], (100.00, 96.64, 93.67, 0.69)),
-    # LoRA: the book scales the adapters by alpha, this project by alpha / rank (the
-    # LoRA paper's convention), so the book's alpha 16 and 8 at rank 16 are 256 and 128
-    (
-        11,
-        ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "256"],
-        (100.00, 97.32, 96.67, 0.75),
-    ),
-    (
-        12,
-        [
-            "--model-size",
-            "1558M",
-            "--trainable",
-            "lora",
-            "--lora-rank",
-            "16",
-            "--lora-alpha",
-            "128",
-        ],
-        (100.00, 98.66, 98.33, 5.79),
-    ),
-    (13, ["--max-length", "context"], (83.08, 87.92, 78.33, 2.46)),
-    (14, ["--batch-size", "1", "--pool", "last-real"], (100.00, 98.66, 98.00, 1.75)),
-    (
-        15,
-        ["--batch-size", "1", "--accumulation-steps", "8", "--pool", "last-real"],
-        (99.33, 98.66, 98.33, 1.70),
-    ),
-    (16, ["--pool", "last-real"], (99.42, 98.66, 98.33, 0.30)),
-    (17, ["--disable-causal-mask"], (99.23, 98.66, 95.33, 0.29)),
-    (18, ["--ignore-index", "50256"], (96.63, 99.33, 95.00, 0.28)),
-    (19, ["--pool", "mean"], (97.79, 99.33, 96.33, 0.32)),
+__all__ = [  # names the tests import from here
+    "BOOK_CONTEXT",
+    "BOOK_ROWS",
+    "BOOK_TOKEN",
+    "book_rows",
+    "describe",
+    "flag_value",
+    "main",
+    "model_label",
+    "read_rows_file",
+    "result_of",
+    "table",
 ]
-BOOK_CONTEXT = {
-    13: "context length (1024)",
-    14: "no padding (batch 1)",
-    15: "no padding (batch 1, accumulation 8)",
-    16: "flexible (last real token)",
-    17: "longest; no causal mask",
-    18: "longest; ignore_index for padding",
-}
-BOOK_TOKEN = {2: "first", 19: "last + pooled embeddings"}
-
-
-def book_rows() -> list[dict]:
-    return [
-        {
-            "name": f"{n:02d}",
-            "book_row": n,
-            "flags": flags,
-            "book": dict(zip(("train_acc", "val_acc", "test_acc", "minutes"), figures)),
-        }
-        for n, flags, figures in BOOK_ROWS
-    ]
-
-
-def read_rows_file(path: Path) -> list[dict]:
-    """Your rows: a JSON list of ``{"name": "...", "flags": ["--pool", "mean", ...]}``."""
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --rows-file {path}: {err}") from None
-    if not isinstance(rows, list):
-        raise SystemExit(f"error: --rows-file {path}: expected a JSON list of rows")
-    for i, row in enumerate(rows):
-        ok = (
-            isinstance(row, dict)
-            and isinstance(row.get("name"), str)
-            and row["name"]
-            and "/" not in row["name"]
-            and isinstance(row.get("flags"), list)
-            and all(isinstance(f, str) for f in row["flags"])
-        )
-        if not ok:
-            raise SystemExit(
-                f"error: --rows-file {path}: row {i} must be "
-                '{"name": "NAME", "flags": ["--flag", "value", ...]} '
-                f"(a name without '/'), got {row!r}"
-            )
-    names = [row["name"] for row in rows]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"error: --rows-file {path}: row names repeat: {names}")
-    return rows
-
-
-def flag_value(flags: list[str], flag: str, default: str) -> str:
-    """The last value given for ``flag`` in ``flags`` (as argparse reads it)."""
-    value = default
-    for i, item in enumerate(flags):
-        if item == flag and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif item.startswith(flag + "="):
-            value = item.split("=", 1)[1]
-    return value
-
-
-def model_label(settings: dict) -> str:
-    """ "124M" for OpenAI's sizes, else the layers and width the checkpoint has."""
-    from gpt2_jax.model.config import MODEL_SIZES
-
-    for name, known in MODEL_SIZES.items():
-        if all(settings.get(k) == v for k, v in known.items()):
-            return name
-    return f"custom ({settings.get('n_layer')} layers, {settings.get('n_embd')} dims)"
-
-
-def describe(flags: list[str], metrics: dict | None) -> dict:
-    """The book's descriptive columns for a run with these flags."""
-    config = (metrics or {}).get("config", {})
-    model = config.get("model", {})
-    train = config.get("train", {})
-    trainable = train.get("trainable") or [flag_value(flags, "--trainable", "auto")]
-    weights = model.get("weights") or flag_value(flags, "--weights", "pretrained")
-    trainable = [
-        ("last_block" if weights == "pretrained" else "all") if t == "auto" else t
-        for t in trainable
-    ]  # what "auto" stands for
-    length = (metrics or {}).get("data", {}).get("max_length")
-    context = flag_value(flags, "--max-length", "longest")
-    settings = (metrics or {}).get("settings")
-    return {
-        "model": (model_label(settings) if settings else flag_value(flags, "--model-size", "124M")),
-        "weights": weights,
-        "token": model.get("pool") or flag_value(flags, "--pool", "last"),
-        "layers": " ".join(trainable),
-        "context": f"{context} ({length})" if length else context,
-        "causal": model.get("causal_mask", "--disable-causal-mask" not in flags),
-        "batch": train.get("batch_size"),
-        "accumulation": train.get("accumulation_steps"),
-        "ignore_index": train.get("ignore_index"),
-    }
-
-
-def result_of(run_dir: Path) -> dict | None:
-    """The figures of a finished run, or None (not run, failed, or still going)."""
-    try:
-        record = RunRecord.read(run_dir / METRICS_FILE)
-    except (OSError, ValueError):
-        return None
-    if record.status != "finished" or not record.epochs:
-        return None
-    chosen = record.selected.epoch if record.selected else len(record.epochs)
-    last = record.epochs[chosen - 1]
-    out = {
-        "seconds": record.total_seconds,
-        "peak_gib": record.peak_memory_gib,
-        "metrics": record.to_dict(),
-    }
-    for split in ("train", "val", "test"):
-        if split in last:
-            out[f"{split}_acc"] = 100 * last[split]["accuracy"]
-            out[f"{split}_macro_f1"] = last[split].get("macro_f1")
-            recall = next((v for k, v in last[split].items() if k.endswith("_recall")), None)
-            out[f"{split}_recall"] = recall
-    return out
-
-
-def _pct(value) -> str:
-    return "" if value is None else f"{value:.2f}%"
-
-
-def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> str:
-    head = (
-        "| row | model | weights | token position | trainable layers | context length "
-        "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
-        "peak memory | device |"
-    )
-    lines = [head, "|" + "---|" * 14]
-    for row in rows:
-        rec = records.get(row["name"], {})
-        res = rec.get("result")
-        d = describe(shared + row["flags"], res["metrics"] if res else None)
-        context = d["context"] + ("" if d["causal"] else "; no causal mask")
-        if d["ignore_index"] is not None:
-            context += f"; ignore_index {d['ignore_index']}"
-        if d["batch"] == 1:
-            context += "; batch 1" + (
-                f", accumulation {d['accumulation']}" if (d["accumulation"] or 1) > 1 else ""
-            )
-        if res is None:
-            status = rec.get("status", "not run")
-            lines.append(
-                f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | "
-                f"{d['layers']} | {context} | {status} ||||||| |"
-            )
-            continue
-        recall, f1, peak = res.get("test_recall"), res.get("test_macro_f1"), res.get("peak_gib")
-        lines.append(
-            f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | {d['layers']} | "
-            f"{context} | {_pct(res.get('train_acc'))} | {_pct(res.get('val_acc'))} | "
-            f"{_pct(res.get('test_acc'))} | {'' if recall is None else f'{recall:.4f}'} | "
-            f"{'' if f1 is None else f'{f1:.4f}'} | {res['seconds'] / 60:.2f} min | "
-            f"{'' if peak is None else f'{peak:.2f} GiB'} | {device} |"
-        )
-    book = [row for row in rows if "book" in row]
-    if book:
-        lines += [
-            "",
-            "The book's published figures for its rows (pretrained GPT-2, the book's "
-            "balanced split, 5 epochs, batch 8, A100):",
-            "",
-            "| row | model | token position | trainable layers | context length | "
-            "train acc | val acc | test acc | time |",
-            "|" + "---|" * 9,
-        ]
-        for row in book:
-            n, b = row["book_row"], row["book"]
-            d = describe(row["flags"], None)
-            lines.append(
-                f"| {n} | {d['model']} | {BOOK_TOKEN.get(n, 'last')} | "
-                f"{d['layers']} | "
-                f"{BOOK_CONTEXT.get(n, 'longest train ex. (120)')} | {b['train_acc']:.2f}% | "
-                f"{b['val_acc']:.2f}% | {b['test_acc']:.2f}% | {b['minutes']:.2f} min |"
-            )
-    return "\n".join(lines) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
