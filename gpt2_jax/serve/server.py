@@ -9,6 +9,9 @@ import time
 from typing import TYPE_CHECKING
 
 from gpt2_jax.serve.batcher import batch_rows
+from gpt2_jax.serve.connections import http_protocol
+
+READ_TIMEOUT = 10.0  # seconds a client has to send a whole request (--read-timeout)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -52,10 +55,12 @@ def uvicorn_server(
     log_level: str = "warning",
     access_log: bool = False,
     max_connections: int | None = None,
+    read_timeout: float = READ_TIMEOUT,
 ) -> uvicorn.Server:
     """uvicorn for ``app`` on ``sock``; over ``max_connections`` open connections, new
-    ones get 503 at once (uvicorn's ``limit_concurrency``), so a flood of slow clients
-    cannot exhaust the server."""
+    ones get 503 at once, and a request not received whole within ``read_timeout``
+    seconds gets 408 and its connection closed, so slow clients cannot lock others out
+    (``connections.http_protocol``)."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
@@ -67,7 +72,7 @@ def uvicorn_server(
             log_level=log_level,
             access_log=access_log,
             lifespan="on",
-            limit_concurrency=max_connections,
+            http=http_protocol(read_timeout, max_connections),
         )
     )
 
@@ -82,15 +87,18 @@ class ServerThread:
         host: str = "127.0.0.1",
         start_timeout: float = 60.0,
         max_connections: int | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ):
         self.app, self.host, self.start_timeout = app, host, start_timeout
-        self.max_connections = max_connections
+        self.max_connections, self.read_timeout = max_connections, read_timeout
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
         sock = listen(self.host, 0)
-        self.server = uvicorn_server(self.app, sock, max_connections=self.max_connections)
+        self.server = uvicorn_server(
+            self.app, sock, max_connections=self.max_connections, read_timeout=self.read_timeout
+        )
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
         )
