@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from gpt2_jax.commands.grid_process import (
+    last_line,
+    restore_signals,
+    resumable,
+    run_child,
+    stop_signals,
+)
 from gpt2_jax.commands.grid_rows import (
     BOOK_CONTEXT,
     BOOK_ROWS,
@@ -142,16 +148,18 @@ class Grid:
             str(self.out / "prefix-cache"),
         ]
 
+    def earlier_command(self, name: str) -> list[str] | None:
+        try:
+            return json.loads((self.out / f"{name}.command.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     def kept(self, row: dict, cmd: list[str]) -> bool:
         """A row that finished earlier with this very command is kept, not rerun. The
         command is written before a row starts, so a kill between the run's end and the
         grid's own record still finds the row finished with it."""
         name, run_dir = row["name"], self.out / row["name"]
-        try:
-            earlier = json.loads((self.out / f"{name}.command.json").read_text())
-        except (OSError, ValueError):
-            earlier = None
-        if earlier != cmd[1:] or result_of(run_dir) is None:
+        if self.earlier_command(name) != cmd[1:] or result_of(run_dir) is None:
             return False
         print(f"row {name}: finished earlier, kept", flush=True)
         record = self.records.get(name, {})
@@ -165,24 +173,30 @@ class Grid:
         return True
 
     def run_row(self, row: dict, cmd: list[str]) -> None:
+        """Run the row: its earlier run goes on from its last saved epoch if it was
+        stopped with this very command, else a fresh run. A stop of the grid stops the
+        run (``grid_process``) and is raised again, the row recorded as stopped."""
         name, run_dir = row["name"], self.out / row["name"]
-        (self.out / f"{name}.command.json").write_text(json.dumps(cmd[1:]))
-        if run_dir.exists():
-            cmd = [*cmd, "--overwrite"]  # an interrupted or different earlier try
-        print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)
+        log = self.out / f"{name}.log"
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        (self.out / f"{name}.log").write_text(proc.stdout + proc.stderr)
-        record = {
-            "command": [c for c in cmd[1:] if c != "--overwrite"],
-            "flags": row["flags"],
-            "returncode": proc.returncode,
-            "wall_seconds": time.perf_counter() - started,
-        }
-        if proc.returncode:
-            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            record["status"] = f"failed: {last[:120]}"
-            print(f"  failed ({self.out / f'{name}.log'}): {last}", flush=True)
+        record: dict = {"command": cmd[1:], "flags": row["flags"]}
+        self.records[name] = {**record, "status": "stopped: resumes when the grid is rerun"}
+        code = None
+        if self.earlier_command(name) == cmd[1:] and resumable(run_dir):
+            print(f"row {name}: resuming its stopped run ...", flush=True)
+            code = run_child([*cmd[:3], "--resume", str(run_dir)], log, append=True)
+            record["resumed"] = not code
+            if code:
+                print(f"  resuming failed ({last_line(log)}); starting it again", flush=True)
+        if code is None or code:
+            (self.out / f"{name}.command.json").write_text(json.dumps(cmd[1:]))
+            fresh = [*cmd, "--overwrite"] if run_dir.exists() else cmd  # a different try
+            print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)
+            code = run_child(fresh, log)
+        record.update(returncode=code, wall_seconds=time.perf_counter() - started)
+        if code:
+            record["status"] = f"failed: {last_line(log)[:120]}"
+            print(f"  failed ({log}): {last_line(log)}", flush=True)
         else:
             record["result"] = result_of(run_dir)
             print(f"  done in {record['wall_seconds']:.0f} s", flush=True)
@@ -202,17 +216,29 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = Grid(out, rows, shared, args.base)
+    previous = stop_signals()
+    try:
+        run_rows(grid, rows, sizes)
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: the row's run is stopped
+        grid.save()
+        print(f"grid stopped ({err or 'Ctrl-C'}); the same command goes on from here", flush=True)
+        return 130
+    finally:
+        restore_signals(previous)
+    grid.save()
+    print((out / "grid.md").read_text())
+    return 0
+
+
+def run_rows(grid: Grid, rows: list[dict], sizes: set[str]) -> None:
     for row in rows:
-        size = flag_value(shared + row["flags"], "--model-size", "124M")
+        size = flag_value(grid.shared + row["flags"], "--model-size", "124M")
         cmd = grid.command(row)
         if size not in sizes:
             grid.records[row["name"]] = {"status": f"not run: needs the {size} model (--sizes)"}
         elif not grid.kept(row, cmd):
             grid.run_row(row, cmd)
         grid.save()
-    grid.save()
-    print((out / "grid.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":
