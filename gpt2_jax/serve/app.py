@@ -56,6 +56,13 @@ def page_html() -> str:
     return resources.files("gpt2_jax.serve").joinpath("web/index.html").read_text("utf-8")
 
 
+def error(status: int, message: str):
+    """The API's error form: ``{"error": message}`` with HTTP ``status``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status)
+
+
 def make_app(
     classifier, facts: dict, limits: Limits = DEFAULT_LIMITS, batcher: MicroBatcher | None = None
 ):
@@ -63,25 +70,47 @@ def make_app(
     ``classifier.predict``; it is started and stopped with the app (its lifespan)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
     if batcher is None:
         batcher = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows))
-    refused = tuple(getattr(classifier.tokenizer, "special_tokens_set", ()))
     page = page_html()
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    async def index(request: Request):
+    async def index(request):
         return HTMLResponse(page)
 
-    async def health(request: Request):
+    async def health(request):
         return JSONResponse({"status": "ok"})
 
-    async def info(request: Request):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/health", health),
+            Route("/info", info_handler(facts, limits, batcher)),
+            Route("/classify", classify_handler(classifier, limits, batcher), methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # /classify/ is a 404, not a redirect built from Host
+    app.state.batcher = batcher
+    return app
+
+
+def info_handler(facts: dict, limits: Limits, batcher: MicroBatcher):
+    """``GET /info``: the run's facts, the limits and the batcher's counts."""
+    from starlette.responses import JSONResponse
+
+    async def info(request):
         return JSONResponse(
             {
                 **facts,
@@ -95,7 +124,16 @@ def make_app(
             }
         )
 
-    async def classify(request: Request):
+    return info
+
+
+def classify_handler(classifier, limits: Limits, batcher: MicroBatcher):
+    """``POST /classify``: the request checked, its texts classified by ``batcher``."""
+    from starlette.responses import JSONResponse
+
+    refused = tuple(getattr(classifier.tokenizer, "special_tokens_set", ()))
+
+    async def classify(request):
         try:
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, limits.max_body_bytes)
@@ -113,39 +151,18 @@ def make_app(
             }
         )
 
-    async def http_error(request: Request, exc: HTTPException):
-        message = {
-            404: f"no page {request.url.path}; try /, /classify, /health or /info",
-            405: f"{request.method} is not allowed on {request.url.path}"
-            + (" (use POST with JSON)" if request.url.path == "/classify" else ""),
-        }.get(exc.status_code, str(exc.detail))
-        return error(exc.status_code, message)
+    return classify
 
-    async def server_error(request: Request, exc: Exception):
-        return error(
-            500, f"the server failed on this request: {type(exc).__name__}: {str(exc)[:200]}"
-        )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        try:
-            yield
-        finally:
-            batcher.close()
+async def http_error(request, exc):
+    """A Starlette ``HTTPException`` (404, 405, ...) in the API's error form."""
+    message = {
+        404: f"no page {request.url.path}; try /, /classify, /health or /info",
+        405: f"{request.method} is not allowed on {request.url.path}"
+        + (" (use POST with JSON)" if request.url.path == "/classify" else ""),
+    }.get(exc.status_code, str(exc.detail))
+    return error(exc.status_code, message)
 
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/health", health),
-            Route("/info", info),
-            Route("/classify", classify, methods=["POST"]),
-        ],
-        # Starlette types every handler as taking any Exception, but calls one registered
-        # for HTTPException only with an HTTPException
-        exception_handlers={HTTPException: http_error, Exception: server_error},  # type: ignore[dict-item]
-        lifespan=lifespan,
-    )
-    app.router.redirect_slashes = False  # /classify/ is a 404, not a redirect built from Host
-    app.state.batcher = batcher
-    return app
+
+async def server_error(request, exc: Exception):
+    return error(500, f"the server failed on this request: {type(exc).__name__}: {str(exc)[:200]}")

@@ -61,6 +61,14 @@ def check_content_type(header: str | None) -> None:
 def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]:
     """The texts of a ``/classify`` body ``{"texts": [str, ...]}``, or ``BadRequest``
     naming what is wrong and where (``texts[3]``)."""
+    texts = _texts_of(_json_of(body), limits)
+    for i, text in enumerate(texts):
+        _check_text(i, text, refused_substrings)
+    return texts
+
+
+def _json_of(body: bytes):
+    """The body parsed as JSON, or ``BadRequest`` (400) saying why not."""
     if not body.strip():
         raise BadRequest(400, 'the body is empty; send a JSON object {"texts": ["..."]}')
     try:
@@ -78,6 +86,11 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
         raise BadRequest(
             400, f'the body is JSON this server does not read ({kind}); send {{"texts": ["..."]}}'
         ) from None
+    return data
+
+
+def _texts_of(data, limits: Limits) -> list:
+    """``data["texts"]`` if ``data`` is ``{"texts": [...]}`` within ``limits``."""
     if not isinstance(data, dict):
         raise BadRequest(
             422, f'the body must be a JSON object {{"texts": ["..."]}}, got {_kind(data)}'
@@ -103,31 +116,35 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
             f"{len(texts)} texts in one request; at most {limits.max_texts} "
             "(the server's --max-texts)",
         )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise BadRequest(
-                422, f"texts[{i}] is {_kind(text)} ({json.dumps(text)[:40]}), not a string"
-            )
-        if not text.strip():
-            raise BadRequest(
-                422, f"texts[{i}] is empty or only white space; give some text to classify"
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
+    return texts
+
+
+def _check_text(i: int, text, refused_substrings) -> None:
+    """``texts[i]`` is a string with something to classify, valid Unicode, without a
+    special token."""
+    if not isinstance(text, str):
+        raise BadRequest(
+            422, f"texts[{i}] is {_kind(text)} ({json.dumps(text)[:40]}), not a string"
+        )
+    if not text.strip():
+        raise BadRequest(
+            422, f"texts[{i}] is empty or only white space; give some text to classify"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
+        raise BadRequest(
+            422,
+            f"texts[{i}] has an unpaired surrogate at character "
+            f"{err.start + 1}: not valid Unicode text",
+        ) from None
+    for bad in refused_substrings:
+        if bad in text:
             raise BadRequest(
                 422,
-                f"texts[{i}] has an unpaired surrogate at character "
-                f"{err.start + 1}: not valid Unicode text",
-            ) from None
-        for bad in refused_substrings:
-            if bad in text:
-                raise BadRequest(
-                    422,
-                    f"texts[{i}] contains {bad!r}, a special token the "
-                    "tokenizer does not accept inside a text",
-                )
-    return texts
+                f"texts[{i}] contains {bad!r}, a special token the "
+                "tokenizer does not accept inside a text",
+            )
 
 
 async def read_body(request, limit: int) -> bytes:
