@@ -19,244 +19,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gpt2_jax.finetune.record import METRICS_FILE, RunRecord
+from gpt2_jax.commands.grid_process import (
+    last_line,
+    restore_signals,
+    resumable,
+    run_child,
+    stop_signals,
+)
+from gpt2_jax.commands.grid_rows import (
+    BOOK_CONTEXT,
+    BOOK_ROWS,
+    BOOK_TOKEN,
+    book_rows,
+    flag_value,
+    read_rows_file,
+)
+from gpt2_jax.commands.grid_table import describe, model_label, result_of, table
 from gpt2_jax.util.machine import machine_name
 
-# The book's rows (LLMs-from-scratch, ch06/02_bonus_additional-experiments) in this
-# project's flags, with the figures the book publishes for them (pretrained weights,
-# its balanced split, 5 epochs, batch 8, on an A100).
-BOOK_ROWS = [
-    # row, flags, (train acc, val acc, test acc, minutes)
-    (1, [], (96.63, 99.33, 95.00, 0.28)),
-    (2, ["--pool", "first"], (78.46, 80.54, 75.00, 0.28)),
-    (3, ["--trainable", "last_layer"], (78.65, 79.87, 72.00, 0.25)),
-    (4, ["--trainable", "last_two_blocks"], (98.85, 98.66, 98.33, 0.33)),
-    (5, ["--trainable", "all"], (99.62, 96.64, 96.67, 0.69)),
-    (6, ["--model-size", "355M"], (87.50, 91.28, 84.67, 0.75)),
-    (7, ["--model-size", "774M"], (99.52, 98.66, 96.67, 1.50)),
-    (8, ["--model-size", "1558M"], (99.81, 99.81, 98.33, 2.83)),
-    (9, ["--model-size", "1558M", "--trainable", "all"], (100.00, 98.66, 98.67, 8.12)),
-    (10, ["--weights", "random", "--trainable", "all"], (100.00, 96.64, 93.67, 0.69)),
-    # LoRA: the book scales the adapters by alpha, this project by alpha / rank (the
-    # LoRA paper's convention), so the book's alpha 16 and 8 at rank 16 are 256 and 128
-    (
-        11,
-        ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "256"],
-        (100.00, 97.32, 96.67, 0.75),
-    ),
-    (
-        12,
-        [
-            "--model-size",
-            "1558M",
-            "--trainable",
-            "lora",
-            "--lora-rank",
-            "16",
-            "--lora-alpha",
-            "128",
-        ],
-        (100.00, 98.66, 98.33, 5.79),
-    ),
-    (13, ["--max-length", "context"], (83.08, 87.92, 78.33, 2.46)),
-    (14, ["--batch-size", "1", "--pool", "last-real"], (100.00, 98.66, 98.00, 1.75)),
-    (
-        15,
-        ["--batch-size", "1", "--accumulation-steps", "8", "--pool", "last-real"],
-        (99.33, 98.66, 98.33, 1.70),
-    ),
-    (16, ["--pool", "last-real"], (99.42, 98.66, 98.33, 0.30)),
-    (17, ["--disable-causal-mask"], (99.23, 98.66, 95.33, 0.29)),
-    (18, ["--ignore-index", "50256"], (96.63, 99.33, 95.00, 0.28)),
-    (19, ["--pool", "mean"], (97.79, 99.33, 96.33, 0.32)),
+__all__ = [  # names the tests import from here
+    "BOOK_CONTEXT",
+    "BOOK_ROWS",
+    "BOOK_TOKEN",
+    "book_rows",
+    "describe",
+    "flag_value",
+    "main",
+    "model_label",
+    "read_rows_file",
+    "result_of",
+    "table",
 ]
-BOOK_CONTEXT = {
-    13: "context length (1024)",
-    14: "no padding (batch 1)",
-    15: "no padding (batch 1, accumulation 8)",
-    16: "flexible (last real token)",
-    17: "longest; no causal mask",
-    18: "longest; ignore_index for padding",
-}
-BOOK_TOKEN = {2: "first", 19: "last + pooled embeddings"}
-
-
-def book_rows() -> list[dict]:
-    return [
-        {
-            "name": f"{n:02d}",
-            "book_row": n,
-            "flags": flags,
-            "book": dict(zip(("train_acc", "val_acc", "test_acc", "minutes"), figures)),
-        }
-        for n, flags, figures in BOOK_ROWS
-    ]
-
-
-def read_rows_file(path: Path) -> list[dict]:
-    """Your rows: a JSON list of ``{"name": "...", "flags": ["--pool", "mean", ...]}``."""
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --rows-file {path}: {err}") from None
-    if not isinstance(rows, list):
-        raise SystemExit(f"error: --rows-file {path}: expected a JSON list of rows")
-    for i, row in enumerate(rows):
-        ok = (
-            isinstance(row, dict)
-            and isinstance(row.get("name"), str)
-            and row["name"]
-            and "/" not in row["name"]
-            and isinstance(row.get("flags"), list)
-            and all(isinstance(f, str) for f in row["flags"])
-        )
-        if not ok:
-            raise SystemExit(
-                f"error: --rows-file {path}: row {i} must be "
-                '{"name": "NAME", "flags": ["--flag", "value", ...]} '
-                f"(a name without '/'), got {row!r}"
-            )
-    names = [row["name"] for row in rows]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"error: --rows-file {path}: row names repeat: {names}")
-    return rows
-
-
-def flag_value(flags: list[str], flag: str, default: str) -> str:
-    """The last value given for ``flag`` in ``flags`` (as argparse reads it)."""
-    value = default
-    for i, item in enumerate(flags):
-        if item == flag and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif item.startswith(flag + "="):
-            value = item.split("=", 1)[1]
-    return value
-
-
-def model_label(settings: dict) -> str:
-    """ "124M" for OpenAI's sizes, else the layers and width the checkpoint has."""
-    from gpt2_jax.model.config import MODEL_SIZES
-
-    for name, known in MODEL_SIZES.items():
-        if all(settings.get(k) == v for k, v in known.items()):
-            return name
-    return f"custom ({settings.get('n_layer')} layers, {settings.get('n_embd')} dims)"
-
-
-def describe(flags: list[str], metrics: dict | None) -> dict:
-    """The book's descriptive columns for a run with these flags."""
-    config = (metrics or {}).get("config", {})
-    model = config.get("model", {})
-    train = config.get("train", {})
-    trainable = train.get("trainable") or [flag_value(flags, "--trainable", "auto")]
-    weights = model.get("weights") or flag_value(flags, "--weights", "pretrained")
-    trainable = [
-        ("last_block" if weights == "pretrained" else "all") if t == "auto" else t
-        for t in trainable
-    ]  # what "auto" stands for
-    length = (metrics or {}).get("data", {}).get("max_length")
-    context = flag_value(flags, "--max-length", "longest")
-    settings = (metrics or {}).get("settings")
-    return {
-        "model": (model_label(settings) if settings else flag_value(flags, "--model-size", "124M")),
-        "weights": weights,
-        "token": model.get("pool") or flag_value(flags, "--pool", "last"),
-        "layers": " ".join(trainable),
-        "context": f"{context} ({length})" if length else context,
-        "causal": model.get("causal_mask", "--disable-causal-mask" not in flags),
-        "batch": train.get("batch_size"),
-        "accumulation": train.get("accumulation_steps"),
-        "ignore_index": train.get("ignore_index"),
-    }
-
-
-def result_of(run_dir: Path) -> dict | None:
-    """The figures of a finished run, or None (not run, failed, or still going)."""
-    try:
-        record = RunRecord.read(run_dir / METRICS_FILE)
-    except (OSError, ValueError):
-        return None
-    if record.status != "finished" or not record.epochs:
-        return None
-    chosen = record.selected.epoch if record.selected else len(record.epochs)
-    last = record.epochs[chosen - 1]
-    out = {
-        "seconds": record.total_seconds,
-        "peak_gib": record.peak_memory_gib,
-        "metrics": record.to_dict(),
-    }
-    for split in ("train", "val", "test"):
-        if split in last:
-            out[f"{split}_acc"] = 100 * last[split]["accuracy"]
-            out[f"{split}_macro_f1"] = last[split].get("macro_f1")
-            recall = next((v for k, v in last[split].items() if k.endswith("_recall")), None)
-            out[f"{split}_recall"] = recall
-    return out
-
-
-def _pct(value) -> str:
-    return "" if value is None else f"{value:.2f}%"
-
-
-def table(rows: list[dict], records: dict, device: str, shared: list[str]) -> str:
-    head = (
-        "| row | model | weights | token position | trainable layers | context length "
-        "| train acc | val acc | test acc | test spam recall | test macro-F1 | time | "
-        "peak memory | device |"
-    )
-    lines = [head, "|" + "---|" * 14]
-    for row in rows:
-        rec = records.get(row["name"], {})
-        res = rec.get("result")
-        d = describe(shared + row["flags"], res["metrics"] if res else None)
-        context = d["context"] + ("" if d["causal"] else "; no causal mask")
-        if d["ignore_index"] is not None:
-            context += f"; ignore_index {d['ignore_index']}"
-        if d["batch"] == 1:
-            context += "; batch 1" + (
-                f", accumulation {d['accumulation']}" if (d["accumulation"] or 1) > 1 else ""
-            )
-        if res is None:
-            status = rec.get("status", "not run")
-            lines.append(
-                f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | "
-                f"{d['layers']} | {context} | {status} ||||||| |"
-            )
-            continue
-        recall, f1, peak = res.get("test_recall"), res.get("test_macro_f1"), res.get("peak_gib")
-        lines.append(
-            f"| {row['name']} | {d['model']} | {d['weights']} | {d['token']} | {d['layers']} | "
-            f"{context} | {_pct(res.get('train_acc'))} | {_pct(res.get('val_acc'))} | "
-            f"{_pct(res.get('test_acc'))} | {'' if recall is None else f'{recall:.4f}'} | "
-            f"{'' if f1 is None else f'{f1:.4f}'} | {res['seconds'] / 60:.2f} min | "
-            f"{'' if peak is None else f'{peak:.2f} GiB'} | {device} |"
-        )
-    book = [row for row in rows if "book" in row]
-    if book:
-        lines += [
-            "",
-            "The book's published figures for its rows (pretrained GPT-2, the book's "
-            "balanced split, 5 epochs, batch 8, A100):",
-            "",
-            "| row | model | token position | trainable layers | context length | "
-            "train acc | val acc | test acc | time |",
-            "|" + "---|" * 9,
-        ]
-        for row in book:
-            n, b = row["book_row"], row["book"]
-            d = describe(row["flags"], None)
-            lines.append(
-                f"| {n} | {d['model']} | {BOOK_TOKEN.get(n, 'last')} | "
-                f"{d['layers']} | "
-                f"{BOOK_CONTEXT.get(n, 'longest train ex. (120)')} | {b['train_acc']:.2f}% | "
-                f"{b['val_acc']:.2f}% | {b['test_acc']:.2f}% | {b['minutes']:.2f} min |"
-            )
-    return "\n".join(lines) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -351,16 +148,18 @@ class Grid:
             str(self.out / "prefix-cache"),
         ]
 
+    def earlier_command(self, name: str) -> list[str] | None:
+        try:
+            return json.loads((self.out / f"{name}.command.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     def kept(self, row: dict, cmd: list[str]) -> bool:
         """A row that finished earlier with this very command is kept, not rerun. The
         command is written before a row starts, so a kill between the run's end and the
         grid's own record still finds the row finished with it."""
         name, run_dir = row["name"], self.out / row["name"]
-        try:
-            earlier = json.loads((self.out / f"{name}.command.json").read_text())
-        except (OSError, ValueError):
-            earlier = None
-        if earlier != cmd[1:] or result_of(run_dir) is None:
+        if self.earlier_command(name) != cmd[1:] or result_of(run_dir) is None:
             return False
         print(f"row {name}: finished earlier, kept", flush=True)
         record = self.records.get(name, {})
@@ -374,24 +173,30 @@ class Grid:
         return True
 
     def run_row(self, row: dict, cmd: list[str]) -> None:
+        """Run the row: its earlier run goes on from its last saved epoch if it was
+        stopped with this very command, else a fresh run. A stop of the grid stops the
+        run (``grid_process``) and is raised again, the row recorded as stopped."""
         name, run_dir = row["name"], self.out / row["name"]
-        (self.out / f"{name}.command.json").write_text(json.dumps(cmd[1:]))
-        if run_dir.exists():
-            cmd = [*cmd, "--overwrite"]  # an interrupted or different earlier try
-        print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)
+        log = self.out / f"{name}.log"
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        (self.out / f"{name}.log").write_text(proc.stdout + proc.stderr)
-        record = {
-            "command": [c for c in cmd[1:] if c != "--overwrite"],
-            "flags": row["flags"],
-            "returncode": proc.returncode,
-            "wall_seconds": time.perf_counter() - started,
-        }
-        if proc.returncode:
-            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            record["status"] = f"failed: {last[:120]}"
-            print(f"  failed ({self.out / f'{name}.log'}): {last}", flush=True)
+        record: dict = {"command": cmd[1:], "flags": row["flags"]}
+        self.records[name] = {**record, "status": "stopped: resumes when the grid is rerun"}
+        code = None
+        if self.earlier_command(name) == cmd[1:] and resumable(run_dir):
+            print(f"row {name}: resuming its stopped run ...", flush=True)
+            code = run_child([*cmd[:3], "--resume", str(run_dir)], log, append=True)
+            record["resumed"] = not code
+            if code:
+                print(f"  resuming failed ({last_line(log)}); starting it again", flush=True)
+        if code is None or code:
+            (self.out / f"{name}.command.json").write_text(json.dumps(cmd[1:]))
+            fresh = [*cmd, "--overwrite"] if run_dir.exists() else cmd  # a different try
+            print(f"row {name}: {' '.join(row['flags']) or '(the lab)'} ...", flush=True)
+            code = run_child(fresh, log)
+        record.update(returncode=code, wall_seconds=time.perf_counter() - started)
+        if code:
+            record["status"] = f"failed: {last_line(log)[:120]}"
+            print(f"  failed ({log}): {last_line(log)}", flush=True)
         else:
             record["result"] = result_of(run_dir)
             print(f"  done in {record['wall_seconds']:.0f} s", flush=True)
@@ -411,17 +216,29 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = Grid(out, rows, shared, args.base)
+    previous = stop_signals()
+    try:
+        run_rows(grid, rows, sizes)
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: the row's run is stopped
+        grid.save()
+        print(f"grid stopped ({err or 'Ctrl-C'}); the same command goes on from here", flush=True)
+        return 130
+    finally:
+        restore_signals(previous)
+    grid.save()
+    print((out / "grid.md").read_text())
+    return 0
+
+
+def run_rows(grid: Grid, rows: list[dict], sizes: set[str]) -> None:
     for row in rows:
-        size = flag_value(shared + row["flags"], "--model-size", "124M")
+        size = flag_value(grid.shared + row["flags"], "--model-size", "124M")
         cmd = grid.command(row)
         if size not in sizes:
             grid.records[row["name"]] = {"status": f"not run: needs the {size} model (--sizes)"}
         elif not grid.kept(row, cmd):
             grid.run_row(row, cmd)
         grid.save()
-    grid.save()
-    print((out / "grid.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from metrics.json). The API:
 
 Results equal experiments.classify's for the same texts. Requests that arrive within
 --batch-wait-ms of each other are classified in one call (--no-batching: one call per
-request, for comparison). A bad request gets a 4xx with {"error": "..."} saying what is
+request, for comparison). A client has --read-timeout seconds to send a whole request
+(else 408); over --max-connections, new connections get 503. A bad request gets a 4xx with {"error": "..."} saying what is
 wrong; texts longer than the classifier's max_length tokens are cut to them and
 flagged "truncated": true. Needs the serve extra: pip install -e ".[serve]".
 """
@@ -94,6 +95,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open connections at most; more get 503 at once (default 256)",
     )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a whole request, headers and body (default 10); "
+        "after them it gets 408 and its connection is closed, so slow clients cannot "
+        "hold --max-connections",
+    )
     p.add_argument("--access-log", action="store_true", help="print a line per request")
     return p
 
@@ -104,6 +114,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be in 0..65535, got {args.port}")
+    if not 0 < args.read_timeout <= 3600:
+        p.error(f"--read-timeout must be in (0, 3600] seconds, got {args.read_timeout}")
     if not 0 <= args.batch_wait_ms <= 1000:
         p.error(f"--batch-wait-ms must be in 0..1000, got {args.batch_wait_ms}")
 
@@ -165,6 +177,7 @@ def main(argv=None) -> int:
         sock,
         log_level="info" if args.access_log else "warning",
         max_connections=args.max_connections,
+        read_timeout=args.read_timeout,
         access_log=args.access_log,
     )
     try:

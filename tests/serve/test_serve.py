@@ -5,6 +5,7 @@ import http.client
 import json
 import shutil
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -477,3 +478,66 @@ def _get(url):
             return res.status, res.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def _slow_clients(port, n):
+    """``n`` connections that send part of a request and wait: every third only part of
+    its headers, the others whole headers and part of the body (slowloris)."""
+    clients = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        s.sendall(head if i % 3 == 0 else head + b'\r\nContent-Length: 100\r\n\r\n{"te')
+        clients.append(s)
+    return clients
+
+
+def _answer(s) -> bytes:
+    """What the server sent on ``s`` before closing it (bounded by the socket's timeout)."""
+    got = b""
+    while chunk := s.recv(4096):
+        got += chunk
+    return got
+
+
+def test_slow_clients_get_408_after_the_read_timeout_and_free_their_slots(classifier, run_dir):
+    batcher = MicroBatcher(lambda texts, rows: classifier.predict(texts, batch_size=rows))
+    app = make_app(classifier, run_facts(run_dir, classifier), LIMITS, batcher)
+    n, timeout = 150, 1.0
+    with ServerThread(app, max_connections=n, read_timeout=timeout) as url:
+        port = int(url.rsplit(":", 1)[1])
+        started = time.monotonic()
+        slow = _slow_clients(port, n)
+        status, body = _get(url + "/health")
+        assert status == 503  # full: refused at once, in the API's JSON form
+        assert "--max-connections" in json.loads(body)["error"]
+        deadline = time.monotonic() + timeout + 20
+        while (status := _get(url + "/health")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waited = time.monotonic() - started
+        assert status == 200 and waited < timeout + 20, waited
+        status, got = post(url, {"texts": ["answered?"]})
+        assert status == 200 and got["results"][0]["label"] == alone(classifier, "answered?")[0]
+        for s in slow:
+            answer = _answer(s)
+            s.close()
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+            error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+            assert "within 1 s (the server's --read-timeout)" in error
+    print(f"\n{n} slow clients: a normal request answered after {waited:.2f} s")
+
+
+def test_read_timeout_leaves_idle_and_working_connections_alone(classifier, run_dir):
+    """A connection that sent nothing is closed without a response; a request read whole
+    is answered even when classifying it takes longer than the read timeout."""
+    slow_batcher = MicroBatcher(
+        lambda texts, rows: (time.sleep(1.5), classifier.predict(texts, batch_size=rows))[1]
+    )
+    app = make_app(classifier, run_facts(run_dir, classifier), LIMITS, slow_batcher)
+    with ServerThread(app, read_timeout=0.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        status, got = post(url, {"texts": ["slow to classify"]})
+        assert status == 200 and len(got["results"]) == 1
+        assert _answer(idle) == b""
+        idle.close()
