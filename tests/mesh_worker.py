@@ -20,8 +20,8 @@ from gpt2_jax.classifier.classifier import with_class_head
 from gpt2_jax.data.encoding import encode_splits
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune.config import DataConfig, SpeedConfig
+from gpt2_jax.finetune.inputs import read_data
 from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
-from gpt2_jax.finetune.run import read_data
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.parallel import mesh as mesh_module

@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
-from gpt2_jax.data import checks, encoding, sms, tables
-from gpt2_jax.data import splits as splitting
-from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.finetune import missing
-from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
+from gpt2_jax.finetune.config import RunConfig
 from gpt2_jax.finetune.examples import pick_examples, write_examples
-from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir, run_name
-from gpt2_jax.finetune.job import Hooks, TrainingJob, TrainingPlan, train_classifier
+from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir
+from gpt2_jax.finetune.inputs import Inputs, describe_inputs, read_inputs
+from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
-from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
+from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
 from gpt2_jax.model.gpt import GPTModel, merge_lora
-from gpt2_jax.model.pooling import POOL_WORDS, reads_padding
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
@@ -42,7 +37,6 @@ from gpt2_jax.training.checkpoints import (
     Restored,
 )
 from gpt2_jax.training.config import TrainConfig
-from gpt2_jax.training.loss import class_weights
 from gpt2_jax.training.memory import (
     GIB,
     available_bytes,
@@ -50,13 +44,11 @@ from gpt2_jax.training.memory import (
     memory_check,
     peak_memory_bytes,
 )
-from gpt2_jax.training.partition import Partition, resolve_trainable
+from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
-from gpt2_jax.weights.download import download_gpt2
-from gpt2_jax.weights.hub import fetch_hf_repo
 from gpt2_jax.weights.openai import load_weights
-from gpt2_jax.weights.pretrained import load_pretrained, read_folder_settings
+from gpt2_jax.weights.pretrained import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -82,100 +74,6 @@ def resume_config(run_dir: str | os.PathLike) -> RunConfig:
     return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=str(run_dir)))
 
 
-def _backbone_files(m: ModelConfig) -> tuple[dict, Path]:
-    """``(settings, folder with the config, the weights and the BPE files)``, in
-    OpenAI's or Hugging Face's layout, downloading or fetching GPT-2 first if needed;
-    nothing heavy is read yet."""
-    model_dir = Path(m.model_dir) if m.model_dir else None
-    if m.hf_repo is not None:
-        model_dir = fetch_hf_repo(m.hf_repo, revision=m.hf_revision, offline=m.offline or None)
-    if m.weights == "random":
-        if model_dir is not None and model_dir.is_dir():
-            try:
-                return read_folder_settings(model_dir), model_dir
-            except FileNotFoundError:
-                pass  # a folder without a model: GPT-2's sizes, its BPE files if any
-        return settings_for_size(m.model_size), model_dir or Path(m.models_dir) / m.model_size
-    if model_dir is None:
-        model_dir = download_gpt2(m.model_size, m.models_dir, offline=m.offline or None)
-    return read_folder_settings(model_dir), model_dir
-
-
-@dataclasses.dataclass
-class LabelledData:
-    """The splits as frames (``text``, ``label``, ``where``, ``y``) and the class names."""
-
-    splits: splitting.Splits
-    classes: tuple[str, ...]
-    files: dict[str, str]
-    rows: int
-    joined: list[dict]  # records that quoting joined over several lines (SMS format)
-    duplicates: checks.DuplicateReport  # texts shared between splits (before any drop)
-    dropped: dict[str, int]  # rows left out of val/test with --drop-duplicates
-
-
-def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
-    """Read, order the classes, split: every data error comes before the weights load."""
-    if d.data_file is None:
-        path = sms.fetch_sms_spam(d.data_dir, offline=offline or None)
-        fmt = "sms"
-    elif Path(d.data_file).suffix.lower() == ".zip":  # the SMS Spam Collection's zip
-        path, fmt = sms.sms_from_zip(d.data_file, d.data_dir), "sms"
-    else:
-        path, fmt = Path(d.data_file), d.data_format
-
-    def read(p: Path, fmt: str):
-        return tables.read_table(
-            p,
-            fmt=fmt,
-            text_column=d.text_column,
-            label_column=d.label_column,
-            sms_quoting=d.quoting,
-        )
-
-    df = read(path, fmt)
-    checks.check_labels(
-        df["label"], df["where"], explicit=d.class_order(), source=str(path), column=d.label_column
-    )
-    classes = splitting.class_names(df["label"], d.class_order(), where=df["where"])
-    absent = sorted(set(classes) - set(df["label"]))
-    if absent:
-        raise ValueError(
-            f"--labels names {', '.join(map(repr, absent))}, which never occur(s) "
-            f"in {path}; list only the classes the data has"
-        )
-    df = splitting.add_class_ids(df, classes, what="training")
-    cut_val, cut_test = d.val_file is None, d.test_file is None
-    test_size = None if d.test_size == "rest" else d.test_size
-    assert not isinstance(test_size, str)  # DataConfig allows no other word
-    train_size = d.train_size
-    if not (cut_val or cut_test) and isinstance(train_size, float):
-        train_size = len(df)  # validation and test have files of their own: train on all
-    splits = splitting.split(
-        df,
-        train_size,
-        d.val_size if cut_val else 0,
-        test_size if cut_test else 0,
-        seed,
-        d.balance,
-        d.stratify,
-        holdout_at=d.holdout_row() if cut_val and cut_test else None,
-    )
-    extra = {}
-    for name, file in (("val", d.val_file), ("test", d.test_file)):
-        if file is not None:  # by their own extension unless --format says otherwise
-            frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
-            extra[name] = splitting.add_class_ids(frame, classes, what="training")
-    splits = dataclasses.replace(splits, **extra)
-    duplicates = checks.duplicate_texts(splits)
-    dropped: dict[str, int] = {}
-    if d.drop_duplicates:
-        splits, dropped = checks.drop_duplicate_texts(splits)
-    files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
-    joined = df.attrs.get("joined", [])
-    return LabelledData(splits, classes, files, len(df), joined, duplicates, dropped)
-
-
 def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int) -> str:
     """``memory`` or ``disk`` for the frozen-prefix outputs, said in the log."""
     s = cfg.speed
@@ -196,101 +94,6 @@ def _prefix_storage(cfg: RunConfig, settings: dict, n_texts: int, length: int) -
     return "memory"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the run records where it stopped."""
-
-    def __str__(self) -> str:
-        return "terminated (SIGTERM)"
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Turn SIGTERM into ``Terminated`` while a run goes on (main thread only); returns
-    the function that puts the previous handler back."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
-
-
-def _record_stop(
-    report: RunRecord,
-    run_dir: Path,
-    checkpoints: EpochCheckpoints,
-    cfg: RunConfig,
-    err: BaseException,
-) -> None:
-    """``metrics.json`` says why the run stopped and where its last good state is; the
-    error gets the same as a note. Best effort: the disk may be what failed."""
-    kept = checkpoints.latest_epoch()
-    entry = "spam" if run_name(cfg).startswith("spam-") else "finetune"
-    where = (
-        f"the last good state (epoch {kept}) is in {checkpoints.directory}; "
-        f"`python -m experiments.{entry} --resume {run_dir}` goes on from there"
-        if kept
-        else "no epoch had finished, so no training state was saved"
-    )
-    reason = (str(err).splitlines() or [""])[0] or (
-        "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-    )
-    report.status = f"stopped: {reason}; {where}"
-    try:
-        write_json(run_dir / METRICS_FILE, report.to_dict())
-    except OSError:
-        pass
-    err.add_note(where)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Inputs:
-    """What a run reads before it claims its folder (cheap, so every data error comes
-    before 500 MB of weights): the data, the backbone's files and sizes, the encoded
-    splits and the checked training plan."""
-
-    labelled: LabelledData
-    settings: dict
-    model_dir: Path
-    model_cfg: GPTConfig
-    length: int  # every text is padded or cut to this many tokens
-    patterns: tuple[str, ...]  # what trains
-    plan: TrainingPlan
-
-
-def read_inputs(cfg: RunConfig) -> Inputs:
-    """Step 1: read and split the data, find the backbone, encode, check the plan."""
-    m, tc = cfg.model, cfg.train
-    labelled = missing.data_first(lambda: read_data(cfg.data, tc.seed, m.offline), m)
-    classes, splits = labelled.classes, labelled.splits
-    weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
-    settings, model_dir = missing.model_files(lambda: _backbone_files(m), m)
-    model_cfg = m.gpt_config(settings, len(classes))
-    tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
-    named_lengths: dict[str, int | None] = {"longest": None, "context": model_cfg.context_length}
-    ml = cfg.data.max_length
-    max_length = named_lengths[ml] if isinstance(ml, str) else ml
-    encoded, length = encoding.encode_splits(
-        splits,
-        tokenizer,
-        model_cfg.context_length,
-        max_length,
-        vocab_size=model_cfg.vocab_size,
-        truncate=cfg.data.truncate,
-    )
-    patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
-    plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
-    return Inputs(labelled, settings, model_dir, model_cfg, length, tuple(patterns), plan)
-
-
 def claim_folder(cfg: RunConfig, resume: bool, main: bool) -> tuple[Path, RunFolderLock | NoLock]:
     """Step 2: the run folder, locked by process 0; every process learns whether that
     worked (a failure on 0 stops the others too)."""
@@ -306,101 +109,6 @@ def claim_folder(cfg: RunConfig, resume: bool, main: bool) -> tuple[Path, RunFol
         raise
     share_outcome(True, "prepare the run folder")
     return run_dir, lock
-
-
-def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """Step 3: say what the run reads (the log), and the record's ``data`` section."""
-    m, tc, labelled = cfg.model, cfg.train, inputs.labelled
-    classes, model_dir, length = labelled.classes, inputs.model_dir, inputs.length
-    logger.info(f"run folder: {run_dir}" + (" (resuming)" if resume else ""))
-    logger.info(
-        f"GPT-2 from {model_dir}"
-        + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
-    )
-    logger.info(f"settings: {inputs.settings}")
-    logger.info("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
-    logger.info(f"model config: {inputs.model_cfg}")
-    logger.info(
-        f"data: {labelled.rows} rows in {labelled.files['train']}; classes (id order) {list(classes)}"
-    )
-    data_info: dict[str, Any] = {
-        "files": labelled.files,
-        "rows": labelled.rows,
-        "classes": list(classes),
-        "joined": labelled.joined,
-        "max_length": length,
-        "held_out_at": labelled.splits.held_out_at,  # shuffled row where val starts
-        "duplicates": labelled.duplicates.as_dict(),
-        "duplicates_dropped": labelled.dropped,
-        "splits": {},
-    }
-    if labelled.duplicates.rows:
-        logger.info(_duplicates_line(labelled))
-    if labelled.joined:
-        logger.info(
-            f"quoting joined {len(labelled.joined)} message(s) over several lines: "
-            + ", ".join(f"{j['where']} ({j['lines']} lines)" for j in labelled.joined[:5])
-            + (" ..." if len(labelled.joined) > 5 else "")
-            + " (--quoting none reads one message per line)"
-        )
-    for name, split in inputs.plan.encoded.items():
-        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
-        data_info["splits"][name] = {
-            "n": len(split),
-            **dict(zip(classes, counts)),
-            "truncated": split.truncated,
-        }
-        logger.info(
-            f"{name:5}: {len(split):5} texts ("
-            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
-            + ")"
-            + (
-                f", {split.truncated} truncated to {length} tokens "
-                f"(each keeps {encoding.kept_words(length, cfg.data.truncate)}; --truncate)"
-                if split.truncated
-                else ""
-            )
-        )
-    batches = inputs.plan.batches
-    data_info["batches_per_epoch"] = batches
-    padded = reads_padding(m.pool, inputs.model_cfg.causal)
-    width = f"padded to {length} tokens" if padded else f"padded to at most {length} tokens"
-    logger.info(f"{width}; batch {tc.batch_size} -> {batches} batches per epoch")
-    if not padded:
-        logger.info(
-            "  (each batch only to its longest text, in 32-token steps; packed rows in the prefix)"
-        )
-    logger.info(f"pool {m.pool}: the head reads {POOL_WORDS[m.pool]}")
-    warning = padding_warning(inputs.plan.encoded, length, padded)
-    if warning:
-        logger.info(warning)
-    return data_info
-
-
-def _duplicates_line(labelled: LabelledData) -> str:
-    """The texts validation and test share with earlier splits, and what was done."""
-    line = labelled.duplicates.line()
-    if labelled.dropped:
-        return line + "; left out: " + ", ".join(f"{k} {v}" for k, v in labelled.dropped.items())
-    return line + " (their scores partly measure memory; --drop-duplicates leaves them out)"
-
-
-def padding_warning(encoded: dict, length: int, padded: bool, limit: float = 2.0) -> str | None:
-    """One line when padding multiplies the work by more than ``limit``: every row is
-    ``length`` wide (a pool that reads padding) while the texts are much shorter."""
-    real = sum(int(split.lengths.sum()) for split in encoded.values())
-    rows = sum(len(split) for split in encoded.values())
-    if not padded or not real:
-        return None
-    factor = rows * length / real
-    if factor <= limit:
-        return None
-    return (
-        f"note: the texts hold {real / rows:.0f} real tokens on average and every row is "
-        f"{length} wide, so {factor:.1f}x the work goes to padding; --pool last-real "
-        "computes real tokens only (faster, and the classifier exports to transformers), "
-        "or lower --max-length"
-    )
 
 
 def load_backbone(cfg: RunConfig, inputs: Inputs) -> tuple[Any, dict, TrainingJob]:
@@ -507,7 +215,7 @@ def run(
         )
     inputs = read_inputs(cfg)
     run_dir, lock = claim_folder(cfg, resume, main)
-    stop_on_sigterm = _sigterm_as_interrupt()
+    stop_on_sigterm = sigterm_as_interrupt()
     try:
         with run_log(run_dir / RUN_LOG if main else None, log, main):
             return _steps(RunContext(cfg, inputs, run_dir, main, resume), started, on_step)
@@ -633,7 +341,7 @@ def train_select_save(
         save(cfg, here.inputs, params, run_dir)
     except BaseException as err:
         if main:
-            _record_stop(report, run_dir, checkpoints, cfg, err)
+            record_stop(report, run_dir, checkpoints, cfg, err)
         raise
     finally:
         checkpoints.close()

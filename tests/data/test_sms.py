@@ -320,7 +320,7 @@ def test_byte_order_mark_and_blank_lines(tmp_path, quoting):
 @needs(SMS_FILE)
 def test_the_labs_second_run_tests_on_the_first_runs_messages():
     from gpt2_jax.finetune.config import DataConfig
-    from gpt2_jax.finetune.run import read_data
+    from gpt2_jax.finetune.inputs import read_data
 
     first = read_data(DataConfig(data_file=str(SMS_FILE)), 123).splits
     second = read_data(DataConfig(data_file=str(SMS_FILE), train_size=1000), 123).splits

@@ -9,7 +9,7 @@ import pytest
 
 from gpt2_jax.commands import finetune
 from gpt2_jax.finetune.config import RunConfig
-from gpt2_jax.finetune.run import read_data
+from gpt2_jax.finetune.inputs import read_data
 
 
 def _write(path, rows):

@@ -13,8 +13,8 @@ from synthetic import write_sms_file
 
 from gpt2_jax.commands import make_checkpoint, spam
 from gpt2_jax.finetune.config import DataConfig, ModelConfig
+from gpt2_jax.finetune.inputs import read_data
 from gpt2_jax.finetune.missing import MissingInputs, data_first
-from gpt2_jax.finetune.run import read_data
 from gpt2_jax.weights.download import GPT2_FILES
 from gpt2_jax.weights.pretrained import read_folder_settings
 

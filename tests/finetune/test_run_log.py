@@ -114,7 +114,7 @@ def test_padding_that_multiplies_the_work_is_named(tiny_model_dir, sms_file, tmp
 
 def test_padding_warning_counts_real_tokens():
     from gpt2_jax.data.encoding import Encoded
-    from gpt2_jax.finetune.run import padding_warning
+    from gpt2_jax.finetune.inputs import padding_warning
 
     def split(lengths):
         lengths = np.asarray(lengths, np.int32)
