@@ -21,8 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-# 1: the record as written since the lab (no version key); 2: the same keys plus this one
-RECORD_VERSION = 2
+# 1: the record as written since the lab (no version key); 2: the same keys plus this one;
+# 3: plus ``fingerprints`` (an older reader would refuse the new key, so it is told to update)
+RECORD_VERSION = 3
 METRICS_FILE = "metrics.json"
 
 
@@ -44,6 +45,7 @@ class RunRecord:
     seed: int | None = None
     settings: dict[str, Any] | None = None  # the backbone's hparams (OpenAI's names)
     backbone: dict[str, Any] | None = None  # folder, and hf_repo/hf_commit from the Hub
+    fingerprints: dict[str, Any] | None = None  # of the data files, backbone files, config
     model_config: dict[str, Any] | None = None  # GPTConfig as a dict
     data: dict[str, Any] | None = None  # files, rows, classes, splits, batches_per_epoch ...
     trainable_patterns: list[str] | None = None
@@ -117,6 +119,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int,
     "settings": dict,
     "backbone": dict,
+    "fingerprints": dict,
     "model_config": dict,
     "data": dict,
     "trainable_patterns": list,

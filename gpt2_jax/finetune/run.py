@@ -23,6 +23,7 @@ import jax
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
 from gpt2_jax.finetune.config import RunConfig
 from gpt2_jax.finetune.examples import pick_examples, write_examples
+from gpt2_jax.finetune.fingerprints import check_unchanged, input_fingerprints
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir
 from gpt2_jax.finetune.inputs import Inputs, describe_inputs, read_inputs
 from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
@@ -143,7 +144,7 @@ def load_backbone(cfg: RunConfig, inputs: Inputs) -> tuple[Any, dict, TrainingJo
 def start_record(
     cfg: RunConfig, inputs: Inputs, settings: dict, job: TrainingJob, run_dir: Path, **known
 ) -> RunRecord:
-    """Step 5: the record of a run that trains (``known``: ``backbone``, ``data``,
+    """Step 5: the record of a run that trains (``known``: ``backbone``, ``fingerprints``, ``data``,
     ``prefix_storage``), carrying on an earlier record when resuming."""
     return RunRecord(
         run_dir=str(run_dir),
@@ -236,20 +237,8 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
     if cfg.model.hf_repo:
         backbone.update(hf_repo=cfg.model.hf_repo, hf_commit=inputs.model_dir.name)
     if cfg.train.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
-        report = RunRecord(
-            run_dir=str(run_dir),
-            config=cfg.to_dict(),
-            settings=inputs.settings,
-            backbone=backbone,
-            data=data_info,
-            status="checked: --epochs 0 reads and splits the data only; nothing "
-            "was trained and no classifier was saved",
-        )
-        if main:
-            write_json(run_dir / METRICS_FILE, report.to_dict())
-        logger.info(report.status)
-        return report.to_dict()
-
+        return dry_run(here, backbone, data_info)
+    fingerprints = fingerprint_inputs(here)
     params, settings, job = load_backbone(cfg, inputs)
     report = start_record(
         cfg,
@@ -258,6 +247,7 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
         job,
         run_dir,
         backbone=backbone,
+        fingerprints=fingerprints,
         data=data_info,
         prefix_storage=storage,
     )
@@ -272,6 +262,35 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
         f"GiB); metrics.json, plots and the classifier are in {run_dir}"
     )
     return report.to_dict()
+
+
+def dry_run(here: RunContext, backbone: dict, data_info: dict) -> dict:
+    """``--epochs 0``: the record of the data and the plan; no weights, no classifier."""
+    report = RunRecord(
+        run_dir=str(here.run_dir),
+        config=here.cfg.to_dict(),
+        settings=here.inputs.settings,
+        backbone=backbone,
+        data=data_info,
+        status="checked: --epochs 0 reads and splits the data only; nothing "
+        "was trained and no classifier was saved",
+    )
+    if here.main:
+        write_json(here.run_dir / METRICS_FILE, report.to_dict())
+    logger.info(report.status)
+    return report.to_dict()
+
+
+def fingerprint_inputs(here: RunContext) -> dict:
+    """Step 4a: fingerprints of the data files, the backbone's files and the config.
+    Resuming, the run stops here, naming each input that changed since it started."""
+    files, model_dir = here.inputs.labelled.files, here.inputs.model_dir
+    if not here.resume:
+        return input_fingerprints(files, model_dir, here.cfg.to_dict())
+    before = RunRecord.read(here.run_dir / METRICS_FILE)
+    now = input_fingerprints(files, model_dir, before.config or {})
+    check_unchanged(before.fingerprints, now, here.run_dir)
+    return now
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
