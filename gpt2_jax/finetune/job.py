@@ -26,7 +26,7 @@ from gpt2_jax.training.checkpoints import (
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
-from gpt2_jax.training.prefix import prefix_inputs
+from gpt2_jax.training.prefix_cache import prefix_inputs
 from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
 
 logger = logging.getLogger(__name__)

@@ -143,7 +143,7 @@ def test_cached_training_matches_the_plain_path(params, pool, tmp_path):
 
 
 def test_prefix_cache_on_disk(params, batch, tmp_path):
-    from gpt2_jax.training.prefix import cached_prefix, prefix_key
+    from gpt2_jax.training.prefix_cache import cached_prefix, prefix_key
 
     ids, lengths, _ = batch
     logs = []

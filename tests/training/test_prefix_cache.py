@@ -12,14 +12,9 @@ from training_helpers import collected
 
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
-from gpt2_jax.training import prefix
-from gpt2_jax.training.prefix import (
-    CacheEntry,
-    cached_prefix,
-    compute_prefix,
-    file_sha256,
-    prefix_key,
-)
+from gpt2_jax.training import prefix_cache
+from gpt2_jax.training.prefix import compute_prefix
+from gpt2_jax.training.prefix_cache import CacheEntry, cached_prefix, file_sha256, prefix_key
 
 CFG = GPTConfig(
     vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3, num_classes=2
@@ -57,7 +52,7 @@ def calls(monkeypatch):
         seen.append(type(out))
         return compute_prefix(*args, out=out, **kwargs)
 
-    monkeypatch.setattr(prefix, "compute_prefix", counting)
+    monkeypatch.setattr(prefix_cache, "compute_prefix", counting)
     return seen
 
 
@@ -89,7 +84,7 @@ def test_written_then_reused_without_computing(params, batch, fresh, tmp_path, c
         [entry.array.name, entry.record.name]
     )
 
-    monkeypatch.setattr(prefix, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(prefix_cache, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
     again = run(tmp_path, params, batch, logs)
     assert cache_lines(logs)[-1].startswith(f"prefix train: reusing {entry.array} (")
     assert "verified in" in cache_lines(logs)[-1]
@@ -180,7 +175,7 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
         both_computed.wait()  # both runs hold a finished temporary file before either commits
         return out
 
-    monkeypatch.setattr(prefix, "compute_prefix", computing_together)
+    monkeypatch.setattr(prefix_cache, "compute_prefix", computing_together)
     logs, results, errors = [], [None, None], []
 
     def one_run(i):
@@ -204,7 +199,7 @@ def test_concurrent_writers_do_not_collide(params, batch, fresh, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [entry.array.name, entry.record.name, stale.name]
     )
-    monkeypatch.setattr(prefix, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(prefix_cache, "compute_prefix", lambda *a, **k: pytest.fail("recomputed"))
     logs.clear()
     np.testing.assert_array_equal(run(tmp_path, params, batch, logs), fresh)
     assert "reusing" in cache_lines(logs)[0]
@@ -230,7 +225,7 @@ def test_unwritable_cache_folder_is_reported_and_skipped(
     params, batch, fresh, tmp_path, calls, monkeypatch, target, failure, reason
 ):
     module, name = target.split(".")
-    monkeypatch.setattr({"os": os, "tempfile": prefix.tempfile}[module], name, failure)
+    monkeypatch.setattr({"os": os, "tempfile": prefix_cache.tempfile}[module], name, failure)
     folder = tmp_path / "cache"
     logs = []
     result = run(folder, params, batch, logs)
