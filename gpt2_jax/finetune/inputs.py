@@ -186,7 +186,6 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
         "held_out_at": labelled.splits.held_out_at,  # shuffled row where val starts
         "duplicates": labelled.duplicates.as_dict(),
         "duplicates_dropped": labelled.dropped,
-        "splits": {},
     }
     if labelled.duplicates.rows:
         logger.info(_duplicates_line(labelled))
@@ -197,24 +196,7 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
             + (" ..." if len(labelled.joined) > 5 else "")
             + " (--quoting none reads one message per line)"
         )
-    for name, split in inputs.plan.encoded.items():
-        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
-        data_info["splits"][name] = {
-            "n": len(split),
-            **dict(zip(classes, counts)),
-            "truncated": split.truncated,
-        }
-        logger.info(
-            f"{name:5}: {len(split):5} texts ("
-            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
-            + ")"
-            + (
-                f", {split.truncated} truncated to {length} tokens "
-                f"(each keeps {encoding.kept_words(length, cfg.data.truncate)}; --truncate)"
-                if split.truncated
-                else ""
-            )
-        )
+    data_info["splits"] = _describe_splits(inputs, cfg.data.truncate)
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
     padded = reads_padding(m.pool, inputs.model_cfg.causal)
@@ -229,6 +211,27 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
     if warning:
         logger.info(warning)
     return data_info
+
+
+def _describe_splits(inputs: Inputs, truncate: str) -> dict[str, dict[str, Any]]:
+    """Each split's size, class counts and truncated texts: logged, and for the record."""
+    classes, length, out = inputs.labelled.classes, inputs.length, {}
+    for name, split in inputs.plan.encoded.items():
+        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
+        out[name] = {"n": len(split), **dict(zip(classes, counts)), "truncated": split.truncated}
+        cut = (
+            f", {split.truncated} truncated to {length} tokens "
+            f"(each keeps {encoding.kept_words(length, truncate)}; --truncate)"
+            if split.truncated
+            else ""
+        )
+        logger.info(
+            f"{name:5}: {len(split):5} texts ("
+            + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
+            + ")"
+            + cut
+        )
+    return out
 
 
 def _duplicates_line(labelled: LabelledData) -> str:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -194,38 +195,9 @@ def train_classifier(
         prefix_seconds = time.perf_counter() - t0
         logger.info(f"prefix computed in {prefix_seconds:.1f} s")
 
-    def after_epoch(state, history):
-        nonlocal best
-        epoch = history[-1]["epoch"]
-        if epoch == first_epoch:
-            history[-1]["prefix_seconds"] = prefix_seconds  # the one-off pass, before it
-        chosen = best_epoch(history, tc.select_by)
-        if select and chosen == epoch:
-            best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
-        if checkpoints is not None:
-            checkpoints.save(
-                epoch,
-                SelectedState(*state, best) if select else state,
-                {
-                    "epoch": epoch,
-                    "step": int(state.step),
-                    "seed": tc.seed,
-                    "history": history,
-                    **fingerprints,
-                    "random_state": "batch order drawn from (seed, epoch), dropout keys from "
-                    "(seed, step): nothing else to save",
-                },
-            )
-        if hooks.on_epoch is not None:
-            hooks.on_epoch(history)
-        if tc.patience and epoch - chosen >= tc.patience:
-            logger.info(
-                f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
-                f"{tc.patience} epoch(s)"
-            )
-            return True
-        return False
-
+    after_epoch = _EpochEnd(
+        job, checkpoints, hooks, fingerprints, first_epoch, prefix_seconds, best
+    )
     state, history = fit(
         trainer,
         state,
@@ -242,9 +214,62 @@ def train_classifier(
         on_epoch=after_epoch,
         on_step=hooks.on_step,
     )
-    kept = best if select else state.trainable
+    kept = after_epoch.best if select else state.trainable
     assert kept is not None  # with select, best is set from the first epoch on
     return merge(frozen, kept), history
+
+
+@dataclasses.dataclass
+class _EpochEnd:
+    """What follows each epoch's evaluation: keep the best epoch's trainable leaves (with
+    ``--select-by``), checkpoint, call ``hooks.on_epoch``, and say whether to stop early
+    (the loop's ``on_epoch``; a true return stops it)."""
+
+    job: TrainingJob
+    checkpoints: EpochCheckpoints | None
+    hooks: Hooks
+    fingerprints: dict
+    first_epoch: int
+    prefix_seconds: float  # the one-off pass, recorded with the first epoch after it
+    best: Any  # the best epoch's trainable leaves so far (None without --select-by)
+
+    def __call__(self, state: TrainState, history: list[dict]) -> bool:
+        tc = self.job.plan.train
+        select = tc.select_by != "last"
+        epoch = history[-1]["epoch"]
+        if epoch == self.first_epoch:
+            history[-1]["prefix_seconds"] = self.prefix_seconds
+        chosen = best_epoch(history, tc.select_by)
+        if select and chosen == epoch:
+            self.best = jax.tree.map(jnp.copy, state.trainable)  # the step donates the original
+        if self.checkpoints is not None:
+            self._save(epoch, state, history)
+        if self.hooks.on_epoch is not None:
+            self.hooks.on_epoch(history)
+        if tc.patience and epoch - chosen >= tc.patience:
+            logger.info(
+                f"stopping early: no better {tc.select_by} than epoch {chosen}'s for "
+                f"{tc.patience} epoch(s)"
+            )
+            return True
+        return False
+
+    def _save(self, epoch: int, state: TrainState, history: list[dict]) -> None:
+        tc = self.job.plan.train
+        assert self.checkpoints is not None
+        self.checkpoints.save(
+            epoch,
+            SelectedState(*state, self.best) if tc.select_by != "last" else state,
+            {
+                "epoch": epoch,
+                "step": int(state.step),
+                "seed": tc.seed,
+                "history": history,
+                **self.fingerprints,
+                "random_state": "batch order drawn from (seed, epoch), dropout keys from "
+                "(seed, step): nothing else to save",
+            },
+        )
 
 
 def _restore(job, trainer, checkpoints, state, best, fingerprints, hooks):

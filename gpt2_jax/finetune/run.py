@@ -317,7 +317,44 @@ def train_select_save(
     cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
     checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-    if resume:
+    hooks = _recording_hooks(here, report, classes, on_step)
+    if main:
+        write_json(run_dir / METRICS_FILE, report.to_dict())
+        write_json(run_dir / "config.json", cfg.to_dict())
+    disk_dir = run_dir / "prefix" if report.prefix_storage == "disk" else None
+    if disk_dir is not None and several():
+        disk_dir = disk_dir / f"process-{jax.process_index()}"
+    try:
+        params, _ = train_classifier(
+            job,
+            params,
+            checkpoints=checkpoints,
+            resume=resume,
+            prefix_disk_dir=disk_dir,
+            hooks=hooks,
+        )
+        chosen = select_epoch(report, cfg.train)
+        if main:  # the plots once more, the kept epoch marked
+            plot_history(report.epochs, run_dir, classes, selected=chosen)
+        save(cfg, here.inputs, params, run_dir)
+    except BaseException as err:
+        if main:
+            record_stop(report, run_dir, checkpoints, cfg, err)
+        raise
+    finally:
+        checkpoints.close()
+        if disk_dir is not None:
+            shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
+    return params
+
+
+def _recording_hooks(
+    here: RunContext, report: RunRecord, classes: tuple[str, ...], on_step
+) -> Hooks:
+    """The training loop's hooks that keep ``report`` (and, on process 0, ``metrics.json``
+    and the plots) up to date; resuming, the report carries on the earlier record."""
+    run_dir, main = here.run_dir, here.main
+    if here.resume:
         previous = RunRecord.read(run_dir / METRICS_FILE)
         report.epochs = previous.epochs
         report.resumed = (previous.resumed or []) + [
@@ -339,31 +376,4 @@ def train_select_save(
             plot_history(history, run_dir, classes)
         logger.info(epoch_table(history[-1], classes))
 
-    if main:
-        write_json(run_dir / METRICS_FILE, report.to_dict())
-        write_json(run_dir / "config.json", cfg.to_dict())
-    disk_dir = run_dir / "prefix" if report.prefix_storage == "disk" else None
-    if disk_dir is not None and several():
-        disk_dir = disk_dir / f"process-{jax.process_index()}"
-    try:
-        params, _ = train_classifier(
-            job,
-            params,
-            checkpoints=checkpoints,
-            resume=resume,
-            prefix_disk_dir=disk_dir,
-            hooks=Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume),
-        )
-        chosen = select_epoch(report, cfg.train)
-        if main:  # the plots once more, the kept epoch marked
-            plot_history(report.epochs, run_dir, classes, selected=chosen)
-        save(cfg, here.inputs, params, run_dir)
-    except BaseException as err:
-        if main:
-            record_stop(report, run_dir, checkpoints, cfg, err)
-        raise
-    finally:
-        checkpoints.close()
-        if disk_dir is not None:
-            shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
-    return params
+    return Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)

@@ -344,7 +344,7 @@ def fit(
     bucketed: bool = False,
     first_epoch: int = 1,
     history: list[dict] | None = None,
-    on_epoch: Callable[[TrainState, list[dict]], None] | None = None,
+    on_epoch: Callable[[TrainState, list[dict]], bool | None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Train epochs ``first_epoch .. epochs``; after each, evaluate every split of
@@ -356,18 +356,9 @@ def fit(
     for epoch in range(first_epoch, epochs + 1):
         t0 = began = time.perf_counter()
         state, record = train_epoch(
-            trainer,
-            state,
-            frozen,
-            inputs["train"],
-            data["train"],
-            batch_size,
-            seed,
-            epoch,
-            bucketed=bucketed,
-            desc=f"epoch {epoch}/{epochs}",
-            on_step=on_step,
-        )
+            trainer, state, frozen, inputs["train"], data["train"], batch_size, seed, epoch,
+            bucketed=bucketed, desc=f"epoch {epoch}/{epochs}", on_step=on_step,
+        )  # fmt: skip
         record = {
             "epoch": epoch,
             "step": int(state.step),
@@ -378,25 +369,23 @@ def fit(
         for name, split in data.items():
             if len(split):
                 record[name] = evaluate(
-                    trainer,
-                    state.trainable,
-                    frozen,
-                    inputs[name],
-                    split,
-                    batch_size,
-                    class_names,
-                    bucketed,
-                    desc=f"eval {name}",
-                )
+                    trainer, state.trainable, frozen, inputs[name], split, batch_size,
+                    class_names, bucketed, desc=f"eval {name}",
+                )  # fmt: skip
         record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
         if on_epoch is not None and on_epoch(state, history):
             break
-        if epoch < epochs:  # from the first epoch (with compiling) an upper bound
-            took = time.perf_counter() - began
-            logger.info(
-                f"epoch {epoch} took {took:.0f} s in all; about {took * (epochs - epoch):.0f} s "
-                f"left for epoch{'s' if epochs - epoch > 1 else ''} {epoch + 1}"
-                + (f"-{epochs}" if epochs - epoch > 1 else "")
-            )
+        if epoch < epochs:
+            _say_time_left(epoch, epochs, time.perf_counter() - began)
     return state, history
+
+
+def _say_time_left(epoch: int, epochs: int, took: float) -> None:
+    """The epochs after ``epoch`` cost what it did (after the first, which compiles, an
+    upper bound)."""
+    left = epochs - epoch
+    which = f"epochs {epoch + 1}-{epochs}" if left > 1 else f"epoch {epochs}"
+    logger.info(
+        f"epoch {epoch} took {took:.0f} s in all; about {took * left:.0f} s left for {which}"
+    )
