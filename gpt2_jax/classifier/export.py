@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_jax.classifier.classifier import load_classifier
+from gpt2_jax.classifier.saved import load_classifier
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 from gpt2_jax.model.gpt import merge_lora
