@@ -24,8 +24,9 @@ import numpy as np
 
 from gpt2_jax.data.tokenizer import HF_BPE_FILES
 from gpt2_jax.util.files import atomic_write
-from gpt2_jax.weights.names import (  # noqa: F401 (flat_variables, hf_tensors: kept importable here)
+from gpt2_jax.weights.names import (  # noqa: F401 (BUFFER, flat_variables: importable here too)
     BLOCK_SHAPES,
+    BUFFER,
     HF_PREFIX,
     HF_TO_OPENAI,
     IGNORED,
@@ -256,21 +257,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
         ours = by_hf[name]
         if ours in found:
             raise CheckpointError(f"{where}: tensor {hf_name(ours)!r} is stored twice")
-        if tuple(array.shape) != expected[ours]:
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} has shape "
-                f"{tuple(array.shape)}, expected {expected[ours]} from "
-                f"config.json {settings}"
-            )
-        if np.dtype(array.dtype).name not in FLOAT_TYPES:
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} is {array.dtype}, not a floating-point type"
-            )
-        found[ours] = np.asarray(array, np.float32)
-        if not np.isfinite(found[ours]).all():
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} holds NaN or infinite values; the file is damaged"
-            )
+        found[ours] = _checked(f"{where}: tensor {full_name!r}", array, expected[ours], settings)
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(
@@ -283,6 +270,20 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
             "the output head to the token embedding, and so does gpt2_jax"
         )
     return settings, nest_variables(found, settings["n_layer"])
+
+
+def _checked(what: str, array, shape: tuple[int, ...], settings: dict) -> np.ndarray:
+    """``array`` as float32, once its shape, type and values are checked."""
+    if tuple(array.shape) != shape:
+        raise CheckpointError(
+            f"{what} has shape {tuple(array.shape)}, expected {shape} from config.json {settings}"
+        )
+    if np.dtype(array.dtype).name not in FLOAT_TYPES:
+        raise CheckpointError(f"{what} is {array.dtype}, not a floating-point type")
+    out = np.asarray(array, np.float32)
+    if not np.isfinite(out).all():
+        raise CheckpointError(f"{what} holds NaN or infinite values; the file is damaged")
+    return out
 
 
 # --------------------------------------------------------------------------- write
