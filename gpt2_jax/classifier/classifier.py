@@ -41,8 +41,6 @@ from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
 
-# --------------------------------------------------------------------------- predict
-
 
 @functools.partial(jax.jit, static_argnames=("cfg", "pool"))
 def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):

@@ -34,9 +34,6 @@ def _upgrade_legacy(meta: dict) -> dict:
     return meta
 
 
-# --------------------------------------------------------------------------- save/load
-
-
 def check_params(params, cfg: GPTConfig, where: str) -> None:
     """Raise one ``ValueError`` if ``params`` is not a tree of ``GPTModel(cfg)``'s shapes."""
     have = {n: tuple(np.shape(leaf)) for n, leaf in named_leaves(params).items()}
