@@ -12,13 +12,10 @@ clf.predict(["my invoice is wrong"]).labels
 from gpt2_jax.util import runtime as _runtime  # noqa: F401
 
 # isort: split
-from gpt2_jax.classifier.classifier import (
-    Classifier,
-    ClassifierConfig,
-    Predictions,
-    load_classifier,
-)
+from gpt2_jax.classifier.classifier import Classifier, Predictions
 from gpt2_jax.classifier.export import export_backbone, export_classifier
+from gpt2_jax.classifier.saved import load_classifier
+from gpt2_jax.classifier.spec import ClassifierConfig
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune.config import (
     DataConfig,

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_jax.classifier.classifier import load_classifier
+from gpt2_jax.classifier.saved import load_classifier
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 from gpt2_jax.model.gpt import merge_lora
 from gpt2_jax.weights.hf import check_new_folder, save_hf_gpt2
-from gpt2_jax.weights.openai import lab_params
+from gpt2_jax.weights.names import HF_PREFIX, HF_SCORE, lab_params
 from gpt2_jax.weights.pretrained import load_pretrained
 
 EXPORT_NOTE = "gpt2_jax_export.json"
@@ -130,8 +130,8 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         cfg.to_settings(),
         backbone,
         bpe=bpe,
-        prefix="transformer.",
-        extra_tensors={"score.weight": np.ascontiguousarray(kernel.T)},
+        prefix=HF_PREFIX,
+        extra_tensors={HF_SCORE: np.ascontiguousarray(kernel.T)},
         config_extra={
             "architectures": ["GPT2ForSequenceClassification"],
             "id2label": {str(i): name for i, name in enumerate(labels)},

@@ -3,7 +3,9 @@
 Submodules carry the names of OpenAI's TensorFlow scopes (``wte``, ``wpe``, ``h0`` …
 ``h{n-1}``, ``ln_1``, ``attn/c_attn``, ``attn/c_proj``, ``ln_2``, ``mlp/c_fc``,
 ``mlp/c_proj``, ``ln_f``), so a parameter path such as ``h11/attn/c_attn/kernel``
-names the same weights as ``model/h11/attn/c_attn/w`` in the checkpoint.
+names the same weights as ``model/h11/attn/c_attn/w`` in the checkpoint (every such
+renaming is in ``weights.names``). The attention arithmetic is in ``model.attention``;
+this module holds the weights and the order of the layers.
 
 Shapes: B = batch, T = sequence length, E = ``emb_dim``, H = ``n_heads``,
 D = E / H, V = ``vocab_size``, C = ``num_classes``.
@@ -20,6 +22,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gpt2_jax.model.attention import (
+    causal_attention,
+    dot,
+    fused_attention,
+    pooled_attention,
+    uses_fused_attention,
+)
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.util.tree import Params
 
@@ -33,17 +42,6 @@ def _layer_norm(name: str) -> nn.LayerNorm:
 
 def matmul_dtype(cfg: GPTConfig):
     return None if cfg.matmul_dtype in (None, "float32") else jnp.dtype(cfg.matmul_dtype)
-
-
-def _dot(x, w, dtype, spec: str | None = None):
-    """``x @ w`` (or an einsum); with ``dtype`` set the inputs are cast to it and the
-    products accumulate in float32 (e.g. bfloat16 inputs, float32 results)."""
-    if dtype is not None:
-        x, w = x.astype(dtype), w.astype(dtype)
-    extra = {} if dtype is None else {"preferred_element_type": jnp.float32}
-    if spec is None:
-        return jnp.dot(x, w, **extra)
-    return jnp.einsum(spec, x, w, **extra)
 
 
 def _take(x, index):
@@ -99,71 +97,12 @@ class Linear(nn.Module):
             kernel = kernel[:, cols]
             bias = None if bias is None else bias[cols]
             lora = None if lora is None else (lora[0], lora[1][:, cols])
-        y = _dot(x, kernel, self.dtype)
+        y = dot(x, kernel, self.dtype)
         if lora is not None:
-            y = y + (self.lora_alpha / self.lora_rank) * _dot(
-                _dot(x, lora[0], self.dtype), lora[1], self.dtype
+            y = y + (self.lora_alpha / self.lora_rank) * dot(
+                dot(x, lora[0], self.dtype), lora[1], self.dtype
             )
         return y if bias is None else y + bias
-
-
-ATTENTION_BLOCK = 96  # about this many query rows per block in causal_attention
-
-
-def causal_attention(
-    q, k, v, dtype=None, block: int = ATTENTION_BLOCK, segments=None, causal: bool = True
-):
-    """Causal softmax attention, [B, T, H, D] each -> [B, T, H, D], in blocks of query rows.
-
-    The same function as ``softmax(q kᵀ / √D + causal mask) v``, organised for the CPU:
-    heads first (so every product is a plain batched matmul), each block of ``block``
-    queries takes only the keys it can see (about half the products of the full square
-    for long sequences), and the softmax is normalised after the product with ``v`` (one
-    pass less over the scores). Its [B, H, block, T] scores stay small enough for the
-    cache. Measured at 124M, batch 16 x 257 on a 2-core Xeon: 53 ms per layer against
-    127 ms for the full square with a [B, T, H, D] layout, the earlier code (tests check
-    that both agree to float32 rounding).
-
-    ``segments`` [B, T] (packed rows, several texts per row): a position sees only
-    earlier positions of its own segment. ``causal=False``: every position sees all.
-    """
-    b, t, h, d = q.shape
-    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, T, D]
-    q = q / math.sqrt(d)
-    size = -(-t // max(1, round(t / block)))  # equal blocks of about `block` rows
-    outs = []
-    for start in range(0, t, size):
-        stop = min(t, start + size) if causal else t
-        scores = _dot(q[:, :, start : start + size], k[:, :, :stop], dtype, "bhqd,bhkd->bhqk")
-        rows, cols = jnp.arange(start, min(t, start + size)), jnp.arange(stop)
-        visible = (rows[:, None] >= cols[None, :]) | (not causal)
-        if segments is not None:
-            visible = visible & (
-                segments[:, start : start + size, None] == segments[:, None, :stop]
-            )
-            visible = visible[:, None]  # [B, 1, q, k]
-        scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
-        p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
-        out = _dot(p, v[:, :, :stop], dtype, "bhqk,bhkd->bhqd")
-        outs.append(out / p.sum(axis=-1, keepdims=True))
-    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
-
-
-def fused_attention(q, k, v, dtype=None, segments=None, causal: bool = True):
-    """``causal_attention`` through ``jax.nn.dot_product_attention``: cuDNN's fused
-    (flash) attention on GPUs where JAX can use it, XLA's own code elsewhere. Same
-    arguments and result (the tests check they agree on the CPU)."""
-    mask = None
-    if segments is not None:  # [B, 1, T, T]: a position sees only its own text
-        mask = (segments[:, :, None] == segments[:, None, :])[:, None]
-    if dtype is not None:
-        q, k, v = (a.astype(dtype) for a in (q, k, v))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal).astype(jnp.float32)
-
-
-def uses_fused_attention(cfg: GPTConfig) -> bool:
-    """``cfg.attention``: "fused" always, "blocked" never, "auto" on GPUs."""
-    return cfg.attention == "fused" or (cfg.attention == "auto" and jax.default_backend() == "gpu")
 
 
 def normalise(x: jax.Array) -> jax.Array:
@@ -172,53 +111,6 @@ def normalise(x: jax.Array) -> jax.Array:
     mean = x.mean(-1, keepdims=True)
     var = jnp.maximum(0.0, (x * x).mean(-1, keepdims=True) - mean * mean)
     return (x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
-
-
-def pooled_attention(
-    q,
-    n,
-    query_index,
-    scale,
-    shift,
-    w_k,
-    w_v,
-    b_v,
-    n_heads: int,
-    dtype=None,
-    dropout=None,
-    causal: bool = True,
-):
-    """Attention of one query per sequence, with the key and value projections absorbed.
-
-    q [B, E] (already projected); n [B, T, E] the *normalised* rows entering the block,
-    so that ln_1's output is ``n * scale + shift`` and a key is ``n W'_k + c_k`` with
-    ``W'_k = scale[:, None] * W_k`` (likewise values). For head h:
-
-    * scores: ``q_h . k_t = n_t . (W'_k,h q_h) + q_h . c_k,h``; the last term is the same
-      for every t, and softmax ignores it, so it is dropped (its true gradient is zero);
-    * output: ``sum_t w_t v_t = (sum_t w_t n_t) W'_v,h + (sum_t w_t) c_v,h``.
-
-    So keys and values are never formed: two [T, E] x [E] products per head replace the
-    [T, E] x [E, 2E] projection of every position, E / H = 64 times fewer flops at 124M,
-    and autodiff through this form gives the exact gradients of ln_1, c_attn and all
-    after them. Positions after ``query_index`` are masked (unless not ``causal``).
-    Returns [B, E].
-    """
-    b, t, e = n.shape
-    d = e // n_heads
-    q = q.reshape(b, n_heads, d) / math.sqrt(d)
-    c_v = (_dot(shift, w_v, dtype) + b_v).reshape(n_heads, d)
-    w_k = (scale[:, None] * w_k).reshape(e, n_heads, d)
-    w_v = (scale[:, None] * w_v).reshape(e, n_heads, d)
-    u = _dot(q, w_k, dtype, "bhd,ehd->bhe")  # [B, H, E]
-    scores = _dot(n, u, dtype, "bte,bhe->bht")  # [B, H, T]
-    visible = (jnp.arange(t)[None, None, :] <= query_index[:, None, None]) | (not causal)
-    weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(scores.dtype).min), axis=-1)
-    if dropout is not None:
-        weights = dropout(weights)
-    mixed = _dot(weights, n, dtype, "bht,bte->bhe")  # [B, H, E]
-    out = _dot(mixed, w_v, dtype, "bhe,ehd->bhd")
-    return (out + weights.sum(-1)[..., None] * c_v).reshape(b, e)
 
 
 class CausalSelfAttention(nn.Module):
@@ -291,13 +183,13 @@ class CausalSelfAttention(nn.Module):
             out = attend(q, k, v, dtype, segments=segments, causal=cfg.causal)
         else:
             keys_ = jnp.arange(t)
-            scores = _dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
+            scores = dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
             visible = ((keys_[:, None] >= keys_[None, :]) | (not cfg.causal))[None, None]
             if segments is not None:
                 visible = visible & (segments[:, None, :, None] == segments[:, None, None, :])
             scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
             weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
-            out = _dot(weights, v, dtype, "bhqk,bkhd->bqhd")
+            out = dot(weights, v, dtype, "bhqk,bkhd->bqhd")
         return dropout(c_proj(out.reshape(b, t, e)), deterministic=deterministic)
 
 
@@ -384,26 +276,9 @@ class GPTModel(nn.Module):
         segments: jax.Array | None = None,
     ) -> jax.Array:
         cfg = self.cfg
-        last = cfg.n_layers if stop is None else stop
-        if not 0 <= start <= last <= cfg.n_layers:
-            raise ValueError(f"need 0 <= start {start} <= stop {last} <= n_layers {cfg.n_layers}")
-        t = inputs.shape[1]
-        if t > cfg.context_length:
-            raise ValueError(
-                f"sequence length {t} exceeds the model's context_length {cfg.context_length}"
-            )
+        last = _block_range(cfg, inputs.shape[1], start, stop)
         wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=_init, name="wte")
-        if start == 0:
-            wpe = nn.Embed(
-                cfg.context_length,
-                cfg.emb_dim,
-                embedding_init=nn.initializers.normal(0.01),
-                name="wpe",
-            )
-            x = wte(inputs) + wpe(jnp.arange(t) if positions is None else positions)
-            x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
-        else:
-            x = inputs
+        x = self._embed(wte, inputs, positions, deterministic) if start == 0 else inputs
         for i in range(start, last):
             pooled = pool_index is not None and i == cfg.n_layers - 1
             x = Block(cfg, cfg.has_lora(i), name=f"h{i}")(
@@ -413,12 +288,41 @@ class GPTModel(nn.Module):
             return x  # hidden states entering block `stop` (before ln_f even if stop = n)
         if pool_index is not None and start == cfg.n_layers:
             x = _take(x, pool_index)  # no block ran here: pick the position now
-        x = _layer_norm("ln_f")(x)
-        if cfg.num_classes is None:
-            logits = wte.attend(x)  # output head tied to the token embedding
-        else:
-            logits = nn.Dense(cfg.num_classes, kernel_init=_init, name="head")(x)
+        logits = self._head(wte, _layer_norm("ln_f")(x))
         return logits if pool_index is None else logits[:, 0, :]
+
+    def _embed(self, wte: nn.Embed, ids: jax.Array, positions, deterministic: bool) -> jax.Array:
+        """Token plus position embeddings (then dropout): [B, T] -> [B, T, E]. Called
+        from the compact ``__call__``, so its submodules join the same scope."""
+        cfg = self.cfg
+        wpe = nn.Embed(
+            cfg.context_length,
+            cfg.emb_dim,
+            embedding_init=nn.initializers.normal(0.01),
+            name="wpe",
+        )
+        x = wte(ids) + wpe(jnp.arange(ids.shape[1]) if positions is None else positions)
+        return nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
+
+    def _head(self, wte: nn.Embed, x: jax.Array) -> jax.Array:
+        """ln_f's output -> logits: the LM head tied to ``wte`` [.., V], or the class head
+        [.., C] when ``cfg.num_classes`` is set."""
+        if self.cfg.num_classes is None:
+            return wte.attend(x)  # output head tied to the token embedding
+        return nn.Dense(self.cfg.num_classes, kernel_init=_init, name="head")(x)
+
+
+def _block_range(cfg: GPTConfig, t: int, start: int, stop: int | None) -> int:
+    """The block after the last one to run (``stop``, or all), once ``start``/``stop``
+    and the sequence length ``t`` are checked against ``cfg``."""
+    last = cfg.n_layers if stop is None else stop
+    if not 0 <= start <= last <= cfg.n_layers:
+        raise ValueError(f"need 0 <= start {start} <= stop {last} <= n_layers {cfg.n_layers}")
+    if t > cfg.context_length:
+        raise ValueError(
+            f"sequence length {t} exceeds the model's context_length {cfg.context_length}"
+        )
+    return last
 
 
 def init_params(cfg: GPTConfig, seed: int = 0, seq_len: int = 8) -> Params:

@@ -8,7 +8,7 @@ are OpenAI's ``encoder.json`` + ``vocab.bpe`` under other names.
 Hugging Face's ``Conv1D`` keeps OpenAI's ``[in, out]`` kernel layout, so the mapping
 is names only: ``h.0.attn.c_attn.weight`` is OpenAI's ``h0/attn/c_attn/w`` (the Flax
 tree's ``h0/attn/c_attn/kernel``), ``ln_f.weight`` is ``ln_f/g``, and so on
-(``hf_name``). Reading checks every name and shape against ``config.json`` as the
+(``weights.names``, where every renaming lives). Reading checks every name and shape against ``config.json`` as the
 TF reader checks them against ``hparams.json``; NumPy and ``safetensors`` do all the
 work, so neither TensorFlow nor torch is needed.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,22 @@ import numpy as np
 
 from gpt2_jax.data.tokenizer import HF_BPE_FILES
 from gpt2_jax.util.files import atomic_write
-from gpt2_jax.weights.openai import BLOCK_SHAPES, CheckpointError, expected_shapes, nest_variables
+from gpt2_jax.weights.names import (  # noqa: F401 (BUFFER, flat_variables: importable here too)
+    BLOCK_SHAPES,
+    BUFFER,
+    HF_PREFIX,
+    HF_TO_OPENAI,
+    IGNORED,
+    LM_HEAD,
+    expected_shapes,
+    flat_variables,
+    hf_name,
+    hf_sizes,
+    hf_tensors,
+    is_hf_buffer,
+    nest_variables,
+)
+from gpt2_jax.weights.openai import CheckpointError
 
 CONFIG_FILE = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -33,14 +47,6 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN)
 
-# config.json key -> OpenAI's hparams key (the lab's ``settings``).
-HF_TO_OPENAI = {
-    "vocab_size": "n_vocab",
-    "n_positions": "n_ctx",
-    "n_embd": "n_embd",
-    "n_head": "n_head",
-    "n_layer": "n_layer",
-}
 # Options of transformers' GPT2Config that change the computation, with the value
 # that GPT-2 (and this package's model) has. Absent keys take these defaults.
 SAME_AS_GPT2 = {
@@ -50,11 +56,6 @@ SAME_AS_GPT2 = {
     "scale_attn_by_inverse_layer_idx": (False,),
     "add_cross_attention": (False,),
 }
-# Tensors a folder may hold that are not weights: the causal-mask buffers of older
-# transformers versions, and the LM head when it is saved although tied to wte.
-BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
-LM_HEAD = "lm_head.weight"
-IGNORED = ("score.weight",)  # a GPT2ForSequenceClassification's head, given as a backbone
 FLOAT_TYPES = ("float16", "bfloat16", "float32", "float64")  # read, then stored as float32
 
 
@@ -62,52 +63,6 @@ def is_hf_folder(folder: str | os.PathLike) -> bool:
     """True if ``folder`` holds a Hugging Face model's config.json (its weights are
     looked for when they are read)."""
     return (Path(folder) / CONFIG_FILE).is_file()
-
-
-# --------------------------------------------------------------------------- names
-
-
-def hf_name(name: str) -> str:
-    """OpenAI's flat variable name -> Hugging Face's tensor name (no ``transformer.``):
-    ``h3/mlp/c_fc/w`` -> ``h.3.mlp.c_fc.weight``, ``ln_f/g`` -> ``ln_f.weight``,
-    ``wte`` -> ``wte.weight``."""
-    parts = name.split("/")
-    if parts[0].startswith("h") and parts[0][1:].isdigit():
-        parts = ["h", parts[0][1:], *parts[1:]]
-    last = {"w": "weight", "g": "weight", "b": "bias"}.get(parts[-1])
-    if last is None:  # wte, wpe
-        return f"{name}.weight"
-    return ".".join(parts[:-1] + [last])
-
-
-def flat_variables(params: dict) -> dict[str, np.ndarray]:
-    """The lab's nested ``params`` -> ``{OpenAI flat name: array}`` (``nest_variables``
-    undone)."""
-    flat = {
-        "wte": params["wte"],
-        "wpe": params["wpe"],
-        "ln_f/g": params["g"],
-        "ln_f/b": params["b"],
-    }
-
-    def walk(prefix: str, tree) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}/{key}", value)
-            else:
-                flat[f"{prefix}/{key}"] = value
-
-    for i, block in enumerate(params["blocks"]):
-        walk(f"h{i}", block)
-    return flat
-
-
-def hf_tensors(params: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """The lab's ``params`` as Hugging Face's tensors ``{prefix + name: float32 array}``."""
-    return {
-        prefix + hf_name(name): np.ascontiguousarray(np.asarray(array, np.float32))
-        for name, array in flat_variables(params).items()
-    }
 
 
 # --------------------------------------------------------------------------- read
@@ -279,11 +234,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
     where = weights_file(folder)
     tensors = read_hf_tensors(folder)
     want = 4 + len(BLOCK_SHAPES) * settings["n_layer"]
-    weights = [
-        (n, a)
-        for n, a in tensors
-        if not BUFFER.fullmatch(n.removeprefix("transformer.")) and n not in IGNORED
-    ]
+    weights = [(n, a) for n, a in tensors if not is_hf_buffer(n) and n not in IGNORED]
     if want > 2 * len(weights) + len(BLOCK_SHAPES):  # far off: config.json is wrong, and
         # listing every name it implies could take long
         raise CheckpointError(
@@ -294,7 +245,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
     found: dict[str, np.ndarray] = {}
     lm_head = None
     for full_name, array in weights:
-        name = full_name.removeprefix("transformer.")
+        name = full_name.removeprefix(HF_PREFIX)
         if full_name == LM_HEAD:
             lm_head = array
             continue
@@ -306,21 +257,7 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
         ours = by_hf[name]
         if ours in found:
             raise CheckpointError(f"{where}: tensor {hf_name(ours)!r} is stored twice")
-        if tuple(array.shape) != expected[ours]:
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} has shape "
-                f"{tuple(array.shape)}, expected {expected[ours]} from "
-                f"config.json {settings}"
-            )
-        if np.dtype(array.dtype).name not in FLOAT_TYPES:
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} is {array.dtype}, not a floating-point type"
-            )
-        found[ours] = np.asarray(array, np.float32)
-        if not np.isfinite(found[ours]).all():
-            raise CheckpointError(
-                f"{where}: tensor {full_name!r} holds NaN or infinite values; the file is damaged"
-            )
+        found[ours] = _checked(f"{where}: tensor {full_name!r}", array, expected[ours], settings)
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(
@@ -335,6 +272,20 @@ def load_hf_gpt2(folder: str | os.PathLike) -> tuple[dict, dict]:
     return settings, nest_variables(found, settings["n_layer"])
 
 
+def _checked(what: str, array, shape: tuple[int, ...], settings: dict) -> np.ndarray:
+    """``array`` as float32, once its shape, type and values are checked."""
+    if tuple(array.shape) != shape:
+        raise CheckpointError(
+            f"{what} has shape {tuple(array.shape)}, expected {shape} from config.json {settings}"
+        )
+    if np.dtype(array.dtype).name not in FLOAT_TYPES:
+        raise CheckpointError(f"{what} is {array.dtype}, not a floating-point type")
+    out = np.asarray(array, np.float32)
+    if not np.isfinite(out).all():
+        raise CheckpointError(f"{what} holds NaN or infinite values; the file is damaged")
+    return out
+
+
 # --------------------------------------------------------------------------- write
 
 
@@ -344,7 +295,7 @@ def config_json(settings: dict, **extra) -> dict:
     config = {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
-        **{theirs: int(settings[ours]) for theirs, ours in HF_TO_OPENAI.items()},
+        **hf_sizes(settings),
         "n_ctx": int(settings["n_ctx"]),
         "n_inner": None,
         "activation_function": "gelu_new",

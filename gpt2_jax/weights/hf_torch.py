@@ -6,19 +6,18 @@ transformers). No hub access: the model is built from a config and these weights
 
 from __future__ import annotations
 
+from typing import Any
+
 from gpt2_jax.model.config import GPTConfig
-from gpt2_jax.weights.hf import hf_tensors
+from gpt2_jax.weights.names import HF_PREFIX, IGNORED, LM_HEAD, hf_sizes, hf_tensors, is_hf_buffer
 
 
 def hf_config(cfg: GPTConfig, **extra):
     import transformers
 
+    sizes: dict[str, Any] = hf_sizes(cfg.to_settings())  # vocab_size, n_positions, ...
     return transformers.GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.context_length,
-        n_embd=cfg.emb_dim,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
+        **sizes,
         activation_function="gelu_new",
         layer_norm_epsilon=1e-5,
         resid_pdrop=cfg.drop_rate,
@@ -28,9 +27,9 @@ def hf_config(cfg: GPTConfig, **extra):
     )
 
 
-def hf_state_dict(params: dict, prefix: str = "transformer.") -> dict:
-    """Torch tensors named as in ``GPT2Model`` (``hf_checkpoint.hf_tensors``: the one
-    place the names are mapped); HF's Conv1D keeps TF's [in, out] layout, so kernels go
+def hf_state_dict(params: dict, prefix: str = HF_PREFIX) -> dict:
+    """Torch tensors named as in ``GPT2Model`` (``names.hf_tensors``: every renaming
+    lives in ``weights.names``); HF's Conv1D keeps TF's [in, out] layout, so kernels go
     over without a transpose."""
     import torch
 
@@ -41,8 +40,7 @@ def load_into(model, state: dict) -> None:
     """``load_state_dict`` that tolerates only HF's causal-mask buffers (and, for a
     classifier, its new head) being absent."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = (".attn.bias", ".attn.masked_bias", "score.weight", "lm_head.weight")
-    bad = [m for m in missing if not m.endswith(allowed)]
+    bad = [m for m in missing if not (is_hf_buffer(m) or m in (LM_HEAD, *IGNORED))]
     if unexpected or bad:
         raise ValueError(f"weights do not fit the HF model: missing {bad}, unexpected {unexpected}")
 

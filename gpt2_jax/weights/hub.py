@@ -12,6 +12,7 @@ extra: ``pip install 'gpt2_jax[hub]'``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2_jax.data.tokenizer import HF_BPE_FILES, HF_TOKENIZER_JSON
@@ -44,65 +45,96 @@ def fetch_hf_repo(
     """The local folder (a snapshot in the cache, named by the commit) holding
     ``repo_id``'s GPT-2 files."""
     _hub()
-    from huggingface_hub import constants, hf_hub_download
-
-    Absent: type[Exception]  # the "no such file in the repository" error of either version
-    try:
-        from huggingface_hub.errors import RemoteEntryNotFoundError as Absent
-    except ImportError:  # before huggingface_hub 1.0
-        from huggingface_hub.utils import EntryNotFoundError as Absent
+    from huggingface_hub import constants
 
     if offline is None:
         offline = offline_requested() or constants.is_offline_mode()
-    revision = revision or "main"
-    where = f"{repo_id}@{revision}"
+    repo = _Repo(repo_id, revision or "main", cache_dir, offline, endpoint)
+    config = repo.need(CONFIG_FILE)
+    _fetch_weights(repo)
+    # tokenizer files are optional: without them the standard GPT-2 BPE is used
+    if None in [repo.get(name) for name in HF_BPE_FILES]:
+        repo.get(HF_TOKENIZER_JSON)
+    return config.parent
 
-    def get(name: str, optional: bool = False) -> Path | None:
+
+@dataclass
+class _Repo:
+    """One revision of a Hub repository, its files fetched one by one into the cache."""
+
+    repo_id: str
+    revision: str
+    cache_dir: str | os.PathLike | None
+    offline: bool
+    endpoint: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+    def need(self, name: str) -> Path:
+        """The file's cached path; ``HubError`` if it cannot be had."""
+        path = self.get(name, optional=False)
+        assert path is not None  # get returns None only for an optional file
+        return path
+
+    def get(self, name: str, optional: bool = True) -> Path | None:
         """The file's cached path; None for an optional file the repo (or, offline, the
         cache) does not have."""
+        from huggingface_hub import constants, hf_hub_download
+
         try:
             return Path(
                 hf_hub_download(
-                    repo_id,
+                    self.repo_id,
                     name,
-                    revision=revision,
+                    revision=self.revision,
                     # huggingface_hub annotates str | Path, but takes any os.PathLike
                     # (it reads cache_dir through Path(cache_dir))
-                    cache_dir=cache_dir,  # type: ignore[arg-type]
-                    local_files_only=offline,
-                    endpoint=endpoint,
+                    cache_dir=self.cache_dir,  # type: ignore[arg-type]
+                    local_files_only=self.offline,
+                    endpoint=self.endpoint,
                 )
             )
-        except Absent:
+        except _absent_error():
             if optional:
                 return None
-            raise HubError(f"{where}: the repository has no {name}") from None
+            raise HubError(f"{self.where}: the repository has no {name}") from None
         except Exception as err:  # the library raises many types; say which file, and why
-            if optional and offline and type(err).__name__ == "LocalEntryNotFoundError":
+            if optional and self.offline and type(err).__name__ == "LocalEntryNotFoundError":
                 return None
-            raise HubError(
-                _why(where, name, err, offline, endpoint or constants.ENDPOINT)
-            ) from None
+            endpoint = self.endpoint or constants.ENDPOINT
+            raise HubError(_why(self.where, name, err, self.offline, endpoint)) from None
 
-    config = get(CONFIG_FILE)
-    assert config is not None  # get returns None only for an optional file
-    if get(SAFETENSORS, optional=True) is None:
-        index = get(SAFETENSORS_INDEX, optional=True)
-        if index is None:
-            raise HubError(
-                f"{where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
-                + (
-                    "is in the Hugging Face cache, and offline mode downloads nothing"
-                    if offline
-                    else "is in the repository; only safetensors weights are fetched from the Hub"
-                )
+
+def _absent_error() -> type[Exception]:
+    """The "no such file in the repository" error of either huggingface_hub version."""
+    try:
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        return RemoteEntryNotFoundError
+    except ImportError:  # before huggingface_hub 1.0
+        from huggingface_hub.utils import EntryNotFoundError
+
+        return EntryNotFoundError
+
+
+def _fetch_weights(repo: _Repo) -> None:
+    """``model.safetensors``, else the safetensors index and every shard it lists."""
+    if repo.get(SAFETENSORS) is not None:
+        return
+    index = repo.get(SAFETENSORS_INDEX)
+    if index is None:
+        raise HubError(
+            f"{repo.where}: neither {SAFETENSORS} nor {SAFETENSORS_INDEX} "
+            + (
+                "is in the Hugging Face cache, and offline mode downloads nothing"
+                if repo.offline
+                else "is in the repository; only safetensors weights are fetched from the Hub"
             )
-        for shard in shard_names(index):  # the loader's own reading of the index
-            get(shard)
-    # tokenizer files are optional: without them the standard GPT-2 BPE is used
-    if None in [get(name, optional=True) for name in HF_BPE_FILES]:
-        get(HF_TOKENIZER_JSON, optional=True)
-    return config.parent
+        )
+    for shard in shard_names(index):  # the loader's own reading of the index
+        repo.need(shard)
 
 
 def _why(where: str, name: str, err: Exception, offline: bool, endpoint: str) -> str:

@@ -6,7 +6,8 @@ Two pure steps:
   ``(settings, params)``; ``params`` has keys ``blocks`` (one nested dict per
   transformer block), ``b`` and ``g`` (final LayerNorm), ``wpe`` and ``wte``, all
   NumPy arrays; every shape is checked against ``settings``.
-* ``load_weights(params)`` renames that dict into the tree ``GPTModel`` uses.
+* ``load_weights(params)`` renames that dict into the tree ``GPTModel`` uses (it
+  lives in ``weights.names`` with every other renaming, and is importable here).
 
 TensorFlow is imported only when a checkpoint is read (``_tensorflow``) and kept off
 any GPU; a missing TensorFlow is one ``CheckpointError`` saying how to convert instead.
@@ -17,43 +18,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gpt2_jax.model.config import OPENAI_TO_CONFIG
 from gpt2_jax.util.runtime import native_stderr_filtered
 
-# Shapes of every per-block variable after the squeeze of TF's conv kernels,
-# as functions of E = n_embd.
-BLOCK_SHAPES: dict[str, Any] = {
-    "ln_1/g": lambda e: (e,),
-    "ln_1/b": lambda e: (e,),
-    "attn/c_attn/w": lambda e: (e, 3 * e),
-    "attn/c_attn/b": lambda e: (3 * e,),
-    "attn/c_proj/w": lambda e: (e, e),
-    "attn/c_proj/b": lambda e: (e,),
-    "ln_2/g": lambda e: (e,),
-    "ln_2/b": lambda e: (e,),
-    "mlp/c_fc/w": lambda e: (e, 4 * e),
-    "mlp/c_fc/b": lambda e: (4 * e,),
-    "mlp/c_proj/w": lambda e: (4 * e, e),
-    "mlp/c_proj/b": lambda e: (e,),
-}
+# the names, and the renames to the other namings, live in names; kept importable here
+from gpt2_jax.weights.names import (  # noqa: F401
+    BLOCK_SHAPES,
+    expected_shapes,
+    lab_params,
+    load_weights,
+    nest_variables,
+)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match what its hparams promise."""
-
-
-def expected_shapes(settings: dict) -> dict[str, tuple[int, ...]]:
-    """TF variable name (without ``model/``) -> shape after squeezing conv kernels."""
-    e, v, t = settings["n_embd"], settings["n_vocab"], settings["n_ctx"]
-    shapes = {"wte": (v, e), "wpe": (t, e), "ln_f/g": (e,), "ln_f/b": (e,)}
-    for i in range(settings["n_layer"]):
-        for name, shape in BLOCK_SHAPES.items():
-            shapes[f"h{i}/{name}"] = shape(e)
-    return shapes
 
 
 def parameter_count(settings: dict) -> int:
@@ -164,89 +146,3 @@ def load_gpt2(model_dir: str | os.PathLike) -> tuple[dict, dict]:
             + ", ".join(f"model/{n} {expected[n]}" for n in missing[:5])
         )
     return settings, nest_variables(found, settings["n_layer"])
-
-
-def nest_variables(flat: dict[str, Any], n_layer: int) -> dict:
-    """``{"h0/attn/c_attn/w": a, "ln_f/g": g, "wte": w, ...}`` -> the lab's nested dict:
-    ``blocks[0]["attn"]["c_attn"]["w"]``, with ``ln_f``'s ``g``/``b`` at the top level."""
-    params: dict[str, Any] = {"blocks": [{} for _ in range(n_layer)]}
-    for name, array in flat.items():
-        parts = name.split("/")
-        if parts[0].startswith("h") and parts[0][1:].isdigit():
-            target, parts = params["blocks"][int(parts[0][1:])], parts[1:]
-        else:
-            target, parts = params, parts[1:] if parts[0] == "ln_f" else parts
-        for key in parts[:-1]:
-            target = target.setdefault(key, {})
-        target[parts[-1]] = array
-    return params
-
-
-def load_weights(params: dict) -> dict:
-    """The lab's ``params`` dict -> the parameter tree of ``GPTModel`` (LM head tied).
-
-    The whole mapping: ``g`` -> ``scale``, ``w`` -> ``kernel``, ``b`` -> ``bias``,
-    ``wte``/``wpe`` -> ``embedding``; ``ln_f`` is spelled out because the lab keeps
-    its ``g``/``b`` at the top level.
-    """
-
-    def dense(p):
-        return {"kernel": p["w"], "bias": p["b"]}
-
-    def norm(p):
-        return {"scale": p["g"], "bias": p["b"]}
-
-    tree = {
-        "wte": {"embedding": params["wte"]},
-        "wpe": {"embedding": params["wpe"]},
-        "ln_f": norm(params),
-    }
-    for i, block in enumerate(params["blocks"]):
-        tree[f"h{i}"] = {
-            "ln_1": norm(block["ln_1"]),
-            "attn": {
-                "c_attn": dense(block["attn"]["c_attn"]),
-                "c_proj": dense(block["attn"]["c_proj"]),
-            },
-            "ln_2": norm(block["ln_2"]),
-            "mlp": {"c_fc": dense(block["mlp"]["c_fc"]), "c_proj": dense(block["mlp"]["c_proj"])},
-        }
-    return tree
-
-
-def lab_params(tree: dict) -> dict:
-    """``load_weights`` undone: the Flax tree of ``GPTModel`` -> the lab's ``params``
-    dict of NumPy arrays. A class head, if any, is left out (it is not GPT-2's)."""
-
-    def dense(p):
-        return {"w": np.asarray(p["kernel"]), "b": np.asarray(p["bias"])}
-
-    def norm(p):
-        return {"g": np.asarray(p["scale"]), "b": np.asarray(p["bias"])}
-
-    n_layer = sum(1 for k in tree if k.startswith("h") and k[1:].isdigit())
-    params = {
-        "blocks": [],
-        **norm(tree["ln_f"]),
-        "wpe": np.asarray(tree["wpe"]["embedding"]),
-        "wte": np.asarray(tree["wte"]["embedding"]),
-    }
-    for i in range(n_layer):
-        block = tree[f"h{i}"]
-        if any("lora_a" in layer for scope in ("attn", "mlp") for layer in block[scope].values()):
-            raise ValueError(f"h{i} has LoRA adapters; fold them in first (model.merge_lora)")
-        params["blocks"].append(
-            {
-                "ln_1": norm(block["ln_1"]),
-                "attn": {
-                    "c_attn": dense(block["attn"]["c_attn"]),
-                    "c_proj": dense(block["attn"]["c_proj"]),
-                },
-                "ln_2": norm(block["ln_2"]),
-                "mlp": {
-                    "c_fc": dense(block["mlp"]["c_fc"]),
-                    "c_proj": dense(block["mlp"]["c_proj"]),
-                },
-            }
-        )
-    return params

@@ -1,0 +1,165 @@
+"""What a classifier is: ``ClassifierConfig`` (labels, pooling, max length, model
+config; saved as ``classifier.json``), and ``with_class_head``, the parameters of a
+new one built from GPT-2's."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from gpt2_jax.data.encoding import check_truncate
+from gpt2_jax.model.config import GPTConfig
+from gpt2_jax.model.gpt import init_params, param_shapes
+from gpt2_jax.model.pooling import check_pool
+from gpt2_jax.util.tree import named_leaves, path_name
+
+MODEL_SIZE_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "num_classes")
+
+
+def with_class_head(pretrained, cfg: GPTConfig, seed: int) -> tuple[dict, list[str]]:
+    """Parameters for ``GPTModel(cfg)`` (``cfg.num_classes`` set): every leaf that
+    ``pretrained`` has is taken from it, the others (the class head) are initialised
+    from ``seed``. Returns ``(params, names initialised)``.
+
+    Only the missing leaves are initialised: the init runs under ``jit`` and returns
+    just those, so XLA drops the rest and no second copy of the backbone is made."""
+    if pretrained is None:
+        fresh = init_params(cfg, seed)
+        return fresh, list(named_leaves(fresh))
+    have = named_leaves(pretrained)
+    shapes = param_shapes(cfg)
+    want = named_leaves(shapes)
+    wrong = [
+        f"{n}: checkpoint {have[n].shape} vs model {want[n].shape}"
+        for n in want
+        if n in have and tuple(have[n].shape) != want[n].shape
+    ]
+    extra = [n for n in have if n not in want]
+    if wrong or extra:
+        raise ValueError(
+            "pretrained weights do not fit the classifier: "
+            + "; ".join(wrong + [f"{n}: not in the model" for n in extra])
+        )
+    missing = [n for n in want if n not in have]
+    fresh = jax.jit(
+        lambda: {
+            n: leaf for n, leaf in named_leaves(init_params(cfg, seed)).items() if n in missing
+        }
+    )()
+    merged = jax.tree_util.tree_map_with_path(
+        lambda path, _: (
+            fresh[path_name(path)]
+            if path_name(path) in fresh
+            else jnp.asarray(have[path_name(path)])
+        ),
+        shapes,
+    )
+    return merged, missing
+
+
+# --------------------------------------------------------------------------- config
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything needed to use a trained classifier besides its weights.
+
+    ``model``: the GPT-2 config (``num_classes == len(labels)``); ``labels``: class
+    names, index = class id; ``pool``: which position is read (``pooling.POOLS``);
+    ``max_length``: tokens per text, longer texts are truncated to it, keeping the part
+    ``truncate`` names (``data.encoding.TRUNCATIONS``; ``head`` where an older
+    classifier.json has no such key). Frozen and hashable, so it can be a static argument of ``jax.jit``.
+    """
+
+    model: GPTConfig
+    labels: tuple[str, ...]
+    pool: str
+    max_length: int
+    truncate: str = "head"
+
+    def __post_init__(self):
+        if not isinstance(self.model, GPTConfig):
+            raise TypeError(
+                f"ClassifierConfig.model must be a GPTConfig, got {type(self.model).__name__}"
+            )
+        if not isinstance(self.labels, (list, tuple)) or not all(
+            isinstance(x, str) for x in self.labels
+        ):
+            raise ValueError(
+                f"ClassifierConfig.labels must be a sequence of class names "
+                f"(strings), got {self.labels!r}"
+            )
+        object.__setattr__(self, "labels", tuple(self.labels))  # lists (JSON) -> hashable
+        if len(set(self.labels)) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ValueError(
+                f"ClassifierConfig.labels must be >= 2 distinct names, got {list(self.labels)}"
+            )
+        if self.model.num_classes != len(self.labels):
+            raise ValueError(
+                f"ClassifierConfig: model.num_classes={self.model.num_classes} but "
+                f"{len(self.labels)} labels {list(self.labels)}"
+            )
+        check_pool(self.pool)
+        check_truncate(self.truncate)
+        ctx = self.model.context_length
+        if not is_int(self.max_length) or not 0 < self.max_length <= ctx:
+            raise ValueError(
+                f"ClassifierConfig.max_length must be an int in 1..{ctx} (the "
+                f"model's context_length), got {self.max_length!r}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"model": {...GPTConfig fields}, "labels": [...], "pool",
+        "max_length", "truncate"}``."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "labels": list(self.labels),
+            "pool": self.pool,
+            "max_length": self.max_length,
+            "truncate": self.truncate,
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> ClassifierConfig:
+        """Inverse of ``to_dict``; other keys (``format``, ``tokenizer``) are ignored.
+        Raises one ``ValueError`` naming the key that is missing or wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"expected a JSON object with keys model, labels, pool, "
+                f"max_length; got {type(d).__name__}"
+            )
+        missing = [k for k in ("model", "labels", "pool", "max_length") if k not in d]
+        if missing:
+            raise ValueError(f"missing key(s) {missing} (have {sorted(d)})")
+        if not isinstance(d["model"], dict):
+            raise ValueError(
+                f"key 'model' must be an object of GPTConfig fields, got {d['model']!r}"
+            )
+        # Sizes must be there: GPTConfig's defaults (124M) would silently not fit the weights.
+        absent = [k for k in MODEL_SIZE_KEYS if k not in d["model"]]
+        if absent:
+            raise ValueError(f"key 'model' lacks {absent}")
+        try:
+            model = GPTConfig(**d["model"])
+        except (TypeError, ValueError) as err:  # an unknown field, a bad value
+            raise ValueError(f"key 'model': {err}") from None
+        if not isinstance(d["labels"], list):
+            raise ValueError(f"key 'labels' must be a list of class names, got {d['labels']!r}")
+        return cls(
+            model=model,
+            labels=tuple(d["labels"]),
+            pool=d["pool"],
+            max_length=d["max_length"],
+            truncate=d.get("truncate", "head"),  # classifiers saved before --truncate
+        )
