@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ GPT2_BPE = {
         456_318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
     ),
 }
+
+logger = logging.getLogger(__name__)
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
@@ -57,7 +60,7 @@ def get_tokenizer(
     if local is not None:
         assert bpe_dir is not None  # local is only found in a given bpe_dir
         try:
-            return encoding_from_files(*local)
+            encoding = encoding_from_files(*local)
         except RuntimeError:
             if local[0].parent == Path(bpe_dir):
                 raise
@@ -65,10 +68,22 @@ def get_tokenizer(
                 f"{Path(bpe_dir) / HF_TOKENIZER_JSON}: not GPT-2's byte-pair "
                 "vocabulary and merges; gpt2_jax reads GPT-2's tokenizer only"
             ) from None
+        if local[0].parent != Path(bpe_dir):
+            used = f"{Path(bpe_dir) / HF_TOKENIZER_JSON}'s vocabulary and merges"
+            _say(used, "no encoder.json + vocab.bpe nor vocab.json + merges.txt there")
+        elif local[0].name != BPE_FILES[0]:
+            _say(
+                f"{local[0].name} + {local[1].name} from {bpe_dir}",
+                "no encoder.json + vocab.bpe there",
+            )
+        return encoding
     if offline is None:
         offline = offline_requested()
+    cached = tiktoken_cached_files()
+    none_here = f"none in {bpe_dir}" if bpe_dir is not None else "no model folder given"
+    if cached is not None:
+        _say(f"encoder.json + vocab.bpe from tiktoken's cache ({cached[0].parent})", none_here)
     if offline:
-        cached = tiktoken_cached_files()
         if cached is not None:
             return encoding_from_files(*cached)
         cache = tiktoken_cache_dir() or "disabled"
@@ -78,12 +93,22 @@ def get_tokenizer(
             )
         )
     try:
-        return tiktoken.get_encoding("gpt2")
+        encoding = tiktoken.get_encoding("gpt2")
     except Exception as err:  # network errors surface as several types
         reason = " ".join(str(err).split()) or type(err).__name__
         raise RuntimeError(
             _missing_message(bpe_dir, f"and tiktoken could not download them ({reason})")
         ) from err
+    if cached is None:
+        where = tiktoken_cache_dir() or "no cache: caching is off"
+        _say(f"encoder.json + vocab.bpe downloaded by tiktoken ({where})", none_here)
+    return encoding
+
+
+def _say(used: str, why: str) -> None:
+    """One line in the run's log when the tokenizer is not the model folder's own
+    encoder.json + vocab.bpe: which files it is, from where, and why."""
+    logger.info(f"tokenizer: {used} ({why})")
 
 
 def bpe_files(folder: str | os.PathLike) -> tuple[Path, Path] | None:

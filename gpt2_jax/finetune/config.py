@@ -15,6 +15,7 @@ from gpt2_jax.model.config import MODEL_SIZES, GPTConfig, settings_for_size
 from gpt2_jax.model.pooling import POOLS, check_pool
 from gpt2_jax.parallel.mesh import Placement, make_mesh, parse_mesh
 from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.util.typed import check_field_types
 
 field = dataclasses.field
 
@@ -125,6 +126,7 @@ class ModelConfig:
     )
 
     def __post_init__(self):
+        check_field_types(self)
         if self.weights not in ("pretrained", "random"):
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
         settings_for_size(self.model_size)  # raises on an unknown size
@@ -256,8 +258,14 @@ class DataConfig:
     )
 
     def __post_init__(self):
-        if isinstance(self.labels, (list, tuple)):  # the Python API's natural form
-            object.__setattr__(self, "labels", ",".join(self.labels))
+        labels = self.labels
+        if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
+            object.__setattr__(self, "labels", ",".join(labels))  # the Python API's natural form
+        check_field_types(self)
+        if isinstance(self.test_size, str) and self.test_size != "rest":
+            raise ValueError(
+                f"test_size must be a count, a fraction or 'rest', got {self.test_size!r}"
+            )
         for name in ("train_size", "val_size", "test_size"):
             value = getattr(self, name)
             if isinstance(value, float) and not (math.isfinite(value) and 0 < value < 1):
@@ -375,9 +383,12 @@ class SpeedConfig:
     )
 
     def __post_init__(self):
+        check_field_types(self)
         parse_mesh(self.mesh)  # the flag's form; the devices are counted when the run starts
         budget = self.memory_budget_gib
-        if budget != "available" and not (math.isfinite(budget) and budget > 0):
+        if budget != "available" and (
+            isinstance(budget, str) or not (math.isfinite(budget) and budget > 0)
+        ):
             raise ValueError(
                 f"memory_budget_gib must be 'available' or a positive number of GiB, got {budget}"
             )
@@ -417,6 +428,7 @@ class OutputConfig:
     )
 
     def __post_init__(self):
+        check_field_types(self)
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
 
@@ -430,6 +442,7 @@ class RunConfig:
     output: OutputConfig = OutputConfig()
 
     def __post_init__(self):
+        check_field_types(self)
         d, t = self.data, self.train
         if (self.output.merge_lora or self.model.lora_blocks) and not self.model.lora_rank:
             raise ValueError(

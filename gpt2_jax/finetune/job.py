@@ -29,6 +29,7 @@ from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix_cache import prefix_inputs
 from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
+from gpt2_jax.util.machine import cpu_lacks_bfloat16
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,22 @@ class Hooks:
     on_resume: Callable[[Restored], None] | None = None
 
 
+def warn_slow_bfloat16(speed: SpeedConfig) -> None:
+    """Say once, in the run's log, that bfloat16 matmuls will be slower, not faster, on
+    a CPU without bfloat16 units (x86 without avx512_bf16 or amx_bf16)."""
+    flags = [
+        f"--{name.replace('_', '-')} bfloat16"
+        for name in ("prefix_dtype", "train_dtype")
+        if getattr(speed, name) == "bfloat16"
+    ]
+    if flags and jax.default_backend() == "cpu" and cpu_lacks_bfloat16():
+        logger.warning(
+            f"WARNING: {' and '.join(flags)}: this CPU has no bfloat16 units (no avx512_bf16 or "
+            "amx_bf16 among its flags), so bfloat16 matmuls are emulated and the run will "
+            "be slower here than with float32, not faster"
+        )
+
+
 def build_trainer(job: TrainingJob) -> Trainer:
     """The jitted steps for this job; ``trainer.start`` is the first block computed per
     step (the blocks before it are the frozen prefix, computed once per text)."""
@@ -134,6 +151,7 @@ def build_trainer(job: TrainingJob) -> Trainer:
     placement = plan.placement
     if placement is not None:
         logger.info(f"mesh: {describe(placement.mesh)}")
+    warn_slow_bfloat16(speed)
     computed = dataclasses.replace(
         model.cfg,
         attention=speed.attention,

@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from gpt2_jax.util.typed import check_field_types
+
 # How attention is computed: the CPU-friendly blocked code, jax.nn.dot_product_attention
 # (cuDNN's fused attention on GPUs), or "auto" (fused on GPUs, blocked elsewhere).
 ATTENTION = ("auto", "blocked", "fused")
@@ -58,6 +60,7 @@ class GPTConfig:
     attention: str = "auto"  # "blocked" (CPU-friendly), "fused" (jax.nn.dot_product_attention), auto: fused on GPUs
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -7,6 +7,7 @@ import math
 
 from gpt2_jax.training.loss import parse_class_weights
 from gpt2_jax.training.partition import TRAINABLE_PRESETS, resolve_trainable
+from gpt2_jax.util.typed import check_field_types
 
 # Words accepted among --trainable patterns; anything else is a regular expression.
 
@@ -111,6 +112,7 @@ class TrainConfig:
                 "class_weights",
                 ",".join(f"{name}={weight}" for name, weight in self.class_weights.items()),
             )
+        check_field_types(self)
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.epochs < 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from gpt2_jax.data.budget import memory_available
 from gpt2_jax.weights.openai import parameter_count
 
 GIB = 1 << 30
@@ -30,14 +31,12 @@ def estimate_peak_bytes(
 
 
 def available_bytes() -> int | None:
-    """``MemAvailable`` from /proc/meminfo (Linux); None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """What this process may still take: ``MemAvailable`` (Linux) lowered to what the
+    container's cgroup limit leaves (``data.budget.memory_available``, the data budget's
+    rule); else the free pages; None where unknown."""
+    known = memory_available()
+    if known is not None:
+        return known
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -1,14 +1,18 @@
-"""The machine a timing was measured on."""
+"""The machine a timing was measured on, and what its CPU lacks."""
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86's bfloat16 units
+X86 = frozenset({"x86_64", "amd64", "i386", "i686"})
 
-def machine_name() -> str:
-    """CPU model, core count and whether it has bfloat16 units (timings depend on all three)."""
-    model, flags = os.uname().machine, set()
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    """The CPU's model name and flags from /proc/cpuinfo (None and no flags where unknown)."""
+    model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -18,7 +22,23 @@ def machine_name() -> str:
                 flags = set(value.split())
     except OSError:
         pass
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return f"{model}, {os.cpu_count()} CPUs, " + (
+    return model, flags
+
+
+def machine_name() -> str:
+    """CPU model, core count and whether it has bfloat16 units (timings depend on all three)."""
+    model, flags = _cpuinfo()
+    bf16 = sorted(flags & BF16_FLAGS)
+    return f"{model or os.uname().machine}, {os.cpu_count()} CPUs, " + (
         f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"
     )
+
+
+def cpu_lacks_bfloat16() -> bool:
+    """True only on an x86 CPU whose flags (read from /proc/cpuinfo) name neither
+    ``avx512_bf16`` nor ``amx_bf16``: there bfloat16 matmuls are emulated, slower than
+    float32. Other CPUs, or flags that cannot be read: False (nothing known to say)."""
+    if platform.machine().lower() not in X86:
+        return False
+    _, flags = _cpuinfo()
+    return bool(flags) and not flags & BF16_FLAGS

@@ -153,3 +153,40 @@ def test_damaged_local_files_are_named(tmp_path, name, content, bpe_dir):
     ) as err:
         get_tokenizer(tmp_path, offline=True)
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------- which files a fallback used, and from where
+
+
+def _told(folder, **kwargs) -> list[str]:
+    from training_helpers import collected
+
+    lines: list[str] = []
+    with collected(lines):
+        get_tokenizer(folder, **kwargs)
+    return [line for line in lines if line.startswith("tokenizer:")]
+
+
+def test_the_model_folders_own_files_need_no_word(no_network, bpe_dir):
+    assert _told(bpe_dir, offline=True) == []
+
+
+def test_hugging_face_names_are_said(no_network, bpe_dir, tmp_path):
+    shutil.copyfile(bpe_dir / "encoder.json", tmp_path / "vocab.json")
+    shutil.copyfile(bpe_dir / "vocab.bpe", tmp_path / "merges.txt")
+    assert _told(tmp_path, offline=True) == [
+        f"tokenizer: vocab.json + merges.txt from {tmp_path} (no encoder.json + vocab.bpe there)"
+    ]
+
+
+@needs_real_bpe  # tiktoken's cache is checked against the real files' SHA-256
+def test_tiktokens_cache_is_said_with_its_folder(no_network, tmp_path):
+    tried, cache = no_network
+    _fill_cache(cache)
+    empty = tmp_path / "model"
+    empty.mkdir()
+    assert _told(empty, offline=True) == [
+        f"tokenizer: encoder.json + vocab.bpe from tiktoken's cache ({cache}) (none in {empty})"
+    ]
+    assert _told(None, offline=True)[0].endswith("(no model folder given)")
+    assert tried == []
