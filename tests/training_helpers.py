@@ -5,6 +5,7 @@ happens."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -63,3 +64,34 @@ def tiny_data(seed, n, length=24):
 
 def tiny_partition(params):
     return Partition.from_patterns(params, resolve_trainable(["last_block"], CFG.n_layers))
+
+
+def largest_data_file(epoch_dir):
+    files = [
+        p for p in (epoch_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"
+    ]  # the array data orbax (OCDBT) writes
+    assert files, f"no array data files under {epoch_dir / 'state'}"
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def damage_checkpoint(epoch_dir, how="flip"):
+    """Damage a saved epoch: flip bytes in, truncate or delete its largest array file, or
+    make its metadata disagree (``meta``)."""
+    path = largest_data_file(epoch_dir)
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        middle = len(data) // 2
+        for i in range(middle, middle + 4):
+            data[i] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "delete":
+        path.unlink()
+    elif how == "meta":
+        meta_file = epoch_dir / "meta" / "metadata"
+        meta = json.loads(meta_file.read_text())
+        meta["step"] += 1
+        meta_file.write_text(json.dumps(meta))
+    else:
+        raise ValueError(how)

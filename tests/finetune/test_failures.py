@@ -204,7 +204,7 @@ def test_sigterm_is_recorded_and_resumed(tiny_model_dir, sms_file, tmp_path):
 
 @pytest.mark.slow
 def test_resume_skips_a_damaged_epoch_and_says_so(tiny_model_dir, sms_file, tmp_path):
-    from test_train_checkpoints import _damage
+    from training_helpers import damage_checkpoint as _damage
 
     run_dir = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(REPO))

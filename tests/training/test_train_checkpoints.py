@@ -8,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 from training_helpers import CFG, collected, train_with_checkpoints
+from training_helpers import damage_checkpoint as _damage
+from training_helpers import largest_data_file as _largest_data_file
 from training_helpers import tiny_data as _data
 from training_helpers import tiny_partition as _partition
 
@@ -53,35 +55,6 @@ def _state_like_and_fingerprints():
 def _strip_times(history):
     """Every epoch's record but its timings, as JSON text (so that NaN equals NaN)."""
     return json.dumps([{k: v for k, v in e.items() if not k.endswith("seconds")} for e in history])
-
-
-def _largest_data_file(epoch_dir):
-    files = [
-        p for p in (epoch_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"
-    ]  # the array data orbax (OCDBT) writes
-    assert files, f"no array data files under {epoch_dir / 'state'}"
-    return max(files, key=lambda p: p.stat().st_size)
-
-
-def _damage(epoch_dir, how="flip"):
-    path = _largest_data_file(epoch_dir)
-    data = bytearray(path.read_bytes())
-    if how == "flip":
-        middle = len(data) // 2
-        for i in range(middle, middle + 4):
-            data[i] ^= 0xFF
-        path.write_bytes(bytes(data))
-    elif how == "truncate":
-        path.write_bytes(bytes(data[: len(data) // 2]))
-    elif how == "delete":
-        path.unlink()
-    elif how == "meta":
-        meta_file = epoch_dir / "meta" / "metadata"
-        meta = json.loads(meta_file.read_text())
-        meta["step"] += 1
-        meta_file.write_text(json.dumps(meta))
-    else:
-        raise ValueError(how)
 
 
 def _flip_silently(ckpt_dir, epoch):
