@@ -15,9 +15,14 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 # Process 1 kills itself (SIGKILL) in the middle of epoch 2 (6 steps per epoch); its
-# peer then stops, as the distributed runtime does when a task dies.
+# peer then stops, as the distributed runtime does when a task dies. Both miss a dead
+# peer's heartbeats after 10 s here rather than JAX's default 100 s (the test's wait).
 KILL_AT = """
-import os, signal, sys
+import functools, os, signal, sys
+import jax
+jax.distributed.initialize = functools.partial(
+    jax.distributed.initialize, heartbeat_timeout_seconds=10
+)
 from gpt2_jax.commands.finetune import main
 import gpt2_jax.finetune.run as finetune
 if sys.argv[-1] == "1":

@@ -198,16 +198,20 @@ LONG = GPTConfig(
 )
 
 
+@pytest.fixture(scope="module")
+def long_params():
+    return init_params(LONG, seed=3)
+
+
 @pytest.mark.parametrize("t", [7, 300, 1024])
-def test_pooled_attention_with_absorbed_projections_is_exact(t):
+def test_pooled_attention_with_absorbed_projections_is_exact(long_params, t):
     """The last block computed for one query per row (keys and values never formed)
     against the whole block read at that row: logits and every gradient, padded rows
     included, on hidden states as the prefix cache gives them."""
     rng = np.random.default_rng(t)
     # every leaf random (LayerNorm scale 1 and zero biases would hide absorption errors)
     params = jax.tree.map(
-        lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32),
-        init_params(LONG, seed=3),
+        lambda a: a + 0.2 * rng.standard_normal(a.shape).astype(np.float32), long_params
     )
     hidden = jnp.asarray(rng.standard_normal((3, t, LONG.emb_dim)), jnp.float32)
     lengths = jnp.asarray([t, max(1, t // 3), 1])  # full, padded, a single token
@@ -223,10 +227,20 @@ def test_pooled_attention_with_absorbed_projections_is_exact(t):
         def pooled(p, x):
             return model.apply({"params": p}, x, start=start, pool_index=index)
 
-        np.testing.assert_allclose(pooled(params, hidden), full(params, hidden), atol=1e-5, rtol=0)
-        loss = lambda f: lambda p, x: weighted_cross_entropy(f(p, x), labels, weights)  # noqa
-        g_full = jax.grad(loss(full), argnums=(0, 1))(params, hidden)
-        g_pool = jax.grad(loss(pooled), argnums=(0, 1))(params, hidden)
+        def logits_and_grads(f):
+            """f's logits and the gradients of the loss, compiled as one program."""
+
+            def loss(p, x):
+                logits = f(p, x)
+                return weighted_cross_entropy(logits, labels, weights), logits
+
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+            g, logits = grad(params, hidden)
+            return logits, g
+
+        l_full, g_full = logits_and_grads(full)
+        l_pool, g_pool = logits_and_grads(pooled)
+        np.testing.assert_allclose(l_pool, l_full, atol=1e-5, rtol=0)
         names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(g_full)]
         for name, a, b in zip(names, jax.tree.leaves(g_full), jax.tree.leaves(g_pool)):
             np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4, err_msg=f"{pool} {name}")
