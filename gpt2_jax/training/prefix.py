@@ -167,10 +167,10 @@ def compute_prefix(
     return out
 
 
-def _prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
-    """``run(params, tokens, positions=None, segments=None)``: the embeddings, then one
-    jitted block applied ``stop`` times (one block compiles per batch shape instead of the
-    whole unrolled prefix)."""
+@functools.lru_cache(maxsize=8)
+def _jitted(cfg: GPTConfig):
+    """The jitted embeddings and blocks (with and without LoRA) for ``cfg``, made once per
+    config so the splits of a run (and later runs in the process) share their compiles."""
     embed = jax.jit(lambda p, x, pos: GPTModel(cfg).apply({"params": p}, x, stop=0, positions=pos))
     blocks = {
         lora: jax.jit(
@@ -178,6 +178,14 @@ def _prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
         )
         for lora in (False, True)
     }
+    return embed, blocks
+
+
+def _prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
+    """``run(params, tokens, positions=None, segments=None)``: the embeddings, then one
+    jitted block applied ``stop`` times (one block compiles per batch shape instead of the
+    whole unrolled prefix)."""
+    embed, blocks = _jitted(cfg)
 
     def run(p, x, pos=None, seg=None):
         if placement is not None:  # rows over the devices; positions and segments follow
