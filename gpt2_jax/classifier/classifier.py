@@ -37,6 +37,7 @@ from gpt2_jax.classifier.saved import (  # noqa: F401
 from gpt2_jax.classifier.spec import ClassifierConfig, is_int, with_class_head  # noqa: F401
 from gpt2_jax.data.batches import BUCKET_STEP, prefix_schedule
 from gpt2_jax.data.encoding import encode, token_lists
+from gpt2_jax.data.texts import check_texts
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
@@ -50,20 +51,6 @@ def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
     constants baked into the program, so any parameter tree of these shapes reuses it.
     Only the pooled position is computed in the last block (exact, see GPTModel)."""
     return jax.nn.softmax(classify(GPTModel(cfg), params, ids, lengths, pool), axis=-1)
-
-
-def _check_texts(texts) -> list[str]:
-    """``texts`` as a list of strings; a bare string is an easy mistake (it would be
-    classified character by character), so it is refused."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a list of strings, not one string: use [text]")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r}), not a string")
-        if not text.strip():
-            raise ValueError(f"texts[{i}] is empty; a classifier needs some text to read")
-    return texts
 
 
 def _encode_texts(
@@ -124,7 +111,7 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities [N, C] for raw texts (encoded as in training). Prefer
     ``Classifier``, which reads ``max_length`` and ``pool`` from the saved run."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
     cfg = model.cfg
     length = min(max_length, cfg.context_length)
     data, _ = _encode_texts(tokenizer, texts, length, cfg.vocab_size)
@@ -186,7 +173,7 @@ class Classifier:
         )
 
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
         s = self.spec
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate

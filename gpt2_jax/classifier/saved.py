@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -117,7 +118,12 @@ def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfi
     if files is not None:  # under OpenAI's names, whichever pair the folder has
         for src, name in zip(files, BPE_FILES):
             shutil.copyfile(src, run_dir / name)
-    meta = {"format": FORMAT, **spec.to_dict(), "tokenizer": _tokenizer_note(run_dir)}
+    meta = {
+        "format": FORMAT,
+        **spec.to_dict(),
+        "tokenizer": _tokenizer_note(run_dir),
+        "weights_sha256": weights_sha256(params),
+    }
     _write_json_atomic(run_dir / META_FILE, meta)
 
 
@@ -162,9 +168,32 @@ def load_classifier(run_dir: str | os.PathLike) -> tuple[GPTModel, dict, Classif
         )
     try:
         params = ocp.StandardCheckpointer().restore(target, param_shapes(spec.model))
-    except Exception as err:  # orbax raises many types; the first line says what
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    except Exception as err:  # orbax/TensorStore raise many types, in their own words
         raise ValueError(
-            f"{target}: cannot restore the weights of the model in {META_FILE} ({first})"
+            f"{target}: the classifier's weight files are missing or damaged (they cannot be "
+            f"read as the model {META_FILE} describes); train again, or copy the run folder "
+            "again from where it was made (--debug shows the library's own error)"
         ) from err
+    recorded = _recorded_sha256(run_dir / META_FILE)
+    if recorded is not None and weights_sha256(params) != recorded:
+        raise ValueError(
+            f"{target}: the weights read back differ from those saved (SHA-256 recorded in "
+            f"{META_FILE}), so the files are damaged; train again, or copy the run folder again"
+        )
     return GPTModel(spec.model), params, spec
+
+
+def weights_sha256(params) -> str:
+    """SHA-256 of every leaf's name, dtype, shape and bytes, in name order (on the host)."""
+    h = hashlib.sha256()
+    for name, leaf in sorted(named_leaves(params).items()):
+        array = np.ascontiguousarray(to_host(leaf))
+        h.update(f"{name}:{array.dtype}:{array.shape};".encode())
+        h.update(array.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The weights' SHA-256 in classifier.json (None: saved before it was recorded)."""
+    value = json.loads(path.read_text()).get("weights_sha256")
+    return value if isinstance(value, str) else None

@@ -32,6 +32,7 @@ from gpt2_jax.util.runtime import keep_freed_memory
 
 
 def parser() -> argparse.ArgumentParser:
+    # One flat list of the server's flags in --help order: long, but read top to bottom.
     p = argparse.ArgumentParser(
         prog="python -m experiments.serve",
         description=__doc__,
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     check_args(p, args)
     keep_freed_memory()
     try:
-        from gpt2_jax.serve.app import Limits, listen, make_app, run_facts, uvicorn_server, warm_up
+        from gpt2_jax.serve.app import Limits, listen, make_app, run_facts
         from gpt2_jax.serve.batcher import MicroBatcher
     except ImportError as err:
         print(
@@ -156,6 +157,13 @@ def main(argv=None) -> int:
         Limits(max_texts=args.max_texts, max_body_bytes=args.max_body_bytes),
         batcher,
     )
+    return _serve(args, classifier, sock, app, batcher)
+
+
+def _serve(args, classifier, sock, app, batcher) -> int:
+    """Compile first if asked, say where the server listens, serve until stopped."""
+    from gpt2_jax.serve.app import uvicorn_server, warm_up
+
     if args.warm_up:
         started = time.perf_counter()
         shapes = warm_up(classifier, args.max_batch)

@@ -148,29 +148,7 @@ class CausalSelfAttention(nn.Module):
         c_proj = Linear(e, dtype=dtype, lora_rank=rank, lora_alpha=cfg.lora_alpha, name="c_proj")
         dropout = nn.Dropout(cfg.drop_rate)
         if query_index is not None:
-            n, scale, shift = keys
-            q = c_attn(h[:, 0], cols=slice(0, e))
-            kernel = effective_kernel(c_attn.variables["params"], cfg.lora_alpha)
-            b_v = (
-                c_attn.variables["params"]["bias"][2 * e :]
-                if cfg.qkv_bias
-                else jnp.zeros((e,), kernel.dtype)
-            )
-            drop = None if deterministic else (lambda w: dropout(w, deterministic=False))
-            out = pooled_attention(
-                q,
-                n,
-                query_index,
-                scale,
-                shift,
-                kernel[:, e : 2 * e],
-                kernel[:, 2 * e :],
-                b_v,
-                cfg.n_heads,
-                dtype,
-                drop,
-                cfg.causal,
-            )
+            out = self._pooled(c_attn, h, query_index, keys, dropout, deterministic)
             return dropout(c_proj(out[:, None]), deterministic=deterministic)
         q, k, v = jnp.split(c_attn(h), 3, axis=-1)
 
@@ -182,15 +160,40 @@ class CausalSelfAttention(nn.Module):
             attend = fused_attention if uses_fused_attention(cfg) else causal_attention
             out = attend(q, k, v, dtype, segments=segments, causal=cfg.causal)
         else:
-            keys_ = jnp.arange(t)
-            scores = dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(cfg.head_dim)
-            visible = ((keys_[:, None] >= keys_[None, :]) | (not cfg.causal))[None, None]
-            if segments is not None:
-                visible = visible & (segments[:, None, :, None] == segments[:, None, None, :])
-            scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
-            weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
-            out = dot(weights, v, dtype, "bhqk,bkhd->bqhd")
+            out = _dropout_attention(q, k, v, dropout, dtype, segments, cfg.causal)
         return dropout(c_proj(out.reshape(b, t, e)), deterministic=deterministic)
+
+    def _pooled(self, c_attn, h, query_index, keys, dropout, deterministic) -> jax.Array:
+        """The pooled form's attention output [B, E]: the query from ``h``, keys and
+        values formed implicitly by ``pooled_attention`` from c_attn's kernel columns."""
+        cfg, dtype, e = self.cfg, matmul_dtype(self.cfg), h.shape[-1]
+        n, scale, shift = keys
+        q = c_attn(h[:, 0], cols=slice(0, e))
+        kernel = effective_kernel(c_attn.variables["params"], cfg.lora_alpha)
+        b_v = (
+            c_attn.variables["params"]["bias"][2 * e :]
+            if cfg.qkv_bias
+            else jnp.zeros((e,), kernel.dtype)
+        )
+        drop = None if deterministic else (lambda w: dropout(w, deterministic=False))
+        return pooled_attention(
+            q, n, query_index, scale, shift, kernel[:, e : 2 * e], kernel[:, 2 * e :], b_v,
+            cfg.n_heads, dtype, drop, cfg.causal,
+        )  # fmt: skip
+
+
+def _dropout_attention(q, k, v, dropout, dtype, segments, causal: bool) -> jax.Array:
+    """Attention [B, T, H, D] with dropout on its weights (training with --drop-rate): the
+    scores are formed explicitly, which the fused kernels do not allow."""
+    t, head_dim = q.shape[1], q.shape[-1]
+    keys = jnp.arange(t)
+    scores = dot(q, k, dtype, "bqhd,bkhd->bhqk") / math.sqrt(head_dim)
+    visible = ((keys[:, None] >= keys[None, :]) | (not causal))[None, None]
+    if segments is not None:
+        visible = visible & (segments[:, None, :, None] == segments[:, None, None, :])
+    scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
+    weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
+    return dot(weights, v, dtype, "bhqk,bkhd->bqhd")
 
 
 class MLP(nn.Module):

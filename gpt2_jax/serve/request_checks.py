@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from gpt2_jax.data.texts import text_problem
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -120,31 +122,15 @@ def _texts_of(data, limits: Limits) -> list:
 
 
 def _check_text(i: int, text, refused_substrings) -> None:
-    """``texts[i]`` is a string with something to classify, valid Unicode, without a
-    special token."""
+    """``texts[i]`` is a string that ``data.texts.text_problem`` (the one rule for the API,
+    ``classify`` and the server) accepts."""
     if not isinstance(text, str):
         raise BadRequest(
             422, f"texts[{i}] is {_kind(text)} ({json.dumps(text)[:40]}), not a string"
         )
-    if not text.strip():
-        raise BadRequest(
-            422, f"texts[{i}] is empty or only white space; give some text to classify"
-        )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
-        raise BadRequest(
-            422,
-            f"texts[{i}] has an unpaired surrogate at character "
-            f"{err.start + 1}: not valid Unicode text",
-        ) from None
-    for bad in refused_substrings:
-        if bad in text:
-            raise BadRequest(
-                422,
-                f"texts[{i}] contains {bad!r}, a special token the "
-                "tokenizer does not accept inside a text",
-            )
+    problem = text_problem(text, refused_substrings)
+    if problem is not None:
+        raise BadRequest(422, f"texts[{i}] {problem}")
 
 
 async def read_body(request, limit: int) -> bytes:

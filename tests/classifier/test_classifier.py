@@ -241,6 +241,53 @@ def test_damaged_folder_is_one_clear_line(tmp_path, how, message, capsys):
     assert len(stderr.splitlines()) == 1
 
 
+def _damage_weights(run_dir, how):
+    """Damage the largest array file orbax wrote for the classifier's weights."""
+    data = max(
+        (f for f in (run_dir / "classifier").rglob("*") if f.is_file() and f.parent.name == "d"),
+        key=lambda f: f.stat().st_size,
+    )
+    raw = bytearray(data.read_bytes())
+    if how == "flip":
+        for i in range(len(raw) // 2, len(raw) // 2 + 4):
+            raw[i] ^= 0xFF
+        data.write_bytes(bytes(raw))
+    elif how == "truncate":
+        data.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        data.unlink()
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
+def test_damaged_weights_are_named_in_our_words(tmp_path, how, capsys):
+    run_dir = save_classifier(tmp_path / "run", init_params(CFG, seed=3), spec()).parent
+    _damage_weights(run_dir, how)
+    with pytest.raises(ValueError) as err:
+        load_classifier(run_dir)
+    said = str(err.value)
+    assert said.startswith(f"{run_dir / 'classifier'}: ") and "\n" not in said
+    assert "damaged" in said and "train again" in said
+    for internal in ("pybind11", "tensorstore", "TensorStore", "OCDBT", "orbax", "Traceback"):
+        assert internal not in said, said
+    assert classify.main(["--run", str(run_dir), "some text"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {said}"
+
+
+def test_the_api_refuses_the_texts_the_server_refuses(runs):
+    """One rule (data.texts) for both: the same texts refused, with the same words."""
+    from gpt2_jax.serve.request_checks import BadRequest, Limits, parse_texts
+
+    classifier = Classifier.load(runs["last-real"])
+    for text in ["", "   \n\t", "fine \ud800 here"]:
+        with pytest.raises(BadRequest) as by_server:
+            parse_texts(json.dumps({"texts": ["ok", text]}).encode(), Limits())
+        with pytest.raises(ValueError) as by_api:
+            classifier.predict(["ok", text])
+        assert str(by_api.value) == str(by_server.value)
+        assert str(by_api.value).startswith("texts[1] ")
+    assert classifier.predict(["ok", "\u00e9t\u00e9 \U0001f600"]).labels  # valid Unicode passes
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         load_classifier(tmp_path / "nowhere")

@@ -1,0 +1,161 @@
+"""The data settings of a run (``DataConfig``): which file, which columns, how it is split
+and encoded; each field is a flag of ``experiments.finetune``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from gpt2_jax.data import tables
+from gpt2_jax.data.encoding import TRUNCATIONS, check_truncate
+from gpt2_jax.util.typed import check_field_types
+
+field = dataclasses.field
+
+
+def _size(text: str) -> int | float:
+    """A split size: a count (``500``, ``0``) or a fraction of the rows (``0.1``); a
+    number written with a point or an exponent is a fraction (``1.0`` is not one row)."""
+    return int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+
+
+def _size_or_rest(text: str) -> int | float | str:
+    """A size, or ``rest`` (``all``, the lab's old word, means the same)."""
+    return "rest" if text in ("rest", "all") else _size(text)
+
+
+def _length(text: str) -> int | str:
+    return text if text in ("longest", "context") else int(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled texts come from and how they are split and encoded."""
+
+    data_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "labelled texts: CSV/TSV with a header, JSON Lines, Parquet, or the SMS "
+            "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"
+        },
+    )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "flag": "--format",
+            "choices": ["auto", *tables.FORMATS],
+            "help": "auto: by the file's extension (SMSSpamCollection: sms)",
+        },
+    )
+    quoting: str = field(
+        default="pandas",
+        metadata={
+            "choices": list(tables.SMS_QUOTING),
+            "help": "SMS format only: 'pandas' reads as the lab does (a message starting with a "
+            "quote runs on to the next quote; every such join is logged), 'none' takes one "
+            "message per line",
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "column holding the text"})
+    label_column: str = field(default="label", metadata={"help": "column holding the class"})
+    labels: str = field(
+        default="sorted",
+        metadata={
+            "metavar": "sorted|A,B,...",
+            "help": "class order (class ids): 'sorted' = integer "
+            "labels in numeric order, other labels in string order; or the names in order",
+        },
+    )
+    val_file: str | None = field(
+        default=None,
+        metadata={"help": "validation texts from their own file (then --val-size is not cut)"},
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "test texts from their own file (then --test-size is not cut)"},
+    )
+    train_size: int | float = field(
+        default=2000,
+        metadata={"parse": _size, "help": "training rows: a count or a fraction (0.8)"},
+    )
+    val_size: int | float = field(default=500, metadata={"parse": _size})
+    test_size: int | float | str = field(
+        default=1000,
+        metadata={
+            "parse": _size_or_rest,
+            "help": "a count, a fraction, or 'rest' (every row after training and validation)",
+        },
+    )
+    stratify: bool = field(
+        default=False,
+        metadata={"help": "cut every split with the class proportions of the whole file"},
+    )
+    balance: bool = field(
+        default=False,
+        metadata={"help": "undersample every class to the rarest one before splitting"},
+    )
+    drop_duplicates: bool = field(
+        default=False,
+        metadata={
+            "help": "leave out of validation and test the rows whose text is also a training "
+            "(or, for test, a validation) text; the run counts such rows either way"
+        },
+    )
+    max_length: int | str = field(
+        default="longest",
+        metadata={
+            "parse": _length,
+            "metavar": "longest|context|N",
+            "help": "pad/truncate to the longest training text, the model's context, or N tokens",
+        },
+    )
+    truncate: str = field(
+        default="head",
+        metadata={
+            "choices": list(TRUNCATIONS),
+            "help": "what a text longer than --max-length keeps: its first tokens (the "
+            "lab's), its last, or the first half and the last half; saved with the classifier",
+        },
+    )
+    data_dir: str = field(
+        default="data", metadata={"help": "download cache for the SMS Spam Collection"}
+    )
+
+    def __post_init__(self):
+        labels = self.labels
+        if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
+            object.__setattr__(self, "labels", ",".join(labels))  # the Python API's natural form
+        check_field_types(self)
+        if isinstance(self.test_size, str) and self.test_size != "rest":
+            raise ValueError(
+                f"test_size must be a count, a fraction or 'rest', got {self.test_size!r}"
+            )
+        for name in ("train_size", "val_size", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not (math.isfinite(value) and 0 < value < 1):
+                raise ValueError(f"{name} must be a count or a fraction in (0, 1), got {value}")
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        if isinstance(self.max_length, int) and self.max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {self.max_length}")
+        check_truncate(self.truncate)
+        if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
+            raise ValueError(
+                f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"
+            )
+
+    def class_order(self) -> tuple[str, ...] | None:
+        return None if self.labels == "sorted" else tuple(self.labels.split(","))
+
+    def holdout_row(self) -> int | None:
+        """Where validation and test are cut from the shuffle: with the default
+        --val-size and --test-size, at the default train size's row (the lab's layout),
+        whatever --train-size, so runs that change only that test on the same rows;
+        otherwise (None) right after the training rows, as in stratified cuts."""
+        default = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+        sizes = ("val_size", "test_size")
+        if self.stratify or any(getattr(self, k) != default[k] for k in sizes):
+            return None
+        train = default["train_size"]
+        assert isinstance(train, int)
+        return train
