@@ -182,11 +182,15 @@ class Classifier:
         return probs, truncated
 
     def predict_proba(self, texts, batch_size: int = 16) -> np.ndarray:
-        """[N, C] class probabilities (columns in ``labels`` order)."""
-        return self._run(texts, batch_size)[0]
+        """[N, C] class probabilities (columns in ``labels`` order; calibrated when the
+        run fitted a temperature)."""
+        return self.spec.decide(self._run(texts, batch_size)[0])[0]
 
     def predict(self, texts, batch_size: int = 16) -> Predictions:
-        """Most probable label, probabilities and truncation flag of each text."""
+        """Label, probabilities and truncation flag of each text: the most probable label,
+        or with a saved decision threshold (two classes) the second where its probability
+        reaches it."""
         probs, truncated = self._run(texts, batch_size)
-        names = [self.labels[k] for k in probs.argmax(axis=1)]
+        probs, ids = self.spec.decide(probs)
+        names = [self.labels[k] for k in ids]
         return Predictions(names, probs, truncated, self.labels)

@@ -24,7 +24,10 @@ from gpt2_jax.util.tree import named_leaves
 
 META_FILE = "classifier.json"
 PARAMS_DIR = "classifier"
-FORMAT = 1  # version of classifier.json's layout; bump when it changes incompatibly
+FORMAT = 2  # version of classifier.json's layout; bump when it changes incompatibly
+# 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
+# that older readers still load it; a reader of 1 refuses 2 rather than ignore them
+FORMATS = (1, 2)
 
 
 def _upgrade_legacy(meta: dict) -> dict:
@@ -119,7 +122,7 @@ def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfi
         for src, name in zip(files, BPE_FILES):
             shutil.copyfile(src, run_dir / name)
     meta = {
-        "format": FORMAT,
+        "format": spec.format,
         **spec.to_dict(),
         "tokenizer": _tokenizer_note(run_dir),
         "weights_sha256": weights_sha256(params),
@@ -144,10 +147,10 @@ def read_spec(run_dir: str | os.PathLike) -> ClassifierConfig:
         meta = _upgrade_legacy(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); the file is damaged") from None
-    if isinstance(meta, dict) and meta.get("format", FORMAT) != FORMAT:
+    if isinstance(meta, dict) and meta.get("format", FORMAT) not in FORMATS:
         raise ValueError(
             f"{path}: format {meta['format']!r}, this version reads format "
-            f"{FORMAT}; use the gpt2_jax version that wrote it"
+            f"{' and '.join(map(str, FORMATS))}; use the gpt2_jax version that wrote it"
         )
     try:
         return ClassifierConfig.from_dict(meta)

@@ -5,10 +5,12 @@ new one built from GPT-2's."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gpt2_jax.data.encoding import check_truncate
 from gpt2_jax.model.config import GPTConfig
@@ -83,6 +85,8 @@ class ClassifierConfig:
     pool: str
     max_length: int
     truncate: str = "head"
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
+    threshold: float | None = None  # two classes: the second when its probability >= this
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -108,6 +112,19 @@ class ClassifierConfig:
             )
         check_pool(self.pool)
         check_truncate(self.truncate)
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+            raise ValueError(
+                f"ClassifierConfig.temperature must be a positive number, got {self.temperature!r}"
+            )
+        if self.threshold is not None and (
+            len(self.labels) != 2
+            or not isinstance(self.threshold, (int, float))
+            or not 0 <= self.threshold <= 1
+        ):
+            raise ValueError(
+                "ClassifierConfig.threshold must be None or, for two labels, a probability in "
+                f"[0, 1]; got {self.threshold!r} with {len(self.labels)} labels"
+            )
         ctx = self.model.context_length
         if not is_int(self.max_length) or not 0 < self.max_length <= ctx:
             raise ValueError(
@@ -128,7 +145,29 @@ class ClassifierConfig:
             "pool": self.pool,
             "max_length": self.max_length,
             "truncate": self.truncate,
+            # only when fitted: a reader of format 1 would ignore them and predict otherwise
+            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
+            **({"threshold": self.threshold} if self.threshold is not None else {}),
         }
+
+    def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities, class ids)`` from the model's probabilities [N, C]: the saved
+        temperature applied (``softmax(log p / T)`` equals ``softmax(logits / T)``), then
+        the argmax, or with a threshold the second class where its probability reaches it."""
+        if self.temperature != 1.0:
+            with np.errstate(divide="ignore"):  # a probability of 0 stays 0
+                z = np.log(np.asarray(probs, np.float64)) / self.temperature
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        if self.threshold is None:
+            return probs, probs.argmax(axis=1)
+        return probs, (probs[:, 1] >= self.threshold).astype(np.int64)
+
+    @property
+    def format(self) -> int:
+        """classifier.json's format: 2 when it holds fitted decisions, else 1."""
+        return 2 if self.temperature != 1.0 or self.threshold is not None else 1
 
     @classmethod
     def from_dict(cls, d) -> ClassifierConfig:
@@ -162,4 +201,6 @@ class ClassifierConfig:
             pool=d["pool"],
             max_length=d["max_length"],
             truncate=d.get("truncate", "head"),  # classifiers saved before --truncate
+            temperature=d.get("temperature", 1.0),
+            threshold=d.get("threshold"),
         )

@@ -55,6 +55,13 @@ def check_schedule(tc: TrainConfig, batches: int, n_val: int) -> None:
             f"--select-by {tc.select_by} needs a validation split: give "
             "--val-size > 0 or --val-file"
         )
+    fitted = [flag for flag, on in (("--calibrate", tc.calibrate),
+              ("--decision-threshold", tc.decision_threshold)) if on]  # fmt: skip
+    if fitted and not n_val:
+        raise ValueError(
+            f"{' and '.join(fitted)} fit(s) on the validation split: give --val-size > 0 "
+            "or --val-file"
+        )
 
 
 def check_mesh(speed: SpeedConfig, tc: TrainConfig) -> Placement | None:
@@ -94,6 +101,11 @@ class TrainingPlan:
                 "--batch-size"
             )
         check_schedule(tc, self.batches, len(self.encoded.get("val", ())))
+        if tc.decision_threshold is not None and len(self.classes) != 2:
+            raise ValueError(
+                f"--decision-threshold is for two classes (a threshold on the second one's "
+                f"probability); this data has {len(self.classes)}"
+            )
         object.__setattr__(self, "placement", check_mesh(self.speed, tc))
 
     @property

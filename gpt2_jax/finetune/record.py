@@ -57,6 +57,7 @@ class RunRecord:
     status: str = "running"  # "running", "finished", "checked: ...", "stopped: ..."
     resumed: list[dict[str, Any]] | None = None  # one entry per --resume
     selected: Selected | None = None
+    decisions: dict[str, Any] | None = None  # --calibrate, --decision-threshold: fitted on val
     stopped_early: bool | None = None
     total_seconds: float | None = None
     peak_memory_gib: float | None = None
@@ -130,6 +131,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "epochs": list,
     "status": str,
     "resumed": list,
+    "decisions": dict,
     "stopped_early": bool,
     "total_seconds": (int, float),
     "peak_memory_gib": (int, float),

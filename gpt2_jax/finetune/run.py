@@ -22,6 +22,7 @@ import jax
 
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier, with_class_head
 from gpt2_jax.finetune.config import RunConfig
+from gpt2_jax.finetune.decisions import Decisions, fit_decisions
 from gpt2_jax.finetune.examples import pick_examples, write_examples
 from gpt2_jax.finetune.fingerprints import check_unchanged, input_fingerprints
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir
@@ -173,9 +174,12 @@ def select_epoch(report: RunRecord, tc: TrainConfig) -> int:
     return chosen
 
 
-def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path) -> None:
-    """Step 8: the classifier (LoRA folded in with ``--merge-lora``), its tokenizer, and
-    a few validation texts per class for the served page."""
+def save(
+    cfg: RunConfig, inputs: Inputs, params, run_dir: Path, decisions: Decisions | None = None
+) -> None:
+    """Step 8: the classifier (LoRA folded in with ``--merge-lora``; the temperature and
+    threshold fitted on validation, if any), its tokenizer, and a few validation texts per
+    class for the served page."""
     model_cfg = inputs.model_cfg
     if cfg.output.merge_lora and model_cfg.lora_rank:
         params, model_cfg = merge_lora(params, model_cfg)
@@ -186,6 +190,8 @@ def save(cfg: RunConfig, inputs: Inputs, params, run_dir: Path) -> None:
         pool=cfg.model.pool,
         max_length=inputs.length,
         truncate=cfg.data.truncate,
+        temperature=decisions.temperature if decisions is not None else 1.0,
+        threshold=decisions.threshold if decisions is not None else None,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
     if is_main():
@@ -312,7 +318,8 @@ def train_select_save(
     on_step: Callable[[int], None] | None = None,
 ):
     """Steps 6-8 with the run folder as their record: train (each epoch checkpointed,
-    recorded and plotted), select an epoch, save the classifier. A failure records where
+    recorded and plotted), select an epoch, fit the decisions asked for, save the
+    classifier. A failure records where
     the run stopped before it is raised."""
     cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
@@ -336,7 +343,10 @@ def train_select_save(
         chosen = select_epoch(report, cfg.train)
         if main:  # the plots once more, the kept epoch marked
             plot_history(report.epochs, run_dir, classes, selected=chosen)
-        save(cfg, here.inputs, params, run_dir)
+        decisions = fit_decisions(job, params, run_dir if main else None)
+        if decisions is not None:
+            report.decisions = decisions.record
+        save(cfg, here.inputs, params, run_dir, decisions)
     except BaseException as err:
         if main:
             record_stop(report, run_dir, checkpoints, cfg, err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from gpt2_jax.training.decisions import check_target
 from gpt2_jax.training.loss import parse_class_weights
 from gpt2_jax.training.partition import TRAINABLE_PRESETS, resolve_trainable
 from gpt2_jax.util.typed import check_field_types
@@ -100,6 +101,24 @@ class TrainConfig:
         },
     )
 
+    calibrate: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "after training, fit a temperature on the validation split so that the "
+            "probabilities are calibrated (it never changes which class is most probable); "
+            "saved with the classifier and applied when it predicts"
+        },
+    )
+    decision_threshold: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "metavar": "TARGET",
+            "help": "two classes: predict the second class only when its probability reaches "
+            "a threshold chosen on the validation split for TARGET: f1, precision=P or "
+            "recall=R (e.g. precision=0.99); saved with the classifier",
+        },
+    )
+
     def __post_init__(self):
         # the Python API's natural forms: one preset or pattern, weights as a dict
         if isinstance(self.trainable, str):
@@ -138,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.decision_threshold is not None:
+            check_target(self.decision_threshold)
         if self.patience and self.select_by == "last":
             raise ValueError(
                 "patience needs a validation metric to watch: set select_by "

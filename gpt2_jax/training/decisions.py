@@ -92,6 +92,24 @@ def _figures(scores: np.ndarray, positive: np.ndarray, t: float) -> tuple[float,
     return precision, recall, f1
 
 
+def check_target(target: str) -> tuple[str, float | None]:
+    """``(kind, goal)`` of a threshold target (``f1``, ``precision=P``, ``recall=R``), or a
+    ``ValueError`` saying what is accepted."""
+    kind, sep, goal = target.partition("=")
+    if kind == "f1" and not sep:
+        return kind, None
+    try:
+        want = float(goal) if kind in ("precision", "recall") else math.nan
+    except ValueError:
+        want = math.nan
+    if not 0 < want <= 1:
+        raise ValueError(
+            f"decision threshold target {target!r}: use f1, precision=P or recall=R with "
+            "P, R in (0, 1], e.g. precision=0.99"
+        )
+    return kind, want
+
+
 def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: str = "f1") -> Threshold:
     """The threshold on ``scores`` (the positive class's probability, one per validation
     row; ``positive`` says which rows are positive) that meets ``target``:
@@ -102,17 +120,12 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: str = "f1
     scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
     if not positive.any():
         raise ValueError("choosing a threshold needs positive rows in the validation split")
-    kind, _, goal = target.partition("=")
+    kind, want = check_target(target)
     candidates = np.unique(scores)
     figures = [(t, *_figures(scores, positive, t)) for t in candidates]
-    if kind == "f1" and not goal:
+    if want is None:
         best = max(figures, key=lambda f: (f[3], f[0]))
         return Threshold(float(best[0]), target, *best[1:], met=True)
-    if kind not in ("precision", "recall") or not goal:
-        raise ValueError(f"target {target!r}: use f1, precision=P or recall=R (P, R in (0, 1])")
-    want = float(goal)
-    if not 0 < want <= 1:
-        raise ValueError(f"target {target!r}: the {kind} must be in (0, 1]")
     column = 1 if kind == "precision" else 2
     meeting = [f for f in figures if f[column] >= want]
     if meeting:
