@@ -2,8 +2,9 @@
 processes other than 0 show warnings only), and the run folder's ``run.log``.
 
 Modules log to ``logging.getLogger(__name__)``, all below the ``gpt2_jax`` logger, so an
-application can route or silence them like any library's; no function takes a ``log``
-callable except ``run`` (its messages to that callable instead of the terminal). ``run_log``
+application can route or silence them like any library's; no function of the library takes a
+``log`` callable except ``run`` (its messages to that callable instead of the terminal) and
+``Progress``, which is handed its module's logger. ``run_log``
 keeps a copy of what a run said, timestamped, in its folder.
 """
 
