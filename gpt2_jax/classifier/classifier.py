@@ -69,15 +69,24 @@ def _encode_texts(
 
 
 def _probs(
-    cfg: GPTConfig, params, ids: np.ndarray, lengths: np.ndarray, pool: str, batch_size: int
+    cfg: GPTConfig,
+    params,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    pool: str,
+    batch_size: int,
+    *,
+    packed: bool = True,
 ) -> np.ndarray:
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
-    Every batch has ``batch_size`` rows (the last repeats rows, the extra results are
-    dropped), so few shapes compile. Pools that read only real tokens take rows in length
-    order and cut each batch to ``bucket_length(longest, L)``: exact, since under the
-    causal mask nothing after the last real token reaches them. "last" reads position
-    L-1, so its batches keep the full width."""
+    Pools that read only real tokens go through packed rows (``classifier.packed``:
+    several texts to a row, as training's prefix), unless ``packed`` is false (kept for
+    comparison). Otherwise every batch has ``batch_size`` rows (the last repeats rows,
+    the extra results are dropped), so few shapes compile; pools that read only real
+    tokens take rows in length order and cut each batch to ``bucket_length(longest,
+    L)``: exact, since under the causal mask nothing after the last real token reaches
+    them. "last" reads position L-1, so its batches keep the full width."""
     if not is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
@@ -85,6 +94,10 @@ def _probs(
         raise ValueError(
             "class probabilities need a classifier (num_classes set), not a language model"
         )
+    if packed and n and not reads_padding(pool, cfg.causal):
+        from gpt2_jax.classifier.packed import packed_probs  # the training stack, if needed
+
+        return packed_probs(cfg, params, ids, lengths, pool, batch_size)
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
         lengths,

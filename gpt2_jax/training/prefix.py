@@ -96,13 +96,18 @@ class PackedRows:
 
 
 def pack_groups(
-    texts: np.ndarray, lengths: np.ndarray, full: int, batch_rows: int | None = None
+    texts: np.ndarray,
+    lengths: np.ndarray,
+    full: int,
+    batch_rows: int | None = None,
+    tokens: int = PACK_TOKENS,
 ) -> list[tuple[PackedRows, int]]:
     """``(plan, rows per batch)`` per row width: each text goes to the narrowest width of
     ``PACK_WIDTHS`` (then ``full``) that holds it, so short texts are packed into short
     rows and attention spans no more than it must. A group's rows that would only part
     fill its last batch pass their texts on to the next wider group; only the widest
-    group's last batch is filled up with repeated rows."""
+    group's last batch is filled up with repeated rows. A batch holds ``batch_rows``
+    rows, or about ``tokens`` token slots."""
     widths = sorted({w for w in PACK_WIDTHS if w < full} | {full})
     groups, carried, low = [], np.zeros(0, texts.dtype), -1
     for i, width in enumerate(widths):
@@ -112,7 +117,7 @@ def pack_groups(
         low = width
         if not len(members):
             continue
-        rows_per_batch = batch_rows or max(1, PACK_TOKENS // width)
+        rows_per_batch = batch_rows or max(1, tokens // width)
         plan = PackedRows.plan(members, lengths, width)
         whole = plan.rows // rows_per_batch * rows_per_batch
         if i < len(widths) - 1 and whole < plan.rows:
@@ -152,7 +157,7 @@ def compute_prefix(
     whose devices each compute their share of every batch's rows.
     """
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
-    run = functools.partial(_prefix_fn(cfg, stop, placement), params)
+    run = functools.partial(prefix_fn(cfg, stop, placement), params)
     if out is None:
         out = np.zeros((*ids.shape, cfg.emb_dim), np.float32)
     first, source = unique_texts(ids, lengths)
@@ -161,7 +166,7 @@ def compute_prefix(
         if bucketed
         else _full_width_jobs(run, ids, first, out, batch_size, placement)
     )
-    _run_jobs(jobs, desc)
+    run_jobs(jobs, desc)
     for i in np.flatnonzero(source != np.arange(len(ids))):  # repeats: copy the first
         out[i] = out[source[i]]
     return out
@@ -181,7 +186,7 @@ def _jitted(cfg: GPTConfig):
     return embed, blocks
 
 
-def _prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
+def prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
     """``run(params, tokens, positions=None, segments=None)``: the embeddings, then one
     jitted block applied ``stop`` times (one block compiles per batch shape instead of the
     whole unrolled prefix)."""
@@ -199,7 +204,7 @@ def _prefix_fn(cfg: GPTConfig, stop: int, placement: Placement | None):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Jobs:
+class Jobs:
     """The batches of a prefix pass: ``launch(job)`` starts one on the device and
     ``store(job, hidden)`` writes its result where it belongs."""
 
@@ -208,7 +213,7 @@ class _Jobs:
     store: Callable[[Any, Any], None]
 
 
-def _packed_jobs(run, ids, lengths, first, out, batch_size, placement) -> _Jobs:
+def _packed_jobs(run, ids, lengths, first, out, batch_size, placement) -> Jobs:
     """Texts packed several to a row; a job is (plan, its token arrays, the row indices
     of one batch, rows per batch), and storing cuts each text out of its row."""
     jobs: list[Any] = []
@@ -233,10 +238,10 @@ def _packed_jobs(run, ids, lengths, first, out, batch_size, placement) -> _Jobs:
             n = int(lengths[t])
             out[t, :n] = hidden[row - idx[0], off : off + n]
 
-    return _Jobs(jobs, launch, store)
+    return Jobs(jobs, launch, store)
 
 
-def _full_width_jobs(run, ids, first, out, batch_size, placement) -> _Jobs:
+def _full_width_jobs(run, ids, first, out, batch_size, placement) -> Jobs:
     """Every row at the full width; a job is an array of text indices."""
     rows = _whole_rows(batch_size or PREFIX_ROWS, placement)
 
@@ -244,10 +249,10 @@ def _full_width_jobs(run, ids, first, out, batch_size, placement) -> _Jobs:
         out[job] = to_host(hidden)[: len(job)]
 
     jobs = [first[i : i + rows] for i in range(0, len(first), rows)]
-    return _Jobs(jobs, lambda job: run(ids[np.resize(job, rows)]), store)
+    return Jobs(jobs, lambda job: run(ids[np.resize(job, rows)]), store)
 
 
-def _run_jobs(batches: _Jobs, desc: str) -> None:
+def run_jobs(batches: Jobs, desc: str) -> None:
     """Launch the batches with a couple in flight (bounded memory), storing each result
     once it is ready; progress counts stored batches."""
     progress = Progress(len(batches.jobs), desc, log=logger.info, estimate_after=ESTIMATE_AFTER)

@@ -1,0 +1,235 @@
+"""Benchmark bulk classification: packed rows vs length buckets vs transformers, one run.
+
+    python -m experiments.bench_classify --texts 1000 --size 124M --docs docs/speed.md
+
+The same N texts (the first N messages of the SMS file under $GPT2_JAX_SHARED_DATA, else
+synthetic texts of SMS-like lengths) are classified in one process by a classifier of
+random weights (``--pool last-real``, max_length the longest text) three ways, batch
+size alike, float32:
+
+* ``Classifier.predict`` (texts packed several to a row, ``classifier.packed``);
+* the unpacked path it replaced (length-sorted rows cut to 32-token buckets);
+* transformers' ``pipeline`` on the folder ``experiments.export`` writes.
+
+Each is timed cold (first call, compiles included) and warm. Token slots: what blocks
+``0 .. n-2`` compute against the real tokens. The real tokens' rate is given in GFLOP/s
+of the blocks' matmuls (24 E^2 per token and block) against the rate this process
+measures for those matmuls (``experiments.bench.matmul_rate``). Writes
+<out>/results.{json,md}; ``--docs FILE`` puts the table between the markers
+``<!-- bench_classify -->`` and ``<!-- /bench_classify -->`` of FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.bench import matmul_rate
+from gpt2_jax.util.machine import machine_name
+
+SIZES = {  # name: (emb_dim, n_layers, n_heads)
+    "124M": (768, 12, 12),
+    "small": (256, 4, 4),
+}
+MARK = ("<!-- bench_classify -->", "<!-- /bench_classify -->")
+
+
+def _texts(n: int) -> tuple[list[str], str]:
+    shared = os.environ.get("GPT2_JAX_SHARED_DATA")
+    sms = Path(shared or "-") / "sms_spam_collection" / "SMSSpamCollection"
+    if shared and sms.is_file():
+        from gpt2_jax.data.sms import read_sms_spam
+
+        return list(read_sms_spam(sms)["text"][:n]), f"the first {n} messages of the SMS file"
+    rng = np.random.default_rng(0)
+    words = "free call now text me later ok see you at home win a prize reply stop".split()
+    lengths = np.clip(rng.lognormal(2.7, 0.7, n).astype(int), 1, 180)
+    return [" ".join(rng.choice(words, k)) for k in lengths], f"{n} synthetic SMS-like texts"
+
+
+def _classifier(root: Path, size: str, max_length: int, bpe_dir):
+    """A random ``last-real`` classifier saved in ``root/run`` and exported to ``root/hf``."""
+    from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier
+    from gpt2_jax.classifier.export import export_classifier
+    from gpt2_jax.model.config import GPTConfig
+    from gpt2_jax.model.gpt import init_params
+
+    e, layers, heads = SIZES[size]
+    cfg = GPTConfig(
+        vocab_size=50257,
+        context_length=1024,
+        emb_dim=e,
+        n_heads=heads,
+        n_layers=layers,
+        qkv_bias=True,
+        num_classes=2,
+    )
+    spec = ClassifierConfig(
+        model=cfg, labels=("ham", "spam"), pool="last-real", max_length=max_length
+    )
+    save_classifier(root / "run", init_params(cfg, seed=0), spec, bpe_dir=bpe_dir)
+    export_classifier(root / "run", root / "hf")
+    return root / "run", root / "hf"
+
+
+def _timed(f) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = f()
+    return time.perf_counter() - t, out
+
+
+def _pipeline(hf_dir: Path, texts: list[str], batch: int) -> dict:
+    import torch
+    import transformers
+
+    pipe = transformers.pipeline("text-classification", model=str(hf_dir), top_k=None, device="cpu")
+
+    def run():
+        with torch.inference_mode():
+            return pipe(texts, truncation=True, batch_size=batch)
+
+    cold, _ = _timed(run)
+    warm, results = _timed(run)
+    probs = np.array(
+        [[{r["label"]: r["score"] for r in res}[k] for k in ("ham", "spam")] for res in results]
+    )
+    return {"cold_s": cold, "warm_s": warm, "probs": probs}
+
+
+def measure(args) -> dict:
+    from gpt2_jax.classifier import classifier as clf
+    from gpt2_jax.classifier.packed import bucketed_slots, packed_slots
+    from gpt2_jax.data.tokenizer import get_tokenizer
+    from gpt2_jax.training.prefix import unique_texts
+
+    texts, source = _texts(args.texts)
+    bpe = Path(os.environ.get("GPT2_JAX_SHARED_DATA", "-")) / "gpt2_bpe"
+    bpe_dir = bpe if (bpe / "encoder.json").is_file() else None
+    tokens = [len(t) for t in get_tokenizer(bpe_dir).encode_ordinary_batch(texts)]
+    full = min(1024, max(tokens))
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, hf_dir = _classifier(Path(tmp), args.size, full, bpe_dir)
+        model = clf.Classifier.load(run_dir)
+        s = model.spec
+        data, _ = clf._encode_texts(model.tokenizer, texts, full, s.model.vocab_size)
+        rows: dict[str, dict] = {}
+        for name, packed in (("packed", True), ("buckets", False)):
+            f = functools.partial(
+                clf._probs,
+                s.model,
+                model.params,
+                data.ids,
+                data.lengths,
+                s.pool,
+                args.batch_size,
+                packed=packed,
+            )
+            cold, _ = _timed(f)
+            warm, probs = _timed(f)
+            rows[name] = {"cold_s": cold, "warm_s": warm, "probs": probs}
+        if not args.no_pipeline:
+            rows["pipeline"] = _pipeline(hf_dir, texts, args.batch_size)
+    first, _ = unique_texts(data.ids, data.lengths)
+    lengths = data.lengths
+    chunks = [lengths[i : i + args.batch_size] for i in range(0, len(lengths), args.batch_size)]
+    slots = {
+        "packed": packed_slots(lengths[first], full, args.batch_size),
+        "buckets": bucketed_slots(lengths, full, args.batch_size),
+        "pipeline": int(sum(len(c) * c.max() for c in chunks)),
+    }
+    e, layers, _ = SIZES[args.size]
+    rate = matmul_rate(None, 4096, e)
+    real = int(lengths.sum())
+    for name, r in rows.items():
+        r["slots"] = slots[name]
+        r["texts_per_s"] = len(texts) / r["warm_s"]
+        r["real_gflops"] = real * layers * 24 * e * e / r["warm_s"] / 1e9
+        r["max_diff_vs_packed"] = (
+            float(np.abs(r.pop("probs") - rows["packed"]["probs"]).max())
+            if name != "packed"
+            else 0.0
+        )
+    rows["packed"].pop("probs")
+    return {
+        "machine": machine_name(),
+        "source": source,
+        "size": args.size,
+        "texts": len(texts),
+        "real_tokens": real,
+        "max_length": full,
+        "batch_size": args.batch_size,
+        "matmul_gflops": rate,
+        "rows": rows,
+    }
+
+
+def table(res: dict) -> str:
+    words = {
+        "packed": "gpt2_jax `Classifier.predict` (packed rows)",
+        "buckets": "gpt2_jax before: 32-token length buckets",
+        "pipeline": "transformers `pipeline` on the exported folder",
+    }
+    pipe = res["rows"].get("pipeline", {}).get("warm_s")
+    lines = [
+        f"Machine: {res['machine']}. {res['source']}, {res['real_tokens']:,} real tokens, "
+        f"max_length {res['max_length']}, a random {res['size']} classifier "
+        f"(`--pool last-real`), batch size {res['batch_size']}, float32, one process. "
+        f"Matmul rate measured here: {res['matmul_gflops']:.0f} GFLOP/s.",
+        "",
+        "| path | token slots (× real) | cold s | warm s | texts/s | × vs pipeline "
+        "| real-token GFLOP/s (share of matmul rate) | max prob. diff vs packed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res["rows"].items():
+        ratio = f"{pipe / r['warm_s']:.2f}" if pipe else "n/a"
+        share = 100 * r["real_gflops"] / res["matmul_gflops"]
+        lines.append(
+            f"| {words[name]} | {r['slots']:,} ({r['slots'] / res['real_tokens']:.2f}) | "
+            f"{r['cold_s']:.1f} | {r['warm_s']:.1f} | {r['texts_per_s']:.0f} | {ratio} | "
+            f"{r['real_gflops']:.0f} ({share:.0f} %) | {r['max_diff_vs_packed']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def _into_docs(path: Path, md: str) -> None:
+    text = path.read_text()
+    if MARK[0] not in text or MARK[1] not in text:
+        raise SystemExit(f"{path}: no {MARK[0]} ... {MARK[1]} markers to write the table between")
+    pattern = re.escape(MARK[0]) + ".*?" + re.escape(MARK[1])
+    path.write_text(re.sub(pattern, lambda _: f"{MARK[0]}\n{md}\n{MARK[1]}", text, flags=re.S))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench_classify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--texts", type=int, default=1000)
+    p.add_argument("--size", choices=list(SIZES), default="124M")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-pipeline", action="store_true", help="skip transformers")
+    p.add_argument("--out", default="bench_classify")
+    p.add_argument("--docs", type=Path, help="markdown file to write the table into")
+    args = p.parse_args(argv)
+    res = measure(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = table(res)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "results.md").write_text(md + "\n")
+    if args.docs:
+        _into_docs(args.docs, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
