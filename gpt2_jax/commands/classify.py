@@ -18,26 +18,34 @@ shown as \\t and \\n). On a terminal the text is cut with "..." to fit the line
 (its width from COLUMNS or the terminal); piped or redirected, it is whole. With
 --output FILE (.csv or .jsonl): columns text, label, p_<class> for each class,
 truncated.
+
+--input FILE is read, classified and written --chunk-size texts at a time (CSV, TSV
+and JSONL streamed; Parquet and SMS files read whole), so memory does not grow with the
+file; every row is checked first, so a bad one stops the command before any work.
+Predictions go to FILE.partial as they come and become FILE at the end; after a kill
+or Ctrl-C, the same command continues from the last chunk written (a FILE.partial
+started for another input, run or text column is refused).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
+from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the API)
+    MIN_TEXT,
+    OUTPUT_FORMATS,
+    prediction_table,
+    print_table,
+    terminal_columns,
+    write_table,
+)
+from gpt2_jax.commands.classify_stream import CHUNK_TEXTS, classify_file
 from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.encoding import kept_words
-from gpt2_jax.data.tables import FORMATS, read_table
-from gpt2_jax.util.files import atomic_write
+from gpt2_jax.data.tables import FORMATS
 from gpt2_jax.util.runtime import keep_freed_memory
-
-OUTPUT_FORMATS = (".csv", ".jsonl")
-MIN_TEXT = 20  # characters of a text shown however narrow the terminal
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,6 +94,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="texts per forward pass (default 16); memory, not results",
     )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_TEXTS,
+        metavar="N",
+        help=f"with --input: texts read, classified and written at a time (default "
+        f"{CHUNK_TEXTS}); memory stays bounded by it, whatever the file's size",
+    )
     return p
 
 
@@ -99,14 +115,14 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--output {args.output} is the --input file; write the predictions elsewhere")
     if args.batch_size <= 0:
         p.error(f"--batch-size must be positive, got {args.batch_size}")
+    if args.chunk_size <= 0:
+        p.error(f"--chunk-size must be positive, got {args.chunk_size}")
 
 
 def read_texts(args) -> list[str]:
-    """Texts from the arguments, ``--input`` or stdin (in that order of preference)."""
+    """Texts from the arguments or stdin (``--input`` is streamed: ``classify_stream``)."""
     if args.texts:
         texts = argument_texts(args.texts)
-    elif args.input:
-        texts = read_input_file(args.input, args.text_column, args.format)
     else:
         if sys.stdin.isatty():  # otherwise it looks like a hang
             print("reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
@@ -160,66 +176,15 @@ def stdin_texts(stream) -> list[str]:
     return texts
 
 
-def read_input_file(path: str, text_column: str, fmt: str) -> list[str]:
-    try:
-        df = read_table(path, fmt=fmt, text_column=text_column, label_column=None)
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
-        message = one_line(err)  # read_table's messages mostly name the file already
-        raise InputError(
-            message if str(path) in message else f"--input {path}: {message}"
-        ) from None
-    return df["text"].astype(str).tolist()
-
-
-def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.DataFrame:
-    """Columns text, label, p_<class>..., truncated."""
-    table = pd.DataFrame({"text": texts, "label": pred.labels})
-    for k, name in enumerate(labels):
-        table[f"p_{name}"] = pred.probs[:, k].astype(np.float64)
-    table["truncated"] = pred.truncated
-    return table
-
-
-def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Whole or not at all (``util.files.atomic_write``): never half a file under the name."""
-
-    def write(part: Path) -> None:
-        if path.suffix.lower() == ".csv":
-            table.to_csv(part, index=False)
-        else:
-            table.to_json(part, orient="records", lines=True, force_ascii=False)
-
-    atomic_write(path, write)
-
-
-def shown(text: str) -> str:
-    """The text on one line of tab-separated output."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def clip(text: str, width: int) -> str:
-    """``text`` as it is if it has at most ``width`` characters, else its start and
-    ``...``, ``width`` characters in all."""
-    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
-
-
-def print_table(
-    texts: list[str], pred, labels: tuple[str, ...], columns: int | None = None
-) -> None:
-    """The predictions, tab-separated; with ``columns`` (a terminal's width) each text
-    is clipped so that its line fits, keeping at least ``MIN_TEXT`` characters of it."""
-    print("\t".join(["label", *(f"p({name})" for name in labels), "text"]))
-    for text, label, probs in zip(texts, pred.labels, pred.probs):
-        start = "\t".join([label, *(f"{p:.4f}" for p in probs)]) + "\t"
-        text = shown(text)
-        if columns is not None:  # -1: a line exactly as wide as the terminal may wrap
-            text = clip(text, max(MIN_TEXT, columns - len(start.expandtabs()) - 1))
-        print(start + text)
-
-
-def terminal_columns() -> int | None:
-    """The terminal's width when stdout is one, else None (piped output stays whole)."""
-    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+def classify_texts(classifier, texts: list[str], args) -> tuple[int, int]:
+    """Texts from the arguments or stdin, classified at once; (texts, of them truncated)."""
+    pred = classifier.predict(texts, batch_size=args.batch_size)
+    if args.output:
+        write_table(prediction_table(texts, pred, classifier.labels), Path(args.output))
+        print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
+    else:
+        print_table(texts, pred, classifier.labels, terminal_columns())
+    return len(texts), int(pred.truncated.sum())
 
 
 def main(argv=None) -> int:
@@ -229,27 +194,27 @@ def main(argv=None) -> int:
     keep_freed_memory()
     try:
         classifier = load(args.run)  # first: a wrong folder fails before stdin is read
-        texts = read_texts(args)
+        if args.input:
+            count, truncated = classify_file(classifier, args)
+        else:
+            count, truncated = classify_texts(classifier, read_texts(args), args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    try:
-        pred = classifier.predict(texts, batch_size=args.batch_size)
     except ValueError as err:  # a text the tokenizer refuses: which one
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
-    labels, spec = classifier.labels, classifier.spec
-    if args.output:
-        try:
-            write_table(prediction_table(texts, pred, labels), Path(args.output))
-        except OSError as err:
-            print(f"error: --output {args.output}: {one_line(err)}", file=sys.stderr)
-            return 1
-        print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
-    else:
-        print_table(texts, pred, labels, terminal_columns())
+    except OSError as err:  # reading --input is an InputError: this is writing
+        where = f"--output {args.output}" if args.output else "stdout"
+        print(f"error: {where}: {one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        again = "; run the same command again to continue" if args.output and args.input else ""
+        print(f"interrupted{again}", file=sys.stderr)
+        return 130
+    spec = classifier.spec
     print(
-        f"{int(pred.truncated.sum())} of {len(texts)} texts were longer than "
+        f"{truncated} of {count} texts were longer than "
         f"{spec.max_length} tokens and were truncated to "
         f"{kept_words(spec.max_length, spec.truncate)}, as in training",
         file=sys.stderr,

@@ -18,16 +18,15 @@ cut, with the lab's exact shuffle) and ``data.encoding`` (token ids, batch order
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from gpt2_jax.data import sms
 from gpt2_jax.data.budget import Budget, check_whole_file
+from gpt2_jax.data.cells import check_cells
 from gpt2_jax.data.records import (
     SMS_FILE_NAME,
     SMS_QUOTING,
@@ -97,17 +96,7 @@ def read_table(
     first (see ``gpt2_jax.data.budget``: ``memory_budget`` in bytes, else the
     environment's ``GPT2_JAX_DATA_BUDGET_GIB``, else half the memory available).
     """
-    path = Path(path)
-    if fmt == "auto":
-        fmt = guess_format(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} or auto")
-    if sms_quoting not in SMS_QUOTING:
-        raise ValueError(
-            f"unknown SMS quoting {sms_quoting!r}; expected one of {', '.join(SMS_QUOTING)}"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path, fmt = _file_and_format(path, fmt, sms_quoting)
     if fmt in ("sms", "parquet"):
         check_whole_file(path, fmt, memory_budget)
     if fmt == "sms":
@@ -119,11 +108,65 @@ def read_table(
         )
     columns = (text_column,) if label_column is None else (text_column, label_column)
     kept = _Kept(path, columns, Budget(path, memory_budget))
+    for place, cells in _rows(path, fmt, columns):
+        kept.keep(place, cells)
+    return kept.frame()
+
+
+def iter_rows(
+    path: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    text_column: str = "text",
+    memory_budget: int | None = None,
+) -> Iterator[tuple[str, str]]:
+    """``(place, text)`` of every row of a file of texts to classify ("line 3", "row 5"
+    in a Parquet file), checked as
+    ``read_table(..., label_column=None)`` checks them (the same errors, raised when the
+    reading reaches them; an empty file raises its error at the end).
+
+    CSV, TSV and JSON Lines are read a block at a time and nothing is kept, so memory
+    does not grow with the file; SMS and Parquet files are read whole (their size checked
+    first, as in ``read_table``)."""
+    path, fmt = _file_and_format(path, fmt, "pandas")
+    if fmt in ("sms", "parquet"):
+        frame = read_table(
+            path, fmt=fmt, text_column=text_column, label_column=None, memory_budget=memory_budget
+        )
+        places = (where.removeprefix(f"{path.name} ") for where in frame["where"].tolist())
+        yield from zip(places, frame["text"].tolist())
+        return
+    count = 0
+    for place, (text,) in _rows(path, fmt, (text_column,)):
+        count += 1
+        yield place, text
+    if not count:
+        raise _no_rows(path, (text_column,))
+
+
+def _file_and_format(path: str | os.PathLike, fmt: str, sms_quoting: str) -> tuple[Path, str]:
+    """The file (which must exist) and its format (``fmt``, or guessed for "auto")."""
+    path = Path(path)
+    if fmt == "auto":
+        fmt = guess_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} or auto")
+    if sms_quoting not in SMS_QUOTING:
+        raise ValueError(
+            f"unknown SMS quoting {sms_quoting!r}; expected one of {', '.join(SMS_QUOTING)}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    return path, fmt
+
+
+def _rows(path: Path, fmt: str, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
+    """``(place, cells)`` of every row of a CSV, TSV, JSONL or parquet file, checked."""
     if fmt in ("csv", "tsv"):
-        return _read_delimited(path, "," if fmt == "csv" else "\t", kept)
+        return _delimited_rows(path, "," if fmt == "csv" else "\t", columns)
     if fmt == "jsonl":
-        return _read_jsonl(path, kept)
-    return _read_parquet(path, kept)
+        return _jsonl_rows(path, columns)
+    return _parquet_rows(path, columns)
 
 
 class _Kept:
@@ -135,14 +178,11 @@ class _Kept:
         self.places: list[str] = []
         self.cells: list[tuple] = []
 
-    def check(self, problems: Problems, place: str, values) -> None:
-        """One record's cells checked (see ``_check_cells``) and, when fine, kept with
-        its place; the record loop of every reader goes through here."""
-        checked = _check_cells(problems, place, self.columns, *values)
-        if checked is not None:
-            self.budget.keep(place, checked)
-            self.places.append(place)
-            self.cells.append(checked)
+    def keep(self, place: str, cells: tuple) -> None:
+        """One row's checked cells (see ``check_cells``), kept with its place."""
+        self.budget.keep(place, cells)
+        self.places.append(place)
+        self.cells.append(cells)
 
     def frame(self) -> pd.DataFrame:
         return _frame(self.path, self.columns, self.places, self.cells)
@@ -154,74 +194,30 @@ def _frame(
     """The standard frame from checked cells: ``cells[i]`` = (text[, label]) of the row
     at ``places[i]`` ("line 3"); ``columns`` = (text column[, label column])."""
     if not cells:
-        raise ValueError(
-            f"{path}: no rows; expected a {columns[0]!r} column"
-            + (f" and a {columns[1]!r} column" if len(columns) > 1 else "")
-            + " with at least one row"
-        )
+        raise _no_rows(path, columns)
     names = ["text", "label"][: len(columns)]
     df = pd.DataFrame(cells, columns=names)  # string columns, as pandas reads the SMS file
     df["where"] = [f"{path.name} {place}" for place in places]
     return df
 
 
-def _check_cells(
-    problems: Problems, place: str, columns: tuple[str, ...], text, label=None
-) -> tuple | None:
-    """(text[, label]) as strings, or None after noting what is wrong with them."""
-    kinds = ("text", "label")
-    values = (text, label)[: len(columns)]
-    out = []
-    for kind, column, value in zip(kinds, columns, values):
-        value, problem = _text_cell(value) if kind == "text" else _label_cell(value)
-        if problem:
-            problems.add(f"{place}, column {column!r}: {problem}")
-            return None
-        out.append(value)
-    return tuple(out)
+def _no_rows(path: Path, columns: tuple[str, ...]) -> ValueError:
+    return ValueError(
+        f"{path}: no rows; expected a {columns[0]!r} column"
+        + (f" and a {columns[1]!r} column" if len(columns) > 1 else "")
+        + " with at least one row"
+    )
 
 
-def _text_cell(value) -> tuple[str | None, str | None]:
-    """(text, None) or (None, what is wrong): a text must be a non-blank string."""
-    if _is_null(value):
-        return None, "no text (null)"
-    if not isinstance(value, str):
-        return None, f"text {value!r} is not a string ({type(value).__name__})"
-    if not value.strip():
-        return None, "empty text"
-    return value, None
-
-
-def _label_cell(value) -> tuple[str | None, str | None]:
-    """(label, None) or (None, what is wrong): a label is a non-blank string or an
-    integer (kept as its decimal string); floats, booleans and nulls are refused, since
-    1.0 vs 1 or true vs "true" would silently make different classes."""
-    if _is_null(value):
-        return None, "no label (null)"
-    if isinstance(value, (bool, np.bool_)):
-        return None, f"label {value!r} is a boolean; write a name or an integer"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value)), None
-    if isinstance(value, (float, np.floating)):
-        return None, f"label {value!r} is a float; write a name or an integer"
-    if not isinstance(value, str):
-        return None, (f"label {value!r} is neither a name nor an integer ({type(value).__name__})")
-    if not value.strip():
-        return None, "empty label"
-    return value, None
-
-
-def _is_null(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _read_delimited(path: Path, delimiter: str, kept: _Kept) -> pd.DataFrame:
+def _delimited_rows(
+    path: Path, delimiter: str, columns: tuple[str, ...]
+) -> Iterator[tuple[str, tuple]]:
     """CSV (``delimiter=","``) or TSV with a header row and standard quoting.
 
     Python's csv module parses it (every cell a string, nothing turned into NaN, like
     pandas with ``dtype=str, keep_default_na=False``): the same parser then gives the
     values and the line each record starts on, so ``where`` cannot disagree with them.
-    The file is read a block at a time; only the wanted cells are kept."""
+    The file is read a block at a time; only the wanted cells are given on."""
     name = "tab" if delimiter == "\t" else "comma"
     lines = text_lines(path, newline="")
     records = iter_csv_records(lines, delimiter, longest=path.stat().st_size)
@@ -230,12 +226,14 @@ def _read_delimited(path: Path, delimiter: str, kept: _Kept) -> pd.DataFrame:
         if header is None:
             raise ValueError(
                 f"{path}: empty file; expected a header row naming the columns "
-                f"(e.g. {delimiter.join(kept.columns)}) and rows under it"
+                f"(e.g. {delimiter.join(columns)}) and rows under it"
             )
-        index = _column_index(path, header, kept.columns)
+        index = _column_index(path, header, columns)
         problems = Problems(path, "fill in or remove these rows")
         for start, end, row in records:
-            _check_record(problems, kept, (start, end), row, header, index, name)
+            checked = _check_record(problems, columns, (start, end), row, header, index, name)
+            if checked is not None:
+                yield f"line {start}", checked
             if problems.full:
                 problems.raise_if_any(more=True)
     except CsvRecordError as err:
@@ -250,19 +248,24 @@ def _read_delimited(path: Path, delimiter: str, kept: _Kept) -> pd.DataFrame:
             'it must be doubled ("")'
         ) from None
     problems.raise_if_any()
-    return kept.frame()
 
 
 def _check_record(
-    problems: Problems, kept: _Kept, lines: tuple[int, int], row: list, header: list, index, name
-) -> None:
-    """One CSV/TSV record (on ``lines`` first..last) checked and kept; ``index``: the
-    wanted columns' positions; ``name``: the delimiter's name."""
+    problems: Problems,
+    columns: tuple[str, ...],
+    lines: tuple[int, int],
+    row: list,
+    header: list,
+    index,
+    name,
+) -> tuple | None:
+    """One CSV/TSV record's wanted cells (on ``lines`` first..last), checked (None after
+    noting a problem); ``index``: the wanted columns' positions; ``name``: the
+    delimiter's name."""
     start, end = lines
     place = f"line {start}"
     if len(row) == len(header):
-        kept.check(problems, place, [row[i] for i in index])
-        return
+        return check_cells(problems, place, columns, *[row[i] for i in index])
     span = (
         f" (the record runs over lines {start}-{end}: is a quote not closed?)"
         if end > start
@@ -272,6 +275,7 @@ def _check_record(
         f"{place}: {len(row)} fields, but the header has {len(header)}{span}; "
         f'quote a field that holds a {name} ("...")'
     )
+    return None
 
 
 def _column_index(path: Path, header: list[str], columns: tuple[str, ...]) -> list[int]:
@@ -304,10 +308,9 @@ def _require_columns(
     )
 
 
-def _read_jsonl(path: Path, kept: _Kept) -> pd.DataFrame:
-    """One JSON object per line (blank lines skipped); ``kept.columns`` are its keys. A
+def _jsonl_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
+    """One JSON object per line (blank lines skipped); ``columns`` are its keys. A
     key twice in one object is refused (JSON parsers keep the last one silently)."""
-    columns = kept.columns
     example = ", ".join(f'"{c}": "..."' for c in columns)
     problems = Problems(
         path, f"fix or remove these lines; each holds one JSON object like {{{example}}}"
@@ -330,11 +333,12 @@ def _read_jsonl(path: Path, kept: _Kept) -> pd.DataFrame:
             elif any(c not in record for c in columns):
                 _require_columns(path, list(record), columns, place)
             else:
-                kept.check(problems, place, [record[c] for c in columns])
+                checked = check_cells(problems, place, columns, *[record[c] for c in columns])
+                if checked is not None:
+                    yield place, checked
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
-    return kept.frame()
 
 
 class _DuplicateKey(Exception):
@@ -356,7 +360,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-def _read_parquet(path: Path, kept: _Kept) -> pd.DataFrame:
+def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
     """A parquet file through pandas (needs pyarrow or fastparquet); ``where`` counts
     rows from 1."""
     try:
@@ -369,13 +373,13 @@ def _read_parquet(path: Path, kept: _Kept) -> pd.DataFrame:
                 f"reading {path.name} needs pyarrow: pip install 'gpt2_jax[parquet]'"
             ) from None
     table = pd.read_parquet(path)
-    columns = kept.columns
     _require_columns(path, [str(c) for c in table.columns], columns)
     problems = Problems(path, "fill in or remove these rows")
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):
-        kept.check(problems, f"row {number}", row)
+        checked = check_cells(problems, f"row {number}", columns, *row)
+        if checked is not None:
+            yield f"row {number}", checked
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
-    return kept.frame()
