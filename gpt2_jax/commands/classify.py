@@ -33,6 +33,7 @@ import pandas as pd
 from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tables import FORMATS, read_table
+from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.files import atomic_write
 from gpt2_jax.util.runtime import keep_freed_memory
 
@@ -86,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="texts per forward pass (default 16); memory, not results",
     )
+    p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
 
 
@@ -227,6 +229,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
+    use_compile_cache(not args.no_compile_cache)
     try:
         classifier = load(args.run)  # first: a wrong folder fails before stdin is read
         texts = read_texts(args)
