@@ -13,6 +13,10 @@ from tiny_bpe import write_tiny_bpe
 from gpt2_jax.weights.synthetic import write_openai_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
+# The commands keep compiled programs in the user's cache folder; the tests (in this
+# process and in the commands they start) write none there unless a test asks for it
+# (tests/util/test_compile_cache.py) or GPT2_JAX_COMPILE_CACHE names a folder.
+os.environ.setdefault("GPT2_JAX_COMPILE_CACHE", "off")
 SHARED_DATA = Path(os.environ.get("GPT2_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
 BPE_DIR = SHARED_DATA / "gpt2_bpe"
 SMS_FILE = SHARED_DATA / "sms_spam_collection" / "SMSSpamCollection"

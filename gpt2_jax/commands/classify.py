@@ -45,6 +45,7 @@ from gpt2_jax.commands.classify_stream import CHUNK_TEXTS, classify_file
 from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tables import FORMATS
+from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.runtime import keep_freed_memory
 
 
@@ -102,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"with --input: texts read, classified and written at a time (default "
         f"{CHUNK_TEXTS}); memory stays bounded by it, whatever the file's size",
     )
+    p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
 
 
@@ -192,6 +194,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
+    use_compile_cache(not args.no_compile_cache)
     try:
         classifier = load(args.run)  # first: a wrong folder fails before stdin is read
         if args.input:

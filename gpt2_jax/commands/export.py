@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
+
 TARGETS = ("hf",)
 
 
@@ -58,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the traceback of an error, and TensorFlow's start-up lines",
     )
+    p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
 
 
@@ -72,6 +75,7 @@ def main(argv=None) -> int:
 
     keep_freed_memory()
     quiet_native_logs(args.debug)
+    use_compile_cache(not args.no_compile_cache)
     try:
         if args.run:
             path = export_classifier(args.run, out)

@@ -28,6 +28,7 @@ import sys
 import time
 
 from gpt2_jax.commands.common import InputError, load, one_line
+from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.runtime import keep_freed_memory
 
 
@@ -106,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
         "hold --max-connections",
     )
     p.add_argument("--access-log", action="store_true", help="print a line per request")
+    p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
 
 
@@ -126,6 +128,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
+    use_compile_cache(not args.no_compile_cache)
     try:
         from gpt2_jax.serve.app import Limits, listen, make_app, run_facts
         from gpt2_jax.serve.batcher import MicroBatcher

@@ -20,6 +20,7 @@ from typing import Any
 from gpt2_jax.finetune.config import RunConfig, load_config
 from gpt2_jax.finetune.run import resume_config, run
 from gpt2_jax.parallel.distributed import initialize, is_main
+from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.logs import configure_terminal
 from gpt2_jax.util.runtime import keep_freed_memory, quiet_native_logs
 
@@ -110,6 +111,7 @@ def parser(
         help="on an error, show the Python traceback as well as the message; and "
         "TensorFlow's and XLA's informational start-up lines",
     )
+    p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -138,6 +140,7 @@ def parser(
 LAUNCH_FLAGS = (
     "--resume",
     "--debug",
+    "--no-compile-cache",
     "--distributed",
     "--coordinator",
     "--num-processes",
@@ -192,6 +195,7 @@ def main(
             check(cfg)
     except (ValueError, TypeError) as err:  # impossible combinations, before any heavy work
         p.error(str(err))
+    use_compile_cache(not args.no_compile_cache)  # before anything compiles
     try:
         join_processes(p, args)
         configure_terminal(main=is_main())  # progress on stdout; other processes: warnings only

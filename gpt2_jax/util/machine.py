@@ -34,6 +34,14 @@ def machine_name() -> str:
     )
 
 
+def cpu_identity() -> str:
+    """What programs compiled for this CPU depend on: its architecture, model name and
+    instruction-set flags (as /proc/cpuinfo gives them; the architecture alone where
+    unknown)."""
+    model, flags = _cpuinfo()
+    return " ".join([platform.machine(), model or "", *sorted(flags)])
+
+
 def cpu_lacks_bfloat16() -> bool:
     """True only on an x86 CPU whose flags (read from /proc/cpuinfo) name neither
     ``avx512_bf16`` nor ``amx_bf16``: there bfloat16 matmuls are emulated, slower than
