@@ -24,6 +24,7 @@ from gpt2_jax.training.partition import resolve_trainable
 from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
 from gpt2_jax.weights.pretrained import read_folder_settings
+from gpt2_jax.weights.synthetic import random_weights_seed
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,12 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
         f"GPT-2 from {model_dir}"
         + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
     )
+    seed = random_weights_seed(model_dir) if m.weights == "pretrained" else None
+    if seed is not None:
+        logger.warning(
+            f"WARNING: {model_dir} holds random weights written by make_checkpoint (seed "
+            f"{seed}), not OpenAI's GPT-2: the steps and timings are real, the accuracy is not"
+        )
     logger.info(f"settings: {inputs.settings}")
     logger.info("config mapping: " + ", ".join(f"{k} -> {v}" for k, v in OPENAI_TO_CONFIG.items()))
     logger.info(f"model config: {inputs.model_cfg}")

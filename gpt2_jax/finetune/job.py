@@ -334,7 +334,8 @@ def _prefix_pass(job, trainer, params, bucketed, disk_dir) -> dict:
     from the prefix cache): the inputs of every training step and evaluation."""
     speed, start = job.plan.speed, trainer.start
     logger.info(
-        f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype})"
+        f"computing the frozen blocks h0..h{start - 1} once per text ({speed.prefix_dtype}); "
+        "the first batch compiles, then a time estimate follows"
     )
     cache_dir = speed.prefix_cache_dir
     if cache_dir is not None and several():

@@ -73,6 +73,20 @@ def write_tf_checkpoint(model_dir: str | os.PathLike, variables: dict[str, np.nd
             saver.save(sess, str(model_dir / "model.ckpt"))
 
 
+RANDOM_MARKER = "random_weights.json"  # a folder of random weights says so (runs warn)
+
+
+def random_weights_seed(model_dir: str | os.PathLike) -> int | None:
+    """The seed of the random weights ``write_openai_model_dir`` put in ``model_dir``;
+    None when the folder has no such marker (OpenAI's or Hugging Face's weights)."""
+    try:
+        marker = json.loads((Path(model_dir) / RANDOM_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    seed = marker.get("seed") if isinstance(marker, dict) else None
+    return seed if isinstance(seed, int) else -1
+
+
 def write_openai_model_dir(
     model_dir: str | os.PathLike,
     settings: dict,
@@ -80,11 +94,12 @@ def write_openai_model_dir(
     seed: int = 0,
     bpe_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """A complete GPT-2 model folder: ``hparams.json``, the checkpoint, and (when
-    ``bpe_dir`` is given) copies of its ``encoder.json`` and ``vocab.bpe``."""
+    """A complete GPT-2 model folder: ``hparams.json``, the checkpoint, ``RANDOM_MARKER``
+    and (when ``bpe_dir`` is given) copies of its ``encoder.json`` and ``vocab.bpe``."""
     model_dir = Path(model_dir)
     write_tf_checkpoint(model_dir, openai_variables(settings, seed))
     (model_dir / "hparams.json").write_text(json.dumps(settings, indent=2))
+    (model_dir / RANDOM_MARKER).write_text(json.dumps({"random_weights": True, "seed": seed}))
     if bpe_dir is not None:
         for name in ("encoder.json", "vocab.bpe"):
             shutil.copyfile(Path(bpe_dir) / name, model_dir / name)
