@@ -133,6 +133,10 @@ def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfi
 def read_spec(run_dir: str | os.PathLike) -> ClassifierConfig:
     """The ``ClassifierConfig`` in ``run_dir/classifier.json``; errors name the path."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(
+            f"{run_dir} is a file; give the run folder (the one holding classifier.json)"
+        )
     if not run_dir.is_dir():
         raise FileNotFoundError(
             f"{run_dir}: no such folder (expected a run folder written by experiments.spam)"

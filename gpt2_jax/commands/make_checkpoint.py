@@ -38,7 +38,10 @@ def main(argv=None) -> int:
     settings = settings_for_size(args.size)
     settings.update({k: v for k, v in vars(args).items() if k.startswith("n_") and v is not None})
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+    if out.exists() and not out.is_dir():
+        print(f"error: {out} is a file; --out takes a folder to write", file=sys.stderr)
+        return 1
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         print(
             f"error: {out} exists and is not an empty folder (it may hold OpenAI's weights); "
             "choose another --out, e.g. models/random-124M, or give --overwrite",

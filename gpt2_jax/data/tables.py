@@ -147,6 +147,11 @@ def iter_rows(
 def _file_and_format(path: str | os.PathLike, fmt: str, sms_quoting: str) -> tuple[Path, str]:
     """The file (which must exist) and its format (``fmt``, or guessed for "auto")."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder; the data must be a file (CSV, TSV, "
+            "JSON Lines, Parquet or SMSSpamCollection) inside it"
+        )
     if fmt == "auto":
         fmt = guess_format(path)
     if fmt not in FORMATS:

@@ -37,6 +37,11 @@ def folder_format(folder: str | os.PathLike) -> str:
     if hf:
         return HF
     if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(
+                f"{folder} is a file; --model-dir takes a GPT-2 model folder (OpenAI's files, "
+                "or a Hugging Face folder)"
+            )
         raise FileNotFoundError(f"{folder}: no such folder (expected a GPT-2 model folder)")
     raise FileNotFoundError(
         f"{folder} holds no GPT-2 model: expected OpenAI's hparams.json + model.ckpt.* or "
