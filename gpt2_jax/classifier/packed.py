@@ -60,7 +60,9 @@ def packed_probs(
     first, source = unique_texts(ids, lengths)
     for i in range(0, len(first), CHUNK_TEXTS):
         chunk = first[i : i + CHUNK_TEXTS]
-        run_jobs(_jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out), "classify")
+        run_jobs(
+            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out), "classify", logged=False
+        )
     return out[source]
 
 

@@ -252,10 +252,16 @@ def _full_width_jobs(run, ids, first, out, batch_size, placement) -> Jobs:
     return Jobs(jobs, lambda job: run(ids[np.resize(job, rows)]), store)
 
 
-def run_jobs(batches: Jobs, desc: str) -> None:
+def run_jobs(batches: Jobs, desc: str, logged: bool = True) -> None:
     """Launch the batches with a couple in flight (bounded memory), storing each result
-    once it is ready; progress counts stored batches."""
-    progress = Progress(len(batches.jobs), desc, log=logger.info, estimate_after=ESTIMATE_AFTER)
+    once it is ready; progress counts stored batches (``logged``: also as log lines when
+    no bar can be shown; prediction passes only a bar, its callers report their own)."""
+    progress = Progress(
+        len(batches.jobs),
+        desc,
+        log=logger.info if logged else None,
+        estimate_after=ESTIMATE_AFTER,
+    )
     pending: collections.deque = collections.deque()
     try:
         for job in batches.jobs:

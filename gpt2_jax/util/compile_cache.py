@@ -71,10 +71,15 @@ def use_compile_cache(enabled: bool = True) -> Path | None:
     if folder is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    if not _setting(jax, "enable_compilation_cache"):  # JAX_ENABLE_COMPILATION_CACHE=false
+    # the user's own JAX settings win (read from the environment: jax.config may hold what
+    # an earlier call in this process set)
+    if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in ("0", "false", "no", "off"):
+        jax.config.update("jax_enable_compilation_cache", False)
         return None
-    own = _setting(jax, "compilation_cache_dir")  # JAX_COMPILATION_CACHE_DIR: the user's
+    jax.config.update("jax_enable_compilation_cache", True)
+    own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if own:
+        jax.config.update("jax_compilation_cache_dir", own)
         return Path(own)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,8 +96,3 @@ def use_compile_cache(enabled: bool = True) -> Path | None:
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECS)
     return folder
-
-
-def _setting(jax, name: str):
-    """JAX's setting ``jax_<name>`` (read as an attribute of ``jax.config``, as JAX asks)."""
-    return getattr(jax.config, f"jax_{name}")

@@ -113,7 +113,7 @@ def test_cache_written_by_one_process_and_read_by_the_next(run_dir, tmp_path):
     written = entries(folder)
     assert written and all(str(p).startswith("cpu-") for p in written)
     second = classify(run_dir, tmp_path, JAX_LOG_COMPILES="1")
-    assert "Persistent compilation cache hit for 'jit_class_probs'" in second.stderr
+    assert "Persistent compilation cache hit for '" in second.stderr  # the forward's programs
     assert second.stdout == first.stdout
     assert entries(folder) == written
 

@@ -12,7 +12,7 @@ from conftest import REPO
 from synthetic import write_sms_file
 
 from gpt2_jax.commands import spam
-from gpt2_jax.finetune import config as finetune_config
+from gpt2_jax.finetune import data_config as finetune_config
 from gpt2_jax.finetune import run as finetune
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.folder import RunFolderLock
