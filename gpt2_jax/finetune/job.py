@@ -184,6 +184,8 @@ def build_trainer(job: TrainingJob) -> Trainer:
     )
 
 
+# A little over 60 lines: it only wires the named pieces together (partition, trainer,
+# restore, prefix pass, _EpochEnd, fit), in the order a reader follows them.
 def train_classifier(
     job: TrainingJob,
     params,

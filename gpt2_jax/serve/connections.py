@@ -50,6 +50,8 @@ def over_the_limit(max_connections: int):
     return refuse
 
 
+# A little over 60 lines: the protocol class is defined inside so that it closes over
+# this server's limits and prepared responses (uvicorn takes a class, not an instance).
 def http_protocol(read_timeout: float, max_connections: int | None):
     """uvicorn's h11 protocol class with a read deadline per request and a connection
     limit (``None``: no limit); give it as ``uvicorn.Config(http=...)``."""
