@@ -136,6 +136,7 @@ class Inputs:
     length: int  # every text is padded or cut to this many tokens
     patterns: tuple[str, ...]  # what trains
     plan: TrainingPlan
+    random_seed: int | None  # the seed of make_checkpoint's random weights, if those
 
 
 def read_inputs(cfg: RunConfig) -> Inputs:
@@ -160,7 +161,10 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
     plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
-    return Inputs(labelled, settings, model_dir, model_cfg, length, tuple(patterns), plan)
+    random_seed = random_weights_seed(model_dir) if m.weights == "pretrained" else None
+    return Inputs(
+        labelled, settings, model_dir, model_cfg, length, tuple(patterns), plan, random_seed
+    )
 
 
 def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool) -> dict[str, Any]:
@@ -172,7 +176,7 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
         f"GPT-2 from {model_dir}"
         + (f" (Hub {m.hf_repo}, commit {model_dir.name})" if m.hf_repo else "")
     )
-    seed = random_weights_seed(model_dir) if m.weights == "pretrained" else None
+    seed = inputs.random_seed
     if seed is not None:
         logger.warning(
             f"WARNING: {model_dir} holds random weights written by make_checkpoint (seed "

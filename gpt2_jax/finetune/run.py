@@ -51,7 +51,6 @@ from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained
-from gpt2_jax.weights.synthetic import random_weights_seed
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +240,8 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
     logger.info(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
     storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length)
     backbone: dict[str, Any] = {"folder": str(inputs.model_dir)}
-    if cfg.model.weights == "pretrained" and random_weights_seed(inputs.model_dir) is not None:
-        backbone["random_weights_seed"] = random_weights_seed(inputs.model_dir)
+    if inputs.random_seed is not None:
+        backbone["random_weights_seed"] = inputs.random_seed
     if cfg.model.hf_repo:
         backbone.update(hf_repo=cfg.model.hf_repo, hf_commit=inputs.model_dir.name)
     if cfg.train.epochs == 0:  # a dry run: the data and the plan, no weights, no classifier
