@@ -1,6 +1,7 @@
 """Write a trained classifier, or a GPT-2 folder, in Hugging Face's format.
 
     python -m experiments.export --run runs/spam-124M-... --to hf exported/spam
+    python -m experiments.export --run runs/spam-124M-... --to onnx exported/spam-onnx
     python -m experiments.export --model-dir models/124M --to hf models/124M-hf
 
 --run: the classifier becomes a transformers GPT2ForSequenceClassification folder
@@ -16,6 +17,12 @@ classifiers trained with --pool last-real can be exported (transformers reads th
 last real token); the head's bias is folded into ln_f's bias, since transformers'
 score layer has none (see gpt2_jax.classifier.export).
 
+--to onnx OUT (with --run): the same model as one ONNX graph, model.onnx, whose output
+is the probabilities (the run's temperature applied), beside the tokenizer files and
+gpt2_jax_onnx.json (labels, max length, truncated side, threshold). The export is run
+once with onnxruntime on probe texts and refused if it differs from the classifier by
+more than 1e-4. Needs torch, transformers and onnxruntime (pip install 'gpt2_jax[onnx]').
+
 --model-dir: any GPT-2 folder this package reads (OpenAI's TensorFlow checkpoint
 included) becomes a Hugging Face GPT2LMHeadModel folder with model.safetensors, bit
 for bit the same weights. Convert once, then pass --model-dir OUT to
@@ -29,7 +36,7 @@ import sys
 
 from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 
-TARGETS = ("hf",)
+TARGETS = ("hf", "onnx")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
         nargs=2,
         metavar=("FORMAT", "OUT"),
         required=True,
-        help="format (hf: Hugging Face transformers) and the folder to write "
-        "(must not exist, or be empty)",
+        help="format (hf: Hugging Face transformers; onnx: an ONNX graph, --run only) and "
+        "the folder to write (must not exist, or be empty)",
     )
     p.add_argument(
         "--debug",
@@ -76,8 +83,18 @@ def main(argv=None) -> int:
     keep_freed_memory()
     quiet_native_logs(args.debug)
     use_compile_cache(not args.no_compile_cache)
+    if target == "onnx" and not args.run:
+        p.error("--to onnx exports a trained classifier: give --run DIR")
     try:
-        if args.run:
+        if target == "onnx":
+            from gpt2_jax.classifier.onnx_export import export_onnx
+
+            path = export_onnx(args.run, out)
+            print(
+                f"wrote {path}: run it with onnxruntime, or in Python with "
+                f"gpt2_jax.classifier.onnx_export.OnnxClassifier.load('{path}').predict(texts)"
+            )
+        elif args.run:
             path = export_classifier(args.run, out)
             print(
                 f"wrote {path}: load it with transformers.pipeline('text-classification', "
