@@ -12,7 +12,9 @@ from synthetic import write_sms_file
 from gpt2_jax.finetune import cli
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.run import run
+from gpt2_jax.finetune.tracking import MLflow
 from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.optim import step_learning_rates
 
 pytestmark = pytest.mark.slow
 LR, WARMUP = 1e-3, 3
@@ -156,3 +158,26 @@ def test_trackers_imported_only_when_asked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_learning_rate_of_each_step_with_accumulation():
+    tc = TrainConfig(epochs=1, batch_size=2, lr=LR, warmup_steps=2, accumulation_steps=2)
+    rates = step_learning_rates(tc, 16, np.arange(1, 9))  # 8 batches, 4 updates
+    # update u (u = 0..3) takes batches 2u+1 and 2u+2; warm-up: 0, lr/2, then lr
+    np.testing.assert_allclose(rates, [0, 0, LR / 2, LR / 2, LR, LR, LR, LR], atol=1e-12)
+
+
+def test_resume_carries_on_with_the_mlflow_run(tracked, monkeypatch):
+    """A resumed run logs to the MLflow run its folder names (this test runs last: it
+    reopens the finished run of the fixture)."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root, _, _ = tracked
+    before = json.loads((root / "run" / "mlflow_run.json").read_text())["run_id"]
+    again = MLflow(None, root / "run", {}, resume=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    assert again.run_id == before and client.get_run(before).info.status == "RUNNING"
+    again.finish(root / "run", "KILLED")
+    assert client.get_run(before).info.status == "KILLED"
+    assert len(client.search_runs([client.get_run(before).info.experiment_id])) == 1
