@@ -185,7 +185,7 @@ class OutputConfig:
         metadata={
             "metavar": "URI",
             "help": "MLflow tracking URI for --log-to mlflow (default: MLFLOW_TRACKING_URI, "
-            "else sqlite:///RUNS/mlflow.db beside the run folder)",
+            "else a SQLite file mlflow.db in the run folder's parent)",
         },
     )
 
@@ -201,6 +201,8 @@ class OutputConfig:
             raise ValueError(
                 f"--log-to {','.join(unknown)}: unknown tracker; use " + " or ".join(TRACKERS)
             )
+        if self.mlflow_uri is not None and "mlflow" not in self.log_to:
+            raise ValueError("--mlflow-uri is where --log-to mlflow logs; give --log-to mlflow too")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
 

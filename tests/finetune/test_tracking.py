@@ -130,6 +130,8 @@ def test_log_to_flag():
     assert OutputConfig(log_to=("tensorboard,mlflow", "mlflow")).log_to == ("tensorboard", "mlflow")
     with pytest.raises(ValueError, match="--log-to wandb: unknown tracker"):
         OutputConfig(log_to=("wandb",))
+    with pytest.raises(ValueError, match="give --log-to mlflow too"):
+        OutputConfig(log_to=("tensorboard",), mlflow_uri="sqlite:///x.db")
     args = cli.parser("x", "", "", RunConfig()).parse_args(["--log-to", "mlflow"])
     assert cli.config_from_args(args, RunConfig()).output.log_to == ("mlflow",)
 
