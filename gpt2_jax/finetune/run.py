@@ -31,6 +31,7 @@ from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
+from gpt2_jax.finetune.tracking import Tracking, need_trackers, open_tracking
 from gpt2_jax.model.gpt import GPTModel, merge_lora
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
@@ -220,12 +221,18 @@ def run(
             "with several processes give --run-dir (on a file system every "
             "host sees): the default name holds the time, which differs"
         )
+    need_trackers(cfg.output.log_to)
     inputs = read_inputs(cfg)
     run_dir, lock = claim_folder(cfg, resume, main)
     stop_on_sigterm = sigterm_as_interrupt()
     try:
-        with run_log(run_dir / RUN_LOG if main else None, log, main):
-            return _steps(RunContext(cfg, inputs, run_dir, main, resume), started, on_step)
+        n_train = len(inputs.plan.encoded["train"])
+        with (
+            run_log(run_dir / RUN_LOG if main else None, log, main),
+            open_tracking(cfg, run_dir, n_train, resume) as tracking,
+        ):
+            here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
+            return _steps(here, started, on_step)
     finally:
         lock.release()
         stop_on_sigterm()
@@ -310,6 +317,7 @@ class RunContext:
     run_dir: Path
     main: bool  # process 0: writes the folder
     resume: bool
+    tracking: Tracking | None = None  # --log-to: fed by the training loop's hooks
 
 
 def train_select_save(
@@ -388,4 +396,5 @@ def _recording_hooks(
             plot_history(history, run_dir, classes)
         logger.info(epoch_table(history[-1], classes))
 
-    return Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
+    hooks = Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
+    return hooks if here.tracking is None else here.tracking.hooks(hooks)
