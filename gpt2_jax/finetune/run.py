@@ -293,10 +293,11 @@ def fingerprint_inputs(here: RunContext) -> dict:
     """Step 4a: fingerprints of the data files, the backbone's files and the config.
     Resuming, the run stops here, naming each input that changed since it started."""
     files, model_dir = here.inputs.labelled.files, here.inputs.model_dir
+    known = here.inputs.labelled.sums
     if not here.resume:
-        return input_fingerprints(files, model_dir, here.cfg.to_dict())
+        return input_fingerprints(files, model_dir, here.cfg.to_dict(), known)
     before = RunRecord.read(here.run_dir / METRICS_FILE)
-    now = input_fingerprints(files, model_dir, before.config or {})
+    now = input_fingerprints(files, model_dir, before.config or {}, known)
     check_unchanged(before.fingerprints, now, here.run_dir)
     return now
 
