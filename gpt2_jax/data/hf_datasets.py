@@ -168,7 +168,15 @@ def _frame(
         place = f"row {number}"
         if names is not None and isinstance(label, int):
             if not 0 <= label < len(names):
-                problems.add(f"{place}, column {columns[1]!r}: class id {label} has no name")
+                unlabelled = (
+                    " (-1: unlabelled, as in some test splits; --dataset-split train cuts all "
+                    "three splits from train instead)"
+                    if label == -1
+                    else ""
+                )
+                problems.add(
+                    f"{place}, column {columns[1]!r}: class id {label} has no name{unlabelled}"
+                )
                 continue
             label = names[label]
         checked = check_cells(problems, place, columns, text, label)
