@@ -49,6 +49,7 @@ from gpt2_jax.training.memory import (
 from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
+from gpt2_jax.util.machine import run_machine
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained
 
@@ -157,6 +158,7 @@ def start_record(
         parameters=job.partition.counts,
         class_weights=inputs.plan.class_weights.tolist(),
         backend=jax.default_backend(),
+        machine=run_machine(jax.devices()),
         **known,
     )
 

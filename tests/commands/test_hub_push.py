@@ -15,6 +15,7 @@ from gpt2_jax.commands import export
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
+from gpt2_jax.util.machine import run_machine
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -42,6 +43,7 @@ def run_dir(tmp_path, bpe_dir):
         config={"train": {"lr": 0.0005, "epochs": 2}},
         data={"rows": 41, "classes": list(LABELS), "splits": {"train": {"n": 24, "ham": 18}}},
         backend="cpu",
+        machine=run_machine(jax.devices()),
         epochs=epochs,
         status="finished",
     )
@@ -94,7 +96,11 @@ def test_push_to_hub_uploads_a_folder_transformers_loads_back(
         assert f"| {split} | {last[split]['n']} | {last[split]['accuracy']:.4f} |" in card
     note = json.loads((out / "gpt2_jax_export.json").read_text())
     assert f"{note['head_bias_fold_max_error']:.2e}" in card
-    assert "| 1 | spam |" in card and '"lr": 0.0005' in card and "Trained with JAX on cpu" in card
+    assert (
+        "| 1 | spam |" in card
+        and '"lr": 0.0005' in card
+        and f"Trained with JAX on cpu: {record['machine']}." in card
+    )
 
 
 def test_push_failures_are_one_line(run_dir, tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from gpt2_jax.commands import finetune
+from gpt2_jax.util.machine import machine_name
 
 datasets = pytest.importorskip("datasets")
 
@@ -51,6 +52,7 @@ def _train(source: list[str], model_dir, run_dir) -> list[dict]:
     assert finetune.main(args) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["data"]["classes"] == ["ham", "spam"]
+    assert report["machine"].startswith(machine_name() + "; ")  # for the model card
     return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in report["epochs"]]
 
 
