@@ -3,6 +3,7 @@ model card go up to a stand-in Hub on 127.0.0.1, and transformers loads the repo
 from there with the logits of the local folder."""
 
 import json
+import sys
 
 import jax
 import numpy as np
@@ -125,3 +126,11 @@ def test_push_failures_are_one_line(run_dir, tmp_path, monkeypatch, capsys):
         "set HF_TOKEN to a token with write access (or run `hf auth login`)"
     )
     assert err.count("\n") == 1
+
+
+def test_without_huggingface_hub_one_line_says_what_to_install(tmp_path, monkeypatch):
+    from gpt2_jax.commands.hub_push import push_folder
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(ImportError, match=r"^--push-to-hub needs huggingface_hub: pip install"):
+        push_folder(tmp_path, "me/spam")

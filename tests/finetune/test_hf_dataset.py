@@ -5,6 +5,7 @@ rows in CSV files, and bad split or column names stop the run with one line."""
 import csv
 import json
 import random
+import sys
 
 import pytest
 
@@ -154,3 +155,14 @@ def test_cells_are_checked_as_in_a_file(tmp_path):
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "floats"))
     with pytest.raises(ValueError, match=r"row 1, column 'kind': label 1.0 is a float"):
         read_dataset(str(tmp_path / "floats"), None, "body", "kind")
+
+
+def test_without_the_datasets_library_one_line_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed
+    args = ["--dataset", "anything", "--model-dir", str(tmp_path), "--run-dir", str(tmp_path / "r")]
+    assert finetune.main(args) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        line
+        == "error: reading --dataset needs the datasets library: pip install gpt2_jax[datasets]"
+    )
