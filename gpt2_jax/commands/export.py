@@ -27,6 +27,10 @@ more than 1e-4. Needs torch, transformers and onnxruntime (pip install 'gpt2_jax
 included) becomes a Hugging Face GPT2LMHeadModel folder with model.safetensors, bit
 for bit the same weights. Convert once, then pass --model-dir OUT to
 experiments.finetune / experiments.spam: TensorFlow is no longer needed.
+
+--run also writes a model card (README.md: labels, data, figures, config) into OUT;
+--push-to-hub OWNER/NAME then uploads OUT to that Hub repository (--private to create
+it private; HF_TOKEN, HF_ENDPOINT).
 """
 
 from __future__ import annotations
@@ -63,6 +67,15 @@ def parser() -> argparse.ArgumentParser:
         "the folder to write (must not exist, or be empty)",
     )
     p.add_argument(
+        "--push-to-hub",
+        metavar="OWNER/NAME",
+        help="with --run: then upload the folder, with its model card (README.md), to this "
+        "Hub model repository (HF_ENDPOINT, HF_TOKEN; see docs/huggingface.md)",
+    )
+    p.add_argument(
+        "--private", action="store_true", help="with --push-to-hub: create the repository private"
+    )
+    p.add_argument(
         "--debug",
         action="store_true",
         help="show the traceback of an error, and TensorFlow's start-up lines",
@@ -77,6 +90,17 @@ def main(argv=None) -> int:
     target, out = args.to
     if target not in TARGETS:
         p.error(f"--to {target}: unknown format; choose from {', '.join(TARGETS)}")
+    if (args.push_to_hub or args.private) and not args.run:
+        p.error("--push-to-hub and --private go with --run (a trained classifier)")
+    if args.private and not args.push_to_hub:
+        p.error("--private goes with --push-to-hub")
+    if args.push_to_hub:
+        from gpt2_jax.commands.hub_push import check_repo_id
+
+        try:
+            check_repo_id(args.push_to_hub)
+        except ValueError as err:
+            p.error(str(err))
     from gpt2_jax.classifier.export import export_backbone, export_classifier
     from gpt2_jax.util.runtime import keep_freed_memory, quiet_native_logs
 
@@ -96,14 +120,22 @@ def main(argv=None) -> int:
             )
         elif args.run:
             path = export_classifier(args.run, out)
+            from gpt2_jax.commands.model_card import write_model_card
+
+            write_model_card(args.run, path, args.push_to_hub)
             print(
                 f"wrote {path}: load it with transformers.pipeline('text-classification', "
                 f"model='{path}', top_k=None)"
             )
+            if args.push_to_hub:
+                from gpt2_jax.commands.hub_push import push_folder
+
+                url = push_folder(path, args.push_to_hub, private=args.private)
+                print(f"pushed {path} to {args.push_to_hub}: {url}")
         else:
             path = export_backbone(args.model_dir, out)
             print(f"wrote {path}: a Hugging Face GPT-2 folder; use it with --model-dir {path}")
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
         message = " ".join(str(err).split()) or type(err).__name__

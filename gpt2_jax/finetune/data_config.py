@@ -39,6 +39,23 @@ class DataConfig:
             "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"
         },
     )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "NAME_OR_PATH[:CONFIG]",
+            "help": "labelled texts from a Hugging Face datasets dataset instead of a file: a Hub "
+            "name, a local folder of data files, or a folder written by save_to_disk (its "
+            "train / validation / test splits are used; see docs/huggingface.md)",
+        },
+    )
+    dataset_split: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SPLIT",
+            "help": "with --dataset: read only this split (e.g. train, train[:80%%]) and cut "
+            "train / validation / test from it as from a file",
+        },
+    )
     data_format: str = field(
         default="auto",
         metadata={
@@ -126,6 +143,7 @@ class DataConfig:
         if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
             object.__setattr__(self, "labels", ",".join(labels))  # the Python API's natural form
         check_field_types(self)
+        self._check_dataset()
         if isinstance(self.test_size, str) and self.test_size != "rest":
             raise ValueError(
                 f"test_size must be a count, a fraction or 'rest', got {self.test_size!r}"
@@ -142,6 +160,25 @@ class DataConfig:
         if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
             raise ValueError(
                 f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"
+            )
+
+    def _check_dataset(self) -> None:
+        if self.dataset is None:
+            if self.dataset_split is not None:
+                raise ValueError("--dataset-split names a split of --dataset; give --dataset too")
+            return
+        given = [
+            flag
+            for flag, value in (
+                ("--data-file", self.data_file),
+                ("--val-file", self.val_file),
+                ("--test-file", self.test_file),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--dataset reads every split from the dataset; drop {' and '.join(given)}"
             )
 
     def class_order(self) -> tuple[str, ...] | None:

@@ -50,6 +50,7 @@ from gpt2_jax.training.memory import (
 from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
+from gpt2_jax.util.machine import run_machine
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained
 
@@ -158,6 +159,7 @@ def start_record(
         parameters=job.partition.counts,
         class_weights=inputs.plan.class_weights.tolist(),
         backend=jax.default_backend(),
+        machine=run_machine(jax.devices()),
         **known,
     )
 
@@ -300,10 +302,11 @@ def fingerprint_inputs(here: RunContext) -> dict:
     """Step 4a: fingerprints of the data files, the backbone's files and the config.
     Resuming, the run stops here, naming each input that changed since it started."""
     files, model_dir = here.inputs.labelled.files, here.inputs.model_dir
+    known = here.inputs.labelled.sums
     if not here.resume:
-        return input_fingerprints(files, model_dir, here.cfg.to_dict())
+        return input_fingerprints(files, model_dir, here.cfg.to_dict(), known)
     before = RunRecord.read(here.run_dir / METRICS_FILE)
-    now = input_fingerprints(files, model_dir, before.config or {})
+    now = input_fingerprints(files, model_dir, before.config or {}, known)
     check_unchanged(before.fingerprints, now, here.run_dir)
     return now
 
