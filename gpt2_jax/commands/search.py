@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from gpt2_jax.commands.grid_process import restore_signals, stop_signals
+from gpt2_jax.commands.presets import PRESETS
 from gpt2_jax.commands.search_space import Param, parse_space
 from gpt2_jax.finetune.cli import add_config_flags, config_from_args
 from gpt2_jax.finetune.config import RunConfig, load_config
@@ -82,16 +83,6 @@ def parser(defaults: RunConfig | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _defaults(base: str) -> RunConfig:
-    if base == "spam":
-        from gpt2_jax.commands.spam import LAB
-
-        return LAB
-    from gpt2_jax.commands.finetune import DEFAULTS
-
-    return DEFAULTS
-
-
 def read_args(argv: list[str]) -> tuple[argparse.Namespace, RunConfig, list[Param]]:
     """The search's flags, the base run config (``--`` flags on top of ``--config`` or
     the base command's defaults) and the space; a mistake exits 2 with one line."""
@@ -102,7 +93,7 @@ def read_args(argv: list[str]) -> tuple[argparse.Namespace, RunConfig, list[Para
     p = parser()
     args = p.parse_args(argv)
     try:
-        defaults = load_config(args.config) if args.config else _defaults(args.base)
+        defaults = load_config(args.config) if args.config else PRESETS[args.base]
     except (OSError, ValueError, TypeError) as err:
         p.error(str(err))
     run_p = argparse.ArgumentParser(prog="flags after --", allow_abbrev=False)

@@ -17,6 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gpt2_jax.finetune.record import METRICS_FILE
+from gpt2_jax.finetune.report import write_json
+
 logger = logging.getLogger(__name__)
 
 BEST_CONFIG = "config.json"
@@ -128,8 +131,20 @@ def write_plots(out: Path, study: optuna.Study, names: list[str]) -> list[str]:
 
 
 def drop_checkpoints(run_dir: Path) -> None:
-    """A trial is not resumed: its epoch checkpoints only take room."""
+    """A finished or pruned trial is not resumed: its epoch checkpoints only take room."""
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def mark_pruned(run_dir: Path, why: str) -> None:
+    """A pruned trial's folder says so (not how to resume it), its checkpoints removed."""
+    drop_checkpoints(run_dir)
+    path = run_dir / METRICS_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    record["status"] = f"stopped: {why} (experiments.search)"
+    write_json(path, record)
 
 
 def write_reports(out: Path, study: optuna.Study, names: list[str], metric: str) -> None:

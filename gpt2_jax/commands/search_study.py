@@ -29,7 +29,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gpt2_jax.commands.search_report import drop_checkpoints, write_reports
+from gpt2_jax.commands.search_report import drop_checkpoints, mark_pruned, write_reports
 from gpt2_jax.commands.search_space import Param, apply
 from gpt2_jax.finetune.config import RunConfig
 from gpt2_jax.training.train import epoch_score
@@ -119,6 +119,24 @@ def recover(study: optuna.Study) -> list[int]:
     return failed
 
 
+def pruning_hook(trial: optuna.Trial, metric: str, epochs: int):
+    """The run's ``on_epoch``: report each epoch's ``metric`` to ``trial`` and prune when
+    the pruner says so, before the last epoch (a trial that trained every epoch keeps its
+    result)."""
+
+    def on_epoch(history: list[dict]) -> None:
+        last = history[-1]
+        if "prefix_seconds" in last:
+            trial.set_user_attr("prefix_seconds", last["prefix_seconds"])
+        value = epoch_score(last, metric)
+        trial.report(value, last["epoch"])
+        if last["epoch"] < epochs and trial.should_prune():
+            trial.set_user_attr("note", f"pruned after epoch {last['epoch']}")
+            raise optuna.TrialPruned(f"pruned after epoch {last['epoch']}: {metric} {value:.4f}")
+
+    return on_epoch
+
+
 def _quiet(message: str) -> None:
     """A trial's run messages go to its run.log only."""
 
@@ -174,35 +192,24 @@ class Search:
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         started = time.perf_counter()
+        hook = pruning_hook(trial, self.metric, cfg.train.epochs)
         try:
-            record = run(cfg, None if self.args.verbose else _quiet, on_epoch=self._hook(trial))
+            record = run(cfg, None if self.args.verbose else _quiet, on_epoch=hook)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
         except ValueError as err:  # these settings do not fit the data (checked before training)
             trial.set_user_attr("note", str(err).splitlines()[0])
             raise Impossible(str(err).splitlines()[0]) from None
+        except optuna.TrialPruned as err:
+            mark_pruned(run_dir, str(err))
+            raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
-            drop_checkpoints(run_dir)
+        drop_checkpoints(run_dir)
         chosen = record["selected"]["epoch"]
         trial.set_user_attr("note", f"kept epoch {chosen}")
         return epoch_score(record["epochs"][chosen - 1], self.metric)
-
-    def _hook(self, trial: optuna.Trial):
-        def on_epoch(history: list[dict]) -> None:
-            last = history[-1]
-            if "prefix_seconds" in last:
-                trial.set_user_attr("prefix_seconds", last["prefix_seconds"])
-            value = epoch_score(last, self.metric)
-            trial.report(value, last["epoch"])
-            if trial.should_prune():
-                trial.set_user_attr("note", f"pruned after epoch {last['epoch']}")
-                raise optuna.TrialPruned(
-                    f"pruned after epoch {last['epoch']}: {self.metric} {value:.4f}"
-                )
-
-        return on_epoch
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         print(self.describe(trial), flush=True)

@@ -15,7 +15,9 @@ from conftest import REPO
 from synthetic import write_sms_file
 
 from gpt2_jax.commands import finetune, search
+from gpt2_jax.commands.search_report import mark_pruned
 from gpt2_jax.commands.search_space import parse_space
+from gpt2_jax.commands.search_study import pruning_hook
 from gpt2_jax.training.train import epoch_score
 
 pytestmark = pytest.mark.slow
@@ -146,3 +148,20 @@ def test_the_space_from_flags_and_bad_specs():
     ]:
         with pytest.raises(ValueError, match=words):
             parse_space(bad, None)
+
+
+def test_pruning_ends_a_trial_before_its_last_epoch_and_marks_its_folder(tmp_path):
+    # any score is below the threshold 2.0: the pruner asks to stop at every epoch
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(2.0))
+    epoch = {"epoch": 1, "val": {"macro_f1": 0.5}}
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        pruning_hook(study.ask(), "val_macro_f1", epochs=2)([epoch])
+    last = study.ask()
+    pruning_hook(last, "val_macro_f1", epochs=1)([epoch])  # its last epoch: it keeps it
+    assert last.should_prune()
+    run_dir = tmp_path / "trial"
+    (run_dir / "checkpoints" / "1").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
+    mark_pruned(run_dir, "pruned after epoch 1")
+    status = json.loads((run_dir / "metrics.json").read_text())["status"]
+    assert status.startswith("stopped: pruned") and not (run_dir / "checkpoints").exists()
