@@ -105,8 +105,13 @@ def read_args(argv: list[str]) -> tuple[argparse.Namespace, RunConfig, list[Para
         space = parse_space(args.search, args.space)
     except (ValueError, TypeError) as err:
         p.error(str(err))
-    if args.trials < 1:
-        p.error(f"--trials must be at least 1, got {args.trials}")
+    for flag, value, least in (
+        ("--trials", args.trials, 1),
+        ("--startup-trials", args.startup_trials, 0),
+        ("--prune-after", args.prune_after, 0),
+    ):
+        if value < least:
+            p.error(f"{flag} must be at least {least}, got {value}")
     return args, base, space
 
 

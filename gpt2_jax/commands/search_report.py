@@ -1,6 +1,6 @@
-"""What a search leaves in its folder, rewritten after every trial: the best trial's
-settings as a rerunnable ``config.json``, the table of trials (``trials.csv``,
-``trials.md``) and Optuna's plots (``history.png``, ``importance.png``)."""
+"""What a search leaves in its folder, rewritten after every trial (atomically: workers
+share it): the best trial's settings as a rerunnable ``config.json``, the table of trials
+(``trials.csv``, ``trials.md``) and Optuna's plots (``history.png``, ``importance.png``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gpt2_jax.finetune.record import METRICS_FILE
 from gpt2_jax.finetune.report import write_json
+from gpt2_jax.util.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def write_table(out: Path, study: optuna.Study, names: list[str], metric: str) -
     writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (out / "trials.csv").write_text(buf.getvalue())
+    write_text_atomic(out / "trials.csv", buf.getvalue())
     best = best_trial(study)
     lines = [
         f"Study `{study.study_name}`: value = {metric} of the kept epoch "
@@ -76,7 +77,7 @@ def write_table(out: Path, study: optuna.Study, names: list[str], metric: str) -
         cells = [str(row[h]) for h in header[:-1]]
         cells[0] += mark
         lines.append("| " + " | ".join(cells) + " |")
-    (out / "trials.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "trials.md", "\n".join(lines) + "\n")
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -94,7 +95,7 @@ def write_best_config(out: Path, study: optuna.Study) -> FrozenTrial | None:
         return None
     source = Path(best.user_attrs["run_dir"]) / "config.json"
     text = json.loads(source.read_text())
-    (out / BEST_CONFIG).write_text(json.dumps(text, indent=2) + "\n")
+    write_text_atomic(out / BEST_CONFIG, json.dumps(text, indent=2) + "\n")
     return best
 
 
