@@ -241,7 +241,7 @@ class Search:
         ]
         if len(times) > 1:
             lines.append(
-                f"trial time: first {times[0]:.1f} s, the others median "
+                f"the study's trials: the first {times[0]:.1f} s, the others median "
                 f"{statistics.median(times[1:]):.1f} s"
             )
         best = self.study.best_trial if counts[TrialState.COMPLETE] else None
