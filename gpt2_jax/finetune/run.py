@@ -207,12 +207,15 @@ def run(
     *,
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
     go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``).
     ``log``: a callable that gets each message instead of the terminal (default: the
     ``gpt2_jax`` loggers, shown on stdout unless the application configured logging); the
-    run folder's ``run.log`` keeps a copy either way.
+    run folder's ``run.log`` keeps a copy either way. ``on_step(step)`` after each
+    optimizer step; ``on_epoch(history)`` after each epoch is recorded (an exception it
+    raises stops the run, recorded as stopped, like any failure).
 
     The steps: read the inputs, claim the folder, describe the inputs, (a dry run stops
     there), load the backbone, start the record, train, select an epoch, save, finish."""
@@ -234,13 +237,13 @@ def run(
             open_tracking(cfg, run_dir, n_train, resume) as tracking,
         ):
             here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
-            return _steps(here, started, on_step)
+            return _steps(here, started, Hooks(on_epoch=on_epoch, on_step=on_step))
     finally:
         lock.release()
         stop_on_sigterm()
 
 
-def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | None) -> dict:
+def _steps(here: RunContext, started: float, caller: Hooks) -> dict:
     """``run``'s steps once its folder is claimed: describe the inputs (a dry run stops
     there), load the backbone, start the record, train, select, save, finish."""
     cfg, inputs, run_dir, main = here.cfg, here.inputs, here.run_dir, here.main
@@ -268,7 +271,7 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
         data=data_info,
         prefix_storage=storage,
     )
-    params = train_select_save(here, job, params, report, on_step)
+    params = train_select_save(here, job, params, report, caller)
     report.status = "finished"
     report.total_seconds = time.perf_counter() - started
     report.peak_memory_gib = peak_memory_bytes() / GIB
@@ -328,7 +331,7 @@ def train_select_save(
     job: TrainingJob,
     params,
     report: RunRecord,
-    on_step: Callable[[int], None] | None = None,
+    caller: Hooks,
 ):
     """Steps 6-8 with the run folder as their record: train (each epoch checkpointed,
     recorded and plotted), select an epoch, fit the decisions asked for, save the
@@ -337,7 +340,7 @@ def train_select_save(
     cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
     checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-    hooks = _recording_hooks(here, report, classes, on_step)
+    hooks = _recording_hooks(here, report, classes, caller)
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
         write_json(run_dir / "config.json", cfg.to_dict())
@@ -372,10 +375,11 @@ def train_select_save(
 
 
 def _recording_hooks(
-    here: RunContext, report: RunRecord, classes: tuple[str, ...], on_step
+    here: RunContext, report: RunRecord, classes: tuple[str, ...], caller: Hooks
 ) -> Hooks:
     """The training loop's hooks that keep ``report`` (and, on process 0, ``metrics.json``
-    and the plots) up to date; resuming, the report carries on the earlier record."""
+    and the plots) up to date, then call the caller's ``on_epoch`` and ``on_step``;
+    resuming, the report carries on the earlier record."""
     run_dir, main = here.run_dir, here.main
     if here.resume:
         previous = RunRecord.read(run_dir / METRICS_FILE)
@@ -399,5 +403,21 @@ def _recording_hooks(
             plot_history(history, run_dir, classes)
         logger.info(epoch_table(history[-1], classes))
 
-    hooks = Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
-    return hooks if here.tracking is None else here.tracking.hooks(hooks)
+    hooks = Hooks(on_epoch=on_epoch, on_step=caller.on_step, on_resume=on_resume)
+    if here.tracking is not None:  # the epoch reaches the trackers before the caller
+        hooks = here.tracking.hooks(hooks)
+    return _then(hooks, caller.on_epoch)
+
+
+def _then(hooks: Hooks, on_epoch) -> Hooks:
+    """``hooks`` whose ``on_epoch`` calls ``on_epoch`` too, last (it may stop the run)."""
+    if on_epoch is None:
+        return hooks
+    first = hooks.on_epoch
+
+    def both(history):
+        if first is not None:
+            first(history)
+        on_epoch(history)
+
+    return dataclasses.replace(hooks, on_epoch=both)
