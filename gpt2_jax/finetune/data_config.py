@@ -182,6 +182,11 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.long_texts == "chunk" and self.truncate != "head":
+            raise ValueError(
+                f"--truncate {self.truncate} is for --long-texts truncate; chunked texts keep "
+                "their first --max-chunks chunks"
+            )
         if self.chunk_length and self.stride and self.stride > self.chunk_length:
             raise ValueError(
                 f"--stride {self.stride} > --chunk-length {self.chunk_length} would skip the "
