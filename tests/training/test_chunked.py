@@ -15,6 +15,7 @@ from gpt2_jax.finetune.job import TrainingJob, TrainingPlan, train_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import LAYER_NORM_EPS, GPTModel, init_params
 from gpt2_jax.model.pooling import classify
+from gpt2_jax.training.chunked import chunked_logits
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.partition import Partition, resolve_trainable
 
@@ -114,4 +115,8 @@ def test_chunked_training_with_the_prefix_cache_equals_it_without(params, pool, 
             assert a[split]["confusion"] == b[split]["confusion"]
     for x, y in zip(jax.tree.leaves(p_fast), jax.tree.leaves(p_plain)):
         np.testing.assert_allclose(x, y, atol=1e-4, rtol=0)
+    # evaluation's batches of documents agree with prediction's (checked above by hand)
+    logits = chunked_logits(CFG, p_fast, data["test"], pool, how, 4, padded=False)
+    nll = -jax.nn.log_softmax(logits)[np.arange(10), data["test"].labels]
+    assert h_fast[-1]["test"]["loss"] == pytest.approx(float(nll.mean()), abs=1e-5)
     assert json.dumps(h_fast)  # the history is plain JSON
