@@ -54,10 +54,8 @@ def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
     return jax.nn.softmax(classify(GPTModel(cfg), params, ids, lengths, pool), axis=-1)
 
 
-def _encode_texts(
-    tokenizer, texts: list[str], max_length: int, vocab_size: int, truncate: str = "head"
-):
-    """Encoded as in training (``data.encode``): ``(Encoded, truncated [N] bool)``."""
+def checked_tokens(tokenizer, texts: list[str], vocab_size: int) -> list[list[int]]:
+    """Each text's token ids, refused in one line if one is outside the vocabulary."""
     tokens = token_lists(tokenizer, texts)
     for i, toks in enumerate(tokens):
         if toks and max(toks) >= vocab_size:  # an out-of-range id would be silently clamped
@@ -65,6 +63,14 @@ def _encode_texts(
                 f"text {i} has token id {max(toks)}, but the model's vocabulary "
                 f"has {vocab_size} ids: tokenizer and model do not belong together"
             )
+    return tokens
+
+
+def _encode_texts(
+    tokenizer, texts: list[str], max_length: int, vocab_size: int, truncate: str = "head"
+):
+    """Encoded as in training (``data.encode``): ``(Encoded, truncated [N] bool)``."""
+    tokens = checked_tokens(tokenizer, texts, vocab_size)
     truncated = np.array([len(t) > max_length for t in tokens], bool)
     return encode(tokens, np.zeros(len(texts)), max_length, truncate), truncated
 
@@ -190,6 +196,10 @@ class Classifier:
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
         s = self.spec
+        if s.chunking is not None:
+            from gpt2_jax.classifier.documents import document_probs
+
+            return document_probs(s, self.params, self.tokenizer, texts, batch_size)
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
         )

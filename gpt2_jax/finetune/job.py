@@ -24,6 +24,7 @@ from gpt2_jax.training.checkpoints import (
     Restored,
     run_fingerprints,
 )
+from gpt2_jax.training.chunked import ChunkTrainer
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
@@ -97,6 +98,7 @@ class TrainingPlan:
     speed: SpeedConfig
     pool: str
     class_weights: np.ndarray
+    chunk_pool: str | None = None  # --long-texts chunk: mean or max of a text's chunks
     placement: Placement | None = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
@@ -181,7 +183,8 @@ def build_trainer(job: TrainingJob) -> Trainer:
     )
     if computed != model.cfg:
         model = GPTModel(computed)
-    return Trainer(
+    chunked = {} if plan.chunk_pool is None else {"how": plan.chunk_pool}
+    return (Trainer if plan.chunk_pool is None else ChunkTrainer)(
         model,
         freeze(optimizer_for(tc, len(plan.encoded["train"])), partition.labels),
         plan.class_weights,
@@ -191,6 +194,7 @@ def build_trainer(job: TrainingJob) -> Trainer:
         pooled_only=speed.pooled_only,
         ignore_index=tc.ignore_index,
         placement=placement,
+        **chunked,
     )
 
 

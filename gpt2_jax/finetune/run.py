@@ -195,6 +195,7 @@ def save(
         truncate=cfg.data.truncate,
         temperature=decisions.temperature if decisions is not None else 1.0,
         threshold=decisions.threshold if decisions is not None else None,
+        chunking=inputs.chunking,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
     if is_main():
@@ -248,7 +249,7 @@ def _steps(here: RunContext, started: float, caller: Hooks) -> dict:
     there), load the backbone, start the record, train, select, save, finish."""
     cfg, inputs, run_dir, main = here.cfg, here.inputs, here.run_dir, here.main
     data_info = describe_inputs(cfg, inputs, run_dir, here.resume)
-    n_texts = sum(map(len, inputs.plan.encoded.values()))
+    n_texts = sum(len(split.ids) for split in inputs.plan.encoded.values())  # rows: chunks
     logger.info(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
     storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length)
     backbone: dict[str, Any] = {"folder": str(inputs.model_dir)}

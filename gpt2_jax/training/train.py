@@ -142,6 +142,16 @@ class Trainer:
             return Batch(x, lengths, labels)
         return Batch(*self.placement.batch(x, lengths, labels))
 
+    def rows(self, x, data: Encoded, idx: np.ndarray, bucketed: bool) -> Batch:
+        """The batch of rows ``idx`` of ``data`` (model inputs ``x``), cut to the
+        bucket of its longest text when ``bucketed``."""
+        width = batch_width(data.lengths[idx], x.shape[1], bucketed)
+        return self.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
+
+    def eval_order(self, data: Encoded, bucketed: bool) -> np.ndarray:
+        """The order evaluation takes the rows in: by length when bucketed."""
+        return np.argsort(data.lengths, kind="stable") if bucketed else np.arange(len(data))
+
     def _gathered(self, params):
         """Inside a step: the weights whole on every device while they are used (their
         pieces are gathered over fsdp), so the activations stay split by batch rows. The
@@ -230,13 +240,11 @@ def evaluate(
     """Metrics on all of ``data`` (model inputs ``x``); the last batch is padded to full
     size by repeating rows. Bucketed: messages go in length order, so batches are short."""
     n = len(data)
-    order = np.argsort(data.lengths, kind="stable") if bucketed else np.arange(n)
+    order = trainer.eval_order(data, bucketed)
     outputs = []
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
-        rows = np.resize(idx, batch_size)
-        width = batch_width(data.lengths[rows], x.shape[1], bucketed)
-        batch = trainer.batch(x[rows, :width], data.lengths[rows], data.labels[rows])
+        batch = trainer.rows(x, data, np.resize(idx, batch_size), bucketed)
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
@@ -302,11 +310,8 @@ def train_epoch(
     progress = _progress(len(batches), desc, unit="step", units="steps")
     bar = progress.bar
     for i, idx in enumerate(batches):
-        width = batch_width(data.lengths[idx], x.shape[1], bucketed)
         step = int(state.step) if pending is None else pending[0] + 1
-        state, metrics = trainer.train_step(
-            state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
-        )
+        state, metrics = trainer.train_step(state, frozen, trainer.rows(x, data, idx, bucketed))
         if pending is not None:
             _check_finite(pending, epoch, progress)
         pending = (step, metrics["finite"])
