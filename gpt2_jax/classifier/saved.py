@@ -24,10 +24,12 @@ from gpt2_jax.util.tree import named_leaves
 
 META_FILE = "classifier.json"
 PARAMS_DIR = "classifier"
-FORMAT = 2  # version of classifier.json's layout; bump when it changes incompatibly
+FORMAT = 3  # version of classifier.json's layout; bump when it changes incompatibly
 # 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
 # that older readers still load it; a reader of 1 refuses 2 rather than ignore them
-FORMATS = (1, 2)
+# 3: several labels per text (multi_label, thresholds); only such classifiers are written
+# as 3, so readers of 1 and 2 refuse them rather than predict one label with a softmax
+FORMATS = (1, 2, 3)
 
 
 def _upgrade_legacy(meta: dict) -> dict:

@@ -12,6 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2_jax.classifier.multilabel import (
+    check_label_sets,
+    decide_sets,
+    sets_dict,
+    sets_from_dict,
+)
 from gpt2_jax.data.encoding import check_truncate
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params, param_shapes
@@ -87,6 +93,10 @@ class ClassifierConfig:
     truncate: str = "head"
     temperature: float = 1.0  # probabilities are softmax(logits / temperature)
     threshold: float | None = None  # two classes: the second when its probability >= this
+    # several labels per text: a sigmoid per label, label k in the set when its probability
+    # reaches thresholds[k] (None: 0.5 for every label); see classifier.multilabel
+    multi_label: bool = False
+    thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -125,6 +135,7 @@ class ClassifierConfig:
                 "ClassifierConfig.threshold must be None or, for two labels, a probability in "
                 f"[0, 1]; got {self.threshold!r} with {len(self.labels)} labels"
             )
+        check_label_sets(self)
         ctx = self.model.context_length
         if not is_int(self.max_length) or not 0 < self.max_length <= ctx:
             raise ValueError(
@@ -148,12 +159,16 @@ class ClassifierConfig:
             # only when fitted: a reader of format 1 would ignore them and predict otherwise
             **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
             **({"threshold": self.threshold} if self.threshold is not None else {}),
+            **(sets_dict(self) if self.multi_label else {}),
         }
 
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, class ids)`` from the model's probabilities [N, C]: the saved
         temperature applied (``softmax(log p / T)`` equals ``softmax(logits / T)``), then
-        the argmax, or with a threshold the second class where its probability reaches it."""
+        the argmax, or with a threshold the second class where its probability reaches it.
+        Several labels per text: ``(probabilities, [N, K] bool label sets)``."""
+        if self.multi_label:
+            return probs, decide_sets(self, probs)
         if self.temperature != 1.0:
             with np.errstate(divide="ignore"):  # a probability of 0 stays 0
                 z = np.log(np.asarray(probs, np.float64)) / self.temperature
@@ -166,7 +181,10 @@ class ClassifierConfig:
 
     @property
     def format(self) -> int:
-        """classifier.json's format: 2 when it holds fitted decisions, else 1."""
+        """classifier.json's format: 3 for several labels per text, 2 when it holds fitted
+        decisions, else 1."""
+        if self.multi_label:
+            return 3
         return 2 if self.temperature != 1.0 or self.threshold is not None else 1
 
     @classmethod
@@ -203,4 +221,5 @@ class ClassifierConfig:
             truncate=d.get("truncate", "head"),  # classifiers saved before --truncate
             temperature=d.get("temperature", 1.0),
             threshold=d.get("threshold"),
+            **sets_from_dict(d),
         )

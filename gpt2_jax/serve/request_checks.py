@@ -165,12 +165,19 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def results(pred) -> list[dict]:
-    """One ``{"label", "probs": {class: p}, "truncated"}`` per text."""
+    """One ``{"label", "probs": {class: p}, "truncated"}`` per text; several labels per
+    text add ``"labels"``, the predicted set (``"label"``: its names joined by ", ", as
+    the page shows them)."""
     return [
         {
-            "label": label,
+            **({"label": label} if isinstance(label, str) else set_result(label)),
             "probs": {name: float(p) for name, p in zip(pred.class_names, row)},
             "truncated": bool(cut),
         }
         for label, row, cut in zip(pred.labels, pred.probs, pred.truncated)
     ]
+
+
+def set_result(names) -> dict:
+    """A predicted label set's keys in a result."""
+    return {"label": ", ".join(names) if names else "(no label)", "labels": list(names)}
