@@ -85,3 +85,11 @@ def test_label_order_refuses_one_label_and_unknown_names(tmp_path):
         label_order(frame, ("b", "c"))
     with pytest.raises(ValueError, match=r"one\.jsonl line 1: label 'a' does not occur"):
         label_matrix(frame, ("b", "c"))
+
+
+def test_a_list_label_without_multi_label_says_how_to_read_it(tmp_path):
+    from gpt2_jax.data.tables import read_table
+
+    path = _jsonl(tmp_path / "l.jsonl", [{"text": "x", "label": ["a", "b"]}])
+    with pytest.raises(ValueError, match=r"line 1, column 'label': .* is a list; .*--multi-label"):
+        read_table(path)
