@@ -17,6 +17,7 @@ is saved and loaded in ``classifier.saved``; this module predicts (``Classifier`
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass
@@ -157,8 +158,12 @@ class Predictions:
 
     @property
     def class_ids(self) -> np.ndarray:
-        """[N] int: index of the predicted class."""
-        return self.probs.argmax(axis=1)
+        """[N] int: index of the predicted class (the argmax, or what a threshold chose;
+        several labels per text: the most probable label, whatever the set)."""
+        if self.sets is not None:
+            return self.probs.argmax(axis=1)
+        index = {name: k for k, name in enumerate(self.class_names)}
+        return np.array([index[name] for name in self.labels], np.int64)
 
 
 class Classifier:
@@ -216,10 +221,18 @@ class Classifier:
         run fitted a temperature)."""
         return self.spec.decide(self._run(texts, batch_size)[0])[0]
 
+    def with_threshold(self, threshold: float | None) -> Classifier:
+        """The same classifier (weights shared, not copied) deciding two classes by
+        ``threshold`` on the second one's probability instead of the saved threshold;
+        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1."""
+        other = copy.copy(self)
+        other.spec = self.spec.with_threshold(threshold)
+        return other
+
     def predict(self, texts, batch_size: int = 16) -> Predictions:
         """Label, probabilities and truncation flag of each text: the most probable label,
-        or with a saved decision threshold (two classes) the second where its probability
-        reaches it."""
+        or with a decision threshold (two classes: the saved one, or ``with_threshold``'s)
+        the second where its probability reaches it."""
         probs, truncated = self._run(texts, batch_size)
         probs, ids = self.spec.decide(probs)
         if self.spec.multi_label:  # ids: [N, C] bool label sets

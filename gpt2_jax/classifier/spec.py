@@ -165,8 +165,7 @@ class ClassifierConfig:
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, class ids)`` from the model's probabilities [N, C]: the saved
         temperature applied (``softmax(log p / T)`` equals ``softmax(logits / T)``), then
-        the argmax, or with a threshold the second class where its probability reaches it.
-        Several labels per text: ``(probabilities, [N, K] bool label sets)``."""
+        ``choose``. Several labels per text: ``(probabilities, [N, K] bool label sets)``."""
         if self.multi_label:
             return probs, decide_sets(self, probs)
         if self.temperature != 1.0:
@@ -175,9 +174,19 @@ class ClassifierConfig:
             z -= z.max(axis=1, keepdims=True)
             e = np.exp(z)
             probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probs, self.choose(probs)
+
+    def choose(self, probs: np.ndarray) -> np.ndarray:
+        """Class ids from (calibrated) probabilities [N, C]: the argmax, or with a
+        threshold the second class where its probability reaches it."""
         if self.threshold is None:
-            return probs, probs.argmax(axis=1)
-        return probs, (probs[:, 1] >= self.threshold).astype(np.int64)
+            return probs.argmax(axis=1)
+        return (probs[:, 1] >= self.threshold).astype(np.int64)
+
+    def with_threshold(self, threshold: float | None) -> ClassifierConfig:
+        """This config deciding by ``threshold`` instead of the saved one (None: the
+        argmax); refused, like a saved one, unless two labels and a probability."""
+        return dataclasses.replace(self, threshold=threshold)
 
     @property
     def format(self) -> int:

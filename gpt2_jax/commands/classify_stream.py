@@ -48,6 +48,7 @@ STAMP_WORDS = {  # what differs, in the user's words
     "text_column": "--text-column",
     "run": "--run folder",
     "classifier": "classifier (classifier.json)",
+    "threshold": "--decision-threshold",
 }
 
 
@@ -90,6 +91,7 @@ def stamp(args) -> dict:
         "text_column": args.text_column,
         "run": str(Path(args.run).resolve()),
         "classifier": file_sha256(Path(args.run) / "classifier.json"),
+        "threshold": getattr(args, "decision_threshold", None),
     }
 
 
@@ -126,8 +128,8 @@ class Partial:
         if differ:
             raise InputError(
                 f"--output {self.out}: {self.path} holds predictions for another "
-                f"{', '.join(differ)}; give the same --input, --run, --format and "
-                f"--text-column to continue it, or {start_over}"
+                f"{', '.join(differ)}; give the same --input, --run, --format, "
+                f"--text-column and --decision-threshold to continue it, or {start_over}"
             )
         if not self.path.is_file() or self.path.stat().st_size < size:
             raise InputError(

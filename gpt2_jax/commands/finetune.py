@@ -41,9 +41,10 @@ EPILOG = (
 
 
 def _needs_data(cfg: RunConfig) -> None:
-    if cfg.data.data_file is None:
+    if cfg.data.data_file is None and cfg.data.dataset is None:
         raise ValueError(
-            "--data-file is required (the SMS lab without it is `python -m experiments.spam`)"
+            "--data-file is required, or --dataset (the SMS lab without it is "
+            "`python -m experiments.spam`)"
         )
 
 

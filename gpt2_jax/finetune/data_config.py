@@ -39,6 +39,23 @@ class DataConfig:
             "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"
         },
     )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "NAME_OR_PATH[:CONFIG]",
+            "help": "labelled texts from a Hugging Face datasets dataset instead of a file: a Hub "
+            "name, a local folder of data files, or a folder written by save_to_disk (its "
+            "train / validation / test splits are used; see docs/huggingface.md)",
+        },
+    )
+    dataset_split: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SPLIT",
+            "help": "with --dataset: read only this split (e.g. train, train[:80%%]) and cut "
+            "train / validation / test from it as from a file",
+        },
+    )
     data_format: str = field(
         default="auto",
         metadata={
@@ -153,6 +170,7 @@ class DataConfig:
         check_field_types(self)
         if self.label_sep == "" or self.label_columns in ("",):
             raise ValueError("label_sep and label_columns must not be empty")
+        self._check_dataset()
         if isinstance(self.test_size, str) and self.test_size != "rest":
             raise ValueError(
                 f"test_size must be a count, a fraction or 'rest', got {self.test_size!r}"
@@ -174,6 +192,25 @@ class DataConfig:
     def is_multi_label(self) -> bool:
         """Several labels per text (``--multi-label``, implied by its two ways of writing)."""
         return self.multi_label or self.label_sep is not None or self.label_columns is not None
+
+    def _check_dataset(self) -> None:
+        if self.dataset is None:
+            if self.dataset_split is not None:
+                raise ValueError("--dataset-split names a split of --dataset; give --dataset too")
+            return
+        given = [
+            flag
+            for flag, value in (
+                ("--data-file", self.data_file),
+                ("--val-file", self.val_file),
+                ("--test-file", self.test_file),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--dataset reads every split from the dataset; drop {' and '.join(given)}"
+            )
 
     def class_order(self) -> tuple[str, ...] | None:
         return None if self.labels == "sorted" else tuple(self.labels.split(","))

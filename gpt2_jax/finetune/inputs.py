@@ -60,6 +60,7 @@ class LabelledData:
     joined: list[dict]  # records that quoting joined over several lines (SMS format)
     duplicates: checks.DuplicateReport  # texts shared between splits (before any drop)
     dropped: dict[str, int]  # rows left out of val/test with --drop-duplicates
+    sums: dict[str, str] = dataclasses.field(default_factory=dict)  # SHA-256 of non-files
     multi_label: bool = False  # label sets: frames hold ``labels`` (finetune.multilabel)
 
 
@@ -68,6 +69,10 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     if d.is_multi_label():
         sets, labels, files, rows, shared, left_out = multilabel.read_label_data(d, seed)
         return LabelledData(sets, labels, files, rows, [], shared, left_out, multi_label=True)
+    if d.dataset is not None:
+        from gpt2_jax.finetune.dataset_inputs import read_dataset_data
+
+        return read_dataset_data(d, seed)
     if d.data_file is None:
         path = sms.fetch_sms_spam(d.data_dir, offline=offline or None)
         fmt = "sms"

@@ -29,7 +29,14 @@ from gpt2_jax.training.multilabel import check_settings
 from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix_cache import prefix_inputs
-from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
+from gpt2_jax.training.train import (
+    SelectedState,
+    StepValuesHook,
+    Trainer,
+    TrainState,
+    best_epoch,
+    fit,
+)
 from gpt2_jax.util.machine import cpu_lacks_bfloat16
 
 logger = logging.getLogger(__name__)
@@ -131,11 +138,14 @@ class TrainingJob:
 class Hooks:
     """What the loop calls: ``on_epoch(history)`` after each epoch is evaluated (and
     checkpointed), ``on_step(step)`` after each optimizer step, ``on_resume(restored)``
-    once, when a resumed run has read its last epoch's state."""
+    once, when a resumed run has read its last epoch's state, ``on_step_values(first,
+    values)`` after each epoch's training pass with its steps' losses and gradient norms
+    (``train_epoch``)."""
 
     on_epoch: Callable[[list[dict]], None] | None = None
     on_step: Callable[[int], None] | None = None
     on_resume: Callable[[Restored], None] | None = None
+    on_step_values: StepValuesHook | None = None
 
 
 def warn_slow_bfloat16(speed: SpeedConfig) -> None:
@@ -249,6 +259,7 @@ def train_classifier(
         history=history,
         on_epoch=after_epoch,
         on_step=hooks.on_step,
+        on_step_values=hooks.on_step_values,
     )
     kept = after_epoch.best if select else state.trainable
     assert kept is not None  # with select, best is set from the first epoch on

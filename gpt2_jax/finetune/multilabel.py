@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 def read_label_data(d: DataConfig, seed: int):
     """``read_data`` for label sets: read, order the labels, split (the lab's shuffled cut,
     not stratified); returns the fields of ``finetune.inputs.LabelledData``."""
+    if d.dataset is not None:
+        raise ValueError(
+            "--multi-label reads label sets from a file (--data-file); --dataset gives one "
+            "label per text"
+        )
     if d.data_file is None:
         raise ValueError(
             "--multi-label needs --data-file: the SMS collection has one label per message"

@@ -32,6 +32,7 @@ from gpt2_jax.finetune.multilabel import fit_thresholds, pick_label_examples
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
+from gpt2_jax.finetune.tracking import Tracking, need_trackers, open_tracking
 from gpt2_jax.model.gpt import GPTModel, merge_lora
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
@@ -50,6 +51,7 @@ from gpt2_jax.training.memory import (
 from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
+from gpt2_jax.util.machine import run_machine
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained
 
@@ -159,6 +161,7 @@ def start_record(
         parameters=job.partition.counts,
         class_weights=inputs.plan.class_weights.tolist(),
         backend=jax.default_backend(),
+        machine=run_machine(jax.devices()),
         **known,
     )
 
@@ -225,12 +228,18 @@ def run(
             "with several processes give --run-dir (on a file system every "
             "host sees): the default name holds the time, which differs"
         )
+    need_trackers(cfg.output.log_to)
     inputs = read_inputs(cfg)
     run_dir, lock = claim_folder(cfg, resume, main)
     stop_on_sigterm = sigterm_as_interrupt()
     try:
-        with run_log(run_dir / RUN_LOG if main else None, log, main):
-            return _steps(RunContext(cfg, inputs, run_dir, main, resume), started, on_step)
+        n_train = len(inputs.plan.encoded["train"])
+        with (
+            run_log(run_dir / RUN_LOG if main else None, log, main),
+            open_tracking(cfg, run_dir, n_train, resume) as tracking,
+        ):
+            here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
+            return _steps(here, started, on_step)
     finally:
         lock.release()
         stop_on_sigterm()
@@ -298,10 +307,11 @@ def fingerprint_inputs(here: RunContext) -> dict:
     """Step 4a: fingerprints of the data files, the backbone's files and the config.
     Resuming, the run stops here, naming each input that changed since it started."""
     files, model_dir = here.inputs.labelled.files, here.inputs.model_dir
+    known = here.inputs.labelled.sums
     if not here.resume:
-        return input_fingerprints(files, model_dir, here.cfg.to_dict())
+        return input_fingerprints(files, model_dir, here.cfg.to_dict(), known)
     before = RunRecord.read(here.run_dir / METRICS_FILE)
-    now = input_fingerprints(files, model_dir, before.config or {})
+    now = input_fingerprints(files, model_dir, before.config or {}, known)
     check_unchanged(before.fingerprints, now, here.run_dir)
     return now
 
@@ -315,6 +325,7 @@ class RunContext:
     run_dir: Path
     main: bool  # process 0: writes the folder
     resume: bool
+    tracking: Tracking | None = None  # --log-to: fed by the training loop's hooks
 
 
 def train_select_save(
@@ -396,4 +407,5 @@ def _recording_hooks(
             plot_history(history, run_dir, classes)
         logger.info(epoch_table(history[-1], classes))
 
-    return Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
+    hooks = Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
+    return hooks if here.tracking is None else here.tracking.hooks(hooks)

@@ -102,6 +102,10 @@ def test_classify_writes_each_set_and_every_probability(trained, tmp_path, capsy
     assert [tuple(r["labels"]) for r in rows] == pred.labels
     for row, probs in zip(rows, pred.probs):
         assert [row[f"p_{n}"] for n in ("money", "politics", "sports")] == pytest.approx(probs)
+    capsys.readouterr()
+    assert classify.main(["--run", str(run_dir), "--decision-threshold", "0.5", *texts]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--decision-threshold is for one label per text" in err and "\n" not in err
 
 
 @pytest.mark.parametrize(
