@@ -26,6 +26,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from gpt2_jax.classifier.multilabel import set_names
+
 # re-exported: the classifier's public names, importable from here as before
 from gpt2_jax.classifier.saved import (  # noqa: F401
     META_FILE,
@@ -44,14 +46,16 @@ from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "pool"))
-def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
-    """Class probabilities [B, C] for token ids [B, W] with real lengths [B].
+@functools.partial(jax.jit, static_argnames=("cfg", "pool", "multi_label"))
+def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str, multi_label: bool = False):
+    """Class probabilities [B, C] for token ids [B, W] with real lengths [B] (several
+    labels per text: each label's sigmoid).
 
     Compiled once per (ids shape, cfg, pool): the weights are an argument, not
     constants baked into the program, so any parameter tree of these shapes reuses it.
     Only the pooled position is computed in the last block (exact, see GPTModel)."""
-    return jax.nn.softmax(classify(GPTModel(cfg), params, ids, lengths, pool), axis=-1)
+    logits = classify(GPTModel(cfg), params, ids, lengths, pool)
+    return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
 
 
 def checked_tokens(tokenizer, texts: list[str], vocab_size: int) -> list[list[int]]:
@@ -84,6 +88,7 @@ def _probs(
     batch_size: int,
     *,
     packed: bool = True,
+    multi_label: bool = False,
 ) -> np.ndarray:
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
@@ -104,7 +109,7 @@ def _probs(
     if packed and n and not reads_padding(pool, cfg.causal):
         from gpt2_jax.classifier.packed import packed_probs  # the training stack, if needed
 
-        return packed_probs(cfg, params, ids, lengths, pool, batch_size)
+        return packed_probs(cfg, params, ids, lengths, pool, batch_size, multi_label=multi_label)
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
         lengths,
@@ -115,7 +120,9 @@ def _probs(
     )
     for idx, width in schedule:
         rows = np.resize(idx, batch_size)
-        got = class_probs(params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool)
+        got = class_probs(
+            params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool, multi_label=multi_label
+        )
         out[idx] = np.asarray(got)[: len(idx)]
     return out
 
@@ -140,22 +147,27 @@ def predict_proba(
 
 @dataclass
 class Predictions:
-    """``labels``: predicted class name per text (the most probable class);
-    ``probs`` [N, C]: class probabilities, columns in ``class_names`` order;
+    """``labels``: predicted class name per text (the most probable class), or with
+    several labels per text the tuple of names in its predicted set (``sets`` [N, C]
+    bool); ``probs`` [N, C]: class (label) probabilities, columns in ``class_names`` order;
     ``truncated`` [N] bool: the text had more than ``max_length`` tokens and only its
     first ``max_length`` were read."""
 
-    labels: list[str]
+    labels: list
     probs: np.ndarray
     truncated: np.ndarray
     class_names: tuple[str, ...]
+    sets: np.ndarray | None = None  # several labels per text: [N, C] bool
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def class_ids(self) -> np.ndarray:
-        """[N] int: index of the predicted class (the argmax, or what a threshold chose)."""
+        """[N] int: index of the predicted class (the argmax, or what a threshold chose;
+        several labels per text: the most probable label, whatever the set)."""
+        if self.sets is not None:
+            return self.probs.argmax(axis=1)
         index = {name: k for k, name in enumerate(self.class_names)}
         return np.array([index[name] for name in self.labels], np.int64)
 
@@ -203,7 +215,15 @@ class Classifier:
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
         )
-        probs = _probs(s.model, self.params, data.ids, data.lengths, s.pool, batch_size)
+        probs = _probs(
+            s.model,
+            self.params,
+            data.ids,
+            data.lengths,
+            s.pool,
+            batch_size,
+            multi_label=s.multi_label,
+        )
         return probs, truncated
 
     def predict_proba(self, texts, batch_size: int = 16) -> np.ndarray:
@@ -225,5 +245,7 @@ class Classifier:
         the second where its probability reaches it."""
         probs, truncated = self._run(texts, batch_size)
         probs, ids = self.spec.decide(probs)
+        if self.spec.multi_label:  # ids: [N, C] bool label sets
+            return Predictions(set_names(self.labels, ids), probs, truncated, self.labels, ids)
         names = [self.labels[k] for k in ids]
         return Predictions(names, probs, truncated, self.labels)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_jax.classifier.multilabel import PROBLEM_TYPE, thresholds_of
 from gpt2_jax.classifier.saved import load_classifier
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
@@ -143,7 +144,7 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
             "id2label": {str(i): name for i, name in enumerate(labels)},
             "label2id": {name: i for i, name in enumerate(labels)},
             "pad_token_id": END_OF_TEXT_ID,
-            "problem_type": "single_label_classification",
+            "problem_type": PROBLEM_TYPE if spec.multi_label else "single_label_classification",
         },
         tokenizer_extra={
             "pad_token": END_OF_TEXT,
@@ -160,6 +161,12 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         "head_bias": "folded into transformer.ln_f.bias (score has no bias)",
         "head_bias_fold_max_error": fold_error,
         "lora": "merged" if spec.model.lora_rank else "none",
+        # several labels per text: a sigmoid per label, and each label's threshold
+        **(
+            {"thresholds": dict(zip(labels, thresholds_of(spec).tolist()))}
+            if spec.multi_label
+            else {}
+        ),
         "truncation": f"trained on {kept_words(spec.max_length, spec.truncate)} of each "
         "text; pass "
         "truncation=True to the tokenizer or pipeline to do the same",

@@ -51,6 +51,8 @@ def packed_probs(
     pool: str,
     batch_size: int,
     matmul_dtype: str | None = None,
+    *,
+    multi_label: bool = False,
 ) -> np.ndarray:
     """[N, C] class probabilities for encoded ids [N, L] with real lengths [N] (>= 1),
     texts packed into rows; a batch holds about ``batch_tokens(batch_size, L)`` token
@@ -61,7 +63,9 @@ def packed_probs(
     for i in range(0, len(first), CHUNK_TEXTS):
         chunk = first[i : i + CHUNK_TEXTS]
         run_jobs(
-            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out), "classify", logged=False
+            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out, multi_label),
+            "classify",
+            logged=False,
         )
     return out[source]
 
@@ -95,7 +99,7 @@ def bucketed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
     return sum(batch_size * width for _, width in prefix_schedule(lengths, full, batch_size, True))
 
 
-def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out) -> Jobs:
+def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=False) -> Jobs:
     """A job per batch of packed rows: (plan, its arrays, row indices, rows per batch, the
     batch's texts); launching runs the prefix and the tail, storing writes ``out``."""
     mean = not single_position(pool)
@@ -119,7 +123,7 @@ def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out) -> Jobs:
         where[0, : len(members)] = plan.places[members, 0] - idx[0]
         where[1, : len(members)] = plan.places[members, 1]
         where[2, : len(members)] = lengths[plan.texts[members]]
-        return _tail(params, hidden, where, cfg=cfg, pool=pool)
+        return _tail(params, hidden, where, cfg=cfg, pool=pool, multi_label=multi_label)
 
     def store(job, probs):
         plan, _, _, _, members = job
@@ -128,8 +132,8 @@ def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out) -> Jobs:
     return Jobs(jobs, launch, store)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "pool"))
-def _tail(params, hidden, where, *, cfg: GPTConfig, pool: str):
+@functools.partial(jax.jit, static_argnames=("cfg", "pool", "multi_label"))
+def _tail(params, hidden, where, *, cfg: GPTConfig, pool: str, multi_label: bool = False):
     """Probabilities [T, C] of the texts at ``where = (row, offset, length)`` [3, T] of
     the packed rows ``hidden`` [R, W, E]: hidden states entering the last block (single-
     position pools) or ``ln_f`` (mean). Each text reads a window of its row from its
@@ -144,4 +148,4 @@ def _tail(params, hidden, where, *, cfg: GPTConfig, pool: str):
     else:
         every = jnp.asarray(model.apply({"params": params}, hidden, start=cfg.n_layers))
         logits = pool_logits(every[row[:, None], cols], length, pool)
-    return jax.nn.softmax(logits, axis=-1)
+    return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)

@@ -12,6 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2_jax.classifier.multilabel import (
+    check_label_sets,
+    decide_sets,
+    sets_dict,
+    sets_from_dict,
+)
 from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.data.encoding import check_truncate
 from gpt2_jax.model.config import GPTConfig
@@ -89,6 +95,10 @@ class ClassifierConfig:
     temperature: float = 1.0  # probabilities are softmax(logits / temperature)
     threshold: float | None = None  # two classes: the second when its probability >= this
     chunking: Chunking | None = None  # --long-texts chunk: long texts cut, chunks combined
+    # several labels per text: a sigmoid per label, label k in the set when its probability
+    # reaches thresholds[k] (None: 0.5 for every label); see classifier.multilabel
+    multi_label: bool = False
+    thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -134,6 +144,7 @@ class ClassifierConfig:
                 "ClassifierConfig.chunking must be None or a Chunking whose length is "
                 f"max_length {self.max_length}; got {self.chunking!r}"
             )
+        check_label_sets(self)
         ctx = self.model.context_length
         if not is_int(self.max_length) or not 0 < self.max_length <= ctx:
             raise ValueError(
@@ -158,12 +169,15 @@ class ClassifierConfig:
             **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
             **({"threshold": self.threshold} if self.threshold is not None else {}),
             **({"chunking": self.chunking.to_dict()} if self.chunking is not None else {}),
+            **(sets_dict(self) if self.multi_label else {}),
         }
 
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, class ids)`` from the model's probabilities [N, C]: the saved
         temperature applied (``softmax(log p / T)`` equals ``softmax(logits / T)``), then
-        ``choose``."""
+        ``choose``. Several labels per text: ``(probabilities, [N, K] bool label sets)``."""
+        if self.multi_label:
+            return probs, decide_sets(self, probs)
         if self.temperature != 1.0:
             with np.errstate(divide="ignore"):  # a probability of 0 stays 0
                 z = np.log(np.asarray(probs, np.float64)) / self.temperature
@@ -186,9 +200,10 @@ class ClassifierConfig:
 
     @property
     def format(self) -> int:
-        """classifier.json's format: 3 when it chunks long texts (an older reader would
-        truncate them instead), 2 when it holds fitted decisions, else 1."""
-        if self.chunking is not None:
+        """classifier.json's format: 3 when it chunks long texts or has several labels per
+        text (an older reader would truncate, or apply a softmax), 2 when it holds fitted
+        decisions, else 1."""
+        if self.chunking is not None or self.multi_label:
             return 3
         return 2 if self.temperature != 1.0 or self.threshold is not None else 1
 
@@ -227,4 +242,5 @@ class ClassifierConfig:
             temperature=d.get("temperature", 1.0),
             threshold=d.get("threshold"),
             chunking=None if d.get("chunking") is None else Chunking.from_dict(d["chunking"]),
+            **sets_from_dict(d),
         )

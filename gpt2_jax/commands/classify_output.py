@@ -15,11 +15,16 @@ from gpt2_jax.util.files import atomic_write
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 MIN_TEXT = 20  # characters of a text shown however narrow the terminal
+SET_SEP = ";"  # between the names of a predicted label set, in CSV and on stdout
 
 
 def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.DataFrame:
-    """Columns text, label, p_<class>..., truncated."""
-    table = pd.DataFrame({"text": texts, "label": pred.labels})
+    """Columns text, label, p_<class>..., truncated; several labels per text: ``labels``
+    (the predicted set: a JSON list, in CSV the names joined by ``;``) for ``label``."""
+    if getattr(pred, "sets", None) is not None:
+        table = pd.DataFrame({"text": texts, "labels": [list(names) for names in pred.labels]})
+    else:
+        table = pd.DataFrame({"text": texts, "label": pred.labels})
     for k, name in enumerate(labels):
         table[f"p_{name}"] = pred.probs[:, k].astype(np.float64)
     table["truncated"] = pred.truncated
@@ -31,6 +36,8 @@ def table_text(table: pd.DataFrame, suffix: str, header: bool = True) -> str:
     header line (the first chunk's only). One line per row in JSON Lines; CSV quotes a
     text that holds a comma, quote or line end."""
     if suffix.lower() == ".csv":
+        if "labels" in table:  # a label set: its names joined by ';'
+            table = table.assign(labels=table["labels"].map(SET_SEP.join))
         return table.to_csv(index=False, header=header)
     text = table.to_json(orient="records", lines=True, force_ascii=False)
     return text if text.endswith("\n") else text + "\n"
@@ -61,6 +68,7 @@ def print_rows(texts: list[str], pred, columns: int | None = None) -> None:
     """One tab-separated line per prediction; with ``columns`` (a terminal's width) each
     text is clipped so that its line fits, keeping at least ``MIN_TEXT`` characters."""
     for text, label, probs in zip(texts, pred.labels, pred.probs):
+        label = label if isinstance(label, str) else SET_SEP.join(label)  # a label set
         start = "\t".join([label, *(f"{p:.4f}" for p in probs)]) + "\t"
         text = shown(text)
         if columns is not None:  # -1: a line exactly as wide as the terminal may wrap

@@ -48,6 +48,11 @@ def with_threshold(classifier, threshold: float | str | None):
     """``classifier`` deciding by ``--decision-threshold`` (None: as saved)."""
     if threshold is None:
         return classifier
+    if classifier.spec.multi_label:
+        raise InputError(
+            "--decision-threshold is for one label per text; this classifier gives label "
+            "sets, each label with its own threshold saved in classifier.json: leave it out"
+        )
     if len(classifier.labels) != 2:
         raise InputError(
             f"--decision-threshold is for two classes; this classifier has "

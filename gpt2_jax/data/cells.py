@@ -50,6 +50,8 @@ def label_cell(value) -> tuple[str | None, str | None]:
         return str(int(value)), None
     if isinstance(value, (float, np.floating)):
         return None, f"label {value!r} is a float; write a name or an integer"
+    if isinstance(value, (list, tuple)):
+        return None, f"label {value!r} is a list; for several labels per text add --multi-label"
     if not isinstance(value, str):
         return None, (f"label {value!r} is neither a name nor an integer ({type(value).__name__})")
     if not value.strip():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -165,13 +165,19 @@ def _file_and_format(path: str | os.PathLike, fmt: str, sms_quoting: str) -> tup
     return path, fmt
 
 
-def _rows(path: Path, fmt: str, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
-    """``(place, cells)`` of every row of a CSV, TSV, JSONL or parquet file, checked."""
+CellCheck = Callable[..., "tuple | None"]  # (problems, place, columns, *cells): see check_cells
+
+
+def _rows(
+    path: Path, fmt: str, columns: tuple[str, ...], check: CellCheck = check_cells
+) -> Iterator[tuple[str, tuple]]:
+    """``(place, cells)`` of every row of a CSV, TSV, JSONL or parquet file, checked by
+    ``check`` (``check_cells``; ``data.multilabel`` gives its own for label sets)."""
     if fmt in ("csv", "tsv"):
-        return _delimited_rows(path, "," if fmt == "csv" else "\t", columns)
+        return _delimited_rows(path, "," if fmt == "csv" else "\t", columns, check)
     if fmt == "jsonl":
-        return _jsonl_rows(path, columns)
-    return _parquet_rows(path, columns)
+        return _jsonl_rows(path, columns, check)
+    return _parquet_rows(path, columns, check)
 
 
 class _Kept:
@@ -215,7 +221,7 @@ def _no_rows(path: Path, columns: tuple[str, ...]) -> ValueError:
 
 
 def _delimited_rows(
-    path: Path, delimiter: str, columns: tuple[str, ...]
+    path: Path, delimiter: str, columns: tuple[str, ...], check: CellCheck = check_cells
 ) -> Iterator[tuple[str, tuple]]:
     """CSV (``delimiter=","``) or TSV with a header row and standard quoting.
 
@@ -236,7 +242,9 @@ def _delimited_rows(
         index = _column_index(path, header, columns)
         problems = Problems(path, "fill in or remove these rows")
         for start, end, row in records:
-            checked = _check_record(problems, columns, (start, end), row, header, index, name)
+            checked = _check_record(
+                problems, columns, (start, end), row, header, index, name, check
+            )
             if checked is not None:
                 yield f"line {start}", checked
             if problems.full:
@@ -263,6 +271,7 @@ def _check_record(
     header: list,
     index,
     name,
+    check: CellCheck = check_cells,
 ) -> tuple | None:
     """One CSV/TSV record's wanted cells (on ``lines`` first..last), checked (None after
     noting a problem); ``index``: the wanted columns' positions; ``name``: the
@@ -270,7 +279,7 @@ def _check_record(
     start, end = lines
     place = f"line {start}"
     if len(row) == len(header):
-        return check_cells(problems, place, columns, *[row[i] for i in index])
+        return check(problems, place, columns, *[row[i] for i in index])
     span = (
         f" (the record runs over lines {start}-{end}: is a quote not closed?)"
         if end > start
@@ -300,7 +309,8 @@ def _require_columns(
     path: Path, present: Sequence[str], columns: tuple[str, ...], place: str = ""
 ) -> None:
     """Error naming every wanted column that is not in ``present`` and the flag to use."""
-    flags = ("--text-column", "--label-column")
+    label_flag = "--label-column" if len(columns) <= 2 else "--label-columns"
+    flags = ("--text-column",) + (label_flag,) * (len(columns) - 1)
     missing = [(c, flag) for c, flag in zip(columns, flags) if c not in present]
     if not missing:
         return
@@ -313,7 +323,9 @@ def _require_columns(
     )
 
 
-def _jsonl_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
+def _jsonl_rows(
+    path: Path, columns: tuple[str, ...], check: CellCheck = check_cells
+) -> Iterator[tuple[str, tuple]]:
     """One JSON object per line (blank lines skipped); ``columns`` are its keys. A
     key twice in one object is refused (JSON parsers keep the last one silently)."""
     example = ", ".join(f'"{c}": "..."' for c in columns)
@@ -338,7 +350,7 @@ def _jsonl_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, tup
             elif any(c not in record for c in columns):
                 _require_columns(path, list(record), columns, place)
             else:
-                checked = check_cells(problems, place, columns, *[record[c] for c in columns])
+                checked = check(problems, place, columns, *[record[c] for c in columns])
                 if checked is not None:
                     yield place, checked
         if problems.full:
@@ -365,7 +377,9 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, tuple]]:
+def _parquet_rows(
+    path: Path, columns: tuple[str, ...], check: CellCheck = check_cells
+) -> Iterator[tuple[str, tuple]]:
     """A parquet file through pandas (needs pyarrow or fastparquet); ``where`` counts
     rows from 1."""
     try:
@@ -382,7 +396,7 @@ def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, t
     problems = Problems(path, "fill in or remove these rows")
     values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
     for number, row in enumerate(values, start=1):
-        checked = check_cells(problems, f"row {number}", columns, *row)
+        checked = check(problems, f"row {number}", columns, *row)
         if checked is not None:
             yield f"row {number}", checked
         if problems.full:

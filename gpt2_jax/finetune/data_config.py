@@ -76,6 +76,29 @@ class DataConfig:
     )
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
     label_column: str = field(default="label", metadata={"help": "column holding the class"})
+    multi_label: bool = field(
+        default=False,
+        metadata={
+            "help": "several labels per text: the label is a set (a JSON list, names between "
+            "--label-sep, or --label-columns); sigmoid outputs, one per label (--label-sep and "
+            "--label-columns imply it)"
+        },
+    )
+    label_sep: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SEP",
+            "help": "the label cell holds several names between SEP (e.g. ';'); an empty cell "
+            "is a text with no label",
+        },
+    )
+    label_columns: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "A,B,...",
+            "help": "one 0/1 column per label (instead of --label-column), named in order",
+        },
+    )
     labels: str = field(
         default="sorted",
         metadata={
@@ -172,7 +195,11 @@ class DataConfig:
         labels = self.labels
         if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
             object.__setattr__(self, "labels", ",".join(labels))  # the Python API's natural form
+        if isinstance(self.label_columns, (list, tuple)):
+            object.__setattr__(self, "label_columns", ",".join(self.label_columns))
         check_field_types(self)
+        if self.label_sep == "" or self.label_columns in ("",):
+            raise ValueError("label_sep and label_columns must not be empty")
         self._check_dataset()
         if isinstance(self.test_size, str) and self.test_size != "rest":
             raise ValueError(
@@ -193,6 +220,10 @@ class DataConfig:
             raise ValueError(
                 f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"
             )
+
+    def is_multi_label(self) -> bool:
+        """Several labels per text (``--multi-label``, implied by its two ways of writing)."""
+        return self.multi_label or self.label_sep is not None or self.label_columns is not None
 
     def _check_dataset(self) -> None:
         if self.dataset is None:
@@ -219,6 +250,12 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.long_texts == "chunk" and self.is_multi_label():
+            raise ValueError(
+                "--long-texts chunk is for one label per text; several labels per text "
+                "(--multi-label, --label-sep, --label-columns) are read with --long-texts "
+                "truncate for now"
+            )
         if self.long_texts == "chunk" and self.truncate != "head":
             raise ValueError(
                 f"--truncate {self.truncate} is for --long-texts truncate; chunked texts keep "

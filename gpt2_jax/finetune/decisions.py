@@ -38,6 +38,7 @@ class Decisions:
     temperature: float = 1.0
     threshold: float | None = None
     record: dict[str, Any] = dataclasses.field(default_factory=dict)
+    thresholds: tuple[float, ...] | None = None  # several labels per text: one per label
 
 
 def validation_logits(job: TrainingJob, params) -> np.ndarray:

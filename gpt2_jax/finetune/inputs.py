@@ -15,12 +15,13 @@ from gpt2_jax.data import checks, chunks, encoding, sms, tables
 from gpt2_jax.data import splits as splitting
 from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.data.tokenizer import get_tokenizer
-from gpt2_jax.finetune import missing
+from gpt2_jax.finetune import missing, multilabel
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
 from gpt2_jax.finetune.job import TrainingPlan
 from gpt2_jax.model.config import OPENAI_TO_CONFIG, GPTConfig, settings_for_size
 from gpt2_jax.model.pooling import POOL_WORDS, reads_padding
 from gpt2_jax.training.loss import class_weights
+from gpt2_jax.training.multilabel import positive_weights
 from gpt2_jax.training.partition import resolve_trainable
 from gpt2_jax.weights.download import download_gpt2
 from gpt2_jax.weights.hub import fetch_hf_repo
@@ -61,10 +62,14 @@ class LabelledData:
     duplicates: checks.DuplicateReport  # texts shared between splits (before any drop)
     dropped: dict[str, int]  # rows left out of val/test with --drop-duplicates
     sums: dict[str, str] = dataclasses.field(default_factory=dict)  # SHA-256 of non-files
+    multi_label: bool = False  # label sets: frames hold ``labels`` (finetune.multilabel)
 
 
 def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     """Read, order the classes, split: every data error comes before the weights load."""
+    if d.is_multi_label():
+        sets, labels, files, rows, shared, left_out = multilabel.read_label_data(d, seed)
+        return LabelledData(sets, labels, files, rows, [], shared, left_out, multi_label=True)
     if d.dataset is not None:
         from gpt2_jax.finetune.dataset_inputs import read_dataset_data
 
@@ -151,7 +156,11 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     m, tc = cfg.model, cfg.train
     labelled = missing.data_first(lambda: read_data(cfg.data, tc.seed, m.offline), m)
     classes, splits = labelled.classes, labelled.splits
-    weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
+    targets = multilabel.targets(splits, classes) if labelled.multi_label else None
+    if targets is not None:
+        weights = positive_weights(tc.class_weights, targets["train"], classes)
+    else:
+        weights = class_weights(tc.class_weights, splits.train["y"].to_numpy(), classes)
     settings, model_dir = missing.model_files(lambda: _backbone_files(m), m)
     model_cfg = m.gpt_config(settings, len(classes))
     tokenizer = get_tokenizer(model_dir, offline=m.offline or None)
@@ -173,9 +182,19 @@ def read_inputs(cfg: RunConfig) -> Inputs:
             vocab_size=model_cfg.vocab_size,
             truncate=cfg.data.truncate,
         )
+    if targets is not None:  # each split's label sets as [N, K] 0/1 (never chunked)
+        encoded = {k: dataclasses.replace(v, labels=targets[k]) for k, v in encoded.items()}
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
-    plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights,
-                        chunking.pool if chunking else None)  # fmt: skip
+    plan = TrainingPlan(
+        encoded,
+        classes,
+        tc,
+        cfg.speed,
+        m.pool,
+        weights,
+        chunk_pool=chunking.pool if chunking else None,
+        multi_label=labelled.multi_label,
+    )
     random_seed = random_weights_seed(model_dir) if m.weights == "pretrained" else None
     return Inputs(
         labelled,
@@ -221,6 +240,8 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
         "duplicates": labelled.duplicates.as_dict(),
         "duplicates_dropped": labelled.dropped,
     }
+    if labelled.multi_label:
+        data_info["multi_label"] = True  # classes: the labels of the sets
     if labelled.duplicates.rows:
         logger.info(_duplicates_line(labelled))
     if labelled.joined:
@@ -254,7 +275,10 @@ def _describe_splits(inputs: Inputs, truncate: str) -> dict[str, dict[str, Any]]
     """Each split's size, class counts and truncated texts: logged, and for the record."""
     classes, length, out = inputs.labelled.classes, inputs.length, {}
     for name, split in inputs.plan.encoded.items():
-        counts = np.bincount(split.labels, minlength=len(classes)).tolist()
+        labels = split.labels  # [N] class ids, or [N, K] label sets
+        counts = (
+            labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=len(classes))
+        ).tolist()
         out[name] = {"n": len(split), **dict(zip(classes, counts)), "truncated": split.truncated}
         cut = (
             f", {split.truncated} truncated to {length} tokens "

@@ -26,6 +26,7 @@ from gpt2_jax.training.checkpoints import (
 )
 from gpt2_jax.training.chunked import ChunkTrainer
 from gpt2_jax.training.config import TrainConfig
+from gpt2_jax.training.multilabel import check_settings
 from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix_cache import prefix_inputs
@@ -99,6 +100,7 @@ class TrainingPlan:
     pool: str
     class_weights: np.ndarray
     chunk_pool: str | None = None  # --long-texts chunk: mean or max of a text's chunks
+    multi_label: bool = False  # several labels per text: labels [N, K], per-label weights
     placement: Placement | None = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
@@ -110,6 +112,7 @@ class TrainingPlan:
                 "--batch-size"
             )
         check_schedule(tc, self.batches, len(self.encoded.get("val", ())))
+        check_settings(tc, self.multi_label, len(self.encoded.get("val", ())))
         if tc.decision_threshold is not None and len(self.classes) != 2:
             raise ValueError(
                 f"--decision-threshold is for two classes (a threshold on the second one's "
@@ -195,6 +198,7 @@ def build_trainer(job: TrainingJob) -> Trainer:
         ignore_index=tc.ignore_index,
         placement=placement,
         **chunked,
+        multi_label=plan.multi_label,
     )
 
 

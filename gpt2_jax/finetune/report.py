@@ -159,6 +159,10 @@ def epoch_table(record: dict, class_names: Sequence[str]) -> str:
         f"evaluation {record['eval_seconds']:.1f} s; mean step loss "
         f"{record['train_step_loss']:.4f}"
     ]
+    from gpt2_jax.finetune import multilabel_report as sets  # it imports this module
+
+    if sets.is_multi_label(record):
+        return "\n".join(lines + sets.label_set_table(record, names))
     if len(names) == 2:
         return "\n".join(lines + _binary_table(record, names))
     lines += _multiclass_summary(record, names)
@@ -273,7 +277,11 @@ def history_plots(
     history: list[dict], class_names: Sequence[str], selected: int | None = None
 ) -> list[Plot]:
     """What :func:`plot_history` draws, figure by figure (see there)."""
+    from gpt2_jax.finetune import multilabel_report as sets  # it imports this module
+
     names = list(class_names)
+    if history and sets.is_multi_label(history[-1]):
+        return _finish(sets.label_set_plots(history, names), selected)
     epochs = [r["epoch"] for r in history]
     step_loss = (
         "train (during epoch)",
@@ -319,6 +327,11 @@ def history_plots(
                 _split_lines(history, lambda m: m.get("macro_f1")),
             )
         )
+    return _finish(plots, selected)
+
+
+def _finish(plots: list[Plot], selected: int | None) -> list[Plot]:
+    """Every plot marks the selected epoch; all but the loss share the range 0 to 1."""
     for plot in plots:
         plot.selected = selected
         if plot.file != "loss.png":

@@ -28,6 +28,7 @@ from gpt2_jax.finetune.fingerprints import check_unchanged, input_fingerprints
 from gpt2_jax.finetune.folder import NoLock, RunFolderLock, prepare_run_dir
 from gpt2_jax.finetune.inputs import Inputs, describe_inputs, read_inputs
 from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
+from gpt2_jax.finetune.multilabel import fit_thresholds, pick_label_examples
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
@@ -139,7 +140,8 @@ def load_backbone(cfg: RunConfig, inputs: Inputs) -> tuple[Any, dict, TrainingJo
     )
     weights = inputs.plan.class_weights
     logger.info(
-        "class weights: " + ", ".join(f"{c} {w:.4f}" for c, w in zip(inputs.plan.classes, weights))
+        ("label positive weights: " if inputs.plan.multi_label else "class weights: ")
+        + ", ".join(f"{c} {w:.4f}" for c, w in zip(inputs.plan.classes, weights))
     )
     return params, settings, TrainingJob(inputs.plan, GPTModel(inputs.model_cfg), partition)
 
@@ -196,10 +198,13 @@ def save(
         temperature=decisions.temperature if decisions is not None else 1.0,
         threshold=decisions.threshold if decisions is not None else None,
         chunking=inputs.chunking,
+        multi_label=inputs.plan.multi_label,
+        thresholds=decisions.thresholds if decisions is not None else None,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
     if is_main():
-        write_examples(run_dir, pick_examples(inputs.labelled.splits, inputs.plan.classes))
+        pick = pick_label_examples if inputs.plan.multi_label else pick_examples
+        write_examples(run_dir, pick(inputs.labelled.splits, inputs.plan.classes))
 
 
 def run(
@@ -360,7 +365,10 @@ def train_select_save(
         chosen = select_epoch(report, cfg.train)
         if main:  # the plots once more, the kept epoch marked
             plot_history(report.epochs, run_dir, classes, selected=chosen)
-        decisions = fit_decisions(job, params, run_dir if main else None)
+        if job.plan.multi_label:  # each label's threshold, chosen on validation or fixed
+            decisions: Decisions | None = fit_thresholds(job, params)
+        else:
+            decisions = fit_decisions(job, params, run_dir if main else None)
         if decisions is not None:
             report.decisions = decisions.record
         save(cfg, here.inputs, params, run_dir, decisions)

@@ -139,7 +139,9 @@ def classify_handler(classifier, limits: Limits, batcher: MicroBatcher):
         try:
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, limits.max_body_bytes)
-            texts, threshold = parse_request(body, limits, refused, len(classifier.labels))
+            texts, threshold = parse_request(
+                body, limits, refused, len(classifier.labels), classifier.spec.multi_label
+            )
         except BadRequest as err:
             return error(err.status, str(err))
         started = time.perf_counter()

@@ -192,6 +192,7 @@ class MicroBatcher:
                     pred.probs[start:end],
                     pred.truncated[start:end],
                     pred.class_names,
+                    None if pred.sets is None else pred.sets[start:end],
                 ),
             )
             start = end

@@ -67,7 +67,7 @@ def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]
 
 
 def parse_request(
-    body: bytes, limits: Limits, refused_substrings=(), labels: int = 2
+    body: bytes, limits: Limits, refused_substrings=(), labels: int = 2, multi_label=False
 ) -> tuple[list[str], float | str | None]:
     """``(texts, threshold)`` of a ``/classify`` body ``{"texts": [...]}`` with an optional
     ``"threshold"``: a probability, or ``"argmax"`` (None: not given, the server's own);
@@ -79,6 +79,12 @@ def parse_request(
     if "threshold" not in data:
         return texts, None
     t = data["threshold"]
+    if multi_label:
+        raise BadRequest(
+            422,
+            '"threshold" is for a classifier of one label per text; this one gives a set '
+            "(its per-label thresholds were chosen on validation)",
+        )
     if labels != 2:
         raise BadRequest(
             422, f'"threshold" is for a classifier of two labels; this one has {labels}'
@@ -189,12 +195,19 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def results(pred) -> list[dict]:
-    """One ``{"label", "probs": {class: p}, "truncated"}`` per text."""
+    """One ``{"label", "probs": {class: p}, "truncated"}`` per text; several labels per
+    text add ``"labels"``, the predicted set (``"label"``: its names joined by ", ", as
+    the page shows them)."""
     return [
         {
-            "label": label,
+            **({"label": label} if isinstance(label, str) else set_result(label)),
             "probs": {name: float(p) for name, p in zip(pred.class_names, row)},
             "truncated": bool(cut),
         }
         for label, row, cut in zip(pred.labels, pred.probs, pred.truncated)
     ]
+
+
+def set_result(names) -> dict:
+    """A predicted label set's keys in a result."""
+    return {"label": ", ".join(names) if names else "(no label)", "labels": list(names)}

@@ -17,6 +17,8 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 SELECT_BY = ("last", "val_loss", "val_accuracy", "val_macro_f1")
+# several labels per text (--multi-label) score these too (training.multilabel.SCORES)
+SELECT_BY_MULTI_LABEL = ("val_micro_f1", "val_subset_accuracy", "val_hamming_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,7 @@ class TrainConfig:
     select_by: str = dataclasses.field(
         default="last",
         metadata={
-            "choices": SELECT_BY,
+            "choices": SELECT_BY + SELECT_BY_MULTI_LABEL,
             "help": "which epoch's weights the classifier keeps: the last, "
             "or the best on the validation split by this metric (the test split never chooses)",
         },
@@ -118,6 +120,15 @@ class TrainConfig:
             "recall=R (e.g. precision=0.99); saved with the classifier",
         },
     )
+    thresholds: str = dataclasses.field(
+        default="f1",
+        metadata={
+            "metavar": "f1|P",
+            "help": "several labels per text: each label's threshold on its probability, "
+            "chosen on the validation split for the highest F1 (f1), or one fixed "
+            "probability for all (e.g. 0.5); saved with the classifier",
+        },
+    )
 
     def __post_init__(self):
         # the Python API's natural forms: one preset or pattern, weights as a dict
@@ -153,8 +164,12 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
             raise ValueError(f"clip_norm must be a number >= 0 (0: off), got {self.clip_norm}")
-        if self.select_by not in SELECT_BY:
-            raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.select_by not in SELECT_BY + SELECT_BY_MULTI_LABEL:
+            raise ValueError(
+                f"select_by must be one of {SELECT_BY + SELECT_BY_MULTI_LABEL}, "
+                f"got {self.select_by!r}"
+            )
+        fixed_threshold(self.thresholds)  # raises on anything but f1 or a probability
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.decision_threshold is not None:
@@ -164,3 +179,18 @@ class TrainConfig:
                 "patience needs a validation metric to watch: set select_by "
                 "(--select-by val_loss, val_accuracy or val_macro_f1)"
             )
+
+
+def fixed_threshold(thresholds: str) -> float | None:
+    """``--thresholds``: None for ``f1`` (chosen on validation), else the fixed probability."""
+    if thresholds == "f1":
+        return None
+    try:
+        value = float(thresholds)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise ValueError(
+            f"thresholds must be 'f1' or a probability strictly between 0 and 1, got {thresholds!r}"
+        )
+    return value

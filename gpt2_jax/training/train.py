@@ -35,6 +35,12 @@ from gpt2_jax.model.pooling import classify
 from gpt2_jax.parallel.mesh import Placement, replicated, to_host, tree_shardings
 from gpt2_jax.training.loss import example_weights, per_example_nll, weighted_cross_entropy
 from gpt2_jax.training.metrics import classification_metrics
+from gpt2_jax.training.multilabel import (
+    exact_sets,
+    multilabel_loss,
+    multilabel_metrics,
+    per_example_bce,
+)
 from gpt2_jax.training.partition import merge
 from gpt2_jax.training.progress import Progress, wait_ready
 from gpt2_jax.util.tree import same_keys
@@ -116,8 +122,12 @@ class Trainer:
         pooled_only: bool = True,
         ignore_index: int | None = None,
         placement: Placement | None = None,
+        multi_label: bool = False,
     ):
         self.model, self.tx, self.pool, self.start = model, tx, pool, start
+        # several labels per text: labels [B, K] 0/1, sigmoid + BCE, class_weights the
+        # per-label positive weights (training.multilabel)
+        self.multi_label = multi_label
         self.ignore_index = ignore_index
         self.pooled_only = pooled_only
         self.placement = placement  # None: one device, arrays where JAX puts them
@@ -189,6 +199,8 @@ class Trainer:
 
         def loss_fn(trainable):
             logits = self.logits(self._gathered(merge(trainable, frozen)), batch, rng)
+            if self.multi_label:
+                return multilabel_loss(logits, batch.labels, self.weights), logits
             return weighted_cross_entropy(
                 logits, batch.labels, self.weights, self.ignore_index
             ), logits
@@ -205,9 +217,14 @@ class Trainer:
                 [jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]
             )
         )
+        correct = (
+            exact_sets(logits, batch.labels)
+            if self.multi_label
+            else jnp.sum(jnp.argmax(logits, -1) == batch.labels)
+        )
         metrics = {
             "loss": loss,
-            "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
+            "correct": correct,
             "finite": finite,
             "grad_norm": optax.global_norm(grads),  # of this batch's gradients, unclipped
         }
@@ -215,6 +232,9 @@ class Trainer:
 
     def _eval_step(self, trainable, frozen, batch: Batch):
         logits = self.logits(self._gathered(merge(trainable, frozen)), batch)
+        if self.multi_label:  # loss [B], weight [B], probabilities [B, K]
+            bce = per_example_bce(logits, batch.labels, self.weights)
+            return bce, jnp.ones_like(bce), jax.nn.sigmoid(logits)
         return (
             per_example_nll(logits, batch.labels),
             example_weights(batch.labels, self.weights, self.ignore_index),
@@ -246,7 +266,9 @@ def evaluate(
         idx = order[i : i + batch_size]
         batch = trainer.rows(x, data, np.resize(idx, batch_size), bucketed)
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
-    nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
+    nll, w = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    k = len(class_names)  # several labels: the probabilities [N, K] of each label
+    preds = np.zeros((n, k), np.float32) if trainer.multi_label else np.zeros(n, np.int64)
     accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
     progress = _progress(len(outputs), desc)  # counts batches as they are read back
     for idx, out in outputs:  # read back only after every batch is queued
@@ -255,6 +277,8 @@ def evaluate(
         progress.done()
     progress.close()
     loss = float(np.sum(w * nll) / np.sum(w))
+    if trainer.multi_label:
+        return multilabel_metrics(data.labels, preds, loss, class_names)
     return classification_metrics(data.labels, preds, loss, class_names)
 
 
