@@ -44,7 +44,7 @@ from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the
 from gpt2_jax.commands.classify_stream import CHUNK_TEXTS, classify_file
 from gpt2_jax.commands.common import InputError, load, one_line
 from gpt2_jax.data.encoding import kept_words
-from gpt2_jax.data.tables import FORMATS
+from gpt2_jax.data.records import FORMATS
 from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.runtime import keep_freed_memory
 

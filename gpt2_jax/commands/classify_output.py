@@ -7,11 +7,14 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from gpt2_jax.util.files import atomic_write
+
+if TYPE_CHECKING:  # pandas is imported for a table only: classify of texts needs none
+    import pandas as pd
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 MIN_TEXT = 20  # characters of a text shown however narrow the terminal
@@ -19,6 +22,8 @@ MIN_TEXT = 20  # characters of a text shown however narrow the terminal
 
 def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.DataFrame:
     """Columns text, label, p_<class>..., truncated."""
+    import pandas as pd
+
     table = pd.DataFrame({"text": texts, "label": pred.labels})
     for k, name in enumerate(labels):
         table[f"p_{name}"] = pred.probs[:, k].astype(np.float64)
