@@ -15,7 +15,11 @@ import numpy as np
 
 from gpt2_jax.classifier.spec import ClassifierConfig
 from gpt2_jax.classifier.weights_file import (  # noqa: F401  (weights_sha256: re-exported)
+    META_FILE,
+    PARAMS_DIR,
     WEIGHTS_FILE,
+    forget,
+    prefetch,
     read_weights,
     weights_sha256,
     write_weights,
@@ -28,8 +32,6 @@ from gpt2_jax.parallel.mesh import to_host
 from gpt2_jax.util.files import write_text_atomic
 from gpt2_jax.util.tree import named_leaves
 
-META_FILE = "classifier.json"
-PARAMS_DIR = "classifier"
 FORMAT = 2  # version of classifier.json's layout; bump when it changes incompatibly
 # 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
 # that older readers still load it; a reader of 1 refuses 2 rather than ignore them
@@ -214,6 +216,12 @@ def _read_weights_file(target: Path, name, recorded: str, cfg: GPTConfig) -> dic
             f"{target}: {WEIGHTS_FILE} is missing ({META_FILE} names it), so the folder "
             f"is damaged; {_AGAIN}"
         )
+    prefetch(path)  # read and hashed in a thread while the model's shapes are traced
+    try:
+        _model_shapes(cfg)
+    except BaseException:
+        forget(path)
+        raise
     try:
         params = read_weights(path, recorded)
     except ValueError:

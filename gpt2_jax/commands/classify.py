@@ -33,6 +33,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gpt2_jax.classifier.weights_file import prefetch_run
 from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the API)
     MIN_TEXT,
     OUTPUT_FORMATS,
@@ -194,6 +195,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
+    prefetch_run(args.run)  # the weights are read while JAX is imported
     use_compile_cache(not args.no_compile_cache)
     try:
         classifier = load(args.run)  # first: a wrong folder fails before stdin is read

@@ -13,6 +13,7 @@ from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_cl
 from gpt2_jax.classifier.saved import load_classifier
 from gpt2_jax.classifier.weights_file import (
     WEIGHTS_FILE,
+    prefetch,
     read_weights,
     weights_sha256,
     write_weights,
@@ -123,3 +124,16 @@ def test_round_trip_of_dtypes_and_shapes(tmp_path):
     assert same_leaves(back, params)
     with pytest.raises(ValueError, match="SHA-256"):
         read_weights(tmp_path / "w.bin", "0" * 64)
+
+
+def test_a_prefetch_is_used_when_it_holds_the_recorded_weights(tmp_path):
+    a, b = {"w": np.arange(4, dtype=np.float32)}, {"w": np.ones(4, np.float32)}
+    path = tmp_path / "w.bin"
+    sha_a = write_weights(path, a)
+    prefetch(path).result()
+    path.unlink()  # what read_weights returns is what the prefetch read
+    assert same_leaves(read_weights(path, sha_a), a)
+    write_weights(path, a)
+    prefetch(path).result()
+    sha_b = write_weights(path, b)  # changed after the prefetch: read again
+    assert same_leaves(read_weights(path, sha_b), b)
