@@ -156,7 +156,9 @@ def _read_hashed(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
 
 def _parse(buffer: np.ndarray, where: str) -> dict:
-    """The leaves in a verified stream of ``header, bytes`` records, nested by name."""
+    """The leaves in a verified stream of ``header, bytes`` records, nested by name:
+    read-only views of ``buffer``, as immutable as the arrays orbax restored."""
+    buffer.setflags(write=False)
     params: dict = {}
     raw, at = buffer.data, 0
     while at < len(buffer):

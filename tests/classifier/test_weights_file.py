@@ -137,3 +137,8 @@ def test_a_prefetch_is_used_when_it_holds_the_recorded_weights(tmp_path):
     prefetch(path).result()
     sha_b = write_weights(path, b)  # changed after the prefetch: read again
     assert same_leaves(read_weights(path, sha_b), b)
+
+
+def test_the_leaves_read_are_read_only(saved):
+    leaves = named_leaves(load_classifier(saved[0])[1])
+    assert not any(np.asarray(leaf).flags.writeable for leaf in leaves.values())
