@@ -19,6 +19,7 @@ is saved and loaded in ``classifier.saved``; this module predicts (``Classifier`
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass
@@ -55,10 +56,8 @@ def class_probs(params, ids, lengths, *, cfg: GPTConfig, pool: str):
     return jax.nn.softmax(classify(GPTModel(cfg), params, ids, lengths, pool), axis=-1)
 
 
-def _encode_texts(
-    tokenizer, texts: list[str], max_length: int, vocab_size: int, truncate: str = "head"
-):
-    """Encoded as in training (``data.encode``): ``(Encoded, truncated [N] bool)``."""
+def checked_tokens(tokenizer, texts: list[str], vocab_size: int) -> list[list[int]]:
+    """Each text's token ids, refused in one line if one is outside the vocabulary."""
     tokens = token_lists(tokenizer, texts)
     for i, toks in enumerate(tokens):
         if toks and max(toks) >= vocab_size:  # an out-of-range id would be silently clamped
@@ -66,6 +65,14 @@ def _encode_texts(
                 f"text {i} has token id {max(toks)}, but the model's vocabulary "
                 f"has {vocab_size} ids: tokenizer and model do not belong together"
             )
+    return tokens
+
+
+def _encode_texts(
+    tokenizer, texts: list[str], max_length: int, vocab_size: int, truncate: str = "head"
+):
+    """Encoded as in training (``data.encode``): ``(Encoded, truncated [N] bool)``."""
+    tokens = checked_tokens(tokenizer, texts, vocab_size)
     truncated = np.array([len(t) > max_length for t in tokens], bool)
     return encode(tokens, np.zeros(len(texts)), max_length, truncate), truncated
 
@@ -150,8 +157,9 @@ class Predictions:
 
     @property
     def class_ids(self) -> np.ndarray:
-        """[N] int: index of the predicted class."""
-        return self.probs.argmax(axis=1)
+        """[N] int: index of the predicted class (the argmax, or what a threshold chose)."""
+        index = {name: k for k, name in enumerate(self.class_names)}
+        return np.array([index[name] for name in self.labels], np.int64)
 
 
 class Classifier:
@@ -190,6 +198,10 @@ class Classifier:
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
         s = self.spec
+        if s.chunking is not None:
+            from gpt2_jax.classifier.documents import document_probs
+
+            return document_probs(s, self.params, self.tokenizer, texts, batch_size)
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
         )
@@ -201,10 +213,18 @@ class Classifier:
         run fitted a temperature)."""
         return self.spec.decide(self._run(texts, batch_size)[0])[0]
 
+    def with_threshold(self, threshold: float | None) -> Classifier:
+        """The same classifier (weights shared, not copied) deciding two classes by
+        ``threshold`` on the second one's probability instead of the saved threshold;
+        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1."""
+        other = copy.copy(self)
+        other.spec = self.spec.with_threshold(threshold)
+        return other
+
     def predict(self, texts, batch_size: int = 16) -> Predictions:
         """Label, probabilities and truncation flag of each text: the most probable label,
-        or with a saved decision threshold (two classes) the second where its probability
-        reaches it."""
+        or with a decision threshold (two classes: the saved one, or ``with_threshold``'s)
+        the second where its probability reaches it."""
         probs, truncated = self._run(texts, batch_size)
         probs, ids = self.spec.decide(probs)
         names = [self.labels[k] for k in ids]

@@ -78,6 +78,12 @@ def fold_head_bias(kernel, bias, ln_bias) -> tuple[np.ndarray, float]:
 
 
 def _check_exportable(spec) -> None:
+    if spec.chunking is not None:
+        raise ExportError(
+            "this classifier cuts long texts into chunks and combines their features "
+            f"(--long-texts chunk, {spec.chunking.pool} of the chunks) before its head; "
+            "transformers has no such model, so use experiments.classify or the server"
+        )
     if spec.pool == "last":
         raise ExportError(
             "this classifier reads position max_length-1 (--pool last, the lab's), which is "

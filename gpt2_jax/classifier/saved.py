@@ -32,10 +32,11 @@ from gpt2_jax.parallel.mesh import to_host
 from gpt2_jax.util.files import write_text_atomic
 from gpt2_jax.util.tree import named_leaves
 
-FORMAT = 2  # version of classifier.json's layout; bump when it changes incompatibly
+FORMAT = 3  # version of classifier.json's layout; bump when it changes incompatibly
 # 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
 # that older readers still load it; a reader of 1 refuses 2 rather than ignore them
-FORMATS = (1, 2)
+# 3: chunks long texts (``chunking``); an older reader would truncate them, so it refuses 3
+FORMATS = (1, 2, 3)
 
 
 def _upgrade_legacy(meta: dict) -> dict:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.data.encoding import check_truncate
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params, param_shapes
@@ -87,6 +88,7 @@ class ClassifierConfig:
     truncate: str = "head"
     temperature: float = 1.0  # probabilities are softmax(logits / temperature)
     threshold: float | None = None  # two classes: the second when its probability >= this
+    chunking: Chunking | None = None  # --long-texts chunk: long texts cut, chunks combined
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -125,6 +127,13 @@ class ClassifierConfig:
                 "ClassifierConfig.threshold must be None or, for two labels, a probability in "
                 f"[0, 1]; got {self.threshold!r} with {len(self.labels)} labels"
             )
+        if self.chunking is not None and (
+            not isinstance(self.chunking, Chunking) or self.chunking.length != self.max_length
+        ):
+            raise ValueError(
+                "ClassifierConfig.chunking must be None or a Chunking whose length is "
+                f"max_length {self.max_length}; got {self.chunking!r}"
+            )
         ctx = self.model.context_length
         if not is_int(self.max_length) or not 0 < self.max_length <= ctx:
             raise ValueError(
@@ -148,25 +157,39 @@ class ClassifierConfig:
             # only when fitted: a reader of format 1 would ignore them and predict otherwise
             **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
             **({"threshold": self.threshold} if self.threshold is not None else {}),
+            **({"chunking": self.chunking.to_dict()} if self.chunking is not None else {}),
         }
 
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, class ids)`` from the model's probabilities [N, C]: the saved
         temperature applied (``softmax(log p / T)`` equals ``softmax(logits / T)``), then
-        the argmax, or with a threshold the second class where its probability reaches it."""
+        ``choose``."""
         if self.temperature != 1.0:
             with np.errstate(divide="ignore"):  # a probability of 0 stays 0
                 z = np.log(np.asarray(probs, np.float64)) / self.temperature
             z -= z.max(axis=1, keepdims=True)
             e = np.exp(z)
             probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probs, self.choose(probs)
+
+    def choose(self, probs: np.ndarray) -> np.ndarray:
+        """Class ids from (calibrated) probabilities [N, C]: the argmax, or with a
+        threshold the second class where its probability reaches it."""
         if self.threshold is None:
-            return probs, probs.argmax(axis=1)
-        return probs, (probs[:, 1] >= self.threshold).astype(np.int64)
+            return probs.argmax(axis=1)
+        return (probs[:, 1] >= self.threshold).astype(np.int64)
+
+    def with_threshold(self, threshold: float | None) -> ClassifierConfig:
+        """This config deciding by ``threshold`` instead of the saved one (None: the
+        argmax); refused, like a saved one, unless two labels and a probability."""
+        return dataclasses.replace(self, threshold=threshold)
 
     @property
     def format(self) -> int:
-        """classifier.json's format: 2 when it holds fitted decisions, else 1."""
+        """classifier.json's format: 3 when it chunks long texts (an older reader would
+        truncate them instead), 2 when it holds fitted decisions, else 1."""
+        if self.chunking is not None:
+            return 3
         return 2 if self.temperature != 1.0 or self.threshold is not None else 1
 
     @classmethod
@@ -203,4 +226,5 @@ class ClassifierConfig:
             truncate=d.get("truncate", "head"),  # classifiers saved before --truncate
             temperature=d.get("temperature", 1.0),
             threshold=d.get("threshold"),
+            chunking=None if d.get("chunking") is None else Chunking.from_dict(d["chunking"]),
         )

@@ -6,7 +6,9 @@
 
 Everything about the classifier (label names, pooling, max length, tokenizer, model)
 is read from the run folder; no training flag is needed. Each text gets the label
-with the highest probability (argmax over the classes). Texts longer than the
+with the highest probability (argmax over the classes), or, for two classes with a
+decision threshold (saved by the run, or given with --decision-threshold), the second
+label when its probability reaches the threshold. Texts longer than the
 classifier's max_length tokens are cut as in training (their first max_length
 tokens, or the part --truncate chose); stderr says how many were. Texts must be
 UTF-8 (arguments, stdin, --input); a byte that is not, or an empty text, stops with
@@ -43,7 +45,7 @@ from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the
     write_table,
 )
 from gpt2_jax.commands.classify_stream import CHUNK_TEXTS, classify_file
-from gpt2_jax.commands.common import InputError, load, one_line
+from gpt2_jax.commands.common import InputError, load, one_line, threshold_arg, with_threshold
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.records import FORMATS
 from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
@@ -103,6 +105,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"with --input: texts read, classified and written at a time (default "
         f"{CHUNK_TEXTS}); memory stays bounded by it, whatever the file's size",
+    )
+    p.add_argument(
+        "--decision-threshold",
+        type=threshold_arg,
+        metavar="P|argmax",
+        help="two classes: the second class when its probability is at least P (0..1), "
+        "instead of the threshold the run saved (--decision-threshold in training); "
+        "argmax: the most probable class (default: what classifier.json says)",
     )
     p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
@@ -198,7 +208,8 @@ def main(argv=None) -> int:
     prefetch_run(args.run)  # the weights are read while JAX is imported
     use_compile_cache(not args.no_compile_cache)
     try:
-        classifier = load(args.run)  # first: a wrong folder fails before stdin is read
+        # first: a wrong folder fails before stdin is read
+        classifier = with_threshold(load(args.run), args.decision_threshold)
         if args.input:
             count, truncated = classify_file(classifier, args)
         else:

@@ -47,6 +47,7 @@ STAMP_WORDS = {  # what differs, in the user's words
     "text_column": "--text-column",
     "run": "--run folder",
     "classifier": "classifier (classifier.json)",
+    "threshold": "--decision-threshold",
 }
 
 
@@ -93,6 +94,7 @@ def stamp(args) -> dict:
         "text_column": args.text_column,
         "run": str(Path(args.run).resolve()),
         "classifier": file_sha256(Path(args.run) / "classifier.json"),
+        "threshold": getattr(args, "decision_threshold", None),
     }
 
 
@@ -129,8 +131,8 @@ class Partial:
         if differ:
             raise InputError(
                 f"--output {self.out}: {self.path} holds predictions for another "
-                f"{', '.join(differ)}; give the same --input, --run, --format and "
-                f"--text-column to continue it, or {start_over}"
+                f"{', '.join(differ)}; give the same --input, --run, --format, "
+                f"--text-column and --decision-threshold to continue it, or {start_over}"
             )
         if not self.path.is_file() or self.path.stat().st_size < size:
             raise InputError(

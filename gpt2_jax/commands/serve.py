@@ -27,7 +27,7 @@ import argparse
 import sys
 import time
 
-from gpt2_jax.commands.common import InputError, load, one_line
+from gpt2_jax.commands.common import InputError, load, one_line, threshold_arg, with_threshold
 from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.runtime import keep_freed_memory
 
@@ -106,6 +106,14 @@ def parser() -> argparse.ArgumentParser:
         "after them it gets 408 and its connection is closed, so slow clients cannot "
         "hold --max-connections",
     )
+    p.add_argument(
+        "--decision-threshold",
+        type=threshold_arg,
+        metavar="P|argmax",
+        help="two classes: the second class when its probability is at least P, instead of "
+        "the run's saved threshold; argmax: the most probable class. A request can still "
+        'give its own ("threshold" in the JSON body)',
+    )
     p.add_argument("--access-log", action="store_true", help="print a line per request")
     p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
@@ -139,7 +147,7 @@ def main(argv=None) -> int:
         )
         return 1
     try:
-        classifier = load(args.run)
+        classifier = with_threshold(load(args.run), args.decision_threshold)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

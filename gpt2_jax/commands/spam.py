@@ -9,18 +9,12 @@ the logic lives in ``gpt2_jax.finetune.run`` and the flags come from its config 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
+from gpt2_jax.commands.presets import LAB  # the lab's settings, read in the SMS format
 from gpt2_jax.finetune.cli import main as cli_main
 from gpt2_jax.finetune.config import RunConfig
-
-# The config classes' defaults are the lab's; its data file is read in the SMS format
-# whatever it is called.
-LAB = dataclasses.replace(
-    RunConfig(), data=dataclasses.replace(RunConfig().data, data_format="sms")
-)
 
 DESCRIPTION = (
     "Fine-tune GPT-2 on the SMS Spam Collection: replace the LM head by a 2-class head, "

@@ -107,12 +107,18 @@ def encode_splits(
     """Encode every split (``text`` -> ids, ``y`` -> labels) to one length: ``max_length``
     or the longest training text, capped at the model's context. Returns
     ``({"train": ..., ...}, length)``."""
+    tokens = split_tokens(splits, tokenizer, vocab_size)
+    length = run_length(tokens, context_length, max_length)
+    encoded = {
+        name: encode(tokens[name], df["y"].to_numpy(), length, truncate)
+        for name, df in splits.items()
+    }
+    return encoded, length
+
+
+def split_tokens(splits: Splits, tokenizer, vocab_size: int | None) -> dict[str, list[list[int]]]:
+    """Every split's texts as token ids, each id checked against ``vocab_size``."""
     tokens = {name: token_lists(tokenizer, df["text"]) for name, df in splits.items()}
-    if max_length is None:
-        max_length = max(len(t) for t in tokens["train"])
-    if max_length <= 0:
-        raise ValueError(f"max_length must be positive, got {max_length}")
-    length = min(max_length, context_length)
     if vocab_size is not None:
         for name, df in splits.items():
             for row, toks in enumerate(tokens[name]):
@@ -123,11 +129,18 @@ def encode_splits(
                         f"the model's vocabulary has only {vocab_size} ids: "
                         "tokenizer and model do not belong together"
                     )
-    encoded = {
-        name: encode(tokens[name], df["y"].to_numpy(), length, truncate)
-        for name, df in splits.items()
-    }
-    return encoded, length
+    return tokens
+
+
+def run_length(
+    tokens: dict[str, list[list[int]]], context_length: int, max_length: int | None
+) -> int:
+    """``max_length`` or the longest training text, capped at the model's context."""
+    if max_length is None:
+        max_length = max(len(t) for t in tokens["train"])
+    if max_length <= 0:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    return min(max_length, context_length)
 
 
 def epoch_order(

@@ -71,7 +71,9 @@ def add_config_flags(p: argparse.ArgumentParser, defaults: RunConfig) -> None:
             metavar = meta.get("metavar", None if "choices" in meta else f.name.upper())
             if isinstance(f.default, tuple):
                 kwargs.update(action="append", default=None, metavar=metavar)
-                kwargs["help"] = (kwargs["help"] or "") + f" (default: {' '.join(default)})"
+                kwargs["help"] = (
+                    kwargs["help"] or ""
+                ) + f" (default: {' '.join(default) or 'none'})"
             else:
                 parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
                 kwargs.update(type=parse, default=default, metavar=metavar)

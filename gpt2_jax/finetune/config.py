@@ -19,6 +19,8 @@ from gpt2_jax.util.typed import check_field_types
 
 field = dataclasses.field
 
+TRACKERS = ("tensorboard", "mlflow")  # --log-to (gpt2_jax.finetune.tracking)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -170,8 +172,37 @@ class OutputConfig:
         },
     )
 
+    log_to: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "metavar": "TRACKER",
+            "help": "also log the run to " + " or ".join(TRACKERS) + " (repeat the flag, or "
+            "tensorboard,mlflow; docs/tracking.md); needs the 'track' extra",
+        },
+    )
+    mlflow_uri: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "URI",
+            "help": "MLflow tracking URI for --log-to mlflow (default: MLFLOW_TRACKING_URI, "
+            "else a SQLite file mlflow.db in the run folder's parent)",
+        },
+    )
+
     def __post_init__(self):
+        if isinstance(self.log_to, str | list):  # one word, or a list from JSON
+            log_to = (self.log_to,) if isinstance(self.log_to, str) else tuple(self.log_to)
+            object.__setattr__(self, "log_to", log_to)
         check_field_types(self)
+        names = [n.strip() for item in self.log_to for n in item.split(",") if n.strip()]
+        object.__setattr__(self, "log_to", tuple(dict.fromkeys(names)))  # tensorboard,mlflow
+        unknown = [n for n in self.log_to if n not in TRACKERS]
+        if unknown:
+            raise ValueError(
+                f"--log-to {','.join(unknown)}: unknown tracker; use " + " or ".join(TRACKERS)
+            )
+        if self.mlflow_uri is not None and "mlflow" not in self.log_to:
+            raise ValueError("--mlflow-uri is where --log-to mlflow logs; give --log-to mlflow too")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
 

@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 from gpt2_jax.data import tables
+from gpt2_jax.data.chunks import CHUNK_POOLS, LONG_TEXTS, MAX_CHUNKS, Chunking, check_long_texts
 from gpt2_jax.data.encoding import TRUNCATIONS, check_truncate
 from gpt2_jax.util.typed import check_field_types
 
@@ -37,6 +38,23 @@ class DataConfig:
         metadata={
             "help": "labelled texts: CSV/TSV with a header, JSON Lines, Parquet, or the SMS "
             "Spam Collection (default: the SMS collection, downloaded into DATA_DIR)"
+        },
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "NAME_OR_PATH[:CONFIG]",
+            "help": "labelled texts from a Hugging Face datasets dataset instead of a file: a Hub "
+            "name, a local folder of data files, or a folder written by save_to_disk (its "
+            "train / validation / test splits are used; see docs/huggingface.md)",
+        },
+    )
+    dataset_split: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SPLIT",
+            "help": "with --dataset: read only this split (e.g. train, train[:80%%]) and cut "
+            "train / validation / test from it as from a file",
         },
     )
     data_format: str = field(
@@ -117,6 +135,35 @@ class DataConfig:
             "lab's), its last, or the first half and the last half; saved with the classifier",
         },
     )
+    long_texts: str = field(
+        default="truncate",
+        metadata={
+            "choices": list(LONG_TEXTS),
+            "help": "a text longer than --max-length is truncated (--truncate), or cut into "
+            "overlapping chunks whose pooled features are combined (--chunk-pool) before the "
+            "head: one prediction per text either way (docs/own-data.md, Long documents)",
+        },
+    )
+    chunk_length: int | None = field(
+        default=None,
+        metadata={"parse": int, "help": "with --long-texts chunk: tokens per chunk "
+                  "(default: the run's max length)"},
+    )  # fmt: skip
+    stride: int | None = field(
+        default=None,
+        metadata={"parse": int, "help": "with --long-texts chunk: tokens from one chunk's "
+                  "start to the next (default: half the chunk length)"},
+    )  # fmt: skip
+    chunk_pool: str = field(
+        default="mean",
+        metadata={"choices": list(CHUNK_POOLS), "help": "with --long-texts chunk: how a "
+                  "text's chunks are combined (per feature, before the head)"},
+    )  # fmt: skip
+    max_chunks: int = field(
+        default=MAX_CHUNKS,
+        metadata={"help": "with --long-texts chunk: chunks a text yields at most (its first "
+                  "ones; the rest is left out and counted, as truncation is)"},
+    )  # fmt: skip
     data_dir: str = field(
         default="data", metadata={"help": "download cache for the SMS Spam Collection"}
     )
@@ -126,6 +173,7 @@ class DataConfig:
         if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
             object.__setattr__(self, "labels", ",".join(labels))  # the Python API's natural form
         check_field_types(self)
+        self._check_dataset()
         if isinstance(self.test_size, str) and self.test_size != "rest":
             raise ValueError(
                 f"test_size must be a count, a fraction or 'rest', got {self.test_size!r}"
@@ -139,10 +187,56 @@ class DataConfig:
         if isinstance(self.max_length, int) and self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
         check_truncate(self.truncate)
+        check_long_texts(self.long_texts)
+        self._check_chunking()
         if isinstance(self.max_length, str) and self.max_length not in ("longest", "context"):
             raise ValueError(
                 f"max_length must be 'longest', 'context' or a number, got {self.max_length!r}"
             )
+
+    def _check_dataset(self) -> None:
+        if self.dataset is None:
+            if self.dataset_split is not None:
+                raise ValueError("--dataset-split names a split of --dataset; give --dataset too")
+            return
+        given = [
+            flag
+            for flag, value in (
+                ("--data-file", self.data_file),
+                ("--val-file", self.val_file),
+                ("--test-file", self.test_file),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--dataset reads every split from the dataset; drop {' and '.join(given)}"
+            )
+
+    def _check_chunking(self) -> None:
+        """The chunking flags, checked before anything is read."""
+        for name in ("chunk_length", "stride", "max_chunks"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.long_texts == "chunk" and self.truncate != "head":
+            raise ValueError(
+                f"--truncate {self.truncate} is for --long-texts truncate; chunked texts keep "
+                "their first --max-chunks chunks"
+            )
+        if self.chunk_length and self.stride and self.stride > self.chunk_length:
+            raise ValueError(
+                f"--stride {self.stride} > --chunk-length {self.chunk_length} would skip the "
+                "tokens between chunks; use a stride of at most the chunk length"
+            )
+
+    def chunking(self, length: int) -> Chunking | None:
+        """How texts are chunked when the run's max length is ``length`` (None: they are
+        truncated): ``--chunk-length`` (default ``length``), ``--stride`` (default half)."""
+        if self.long_texts != "chunk":
+            return None
+        size = self.chunk_length or length
+        return Chunking(size, self.stride or max(1, size // 2), self.chunk_pool, self.max_chunks)
 
     def class_order(self) -> tuple[str, ...] | None:
         return None if self.labels == "sorted" else tuple(self.labels.split(","))

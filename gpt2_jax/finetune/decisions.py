@@ -14,9 +14,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from gpt2_jax.data.chunks import Chunked
 from gpt2_jax.finetune.job import TrainingJob
 from gpt2_jax.model.gpt import GPTModel
-from gpt2_jax.model.pooling import classify
+from gpt2_jax.model.pooling import classify, reads_padding
+from gpt2_jax.training.chunked import chunked_logits
 from gpt2_jax.training.decisions import (
     choose_threshold,
     expected_calibration_error,
@@ -43,6 +45,10 @@ def validation_logits(job: TrainingJob, params) -> np.ndarray:
     training batch size at the split's full width (the last batch repeats rows)."""
     cfg = dataclasses.replace(job.model.cfg, drop_rate=0.0)
     pool, val, rows = job.plan.pool, job.plan.encoded["val"], job.plan.train.batch_size
+    if isinstance(val, Chunked):
+        padded = reads_padding(pool, cfg.causal)
+        how = job.plan.chunk_pool or "mean"
+        return chunked_logits(cfg, params, val, pool, how, rows, padded).astype(np.float64)
     logits = jax.jit(lambda p, ids, lengths: classify(GPTModel(cfg), p, ids, lengths, pool))
     out = []
     for start in range(0, len(val), rows):

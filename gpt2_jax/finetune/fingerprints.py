@@ -17,11 +17,15 @@ from gpt2_jax.util.files import file_sha256
 
 
 def input_fingerprints(
-    files: dict[str, str], model_dir: Path | None, config: dict[str, Any]
+    files: dict[str, str],
+    model_dir: Path | None,
+    config: dict[str, Any],
+    known: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``{"data": {split: {"file", "sha256"}}, "backbone": {"folder", "files": {name:
-    sha256}}, "config": sha256}``; a split read from the same file as another is hashed once."""
-    sums: dict[str, str] = {}
+    sha256}}, "config": sha256}``; a split read from the same file as another is hashed once.
+    ``known``: the sums of sources that are not files (a dataset's splits), by name."""
+    sums: dict[str, str] = dict(known or {})
     data = {}
     for split, name in files.items():
         if name not in sums:

@@ -13,6 +13,8 @@ from gpt2_jax.finetune.config import RunConfig
 
 def run_name(cfg: RunConfig) -> str:
     d = cfg.data
+    if d.dataset is not None:  # "stanfordnlp/imdb:plain_text" -> imdb
+        return f"{Path(d.dataset.split(':')[0].rstrip('/')).name}-{cfg.model.model_size}"
     stem = (
         "spam"
         if d.data_file is None

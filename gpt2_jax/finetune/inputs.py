@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from gpt2_jax.data import checks, encoding, sms, tables
+from gpt2_jax.data import checks, chunks, encoding, sms, tables
 from gpt2_jax.data import splits as splitting
+from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.finetune import missing
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, RunConfig
@@ -59,10 +60,15 @@ class LabelledData:
     joined: list[dict]  # records that quoting joined over several lines (SMS format)
     duplicates: checks.DuplicateReport  # texts shared between splits (before any drop)
     dropped: dict[str, int]  # rows left out of val/test with --drop-duplicates
+    sums: dict[str, str] = dataclasses.field(default_factory=dict)  # SHA-256 of non-files
 
 
 def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
     """Read, order the classes, split: every data error comes before the weights load."""
+    if d.dataset is not None:
+        from gpt2_jax.finetune.dataset_inputs import read_dataset_data
+
+        return read_dataset_data(d, seed)
     if d.data_file is None:
         path = sms.fetch_sms_spam(d.data_dir, offline=offline or None)
         fmt = "sms"
@@ -137,6 +143,7 @@ class Inputs:
     patterns: tuple[str, ...]  # what trains
     plan: TrainingPlan
     random_seed: int | None  # the seed of make_checkpoint's random weights, if those
+    chunking: Chunking | None = None  # --long-texts chunk: how long texts are cut
 
 
 def read_inputs(cfg: RunConfig) -> Inputs:
@@ -151,19 +158,35 @@ def read_inputs(cfg: RunConfig) -> Inputs:
     named_lengths: dict[str, int | None] = {"longest": None, "context": model_cfg.context_length}
     ml = cfg.data.max_length
     max_length = named_lengths[ml] if isinstance(ml, str) else ml
-    encoded, length = encoding.encode_splits(
-        splits,
-        tokenizer,
-        model_cfg.context_length,
-        max_length,
-        vocab_size=model_cfg.vocab_size,
-        truncate=cfg.data.truncate,
-    )
+    chunking = None
+    encoded: dict[str, encoding.Encoded]
+    if cfg.data.long_texts == "chunk":
+        args = (splits, tokenizer, model_cfg.context_length, max_length, model_cfg.vocab_size)
+        encoded, chunking = chunks.chunk_splits(*args, cfg.data.chunking)  # type: ignore[assignment]
+        length = chunking.length
+    else:
+        encoded, length = encoding.encode_splits(
+            splits,
+            tokenizer,
+            model_cfg.context_length,
+            max_length,
+            vocab_size=model_cfg.vocab_size,
+            truncate=cfg.data.truncate,
+        )
     patterns = resolve_trainable(tc.trainable, model_cfg.n_layers, m.weights == "pretrained")
-    plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights)
+    plan = TrainingPlan(encoded, classes, tc, cfg.speed, m.pool, weights,
+                        chunking.pool if chunking else None)  # fmt: skip
     random_seed = random_weights_seed(model_dir) if m.weights == "pretrained" else None
     return Inputs(
-        labelled, settings, model_dir, model_cfg, length, tuple(patterns), plan, random_seed
+        labelled,
+        settings,
+        model_dir,
+        model_cfg,
+        length,
+        tuple(patterns),
+        plan,
+        random_seed,
+        chunking,
     )
 
 
@@ -208,6 +231,9 @@ def describe_inputs(cfg: RunConfig, inputs: Inputs, run_dir: Path, resume: bool)
             + " (--quoting none reads one message per line)"
         )
     data_info["splits"] = _describe_splits(inputs, cfg.data.truncate)
+    if inputs.chunking is not None:
+        data_info["chunking"] = inputs.chunking.to_dict()
+        logger.info(chunks.chunking_line(inputs.chunking))
     batches = inputs.plan.batches
     data_info["batches_per_epoch"] = batches
     padded = reads_padding(m.pool, inputs.model_cfg.causal)
@@ -236,6 +262,9 @@ def _describe_splits(inputs: Inputs, truncate: str) -> dict[str, dict[str, Any]]
             if split.truncated
             else ""
         )
+        if isinstance(split, chunks.Chunked) and inputs.chunking is not None:
+            out[name].update(chunked=split.chunked, chunks=split.chunks)
+            cut = f"; {chunks.chunk_words(split, inputs.chunking)}"
         logger.info(
             f"{name:5}: {len(split):5} texts ("
             + " / ".join(f"{c} {k}" for k, c in zip(classes, counts))
@@ -257,7 +286,7 @@ def padding_warning(encoded: dict, length: int, padded: bool, limit: float = 2.0
     """One line when padding multiplies the work by more than ``limit``: every row is
     ``length`` wide (a pool that reads padding) while the texts are much shorter."""
     real = sum(int(split.lengths.sum()) for split in encoded.values())
-    rows = sum(len(split) for split in encoded.values())
+    rows = sum(len(split.ids) for split in encoded.values())  # chunks, when chunked
     if not padded or not real:
         return None
     factor = rows * length / real

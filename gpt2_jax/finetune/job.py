@@ -24,11 +24,19 @@ from gpt2_jax.training.checkpoints import (
     Restored,
     run_fingerprints,
 )
+from gpt2_jax.training.chunked import ChunkTrainer
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.optim import freeze, optimizer_for
 from gpt2_jax.training.partition import Partition, merge
 from gpt2_jax.training.prefix_cache import prefix_inputs
-from gpt2_jax.training.train import SelectedState, Trainer, TrainState, best_epoch, fit
+from gpt2_jax.training.train import (
+    SelectedState,
+    StepValuesHook,
+    Trainer,
+    TrainState,
+    best_epoch,
+    fit,
+)
 from gpt2_jax.util.machine import cpu_lacks_bfloat16
 
 logger = logging.getLogger(__name__)
@@ -90,6 +98,7 @@ class TrainingPlan:
     speed: SpeedConfig
     pool: str
     class_weights: np.ndarray
+    chunk_pool: str | None = None  # --long-texts chunk: mean or max of a text's chunks
     placement: Placement | None = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
@@ -128,11 +137,14 @@ class TrainingJob:
 class Hooks:
     """What the loop calls: ``on_epoch(history)`` after each epoch is evaluated (and
     checkpointed), ``on_step(step)`` after each optimizer step, ``on_resume(restored)``
-    once, when a resumed run has read its last epoch's state."""
+    once, when a resumed run has read its last epoch's state, ``on_step_values(first,
+    values)`` after each epoch's training pass with its steps' losses and gradient norms
+    (``train_epoch``)."""
 
     on_epoch: Callable[[list[dict]], None] | None = None
     on_step: Callable[[int], None] | None = None
     on_resume: Callable[[Restored], None] | None = None
+    on_step_values: StepValuesHook | None = None
 
 
 def warn_slow_bfloat16(speed: SpeedConfig) -> None:
@@ -171,7 +183,8 @@ def build_trainer(job: TrainingJob) -> Trainer:
     )
     if computed != model.cfg:
         model = GPTModel(computed)
-    return Trainer(
+    chunked = {} if plan.chunk_pool is None else {"how": plan.chunk_pool}
+    return (Trainer if plan.chunk_pool is None else ChunkTrainer)(
         model,
         freeze(optimizer_for(tc, len(plan.encoded["train"])), partition.labels),
         plan.class_weights,
@@ -181,6 +194,7 @@ def build_trainer(job: TrainingJob) -> Trainer:
         pooled_only=speed.pooled_only,
         ignore_index=tc.ignore_index,
         placement=placement,
+        **chunked,
     )
 
 
@@ -245,6 +259,7 @@ def train_classifier(
         history=history,
         on_epoch=after_epoch,
         on_step=hooks.on_step,
+        on_step_values=hooks.on_step_values,
     )
     kept = after_epoch.best if select else state.trainable
     assert kept is not None  # with select, best is set from the first epoch on

@@ -52,6 +52,7 @@ class RunRecord:
     parameters: dict[str, int] | None = None  # {"trainable": n, "frozen": n}
     class_weights: list[float] | None = None
     backend: str | None = None
+    machine: str | None = None  # the CPU and the devices it trained on (util.machine)
     prefix_storage: str | None = None  # "memory" or "disk"
     epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     status: str = "running"  # "running", "finished", "checked: ...", "stopped: ..."
@@ -127,6 +128,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "parameters": dict,
     "class_weights": list,
     "backend": str,
+    "machine": str,
     "prefix_storage": str,
     "epochs": list,
     "status": str,

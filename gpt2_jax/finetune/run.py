@@ -31,6 +31,7 @@ from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
 from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
 from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
+from gpt2_jax.finetune.tracking import Tracking, need_trackers, open_tracking
 from gpt2_jax.model.gpt import GPTModel, merge_lora
 from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
@@ -49,6 +50,7 @@ from gpt2_jax.training.memory import (
 from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
 from gpt2_jax.util.logs import RUN_LOG, run_log
+from gpt2_jax.util.machine import run_machine
 from gpt2_jax.weights.openai import load_weights
 from gpt2_jax.weights.pretrained import load_pretrained
 
@@ -157,6 +159,7 @@ def start_record(
         parameters=job.partition.counts,
         class_weights=inputs.plan.class_weights.tolist(),
         backend=jax.default_backend(),
+        machine=run_machine(jax.devices()),
         **known,
     )
 
@@ -192,6 +195,7 @@ def save(
         truncate=cfg.data.truncate,
         temperature=decisions.temperature if decisions is not None else 1.0,
         threshold=decisions.threshold if decisions is not None else None,
+        chunking=inputs.chunking,
     )
     save_classifier(run_dir, params, spec, bpe_dir=inputs.model_dir)
     if is_main():
@@ -204,12 +208,15 @@ def run(
     *,
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> dict:
     """Fine-tune and evaluate; returns the contents of ``metrics.json``. ``resume``:
     go on from the last epoch saved in ``cfg.output.run_dir`` (see ``resume_config``).
     ``log``: a callable that gets each message instead of the terminal (default: the
     ``gpt2_jax`` loggers, shown on stdout unless the application configured logging); the
-    run folder's ``run.log`` keeps a copy either way.
+    run folder's ``run.log`` keeps a copy either way. ``on_step(step)`` after each
+    optimizer step; ``on_epoch(history)`` after each epoch is recorded (an exception it
+    raises stops the run, recorded as stopped, like any failure).
 
     The steps: read the inputs, claim the folder, describe the inputs, (a dry run stops
     there), load the backbone, start the record, train, select an epoch, save, finish."""
@@ -220,23 +227,29 @@ def run(
             "with several processes give --run-dir (on a file system every "
             "host sees): the default name holds the time, which differs"
         )
+    need_trackers(cfg.output.log_to)
     inputs = read_inputs(cfg)
     run_dir, lock = claim_folder(cfg, resume, main)
     stop_on_sigterm = sigterm_as_interrupt()
     try:
-        with run_log(run_dir / RUN_LOG if main else None, log, main):
-            return _steps(RunContext(cfg, inputs, run_dir, main, resume), started, on_step)
+        n_train = len(inputs.plan.encoded["train"])
+        with (
+            run_log(run_dir / RUN_LOG if main else None, log, main),
+            open_tracking(cfg, run_dir, n_train, resume) as tracking,
+        ):
+            here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
+            return _steps(here, started, Hooks(on_epoch=on_epoch, on_step=on_step))
     finally:
         lock.release()
         stop_on_sigterm()
 
 
-def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | None) -> dict:
+def _steps(here: RunContext, started: float, caller: Hooks) -> dict:
     """``run``'s steps once its folder is claimed: describe the inputs (a dry run stops
     there), load the backbone, start the record, train, select, save, finish."""
     cfg, inputs, run_dir, main = here.cfg, here.inputs, here.run_dir, here.main
     data_info = describe_inputs(cfg, inputs, run_dir, here.resume)
-    n_texts = sum(map(len, inputs.plan.encoded.values()))
+    n_texts = sum(len(split.ids) for split in inputs.plan.encoded.values())  # rows: chunks
     logger.info(memory_check(inputs.settings, n_texts, inputs.length, cfg.speed.prefix_cache))
     storage = _prefix_storage(cfg, inputs.settings, n_texts, inputs.length)
     backbone: dict[str, Any] = {"folder": str(inputs.model_dir)}
@@ -259,7 +272,7 @@ def _steps(here: RunContext, started: float, on_step: Callable[[int], None] | No
         data=data_info,
         prefix_storage=storage,
     )
-    params = train_select_save(here, job, params, report, on_step)
+    params = train_select_save(here, job, params, report, caller)
     report.status = "finished"
     report.total_seconds = time.perf_counter() - started
     report.peak_memory_gib = peak_memory_bytes() / GIB
@@ -293,10 +306,11 @@ def fingerprint_inputs(here: RunContext) -> dict:
     """Step 4a: fingerprints of the data files, the backbone's files and the config.
     Resuming, the run stops here, naming each input that changed since it started."""
     files, model_dir = here.inputs.labelled.files, here.inputs.model_dir
+    known = here.inputs.labelled.sums
     if not here.resume:
-        return input_fingerprints(files, model_dir, here.cfg.to_dict())
+        return input_fingerprints(files, model_dir, here.cfg.to_dict(), known)
     before = RunRecord.read(here.run_dir / METRICS_FILE)
-    now = input_fingerprints(files, model_dir, before.config or {})
+    now = input_fingerprints(files, model_dir, before.config or {}, known)
     check_unchanged(before.fingerprints, now, here.run_dir)
     return now
 
@@ -310,6 +324,7 @@ class RunContext:
     run_dir: Path
     main: bool  # process 0: writes the folder
     resume: bool
+    tracking: Tracking | None = None  # --log-to: fed by the training loop's hooks
 
 
 def train_select_save(
@@ -317,7 +332,7 @@ def train_select_save(
     job: TrainingJob,
     params,
     report: RunRecord,
-    on_step: Callable[[int], None] | None = None,
+    caller: Hooks,
 ):
     """Steps 6-8 with the run folder as their record: train (each epoch checkpointed,
     recorded and plotted), select an epoch, fit the decisions asked for, save the
@@ -326,7 +341,7 @@ def train_select_save(
     cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
     checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-    hooks = _recording_hooks(here, report, classes, on_step)
+    hooks = _recording_hooks(here, report, classes, caller)
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
         write_json(run_dir / "config.json", cfg.to_dict())
@@ -361,10 +376,11 @@ def train_select_save(
 
 
 def _recording_hooks(
-    here: RunContext, report: RunRecord, classes: tuple[str, ...], on_step
+    here: RunContext, report: RunRecord, classes: tuple[str, ...], caller: Hooks
 ) -> Hooks:
     """The training loop's hooks that keep ``report`` (and, on process 0, ``metrics.json``
-    and the plots) up to date; resuming, the report carries on the earlier record."""
+    and the plots) up to date, then call the caller's ``on_epoch`` and ``on_step``;
+    resuming, the report carries on the earlier record."""
     run_dir, main = here.run_dir, here.main
     if here.resume:
         previous = RunRecord.read(run_dir / METRICS_FILE)
@@ -388,4 +404,21 @@ def _recording_hooks(
             plot_history(history, run_dir, classes)
         logger.info(epoch_table(history[-1], classes))
 
-    return Hooks(on_epoch=on_epoch, on_step=on_step, on_resume=on_resume)
+    hooks = Hooks(on_epoch=on_epoch, on_step=caller.on_step, on_resume=on_resume)
+    if here.tracking is not None:  # the epoch reaches the trackers before the caller
+        hooks = here.tracking.hooks(hooks)
+    return _then(hooks, caller.on_epoch)
+
+
+def _then(hooks: Hooks, on_epoch) -> Hooks:
+    """``hooks`` whose ``on_epoch`` calls ``on_epoch`` too, last (it may stop the run)."""
+    if on_epoch is None:
+        return hooks
+    first = hooks.on_epoch
+
+    def both(history):
+        if first is not None:
+            first(history)
+        on_epoch(history)
+
+    return dataclasses.replace(hooks, on_epoch=both)

@@ -24,6 +24,7 @@ from gpt2_jax.serve.request_checks import (
     BadRequest,
     Limits,
     check_content_type,
+    parse_request,
     parse_texts,
     read_body,
     results,
@@ -40,6 +41,7 @@ __all__ = [  # names the tests, commands and experiments import from here
     "make_app",
     "page_examples",
     "page_html",
+    "parse_request",
     "parse_texts",
     "read_body",
     "results",
@@ -137,11 +139,14 @@ def classify_handler(classifier, limits: Limits, batcher: MicroBatcher):
         try:
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, limits.max_body_bytes)
-            texts = parse_texts(body, limits, refused)
+            texts, threshold = parse_request(body, limits, refused, len(classifier.labels))
         except BadRequest as err:
             return error(err.status, str(err))
         started = time.perf_counter()
         pred = await asyncio.wrap_future(batcher.submit(texts))
+        if threshold is not None:  # this request's own decision on the same probabilities
+            spec = classifier.spec.with_threshold(None if threshold == "argmax" else threshold)
+            pred.labels = [pred.class_names[k] for k in spec.choose(pred.probs)]
         return JSONResponse(
             {
                 "labels": list(pred.class_names),

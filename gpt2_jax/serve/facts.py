@@ -34,6 +34,8 @@ def run_facts(run_dir: str | Path, classifier) -> dict:
         "pool": spec.pool,
         "max_length": spec.max_length,
         "truncate": spec.truncate,
+        "threshold": spec.threshold,  # two classes: the second when its probability >= this
+        "temperature": spec.temperature,
         "model": {
             "parameters": n_params,
             "n_layers": m.n_layers,

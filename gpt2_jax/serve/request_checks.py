@@ -63,10 +63,34 @@ def check_content_type(header: str | None) -> None:
 def parse_texts(body: bytes, limits: Limits, refused_substrings=()) -> list[str]:
     """The texts of a ``/classify`` body ``{"texts": [str, ...]}``, or ``BadRequest``
     naming what is wrong and where (``texts[3]``)."""
-    texts = _texts_of(_json_of(body), limits)
+    return parse_request(body, limits, refused_substrings)[0]
+
+
+def parse_request(
+    body: bytes, limits: Limits, refused_substrings=(), labels: int = 2
+) -> tuple[list[str], float | str | None]:
+    """``(texts, threshold)`` of a ``/classify`` body ``{"texts": [...]}`` with an optional
+    ``"threshold"``: a probability, or ``"argmax"`` (None: not given, the server's own);
+    only for a classifier of two ``labels``. ``BadRequest`` naming what is wrong."""
+    data = _json_of(body)
+    texts = _texts_of(data, limits)
     for i, text in enumerate(texts):
         _check_text(i, text, refused_substrings)
-    return texts
+    if "threshold" not in data:
+        return texts, None
+    t = data["threshold"]
+    if labels != 2:
+        raise BadRequest(
+            422, f'"threshold" is for a classifier of two labels; this one has {labels}'
+        )
+    number = isinstance(t, (int, float)) and not isinstance(t, bool)
+    if not (t == "argmax" or (number and 0 <= t <= 1)):
+        raise BadRequest(
+            422,
+            f'"threshold" must be a probability in [0, 1] or "argmax", got {_kind(t)} '
+            f"({json.dumps(t)[:40]})",
+        )
+    return texts, t
 
 
 def _json_of(body: bytes):
@@ -103,9 +127,9 @@ def _texts_of(data, limits: Limits) -> list:
             'no "texts" key: send {"texts": ["..."]}'
             + (f" (got keys {sorted(data)})" if data else ""),
         )
-    extra = sorted(k for k in data if k != "texts")
+    extra = sorted(k for k in data if k not in ("texts", "threshold"))
     if extra:
-        raise BadRequest(422, f'unknown key(s) {extra}: the body takes only "texts"')
+        raise BadRequest(422, f'unknown key(s) {extra}: the body takes "texts" (and "threshold")')
     texts = data["texts"]
     if not isinstance(texts, list):
         hint = ' (one text goes in a list: ["..."])' if isinstance(texts, str) else ""

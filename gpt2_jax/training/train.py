@@ -41,6 +41,9 @@ from gpt2_jax.util.tree import same_keys
 
 logger = logging.getLogger(__name__)
 
+# after an epoch's training pass: (the first step's number, {"loss": [...], "grad_norm": [...]})
+StepValuesHook = Callable[[int, dict[str, np.ndarray]], None]
+
 ESTIMATE_AFTER = 10  # passes of this many batches or more estimate their time early
 LOUD_SECONDS = 30.0  # training and evaluation passes shorter than this log no progress
 
@@ -94,9 +97,9 @@ class Trainer:
     """The jitted steps of one fine-tuning setup.
 
     ``train_step(state, frozen, batch) -> (state, metrics)`` with metrics ``loss``,
-    ``correct`` (predictions right in the batch) and ``finite`` (loss and every
-    gradient finite); ``eval_step(trainable, frozen, batch) -> (nll [B], weight [B],
-    preds [B])``. ``start=k``: inputs are the hidden states entering block k (the
+    ``correct`` (predictions right in the batch), ``finite`` (loss and every
+    gradient finite) and ``grad_norm`` (the global norm of the batch's gradients);
+    ``eval_step(trainable, frozen, batch) -> (nll [B], weight [B], preds [B])``. ``start=k``: inputs are the hidden states entering block k (the
     frozen prefix computed once); ``pooled_only``: the last block computes only the
     pooled position (exact).
     """
@@ -138,6 +141,16 @@ class Trainer:
         if self.placement is None:
             return Batch(x, lengths, labels)
         return Batch(*self.placement.batch(x, lengths, labels))
+
+    def rows(self, x, data: Encoded, idx: np.ndarray, bucketed: bool) -> Batch:
+        """The batch of rows ``idx`` of ``data`` (model inputs ``x``), cut to the
+        bucket of its longest text when ``bucketed``."""
+        width = batch_width(data.lengths[idx], x.shape[1], bucketed)
+        return self.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
+
+    def eval_order(self, data: Encoded, bucketed: bool) -> np.ndarray:
+        """The order evaluation takes the rows in: by length when bucketed."""
+        return np.argsort(data.lengths, kind="stable") if bucketed else np.arange(len(data))
 
     def _gathered(self, params):
         """Inside a step: the weights whole on every device while they are used (their
@@ -196,6 +209,7 @@ class Trainer:
             "loss": loss,
             "correct": jnp.sum(jnp.argmax(logits, -1) == batch.labels),
             "finite": finite,
+            "grad_norm": optax.global_norm(grads),  # of this batch's gradients, unclipped
         }
         return self._keep_layout(TrainState(state.step + 1, trainable, opt_state)), metrics
 
@@ -226,13 +240,11 @@ def evaluate(
     """Metrics on all of ``data`` (model inputs ``x``); the last batch is padded to full
     size by repeating rows. Bucketed: messages go in length order, so batches are short."""
     n = len(data)
-    order = np.argsort(data.lengths, kind="stable") if bucketed else np.arange(n)
+    order = trainer.eval_order(data, bucketed)
     outputs = []
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
-        rows = np.resize(idx, batch_size)
-        width = batch_width(data.lengths[rows], x.shape[1], bucketed)
-        batch = trainer.batch(x[rows, :width], data.lengths[rows], data.labels[rows])
+        batch = trainer.rows(x, data, np.resize(idx, batch_size), bucketed)
         outputs.append((idx, trainer.eval_step(trainable, frozen, batch)))
     nll, w, preds = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
     accumulators: tuple[np.ndarray, ...] = (nll, w, preds)
@@ -284,27 +296,28 @@ def train_epoch(
     bucketed: bool = False,
     desc: str = "epoch",
     on_step: Callable[[int], None] | None = None,
+    on_step_values: StepValuesHook | None = None,
 ) -> tuple[TrainState, dict]:
     """One pass over ``data`` in the batch order of ``(seed, epoch)`` (the incomplete
     last batch dropped). Returns the new state and the epoch's mean step loss and
     accuracy. Raises ``NonFiniteError`` naming the first step whose loss or gradients
-    are not finite (the flag is read one step late, so the device never waits)."""
+    are not finite (the flag is read one step late, so the device never waits).
+    ``on_step_values(first, values)``: once, after the pass, each step's ``loss`` and
+    ``grad_norm`` (arrays; entry i is step ``first + i``), read back together."""
     batches = epoch_order(len(data), batch_size, seed, epoch)
-    losses, correct, pending = [], [], None
+    losses, correct, norms, pending = [], [], [], None
     # a step counts as done when its finiteness flag is read (one step late)
     progress = _progress(len(batches), desc, unit="step", units="steps")
     bar = progress.bar
     for i, idx in enumerate(batches):
-        width = batch_width(data.lengths[idx], x.shape[1], bucketed)
         step = int(state.step) if pending is None else pending[0] + 1
-        state, metrics = trainer.train_step(
-            state, frozen, trainer.batch(x[idx, :width], data.lengths[idx], data.labels[idx])
-        )
+        state, metrics = trainer.train_step(state, frozen, trainer.rows(x, data, idx, bucketed))
         if pending is not None:
             _check_finite(pending, epoch, progress)
         pending = (step, metrics["finite"])
         losses.append(metrics["loss"])
         correct.append(metrics["correct"])
+        norms.append(metrics["grad_norm"])
         if on_step is not None:
             on_step(step + 1)
         if bar.disable is False and i % 10 == 0:
@@ -312,7 +325,10 @@ def train_epoch(
     if pending is not None:
         _check_finite(pending, epoch, progress)
     progress.close()
-    losses, correct = jax.device_get((losses, correct))
+    losses, correct, norms = jax.device_get((losses, correct, norms))
+    if on_step_values is not None and batches:
+        first = int(state.step) - len(batches) + 1
+        on_step_values(first, {"loss": np.asarray(losses), "grad_norm": np.asarray(norms)})
     return state, {
         "train_step_loss": float(np.mean(losses)) if losses else float("nan"),
         "train_step_accuracy": (
@@ -346,18 +362,20 @@ def fit(
     history: list[dict] | None = None,
     on_epoch: Callable[[TrainState, list[dict]], bool | None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_step_values: StepValuesHook | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Train epochs ``first_epoch .. epochs``; after each, evaluate every split of
     ``data`` (model inputs ``inputs``) and call ``on_epoch(state, history)`` (where the
     caller saves checkpoints and reports; a true return value stops training, e.g. early
     stopping). ``history[e]``: the epoch's mean step loss and accuracy, each split's
-    metrics, timings."""
+    metrics, timings. ``on_step``, ``on_step_values``: as in ``train_epoch``."""
     history = list(history or [])
     for epoch in range(first_epoch, epochs + 1):
         t0 = began = time.perf_counter()
         state, record = train_epoch(
             trainer, state, frozen, inputs["train"], data["train"], batch_size, seed, epoch,
             bucketed=bucketed, desc=f"epoch {epoch}/{epochs}", on_step=on_step,
+            on_step_values=on_step_values,
         )  # fmt: skip
         record = {
             "epoch": epoch,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86's bfloat16 units
 X86 = frozenset({"x86_64", "amd64", "i386", "i686"})
@@ -32,6 +35,13 @@ def machine_name() -> str:
     return f"{model or os.uname().machine}, {os.cpu_count()} CPUs, " + (
         f"bfloat16 units ({', '.join(bf16)})" if bf16 else "no bfloat16 units"
     )
+
+
+def run_machine(devices: Sequence[Any]) -> str:
+    """The machine a run trained on, for its record and model card: ``machine_name()``
+    and the devices by kind ("...; 1 x cpu", "...; 8 x NVIDIA H200")."""
+    kinds = Counter(str(getattr(d, "device_kind", d)) for d in devices)
+    return f"{machine_name()}; " + ", ".join(f"{n} x {kind}" for kind, n in kinds.items())
 
 
 def cpu_identity() -> str:

@@ -210,6 +210,7 @@ BAD_REQUESTS = [  # (body, extra headers, status, words the error must contain)
     ({"texts": ["a"]}, {"Content-Type": "text/plain"}, 415, "Content-Type is text/plain"),
     (b'{"texts": ' + b"[" * 1200 + b"]" * 1200 + b"}", None, 400, "nested too deeply"),
     (b'{"texts": ["ok \\ud800"]}', None, 422, "texts[0] has an unpaired surrogate"),
+    ({"texts": ["a"], "threshold": 0.5}, None, 422, '"threshold" is for a classifier of two'),
 ]
 
 
