@@ -11,7 +11,10 @@ size alike, float32:
 * the unpacked path it replaced (length-sorted rows cut to 32-token buckets);
 * transformers' ``pipeline`` on the folder ``experiments.export`` writes.
 
-Each is timed cold (first call, compiles included) and warm. Token slots: what blocks
+Each is timed cold (first call, compiles included) and warm. Then the start-up of
+``python -m experiments.classify --run DIR "one text"`` in fresh processes: with an empty
+compilation cache, and with the cache that call wrote (the least of ``--startup-runs``
+each; ``--startup-runs 0`` skips it). Token slots: what blocks
 ``0 .. n-2`` compute against the real tokens. The real tokens' rate is given in GFLOP/s
 of the blocks' matmuls (24 E^2 per token and block) against the rate this process
 measures for those matmuls (``experiments.bench.matmul_rate``). Writes
@@ -80,6 +83,31 @@ def _classifier(root: Path, size: str, max_length: int, bpe_dir):
     return root / "run", root / "hf"
 
 
+def _startup(run_dir: Path, tmp: Path, runs: int) -> dict:
+    """Seconds of ``experiments.classify`` of one text in a fresh process, cold (an empty
+    compilation cache) and warm (the cache a cold call wrote): the least of ``runs``."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "experiments.classify", "--run", str(run_dir), "a text"]
+
+    def once(cache: Path) -> float:
+        env = dict(os.environ, GPT2_JAX_COMPILE_CACHE=str(cache))
+        repo = Path(__file__).resolve().parents[1]
+        seconds, out = _timed(
+            lambda: subprocess.run(command, env=env, capture_output=True, cwd=repo)
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"classify failed: {out.stderr.decode()[-500:]}")
+        return seconds
+
+    cold, warm = [], []
+    for i in range(runs):
+        cold.append(once(tmp / f"cache{i}"))
+        warm.append(once(tmp / f"cache{i}"))
+    return {"cold_s": min(cold), "warm_s": min(warm), "runs": runs}
+
+
 def _timed(f) -> tuple[float, object]:
     t = time.perf_counter()
     out = f()
@@ -137,6 +165,7 @@ def measure(args) -> dict:
             rows[name] = {"cold_s": cold, "warm_s": warm, "probs": probs}
         if not args.no_pipeline:
             rows["pipeline"] = _pipeline(hf_dir, texts, args.batch_size)
+        startup = _startup(run_dir, Path(tmp), args.startup_runs) if args.startup_runs else None
     first, _ = unique_texts(data.ids, data.lengths)
     lengths = data.lengths
     chunks = [lengths[i : i + args.batch_size] for i in range(0, len(lengths), args.batch_size)]
@@ -168,6 +197,7 @@ def measure(args) -> dict:
         "batch_size": args.batch_size,
         "matmul_gflops": rate,
         "rows": rows,
+        "startup": startup,
     }
 
 
@@ -196,6 +226,14 @@ def table(res: dict) -> str:
             f"{r['cold_s']:.1f} | {r['warm_s']:.1f} | {r['texts_per_s']:.0f} | {ratio} | "
             f"{r['real_gflops']:.0f} ({share:.0f} %) | {r['max_diff_vs_packed']:.1e} |"
         )
+    if res.get("startup"):
+        up = res["startup"]
+        lines += [
+            "",
+            f'Start-up, `python -m experiments.classify --run DIR "one text"` with this '
+            f"classifier, a fresh process (the least of {up['runs']}): {up['cold_s']:.1f} s "
+            f"with an empty compilation cache, {up['warm_s']:.1f} s with the cache warm.",
+        ]
     return "\n".join(lines)
 
 
@@ -217,6 +255,13 @@ def main(argv=None) -> None:
     p.add_argument("--size", choices=list(SIZES), default="124M")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-pipeline", action="store_true", help="skip transformers")
+    p.add_argument(
+        "--startup-runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="times classify of one text is started cold and warm (the least is given; 0: none)",
+    )
     p.add_argument("--out", default="bench_classify")
     p.add_argument("--docs", type=Path, help="markdown file to write the table into")
     args = p.parse_args(argv)

@@ -3,7 +3,9 @@
 
 A saved classifier is a run folder holding
 
-* ``classifier/`` - the parameters (orbax),
+* ``classifier/`` - the parameters: ``weights.bin`` (what is loaded, checked against the
+  SHA-256 in classifier.json; ``classifier.weights_file``) and orbax's files (what older
+  versions, and folders saved before weights.bin, load),
 * ``encoder.json`` + ``vocab.bpe`` - the tokenizer,
 * ``classifier.json`` - what the classifier *is* (``ClassifierConfig``: label names,
   pooling, max length, model config), written last, so its presence means the rest

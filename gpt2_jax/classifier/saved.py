@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import shutil
@@ -14,6 +14,16 @@ import jax
 import numpy as np
 
 from gpt2_jax.classifier.spec import ClassifierConfig
+from gpt2_jax.classifier.weights_file import (  # noqa: F401  (weights_sha256: re-exported)
+    META_FILE,
+    PARAMS_DIR,
+    WEIGHTS_FILE,
+    forget,
+    prefetch,
+    read_weights,
+    weights_sha256,
+    write_weights,
+)
 from gpt2_jax.data.tokenizer import BPE_FILES, bpe_files
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel, param_shapes
@@ -22,8 +32,6 @@ from gpt2_jax.parallel.mesh import to_host
 from gpt2_jax.util.files import write_text_atomic
 from gpt2_jax.util.tree import named_leaves
 
-META_FILE = "classifier.json"
-PARAMS_DIR = "classifier"
 FORMAT = 3  # version of classifier.json's layout; bump when it changes incompatibly
 # 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
 # that older readers still load it; a reader of 1 refuses 2 rather than ignore them
@@ -44,7 +52,7 @@ def _upgrade_legacy(meta: dict) -> dict:
 def check_params(params, cfg: GPTConfig, where: str) -> None:
     """Raise one ``ValueError`` if ``params`` is not a tree of ``GPTModel(cfg)``'s shapes."""
     have = {n: tuple(np.shape(leaf)) for n, leaf in named_leaves(params).items()}
-    want = {n: tuple(s.shape) for n, s in named_leaves(param_shapes(cfg)).items()}
+    want = dict(_model_shapes(cfg))
     if have == want:
         return
     problems = (
@@ -58,6 +66,13 @@ def check_params(params, cfg: GPTConfig, where: str) -> None:
         + (" ..." if len(problems) > 5 else "")
         + ")"
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _model_shapes(cfg: GPTConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``(name, shape)`` of ``GPTModel(cfg)``'s leaves: traced once per config (a 124M
+    model: 0.4 s), however often a classifier of it is checked."""
+    return tuple((n, tuple(s.shape)) for n, s in named_leaves(param_shapes(cfg)).items())
 
 
 def _tokenizer_note(run_dir: Path) -> str:
@@ -120,6 +135,7 @@ def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfi
     )
     checkpointer.save(target, params)
     checkpointer.wait_until_finished()
+    sha256 = write_weights(target / WEIGHTS_FILE, params)  # beside orbax's: quick to load
     files = bpe_files(bpe_dir) if bpe_dir is not None else None
     if files is not None:  # under OpenAI's names, whichever pair the folder has
         for src, name in zip(files, BPE_FILES):
@@ -128,7 +144,8 @@ def _write_classifier(run_dir: Path, target: Path, params, spec: ClassifierConfi
         "format": spec.format,
         **spec.to_dict(),
         "tokenizer": _tokenizer_note(run_dir),
-        "weights_sha256": weights_sha256(params),
+        "weights_sha256": sha256,  # the SHA-256 of weights_file, and weights_sha256(params)
+        "weights_file": WEIGHTS_FILE,
     }
     _write_json_atomic(run_dir / META_FILE, meta)
 
@@ -166,9 +183,9 @@ def read_spec(run_dir: str | os.PathLike) -> ClassifierConfig:
 
 
 def load_classifier(run_dir: str | os.PathLike) -> tuple[GPTModel, dict, ClassifierConfig]:
-    """``(model, params, spec)`` of a classifier saved by ``save_classifier``."""
-    import orbax.checkpoint as ocp
-
+    """``(model, params, spec)`` of a classifier saved by ``save_classifier``: from its
+    ``weights.bin`` (``weights_file``), checked against the recorded SHA-256 as it is
+    read; a folder saved before that file existed, through orbax, checked likewise."""
     run_dir = Path(run_dir).resolve()
     spec = read_spec(run_dir)
     target = run_dir / PARAMS_DIR
@@ -176,34 +193,64 @@ def load_classifier(run_dir: str | os.PathLike) -> tuple[GPTModel, dict, Classif
         raise FileNotFoundError(
             f"{target}: missing, so {run_dir} holds no weights (the folder is damaged; train again)"
         )
+    meta = json.loads((run_dir / META_FILE).read_text())
+    recorded = meta.get("weights_sha256")
+    recorded = recorded if isinstance(recorded, str) else None
+    if "weights_file" in meta and recorded is not None:
+        params = _read_weights_file(target, meta["weights_file"], recorded, spec.model)
+    else:
+        params = _restore_orbax(target, spec.model, recorded)
+    return GPTModel(spec.model), params, spec
+
+
+_AGAIN = "train again, or copy the run folder again from where it was made"
+
+
+def _read_weights_file(target: Path, name, recorded: str, cfg: GPTConfig) -> dict:
+    """The weights in ``target/name`` (``weights_file`` of classifier.json), verified."""
+    if name != WEIGHTS_FILE:
+        raise ValueError(
+            f"{target.parent / META_FILE}: weights_file is {name!r}, expected "
+            f"{WEIGHTS_FILE!r}; the file is damaged ({_AGAIN})"
+        )
+    path = target / WEIGHTS_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{target}: {WEIGHTS_FILE} is missing ({META_FILE} names it), so the folder "
+            f"is damaged; {_AGAIN}"
+        )
+    prefetch(path)  # read and hashed in a thread while the model's shapes are traced
     try:
-        params = ocp.StandardCheckpointer().restore(target, param_shapes(spec.model))
+        _model_shapes(cfg)
+    except BaseException:
+        forget(path)
+        raise
+    try:
+        params = read_weights(path, recorded)
+    except ValueError:
+        raise ValueError(
+            f"{target}: the classifier's weight file {WEIGHTS_FILE} is damaged (its SHA-256 "
+            f"is not the one recorded in {META_FILE}); {_AGAIN}"
+        ) from None
+    check_params(params, cfg, str(path))  # a classifier.json edited to another model
+    return params
+
+
+def _restore_orbax(target: Path, cfg: GPTConfig, recorded: str | None) -> dict:
+    """The weights in orbax's files (all a folder saved before ``weights.bin`` has)."""
+    import orbax.checkpoint as ocp
+
+    try:
+        params = ocp.StandardCheckpointer().restore(target, param_shapes(cfg))
     except Exception as err:  # orbax/TensorStore raise many types, in their own words
         raise ValueError(
             f"{target}: the classifier's weight files are missing or damaged (they cannot be "
             f"read as the model {META_FILE} describes); train again, or copy the run folder "
             "again from where it was made (--debug shows the library's own error)"
         ) from err
-    recorded = _recorded_sha256(run_dir / META_FILE)
     if recorded is not None and weights_sha256(params) != recorded:
         raise ValueError(
             f"{target}: the weights read back differ from those saved (SHA-256 recorded in "
             f"{META_FILE}), so the files are damaged; train again, or copy the run folder again"
         )
-    return GPTModel(spec.model), params, spec
-
-
-def weights_sha256(params) -> str:
-    """SHA-256 of every leaf's name, dtype, shape and bytes, in name order (on the host)."""
-    h = hashlib.sha256()
-    for name, leaf in sorted(named_leaves(params).items()):
-        array = np.ascontiguousarray(to_host(leaf))
-        h.update(f"{name}:{array.dtype}:{array.shape};".encode())
-        h.update(array.reshape(-1).view(np.uint8).data)
-    return h.hexdigest()
-
-
-def _recorded_sha256(path: Path) -> str | None:
-    """The weights' SHA-256 in classifier.json (None: saved before it was recorded)."""
-    value = json.loads(path.read_text()).get("weights_sha256")
-    return value if isinstance(value, str) else None
+    return params

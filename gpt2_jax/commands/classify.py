@@ -35,6 +35,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gpt2_jax.classifier.weights_file import prefetch_run
 from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the API)
     MIN_TEXT,
     OUTPUT_FORMATS,
@@ -46,7 +47,7 @@ from gpt2_jax.commands.classify_output import (  # noqa: F401  (print_table: the
 from gpt2_jax.commands.classify_stream import CHUNK_TEXTS, classify_file
 from gpt2_jax.commands.common import InputError, load, one_line, threshold_arg, with_threshold
 from gpt2_jax.data.encoding import kept_words
-from gpt2_jax.data.tables import FORMATS
+from gpt2_jax.data.records import FORMATS
 from gpt2_jax.util.compile_cache import FLAG_HELP, use_compile_cache
 from gpt2_jax.util.runtime import keep_freed_memory
 
@@ -204,6 +205,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
+    prefetch_run(args.run)  # the weights are read while JAX is imported
     use_compile_cache(not args.no_compile_cache)
     try:
         # first: a wrong folder fails before stdin is read

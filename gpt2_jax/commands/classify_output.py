@@ -7,11 +7,14 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from gpt2_jax.util.files import atomic_write
+
+if TYPE_CHECKING:  # pandas is imported for a table only: classify of texts needs none
+    import pandas as pd
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 MIN_TEXT = 20  # characters of a text shown however narrow the terminal
@@ -21,6 +24,8 @@ SET_SEP = ";"  # between the names of a predicted label set, in CSV and on stdou
 def prediction_table(texts: list[str], pred, labels: tuple[str, ...]) -> pd.DataFrame:
     """Columns text, label, p_<class>..., truncated; several labels per text: ``labels``
     (the predicted set: a JSON list, in CSV the names joined by ``;``) for ``label``."""
+    import pandas as pd
+
     if getattr(pred, "sets", None) is not None:
         table = pd.DataFrame({"text": texts, "labels": [list(names) for names in pred.labels]})
     else:

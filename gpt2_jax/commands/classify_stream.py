@@ -33,7 +33,6 @@ from gpt2_jax.commands.classify_output import (
     terminal_columns,
 )
 from gpt2_jax.commands.common import InputError, one_line
-from gpt2_jax.data.tables import guess_format, iter_rows
 from gpt2_jax.data.texts import text_problem
 from gpt2_jax.training.progress import Progress
 from gpt2_jax.util.files import file_sha256, write_text_atomic
@@ -54,6 +53,8 @@ STAMP_WORDS = {  # what differs, in the user's words
 
 def input_texts(args) -> Iterator[tuple[str, str]]:
     """``(place, text)`` of every row of ``--input``; its problems as an InputError."""
+    from gpt2_jax.data.tables import iter_rows  # pandas: not for texts given otherwise
+
     try:
         yield from iter_rows(args.input, fmt=args.format, text_column=args.text_column)
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
@@ -82,6 +83,8 @@ def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def stamp(args) -> dict:
     """What a partial output belongs to (see the module docstring)."""
+    from gpt2_jax.data.tables import guess_format
+
     path = Path(args.input)
     return {
         "input": str(path.resolve()),

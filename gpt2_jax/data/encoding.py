@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpt2_jax.data.splits import Splits
 from gpt2_jax.data.tokenizer import END_OF_TEXT_ID
+
+if TYPE_CHECKING:  # a type only: classifying texts needs no pandas (data.splits)
+    from gpt2_jax.data.splits import Splits
 
 PAD_ID = END_OF_TEXT_ID
 

@@ -13,6 +13,9 @@ SMS_FILE_NAME = "SMSSpamCollection"  # the one extension-less name ``fmt="auto"`
 # how the "sms" format treats quotes (gpt2_jax.data.sms.read_sms_spam): "pandas" = the lab's
 # (a message starting with " runs on to the next "), "none" = one message per line
 SMS_QUOTING = ("pandas", "none")
+# the table formats (gpt2_jax.data.tables reads them): named here, without pandas, for
+# the command lines' flags
+FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
 MAX_PROBLEMS = 5  # a bad file reports this many problems at once, not thousands
 
 

@@ -28,6 +28,7 @@ from gpt2_jax.data import sms
 from gpt2_jax.data.budget import Budget, check_whole_file
 from gpt2_jax.data.cells import check_cells
 from gpt2_jax.data.records import (
+    FORMATS,
     SMS_FILE_NAME,
     SMS_QUOTING,
     CsvRecordError,
@@ -36,7 +37,6 @@ from gpt2_jax.data.records import (
     text_lines,
 )
 
-FORMATS = ("sms", "csv", "tsv", "jsonl", "parquet")
 EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "tsv",

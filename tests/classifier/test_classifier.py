@@ -242,9 +242,10 @@ def test_damaged_folder_is_one_clear_line(tmp_path, how, message, capsys):
 
 
 def _damage_weights(run_dir, how):
-    """Damage the largest array file orbax wrote for the classifier's weights."""
+    """Damage the largest file of the classifier's weights: the one it loads from,
+    weights.bin (orbax's files of a folder saved without it: test_weights_file)."""
     data = max(
-        (f for f in (run_dir / "classifier").rglob("*") if f.is_file() and f.parent.name == "d"),
+        (f for f in (run_dir / "classifier").rglob("*") if f.is_file()),
         key=lambda f: f.stat().st_size,
     )
     raw = bytearray(data.read_bytes())

@@ -83,6 +83,21 @@ def test_classify_loads_no_training_stack(run_dir):
     assert json.loads(out[-1]) == []
 
 
+def test_classify_of_texts_loads_no_orbax_nor_pandas(run_dir):
+    """The command's module, and classifying texts given as arguments: no orbax (the
+    weights come from weights.bin), no pandas (tables are for --input and --output)."""
+    heavy = ("orbax", "tensorstore", "pandas", "pyarrow", "transformers", *TRAINING_STACK)
+    code = (
+        "from gpt2_jax.commands import classify\n"
+        + loaded(heavy)
+        + f"\nassert classify.main(['--run', {str(run_dir)!r}, 'win a prize']) == 0\n"
+        + loaded(heavy)
+    )
+    out = python(code).strip().splitlines()
+    assert json.loads(out[0]) == [] and json.loads(out[-1]) == []
+    assert out[2].startswith(("ham\t", "spam\t"))  # it classified
+
+
 def classify(run_dir, tmp_path, *flags, **env):
     """``experiments.classify`` of one text in a fresh process, with XDG_CACHE_HOME in
     ``tmp_path`` and the cache settings of ``env`` only (None: unset)."""
