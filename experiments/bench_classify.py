@@ -4,12 +4,13 @@
 
 The same N texts (the first N messages of the SMS file under $GPT2_JAX_SHARED_DATA, else
 synthetic texts of SMS-like lengths) are classified in one process by a classifier of
-random weights (``--pool last-real``, max_length the longest text) three ways, batch
+random weights (``--pool last-real``, max_length the longest text) four ways, batch
 size alike, float32:
 
 * ``Classifier.predict`` (texts packed several to a row, ``classifier.packed``);
 * the unpacked path it replaced (length-sorted rows cut to 32-token buckets);
-* transformers' ``pipeline`` on the folder ``experiments.export`` writes.
+* transformers' ``pipeline`` on the folder ``experiments.export`` writes;
+* onnxruntime on the graph ``experiments.export --to onnx`` writes (``OnnxClassifier``).
 
 Each is timed cold (first call, compiles included) and warm. Then the start-up of
 ``python -m experiments.classify --run DIR "one text"`` in fresh processes: with an empty
@@ -132,6 +133,16 @@ def _pipeline(hf_dir: Path, texts: list[str], batch: int) -> dict:
     return {"cold_s": cold, "warm_s": warm, "probs": probs}
 
 
+def _onnx(run_dir: Path, out: Path, texts: list[str], batch: int) -> dict:
+    """The ONNX export run by onnxruntime, batches in the texts' order as the pipeline's."""
+    from gpt2_jax.classifier.onnx_export import OnnxClassifier, export_onnx
+
+    model = OnnxClassifier.load(export_onnx(run_dir, out))
+    cold, _ = _timed(lambda: model.predict_proba(texts, batch))
+    warm, probs = _timed(lambda: model.predict_proba(texts, batch))
+    return {"cold_s": cold, "warm_s": warm, "probs": probs}
+
+
 def measure(args) -> dict:
     from gpt2_jax.classifier import classifier as clf
     from gpt2_jax.classifier.packed import bucketed_slots, packed_slots
@@ -165,6 +176,8 @@ def measure(args) -> dict:
             rows[name] = {"cold_s": cold, "warm_s": warm, "probs": probs}
         if not args.no_pipeline:
             rows["pipeline"] = _pipeline(hf_dir, texts, args.batch_size)
+        if not args.no_onnx:
+            rows["onnx"] = _onnx(run_dir, Path(tmp) / "onnx", texts, args.batch_size)
         startup = _startup(run_dir, Path(tmp), args.startup_runs) if args.startup_runs else None
     first, _ = unique_texts(data.ids, data.lengths)
     lengths = data.lengths
@@ -173,6 +186,7 @@ def measure(args) -> dict:
         "packed": packed_slots(lengths[first], full, args.batch_size),
         "buckets": bucketed_slots(lengths, full, args.batch_size),
         "pipeline": int(sum(len(c) * c.max() for c in chunks)),
+        "onnx": int(sum(len(c) * c.max() for c in chunks)),
     }
     e, layers, _ = SIZES[args.size]
     rate = matmul_rate(None, 4096, e)
@@ -206,6 +220,7 @@ def table(res: dict) -> str:
         "packed": "gpt2_jax `Classifier.predict` (packed rows)",
         "buckets": "gpt2_jax before: 32-token length buckets",
         "pipeline": "transformers `pipeline` on the exported folder",
+        "onnx": "onnxruntime on `experiments.export --to onnx` (`OnnxClassifier`)",
     }
     pipe = res["rows"].get("pipeline", {}).get("warm_s")
     lines = [
@@ -255,6 +270,7 @@ def main(argv=None) -> None:
     p.add_argument("--size", choices=list(SIZES), default="124M")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-pipeline", action="store_true", help="skip transformers")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument(
         "--startup-runs",
         type=int,
