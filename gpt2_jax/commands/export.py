@@ -84,14 +84,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    target, out = args.to
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Flag combinations that cannot work: argparse errors (exit 2) before any work."""
+    target = args.to[0]
     if target not in TARGETS:
         p.error(f"--to {target}: unknown format; choose from {', '.join(TARGETS)}")
+    if target == "onnx" and not args.run:
+        p.error("--to onnx exports a trained classifier: give --run DIR")
     if (args.push_to_hub or args.private) and not args.run:
         p.error("--push-to-hub and --private go with --run (a trained classifier)")
+    if args.push_to_hub and target != "hf":
+        p.error("--push-to-hub uploads the transformers folder: use it with --to hf")
     if args.private and not args.push_to_hub:
         p.error("--private goes with --push-to-hub")
     if args.push_to_hub:
@@ -101,40 +104,56 @@ def main(argv=None) -> int:
             check_repo_id(args.push_to_hub)
         except ValueError as err:
             p.error(str(err))
-    from gpt2_jax.classifier.export import export_backbone, export_classifier
+
+
+def to_onnx(args, out: str) -> None:
+    from gpt2_jax.classifier.onnx_export import export_onnx
+
+    path = export_onnx(args.run, out)
+    print(
+        f"wrote {path}: run it with onnxruntime, or in Python with "
+        f"gpt2_jax.classifier.onnx_export.OnnxClassifier.load('{path}').predict(texts)"
+    )
+
+
+def to_transformers(args, out: str) -> None:
+    """The classifier as a transformers folder with its model card; then, if asked, pushed."""
+    from gpt2_jax.classifier.export import export_classifier
+    from gpt2_jax.commands.model_card import write_model_card
+
+    path = export_classifier(args.run, out)
+    write_model_card(args.run, path, args.push_to_hub)
+    print(
+        f"wrote {path}: load it with transformers.pipeline('text-classification', "
+        f"model='{path}', top_k=None)"
+    )
+    if args.push_to_hub:
+        from gpt2_jax.commands.hub_push import push_folder
+
+        url = push_folder(path, args.push_to_hub, private=args.private)
+        print(f"pushed {path} to {args.push_to_hub}: {url}")
+
+
+def backbone_to_hf(args, out: str) -> None:
+    from gpt2_jax.classifier.export import export_backbone
+
+    path = export_backbone(args.model_dir, out)
+    print(f"wrote {path}: a Hugging Face GPT-2 folder; use it with --model-dir {path}")
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
     from gpt2_jax.util.runtime import keep_freed_memory, quiet_native_logs
 
     keep_freed_memory()
     quiet_native_logs(args.debug)
     use_compile_cache(not args.no_compile_cache)
-    if target == "onnx" and not args.run:
-        p.error("--to onnx exports a trained classifier: give --run DIR")
+    target, out = args.to
+    export = to_onnx if target == "onnx" else to_transformers if args.run else backbone_to_hf
     try:
-        if target == "onnx":
-            from gpt2_jax.classifier.onnx_export import export_onnx
-
-            path = export_onnx(args.run, out)
-            print(
-                f"wrote {path}: run it with onnxruntime, or in Python with "
-                f"gpt2_jax.classifier.onnx_export.OnnxClassifier.load('{path}').predict(texts)"
-            )
-        elif args.run:
-            path = export_classifier(args.run, out)
-            from gpt2_jax.commands.model_card import write_model_card
-
-            write_model_card(args.run, path, args.push_to_hub)
-            print(
-                f"wrote {path}: load it with transformers.pipeline('text-classification', "
-                f"model='{path}', top_k=None)"
-            )
-            if args.push_to_hub:
-                from gpt2_jax.commands.hub_push import push_folder
-
-                url = push_folder(path, args.push_to_hub, private=args.private)
-                print(f"pushed {path} to {args.push_to_hub}: {url}")
-        else:
-            path = export_backbone(args.model_dir, out)
-            print(f"wrote {path}: a Hugging Face GPT-2 folder; use it with --model-dir {path}")
+        export(args, out)
     except (OSError, ValueError, RuntimeError, ImportError) as err:
         if args.debug:
             raise

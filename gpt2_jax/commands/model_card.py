@@ -27,7 +27,11 @@ def write_model_card(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str | None = None
 ) -> Path:
     """``out_dir/README.md``, the card of the classifier exported from ``run_dir``."""
-    record = RunRecord.read(Path(run_dir) / METRICS_FILE).to_dict()
+    metrics = Path(run_dir) / METRICS_FILE
+    try:  # a classifier saved by the Python API has no run record: a card without figures
+        record = RunRecord.read(metrics).to_dict()
+    except (OSError, ValueError) as err:
+        record = {"unread": f"{metrics}: {' '.join(str(err).split()) or type(err).__name__}"}
     note_file = Path(out_dir) / EXPORT_NOTE
     note = json.loads(note_file.read_text()) if note_file.is_file() else {}
     path = Path(out_dir) / CARD_FILE
@@ -75,6 +79,11 @@ def _summary(record: dict[str, Any]) -> str:
         f"{source}, fine-tuned as a text classifier with gpt2_jax (JAX/Flax) and exported to "
         "transformers' `GPT2ForSequenceClassification`."
     )
+    if record.get("unread"):
+        text += (
+            f"\n\nNo run record could be read ({record['unread']}), so the data, figures "
+            "and training config of the run are not given here."
+        )
     if backbone.get("random_weights_seed") is not None:
         text += (
             "\n\n**The backbone held random weights (make_checkpoint), not OpenAI's GPT-2: "

@@ -134,3 +134,15 @@ def test_without_huggingface_hub_one_line_says_what_to_install(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(ImportError, match=r"^--push-to-hub needs huggingface_hub: pip install"):
         push_folder(tmp_path, "me/spam")
+
+
+def test_a_classifier_without_a_run_record_exports_with_a_plain_card(run_dir, tmp_path, capsys):
+    (run_dir / METRICS_FILE).unlink()  # as save_classifier alone leaves it
+    assert export.main(["--run", str(run_dir), "--to", "hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "No run record could be read" in card and "| 1 | spam |" in card
+    with pytest.raises(SystemExit):  # the card and the push go with the transformers folder
+        export.main(
+            ["--run", str(run_dir), "--to", "onnx", str(tmp_path / "o"), "--push-to-hub", "me/x"]
+        )
+    assert "use it with --to hf" in capsys.readouterr().err
