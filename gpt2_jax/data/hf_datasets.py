@@ -145,6 +145,16 @@ def _choose(spec: str, loaded: Any, split: str | None) -> dict[str, tuple[str, A
     return chosen
 
 
+READ_ROWS = 4096  # rows of a split read at a time
+
+
+def _pairs(ds: Any, columns: tuple[str, str]):
+    """``(text, label)`` of every row, ``READ_ROWS`` rows at a time (not whole columns)."""
+    for start in range(0, len(ds), READ_ROWS):
+        part = ds[start : start + READ_ROWS]
+        yield from zip(part[columns[0]], part[columns[1]])
+
+
 def _frame(
     where: str, ds: Any, columns: tuple[str, str]
 ) -> tuple[pd.DataFrame, tuple[str, ...] | None]:
@@ -160,11 +170,11 @@ def _frame(
             + " / ".join(f for _, f in missing)
         )
     names = _class_names(ds.features[columns[1]])
-    texts, labels = ds[columns[0]], ds[columns[1]]
+    pairs = _pairs(ds, columns)  # read in slices: the budget stops a split too large
     path = Path(where)
     problems, budget = Problems(path, "fill in or remove these rows"), Budget(path)
     places, cells = [], []
-    for number, (text, label) in enumerate(zip(texts, labels), start=1):
+    for number, (text, label) in enumerate(pairs, start=1):
         place = f"row {number}"
         if names is not None and isinstance(label, int):
             if not 0 <= label < len(names):

@@ -80,6 +80,7 @@ def test_named_splits_take_the_place_of_val_and_test_files(tmp_path, monkeypatch
     from gpt2_jax.finetune.inputs import read_data
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    monkeypatch.setattr("gpt2_jax.data.hf_datasets.READ_ROWS", 5)  # 12 rows: read in 3 slices
     parts = {"train": _rows(12, 1), "validation": _rows(3, 2), "test": _rows(4, 3)}
     folder = tmp_path / "csv-folder"  # a folder of data files, read by load_dataset
     folder.mkdir()
@@ -143,8 +144,10 @@ def test_bad_split_or_column_names_stop_with_one_line(flags, message, tmp_path, 
     assert not (tmp_path / "r").exists()
 
 
-def test_cells_are_checked_as_in_a_file(tmp_path):
+def test_cells_are_checked_as_in_a_file(tmp_path, monkeypatch):
     from gpt2_jax.data.hf_datasets import read_dataset
+
+    monkeypatch.setattr("gpt2_jax.data.hf_datasets.READ_ROWS", 1)  # rows counted across slices
 
     saved = tmp_path / "saved"
     rows = {"body": ["fine", "  ", "also fine"], "kind": ["a", "b", "a"]}
