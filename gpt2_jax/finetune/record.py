@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 # 1: the record as written since the lab (no version key); 2: the same keys plus this one;
-# 3: plus ``fingerprints`` (an older reader would refuse the new key, so it is told to update)
-RECORD_VERSION = 3
+# 3: plus ``fingerprints`` (an older reader would refuse the new key, so it is told to update);
+# 4: plus ``machine``, label sets (multi-label data and decisions) and chunks (``data``)
+RECORD_VERSION = 4
 METRICS_FILE = "metrics.json"
 
 
