@@ -9,7 +9,6 @@ them), so each setting is written once.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import shutil
@@ -30,7 +29,8 @@ from gpt2_jax.finetune.inputs import Inputs, describe_inputs, read_inputs
 from gpt2_jax.finetune.job import Hooks, TrainingJob, train_classifier
 from gpt2_jax.finetune.multilabel import fit_thresholds, pick_label_examples
 from gpt2_jax.finetune.record import METRICS_FILE, RunRecord, Selected
-from gpt2_jax.finetune.report import epoch_table, plot_history, write_json
+from gpt2_jax.finetune.recording import recording_hooks
+from gpt2_jax.finetune.report import plot_history, write_json
 from gpt2_jax.finetune.stops import record_stop, sigterm_as_interrupt
 from gpt2_jax.finetune.tracking import Tracking, need_trackers, open_tracking
 from gpt2_jax.model.gpt import GPTModel, merge_lora
@@ -38,7 +38,6 @@ from gpt2_jax.parallel.distributed import is_main, several, share_outcome
 from gpt2_jax.training.checkpoints import (
     CHECKPOINTS_DIR,
     EpochCheckpoints,
-    Restored,
 )
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.memory import (
@@ -346,7 +345,7 @@ def train_select_save(
     cfg, run_dir, main, resume = here.cfg, here.run_dir, here.main, here.resume
     classes = job.plan.classes
     checkpoints = EpochCheckpoints(run_dir / CHECKPOINTS_DIR, keep=cfg.output.keep_checkpoints)
-    hooks = _recording_hooks(here, report, classes, caller)
+    hooks = recording_hooks(run_dir, main, resume, here.tracking, report, classes, caller)
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
         write_json(run_dir / "config.json", cfg.to_dict())
@@ -381,52 +380,3 @@ def train_select_save(
         if disk_dir is not None:
             shutil.rmtree(disk_dir, ignore_errors=True)  # large, and rebuilt on --resume
     return params
-
-
-def _recording_hooks(
-    here: RunContext, report: RunRecord, classes: tuple[str, ...], caller: Hooks
-) -> Hooks:
-    """The training loop's hooks that keep ``report`` (and, on process 0, ``metrics.json``
-    and the plots) up to date, then call the caller's ``on_epoch`` and ``on_step``;
-    resuming, the report carries on the earlier record."""
-    run_dir, main = here.run_dir, here.main
-    if here.resume:
-        previous = RunRecord.read(run_dir / METRICS_FILE)
-        report.epochs = previous.epochs
-        report.resumed = (previous.resumed or []) + [
-            {"after_epoch": 0, "at": dt.datetime.now().isoformat(timespec="seconds")}
-        ]
-
-    def on_resume(restored: Restored) -> None:  # called only when resuming
-        assert report.resumed is not None  # set above when resuming
-        report.resumed[-1].update(
-            after_epoch=restored.meta["epoch"],
-            skipped=[{"epoch": e, "why": why} for e, why in restored.skipped],
-        )
-        report.epochs = restored.meta["history"]
-
-    def on_epoch(history):
-        report.epochs = history
-        if main:
-            write_json(run_dir / METRICS_FILE, report.to_dict())
-            plot_history(history, run_dir, classes)
-        logger.info(epoch_table(history[-1], classes))
-
-    hooks = Hooks(on_epoch=on_epoch, on_step=caller.on_step, on_resume=on_resume)
-    if here.tracking is not None:  # the epoch reaches the trackers before the caller
-        hooks = here.tracking.hooks(hooks)
-    return _then(hooks, caller.on_epoch)
-
-
-def _then(hooks: Hooks, on_epoch) -> Hooks:
-    """``hooks`` whose ``on_epoch`` calls ``on_epoch`` too, last (it may stop the run)."""
-    if on_epoch is None:
-        return hooks
-    first = hooks.on_epoch
-
-    def both(history):
-        if first is not None:
-            first(history)
-        on_epoch(history)
-
-    return dataclasses.replace(hooks, on_epoch=both)
