@@ -212,6 +212,7 @@ class Search:
             raise
         except NonFiniteError as err:  # diverged (a high lr): this trial fails, the search goes on
             trial.set_user_attr("note", f"loss not finite at step {err.step} (epoch {err.epoch})")
+            drop_checkpoints(run_dir)  # a failed trial is not resumed
             raise
         except ValueError as err:
             if not _from_reading_inputs(err):  # a damaged cache or checkpoint: not the settings
