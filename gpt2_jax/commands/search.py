@@ -31,9 +31,9 @@ from gpt2_jax.commands.presets import PRESETS
 from gpt2_jax.commands.search_space import Param, parse_space
 from gpt2_jax.finetune.cli import add_config_flags, config_from_args
 from gpt2_jax.finetune.config import RunConfig, load_config
-from gpt2_jax.training.config import SELECT_BY
+from gpt2_jax.training.config import SELECT_BY, SELECT_BY_MULTI_LABEL
 
-METRICS = tuple(m for m in SELECT_BY if m != "last")
+METRICS = tuple(m for m in SELECT_BY + SELECT_BY_MULTI_LABEL if m != "last")
 
 
 def parser(defaults: RunConfig | None = None) -> argparse.ArgumentParser:
@@ -59,7 +59,9 @@ def parser(defaults: RunConfig | None = None) -> argparse.ArgumentParser:
         "--metric",
         choices=METRICS,
         help="what a trial scores, on validation, at the epoch it keeps (default: the "
-        "runs' --select-by, else val_macro_f1); loss is minimized, the others maximized",
+        "runs' --select-by, else val_macro_f1); the val_micro_f1, val_subset_accuracy and "
+        "val_hamming_loss of a multi-label run too; val_loss and val_hamming_loss are "
+        "minimized, the others maximized",
     )
     p.add_argument(
         "--pruner",

@@ -32,7 +32,8 @@ from optuna.trial import FrozenTrial, TrialState
 from gpt2_jax.commands.search_report import drop_checkpoints, mark_pruned, write_reports
 from gpt2_jax.commands.search_space import Param, apply
 from gpt2_jax.finetune.config import RunConfig
-from gpt2_jax.training.train import epoch_score
+from gpt2_jax.finetune.inputs import read_inputs
+from gpt2_jax.training.train import NonFiniteError, epoch_score
 
 HEARTBEAT, GRACE = 30, 120  # seconds
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -41,6 +42,17 @@ GIVE_UP = 10  # impossible trials in a row before the search stops
 
 class Impossible(Exception):
     """The sampled settings cannot run with this data: the trial fails, the search goes on."""
+
+
+def _from_reading_inputs(err: BaseException) -> bool:
+    """Whether ``err`` was raised while the run read its inputs (``read_inputs``: the
+    data, the backbone's settings, the plan's checks), before anything was trained."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is read_inputs.__code__:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def open_study(args: argparse.Namespace, out: Path, metric: str) -> optuna.Study:
@@ -171,7 +183,7 @@ class Search:
                 optuna.study.MaxTrialsCallback(self.args.trials, states=FINISHED),
                 self.after_trial,
             ],
-            catch=(Impossible,),
+            catch=(Impossible, NonFiniteError),
         )
 
     def trial_config(self, trial: optuna.Trial) -> tuple[RunConfig, Path]:
@@ -198,8 +210,14 @@ class Search:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
-        except ValueError as err:  # these settings do not fit the data (checked before training)
-            trial.set_user_attr("note", str(err).splitlines()[0])
+        except NonFiniteError as err:  # diverged (a high lr): this trial fails, the search goes on
+            trial.set_user_attr("note", f"loss not finite at step {err.step} (epoch {err.epoch})")
+            drop_checkpoints(run_dir)  # a failed trial is not resumed
+            raise
+        except ValueError as err:
+            if not _from_reading_inputs(err):  # a damaged cache or checkpoint: not the settings
+                raise
+            trial.set_user_attr("note", str(err).splitlines()[0])  # they do not fit the data
             raise Impossible(str(err).splitlines()[0]) from None
         except optuna.TrialPruned as err:
             mark_pruned(run_dir, str(err))
@@ -226,7 +244,8 @@ class Search:
         took = f"{a.get('seconds', 0):.1f} s (prefix {a.get('prefix_seconds', 0):.1f} s)"
         if trial.state == TrialState.COMPLETE:
             return f"trial {trial.number}: {params} -> {self.metric} {trial.value:.4f} in {took}"
-        return f"trial {trial.number}: {params} -> {trial.state.name.lower()} in {took}"
+        why = f" ({a['note']})" if trial.state == TrialState.FAIL and a.get("note") else ""
+        return f"trial {trial.number}: {params} -> {trial.state.name.lower()}{why} in {took}"
 
     def report(self) -> None:
         write_reports(self.out, self.study, self.names, self.metric)

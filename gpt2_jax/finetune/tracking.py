@@ -188,15 +188,38 @@ def open_tracking(
             tracking.finish(run_dir, status)
 
 
+class TrackerStartError(RuntimeError):
+    """A tracker could not start (a bad ``--mlflow-uri``, a server out of reach): one line."""
+
+
 def _start(cfg: RunConfig, run_dir: Path, resume: bool) -> dict[str, Tracker]:
     params = config_params(cfg.to_dict())
     trackers: dict[str, Tracker] = {}
     for name in cfg.output.log_to:
-        if name == "tensorboard":
-            trackers[name] = TensorBoard(run_dir / TENSORBOARD_DIR, params, resume)
-        else:
-            trackers[name] = MLflow(cfg.output.mlflow_uri, run_dir, params, resume)
+        try:
+            if name == "tensorboard":
+                trackers[name] = TensorBoard(run_dir / TENSORBOARD_DIR, params, resume)
+            else:
+                trackers[name] = MLflow(cfg.output.mlflow_uri, run_dir, params, resume)
+        except Exception as err:  # the library's own errors, of many kinds
+            raise _start_error(name, cfg, run_dir, err) from err
     return trackers
+
+
+def _start_error(name: str, cfg: RunConfig, run_dir: Path, err: Exception) -> TrackerStartError:
+    """One line: the tracker, where it was to log, what went wrong and what to do."""
+    if name == "tensorboard":
+        where, fix = str(run_dir / TENSORBOARD_DIR), "check that the run folder can be written"
+    else:
+        where = mlflow_uri(cfg.output.mlflow_uri, run_dir)
+        fix = (
+            "check --mlflow-uri (else MLFLOW_TRACKING_URI) and that its server is up, "
+            "or leave out --log-to mlflow"
+        )
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    return TrackerStartError(
+        f"--log-to {name} could not start at {where} ({first}): {fix}; nothing was trained"
+    )
 
 
 class TensorBoard:
@@ -274,6 +297,8 @@ class MLflow:
         logger.info(f"MLflow: run {self.run_id} in {self.uri}")
 
     def _experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
         found = self.client.get_experiment_by_name(name)
         if found is not None:
@@ -281,7 +306,13 @@ class MLflow:
         where = None
         if self.uri.startswith("sqlite:///"):  # artefacts beside the database file
             where = (Path(self.uri[len("sqlite:///") :]).parent / MLFLOW_ARTIFACTS).as_uri()
-        return self.client.create_experiment(name, artifact_location=where)
+        try:
+            return self.client.create_experiment(name, artifact_location=where)
+        except MlflowException as err:  # another worker made it since: use theirs
+            found = self.client.get_experiment_by_name(name)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
 
     def steps(self, first: int, values: dict[str, np.ndarray]) -> None:
         from mlflow.entities import Metric
@@ -310,8 +341,21 @@ class MLflow:
 
 
 def _read_run_file(run_dir: Path) -> dict | None:
+    """The MLflow run a resumed run goes on with; None if the folder names none. A file
+    that is not ``{"tracking_uri": ..., "run_id": ...}`` is named in a warning, and the
+    run logs to a new MLflow run (the file is rewritten)."""
     path = run_dir / MLFLOW_RUN_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         return None
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        known = err
+    keys = ("tracking_uri", "run_id")
+    if isinstance(known, dict) and all(isinstance(known.get(k), str) for k in keys):
+        return known
+    logger.warning(
+        f'WARNING: {path} is not {{"tracking_uri": ..., "run_id": ...}}; the resumed '
+        "run logs to a new MLflow run (what was logged before stays where it was)"
+    )
+    return None

@@ -12,7 +12,7 @@ from synthetic import write_sms_file
 from gpt2_jax.finetune import cli
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.run import run
-from gpt2_jax.finetune.tracking import MLflow
+from gpt2_jax.finetune.tracking import MLflow, _read_run_file
 from gpt2_jax.training.config import TrainConfig
 from gpt2_jax.training.optim import step_learning_rates
 
@@ -183,3 +183,67 @@ def test_resume_carries_on_with_the_mlflow_run(tracked, monkeypatch):
     again.finish(root / "run", "KILLED")
     assert client.get_run(before).info.status == "KILLED"
     assert len(client.search_runs([client.get_run(before).info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize("uri", ["bogus://nowhere", "http://127.0.0.1:9"])
+def test_a_tracker_that_cannot_start_is_one_line(
+    uri, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # port 9: nothing listens
+    sms = write_sms_file(tmp_path / "SMSSpamCollection", n_ham=30, n_spam=10)
+    defaults = RunConfig(
+        model=ModelConfig(model_dir=str(tiny_model_dir)),
+        data=DataConfig(data_file=str(sms), train_size=16, val_size=8, test_size=8),
+        train=TrainConfig(epochs=1),
+    )
+    argv = ["--log-to", "mlflow", "--mlflow-uri", uri, "--run-dir", str(tmp_path / "run")]
+    code = cli.main(argv, prog="x", description="", epilog="", defaults=defaults)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: --log-to mlflow could not start at {uri} (")
+    assert "check --mlflow-uri" in err and not (tmp_path / "run" / "classifier.json").exists()
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory):
+    """One SQLite MLflow store for the tests below (making one takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def test_a_damaged_mlflow_run_file_starts_a_new_run(store_uri, tmp_path, monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    uri = store_uri
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for text in ("{not json", "[1, 2]", json.dumps({"tracking_uri": uri})):
+        (run_dir / "mlflow_run.json").write_text(text)
+        assert _read_run_file(run_dir) is None
+    (run_dir / "mlflow_run.json").write_text(json.dumps({"tracking_uri": uri, "run_id": 5}))
+    again = MLflow(uri, run_dir, {}, resume=True)
+    assert "mlflow_run.json is not" in caplog.text
+    written = json.loads((run_dir / "mlflow_run.json").read_text())
+    assert written == {"tracking_uri": uri, "run_id": again.run_id}
+    assert MlflowClient(tracking_uri=uri).get_run(again.run_id).info.status == "RUNNING"
+
+
+def test_two_workers_making_the_experiment_at_once(store_uri, monkeypatch):
+    """The other worker makes the experiment between this one's look-up and its
+    create_experiment: this one takes theirs."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "race")
+    uri = store_uri
+    theirs = MlflowClient(tracking_uri=uri).create_experiment("race")
+    client = MlflowClient(tracking_uri=uri)
+    looked_up = []
+
+    def not_yet(name):  # the first look-up came before the other worker's create
+        looked_up.append(name)
+        return None if len(looked_up) == 1 else MlflowClient.get_experiment_by_name(client, name)
+
+    monkeypatch.setattr(client, "get_experiment_by_name", not_yet)
+    mine = MLflow.__new__(MLflow)
+    mine.uri, mine.client = uri, client
+    assert mine._experiment() == theirs
