@@ -236,7 +236,8 @@ class Classifier:
     def with_threshold(self, threshold: float | None) -> Classifier:
         """The same classifier (weights shared, not copied) deciding two classes by
         ``threshold`` on the second one's probability instead of the saved threshold;
-        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1."""
+        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1
+        (never for label sets)."""
         other = copy.copy(self)
         other.spec = self.spec.with_threshold(threshold)
         return other
