@@ -8,8 +8,9 @@ A saved classifier is a run folder holding
   versions, and folders saved before weights.bin, load),
 * ``encoder.json`` + ``vocab.bpe`` - the tokenizer,
 * ``classifier.json`` - what the classifier *is* (``ClassifierConfig``: label names,
-  pooling, max length, model config), written last, so its presence means the rest
-  is complete.
+  pooling, max length, truncated side, model config, and where fitted or chosen the
+  temperature and decision threshold, the chunking of long texts, or several labels per
+  text with their thresholds), written last, so its presence means the rest is complete.
 
 What a classifier is and how a new one is built lives in ``classifier.spec``, how it
 is saved and loaded in ``classifier.saved``; this module predicts (``Classifier``,
@@ -236,7 +237,8 @@ class Classifier:
     def with_threshold(self, threshold: float | None) -> Classifier:
         """The same classifier (weights shared, not copied) deciding two classes by
         ``threshold`` on the second one's probability instead of the saved threshold;
-        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1."""
+        None: the most probable class. ``ValueError`` unless two labels and 0 <= t <= 1
+        (never for label sets)."""
         other = copy.copy(self)
         other.spec = self.spec.with_threshold(threshold)
         return other

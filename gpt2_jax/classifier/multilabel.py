@@ -18,6 +18,16 @@ def check_label_sets(spec) -> None:
     """Refuse, in one line, multi-label settings a ``ClassifierConfig`` cannot hold."""
     if not isinstance(spec.multi_label, bool):
         raise ValueError(f"ClassifierConfig.multi_label must be a bool, got {spec.multi_label!r}")
+    if spec.multi_label and (spec.temperature != 1.0 or spec.threshold is not None):
+        raise ValueError(
+            "ClassifierConfig: a temperature and a threshold are for one label per text; "
+            "a multi_label classifier decides by its per-label thresholds"
+        )
+    if spec.multi_label and spec.chunking is not None:
+        raise ValueError(
+            "ClassifierConfig: chunking (--long-texts chunk) combines chunks for one label "
+            "per text; it cannot be used with multi_label"
+        )
     if spec.thresholds is None:
         return
     if not spec.multi_label:
@@ -37,10 +47,6 @@ def check_label_sets(spec) -> None:
             f"({len(spec.labels)}), got {spec.thresholds!r}"
         )
     object.__setattr__(spec, "thresholds", tuple(float(t) for t in values))
-    if spec.multi_label and (spec.temperature != 1.0 or spec.threshold is not None):
-        raise ValueError(
-            "ClassifierConfig: a temperature and a threshold are for one label per text"
-        )
 
 
 def thresholds_of(spec) -> np.ndarray:

@@ -1,17 +1,21 @@
 """A trained classifier out to ONNX, and run back with onnxruntime.
 
 ``export_onnx(run_dir, out_dir)`` goes through the transformers folder that
-``export_classifier`` writes (same pools, same head-bias fold): PyTorch's exporter traces
-``GPT2ForSequenceClassification`` with a softmax on top, the saved temperature folded in,
-so the graph's output is the probabilities ``Classifier.predict_proba`` gives. Inputs:
+``export_classifier`` writes (same pools, same head-bias fold; what it refuses, such as
+``--pool mean`` or chunked long texts, is refused before the weights are loaded):
+PyTorch's exporter traces ``GPT2ForSequenceClassification`` with a softmax on top, the
+saved temperature folded in, or for several labels per text a sigmoid per label, so the
+graph's output is the probabilities ``Classifier.predict_proba`` gives. Inputs:
 ``input_ids`` and ``attention_mask`` [batch, tokens] (int64, any batch and any length up
 to the context), padding on the right with GPT-2's end-of-text id. The folder also holds
 the tokenizer files and ``gpt2_jax_onnx.json`` (labels, max length, truncated side,
-decision threshold, and the largest difference from ``Classifier.predict_proba`` measured
-on probe texts when it was written; an export above ``ONNX_TOLERANCE`` is refused).
+decision ``threshold``, or ``multi_label`` and the per-label ``thresholds``, and the
+largest difference from ``Classifier.predict_proba`` measured on probe texts when it was
+written; an export above ``ONNX_TOLERANCE`` is refused).
 
 ``OnnxClassifier.load(out_dir).predict(texts)`` tokenizes and truncates as training did
-and runs the graph with onnxruntime: the same labels and probabilities without JAX.
+and runs the graph with onnxruntime: the same labels (label sets, as tuples of names,
+for several labels per text) and probabilities without JAX.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_jax.classifier.export import ExportError, export_classifier
+from gpt2_jax.classifier.export import ExportError, _check_exportable, export_classifier
+from gpt2_jax.classifier.multilabel import set_names, thresholds_of
+from gpt2_jax.classifier.saved import read_spec
 from gpt2_jax.data.tokenizer import END_OF_TEXT_ID
 from gpt2_jax.weights.hf import check_new_folder
 
@@ -60,12 +66,13 @@ def export_onnx(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
     check_new_folder(out_dir)
     out = Path(out_dir)
+    _check_exportable(read_spec(run_dir))  # a refused classifier fails before its weights load
     classifier = Classifier.load(run_dir)
     spec = classifier.spec
     with tempfile.TemporaryDirectory() as tmp:
         hf = export_classifier(run_dir, Path(tmp) / "hf")
         out.mkdir(parents=True, exist_ok=True)
-        _trace(hf, spec.temperature, out / ONNX_FILE)
+        _trace(hf, spec, out / ONNX_FILE)
         for name in _COPIED:
             if (hf / name).is_file():
                 shutil.copyfile(hf / name, out / name)
@@ -76,9 +83,16 @@ def export_onnx(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         "truncate": spec.truncate,
         "threshold": spec.threshold,
         "temperature": spec.temperature,
+        "multi_label": spec.multi_label,
+        "thresholds": thresholds_of(spec).tolist() if spec.multi_label else None,
         "inputs": "input_ids, attention_mask: int64 [batch, tokens], padded on the right "
         f"with {END_OF_TEXT_ID}",
-        "output": "probabilities [batch, labels] (the temperature applied)",
+        "output": "probabilities [batch, labels]: "
+        + (
+            "a sigmoid per label (a label is in the set when it reaches its threshold)"
+            if spec.multi_label
+            else "a softmax, the temperature applied"
+        ),
         "opset": OPSET,
     }
     (out / ONNX_NOTE).write_text(json.dumps(note, indent=2))
@@ -101,8 +115,9 @@ def export_onnx(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _trace(hf_dir: Path, temperature: float, path: Path) -> None:
-    """PyTorch's (TorchScript) exporter over the transformers model in ``hf_dir``."""
+def _trace(hf_dir: Path, spec, path: Path) -> None:
+    """PyTorch's (TorchScript) exporter over the transformers model in ``hf_dir``, with
+    ``spec``'s output on top: a sigmoid per label, or a softmax with its temperature."""
     torch, transformers = _torch_modules()
     model = transformers.GPT2ForSequenceClassification.from_pretrained(
         hf_dir, attn_implementation="eager"
@@ -117,7 +132,9 @@ def _trace(hf_dir: Path, temperature: float, path: Path) -> None:
 
         def forward(self, input_ids, attention_mask):
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-            return torch.softmax(logits / temperature, dim=-1)
+            if spec.multi_label:
+                return torch.sigmoid(logits)
+            return torch.softmax(logits / spec.temperature, dim=-1)
 
     ids = torch.full((2, 8), END_OF_TEXT_ID, dtype=torch.int64)
     ids[0, :5], ids[1, :] = torch.arange(5) + 100, torch.arange(8) + 200
@@ -188,10 +205,14 @@ class OnnxClassifier:
             out.append(self.session.run(None, feed)[0])
         return np.concatenate(out)
 
-    def predict(self, texts, batch_size: int = 16) -> list[str]:
+    def predict(self, texts, batch_size: int = 16) -> list:
         """The label of each text: the most probable, or with a saved threshold (two
-        labels) the second where its probability reaches it."""
+        labels) the second where its probability reaches it. Several labels per text:
+        each text's label set, the names (in label order) whose probability reaches
+        their threshold."""
         probs = self.predict_proba(texts, batch_size)
+        if self.note.get("multi_label"):
+            return set_names(self.labels, probs >= np.asarray(self.note["thresholds"]))
         threshold = self.note.get("threshold")
         ids = probs.argmax(1) if threshold is None else (probs[:, 1] >= threshold).astype(int)
         return [self.labels[k] for k in ids]
@@ -218,4 +239,31 @@ def _read_note(folder: Path) -> dict:
     )
     if not ok:
         raise ExportError(f"{path}: labels, max_length or truncate are not what export wrote")
+    if not _decisions_ok(note, len(labels)):
+        raise ExportError(
+            f"{path}: threshold, thresholds or multi_label are not what export wrote (one "
+            "label: threshold null or, for two labels, a probability; label sets: "
+            "multi_label true and one probability per label in thresholds)"
+        )
     return note
+
+
+def _decisions_ok(note: dict, k: int) -> bool:
+    """The note's decision keys as export writes them (notes written before label sets
+    have no ``multi_label``/``thresholds``: one label per text)."""
+
+    def probability(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
+
+    multi, threshold = note.get("multi_label", False), note.get("threshold")
+    thresholds = note.get("thresholds")
+    if not isinstance(multi, bool):
+        return False
+    if multi:
+        return (
+            threshold is None
+            and isinstance(thresholds, list)
+            and len(thresholds) == k
+            and all(probability(t) for t in thresholds)
+        )
+    return thresholds is None and (threshold is None or (k == 2 and probability(threshold)))

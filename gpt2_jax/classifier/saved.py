@@ -35,9 +35,10 @@ from gpt2_jax.util.tree import named_leaves
 FORMAT = 3  # version of classifier.json's layout; bump when it changes incompatibly
 # 2: may hold a fitted temperature and threshold; a file without them is written as 1, so
 # that older readers still load it; a reader of 1 refuses 2 rather than ignore them
-# 3: chunks long texts (``chunking``), or several labels per text (``multi_label``,
-# ``thresholds``); only such classifiers are written as 3, and readers of 1 and 2 refuse
-# them rather than truncate, or predict one label with a softmax
+# 3: chunks long texts (``chunking``) or gives several labels per text (``multi_label``,
+# ``thresholds``), never both (ClassifierConfig refuses the pair); only such classifiers
+# are written as 3, and readers of 1 and 2 refuse them rather than truncate, or predict
+# one label with a softmax
 FORMATS = (1, 2, 3)
 
 

@@ -195,7 +195,13 @@ class ClassifierConfig:
 
     def with_threshold(self, threshold: float | None) -> ClassifierConfig:
         """This config deciding by ``threshold`` instead of the saved one (None: the
-        argmax); refused, like a saved one, unless two labels and a probability."""
+        argmax); refused, like a saved one, unless two labels and a probability, and
+        always for several labels per text (each label has its own threshold)."""
+        if self.multi_label:
+            raise ValueError(
+                "with_threshold is for one label per text; this classifier gives label sets, "
+                "each label deciding by its own threshold (ClassifierConfig.thresholds)"
+            )
         return dataclasses.replace(self, threshold=threshold)
 
     @property

@@ -105,9 +105,11 @@ class Trainer:
     ``train_step(state, frozen, batch) -> (state, metrics)`` with metrics ``loss``,
     ``correct`` (predictions right in the batch), ``finite`` (loss and every
     gradient finite) and ``grad_norm`` (the global norm of the batch's gradients);
-    ``eval_step(trainable, frozen, batch) -> (nll [B], weight [B], preds [B])``. ``start=k``: inputs are the hidden states entering block k (the
-    frozen prefix computed once); ``pooled_only``: the last block computes only the
-    pooled position (exact).
+    ``eval_step(trainable, frozen, batch) -> (nll [B], weight [B], class ids [B])``, or
+    with several labels per text ``(bce [B], ones [B], probabilities [B, K])``.
+    ``start=k``: inputs are the hidden states entering block k (the frozen prefix
+    computed once); ``pooled_only``: the last block computes only the pooled position
+    (exact).
     """
 
     def __init__(

@@ -12,6 +12,7 @@ from conftest import TINY_SETTINGS
 from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier
 from gpt2_jax.classifier.export import export_classifier
 from gpt2_jax.classifier.saved import read_spec
+from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
 
@@ -87,3 +88,18 @@ def test_export_equals_the_transformers_pipeline_with_sigmoid(tmp_path, bpe_dir)
     assert model.config.problem_type == "multi_label_classification"
     note = json.loads((out / "gpt2_jax_export.json").read_text())
     assert note["thresholds"] == {"sports": 0.3, "politics": 0.5, "money": 0.7}
+
+
+def test_one_label_settings_and_chunking_are_refused_with_label_sets(tmp_path, bpe_dir):
+    cfg = GPTConfig.from_settings(TINY_SETTINGS, num_classes=len(LABELS))
+    base = dict(model=cfg, labels=LABELS, pool="last-real", max_length=16, multi_label=True)
+    with pytest.raises(ValueError, match="temperature and a threshold are for one label"):
+        ClassifierConfig(**base, temperature=2.0)  # no thresholds: 0.5 for each label
+    chunks = Chunking(length=16, stride=8)
+    with pytest.raises(ValueError, match="chunking .* cannot be used with multi_label"):
+        ClassifierConfig(**base, chunking=chunks)
+    ClassifierConfig(**{**base, "multi_label": False}, chunking=chunks)  # one label: fine
+    classifier = Classifier.load(_run(tmp_path / "run", bpe_dir))
+    for threshold in (0.4, None):
+        with pytest.raises(ValueError, match="with_threshold is for one label per text"):
+            classifier.with_threshold(threshold)

@@ -2,6 +2,7 @@
 probabilities and labels (temperature, threshold, truncated side, padding included)."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -11,7 +12,12 @@ from conftest import TINY_SETTINGS
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytest.importorskip("torch", reason="the onnx extra is not installed")
 
-from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, save_classifier  # noqa: E402
+from gpt2_jax.classifier.classifier import (  # noqa: E402
+    PARAMS_DIR,
+    Classifier,
+    ClassifierConfig,
+    save_classifier,
+)
 from gpt2_jax.classifier.export import ExportError  # noqa: E402
 from gpt2_jax.classifier.onnx_export import ONNX_NOTE, OnnxClassifier, export_onnx  # noqa: E402
 from gpt2_jax.commands import export as export_cli  # noqa: E402
@@ -80,3 +86,33 @@ def test_onnx_refusals_are_one_line(tmp_path, bpe_dir, capsys):
     (out / ONNX_NOTE).write_text('{"labels": ["a"], "max_length": 24, "truncate": "head"}')
     with pytest.raises(ExportError, match="not what export wrote"):
         OnnxClassifier.load(out)
+
+
+def test_onnx_of_label_sets_gives_the_classifiers_sigmoids_and_sets(tmp_path, bpe_dir):
+    labels, thresholds = ("sports", "politics", "money"), (0.3, 0.5, 0.7)
+    run = _run(tmp_path / "run", bpe_dir, labels, multi_label=True, thresholds=thresholds)
+    out = export_onnx(run, tmp_path / "onnx")
+    ours = Classifier.load(run).predict(TEXTS)
+    assert len(set(ours.labels)) > 1  # the sets differ between these texts
+    onnx = OnnxClassifier.load(out)
+    np.testing.assert_allclose(onnx.predict_proba(TEXTS, 2), ours.probs, atol=1e-4, rtol=0)
+    assert onnx.predict(TEXTS) == ours.labels
+    note = json.loads((out / ONNX_NOTE).read_text())
+    assert note["multi_label"] is True and note["thresholds"] == list(thresholds)
+    for bad in ({"thresholds": [0.5]}, {"thresholds": None}, {"threshold": 0.5}):
+        (out / ONNX_NOTE).write_text(json.dumps({**note, **bad}))
+        with pytest.raises(ExportError, match="threshold, thresholds or multi_label"):
+            OnnxClassifier.load(out)
+    (out / ONNX_NOTE).write_text(json.dumps({**note, "multi_label": False, "thresholds": None,
+                                             "threshold": "0.5"}))  # fmt: skip
+    with pytest.raises(ExportError, match="threshold, thresholds or multi_label"):
+        OnnxClassifier.load(out)
+
+
+def test_onnx_refuses_before_loading_the_weights(tmp_path, bpe_dir):
+    cfg = GPTConfig.from_settings(TINY_SETTINGS, num_classes=2)
+    spec = ClassifierConfig(model=cfg, labels=("a", "b"), pool="mean", max_length=24)
+    save_classifier(tmp_path / "mean", init_params(cfg, seed=1), spec, bpe_dir=bpe_dir)
+    shutil.rmtree(tmp_path / "mean" / PARAMS_DIR)  # loading the weights would fail
+    with pytest.raises(ExportError, match="mean"):
+        export_onnx(tmp_path / "mean", tmp_path / "onnx")
