@@ -114,7 +114,6 @@ def test_classify_writes_each_set_and_every_probability(trained, tmp_path, capsy
         (("--calibrate",), "--calibrate is for one label per text"),
         (("--balance",), "--balance undersamples classes"),
         (("--thresholds", "f1", "--val-size", "0"), "--thresholds f1 chooses"),
-        (("--long-texts", "chunk"), "--long-texts chunk is for one label per text"),
     ],
 )
 def test_settings_that_do_not_fit_label_sets_are_one_line(
@@ -124,3 +123,12 @@ def test_settings_that_do_not_fit_label_sets_are_one_line(
     assert finetune.main(args) == 1
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
+
+
+def test_chunking_label_sets_is_refused_before_any_work(news, tiny_model_dir, tmp_path, capsys):
+    args = _args(news, tiny_model_dir, tmp_path / "run", "--long-texts", "chunk")
+    with pytest.raises(SystemExit) as exit_:
+        finetune.main(args)
+    assert exit_.value.code == 2
+    assert "--long-texts chunk is for one label per text" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
