@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_jax.classifier.multilabel import PROBLEM_TYPE, thresholds_of
-from gpt2_jax.classifier.saved import load_classifier
+from gpt2_jax.classifier.saved import load_classifier, read_spec
 from gpt2_jax.data.encoding import kept_words
 from gpt2_jax.data.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, bpe_files, tiktoken_cached_files
 from gpt2_jax.model.gpt import merge_lora
@@ -115,8 +115,8 @@ def export_classifier(run_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     """Write the classifier saved in ``run_dir`` as a transformers
     ``GPT2ForSequenceClassification`` folder ``out_dir`` (new or empty)."""
     check_new_folder(out_dir)
+    _check_exportable(read_spec(run_dir))  # before the weights are read
     _, params, spec = load_classifier(run_dir)
-    _check_exportable(spec)
     cfg = spec.model
     if cfg.lora_rank:
         params, cfg = merge_lora(params, cfg)
