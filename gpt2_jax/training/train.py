@@ -18,7 +18,6 @@ mesh adds shardings to these jits and leaves the loop as it is.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -43,6 +42,7 @@ from gpt2_jax.training.multilabel import (
 )
 from gpt2_jax.training.partition import merge
 from gpt2_jax.training.progress import Progress, wait_ready
+from gpt2_jax.training.selection import best_epoch, epoch_score  # noqa: F401  (re-exported)
 from gpt2_jax.util.tree import same_keys
 
 logger = logging.getLogger(__name__)
@@ -68,29 +68,6 @@ class SelectedState(NamedTuple):
     trainable: Any
     opt_state: Any
     best: Any
-
-
-def epoch_score(record: dict, by: str) -> float:
-    """``record["val"]["loss"]`` for ``by="val_loss"``, and so on."""
-    split, metric = by.split("_", 1)
-    return float(record[split][metric])
-
-
-def best_epoch(history: list[dict], by: str) -> int:
-    """The epoch the classifier keeps: the last (``by="last"``), or the one with the best
-    validation ``by`` (lowest loss, highest accuracy or macro-F1; the earliest of equals;
-    NaN never wins, and if every value is NaN the last epoch)."""
-    if by == "last" or not history:
-        return history[-1]["epoch"] if history else 0
-    lower = by.endswith("loss")
-    best = None
-    for record in history:
-        value = epoch_score(record, by)
-        if math.isnan(value):
-            continue
-        if best is None or (value < best[1] if lower else value > best[1]):
-            best = (record["epoch"], value)
-    return history[-1]["epoch"] if best is None else best[0]
 
 
 class Batch(NamedTuple):
