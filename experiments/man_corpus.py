@@ -3,7 +3,8 @@
     python -m experiments.man_corpus man_pages.jsonl --per-section 150
 
 Each line is ``{"text": ..., "label": ...}``: one manual page rendered as plain text
-(``man -l``, 80 columns), labelled by its section: system calls (2), library functions
+(``man -l``, 80 columns, without its header and footer lines, which name the section),
+labelled by its section: system calls (2), library functions
 (3), file formats (5), overviews (7), administration commands (8). Most pages are
 longer than GPT-2's context, so the corpus exercises ``--long-texts chunk``. Pages are
 picked with a fixed seed from the sorted file names, so the same machine gives the same
@@ -37,7 +38,10 @@ def render(page: Path, max_chars: int = MAX_CHARS) -> str:
     done = subprocess.run(
         ["man", "-P", "cat", "-l", str(page)], capture_output=True, env=env, timeout=60
     )
-    text = re.sub(r".\x08", "", done.stdout.decode("utf-8", "replace"))
+    lines = re.sub(r".\x08", "", done.stdout.decode("utf-8", "replace")).strip().splitlines()
+    # the first and last lines name the section ("System Calls Manual", "name(2)"): the
+    # label itself, so they are left out and the topic must come from the page's content
+    text = "\n".join(lines[1:-1])
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()[:max_chars]
 
 
