@@ -13,7 +13,7 @@ from synthetic import write_sms_file
 
 from gpt2_jax.commands import spam
 from gpt2_jax.finetune import data_config as finetune_config
-from gpt2_jax.finetune import run as finetune
+from gpt2_jax.finetune import recording
 from gpt2_jax.finetune.config import DataConfig, ModelConfig, OutputConfig, RunConfig
 from gpt2_jax.finetune.folder import RunFolderLock
 from gpt2_jax.finetune.run import run
@@ -134,7 +134,7 @@ def test_full_disk_gives_one_line_and_a_true_status(
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(finetune, "plot_history", disk_full)  # after epoch 1 is saved
+    monkeypatch.setattr(recording, "plot_history", disk_full)  # after epoch 1 is saved
     run_dir = tmp_path / "r"
     assert spam.main(_args(tiny_model_dir, sms_file, run_dir)) == 1
     err = capsys.readouterr().err
