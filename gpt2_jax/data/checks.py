@@ -150,3 +150,14 @@ def drop_duplicate_texts(splits: Splits) -> tuple[Splits, dict[str, int]]:
         out[name], dropped[name] = frame[~repeat], int(repeat.sum())
         seen |= set(out[name]["text"])
     return dataclasses.replace(splits, **out), dropped
+
+
+def count_duplicates(splits: Splits, drop: bool) -> tuple[Splits, DuplicateReport, dict[str, int]]:
+    """The texts shared between splits counted (``duplicate_texts``) and, with ``drop``
+    (``--drop-duplicates``), left out of validation and test: ``(splits, report,
+    rows dropped per split)``."""
+    report = duplicate_texts(splits)
+    if not drop:
+        return splits, report, {}
+    kept, dropped = drop_duplicate_texts(splits)
+    return kept, report, dropped

@@ -278,6 +278,19 @@ class DataConfig:
     def class_order(self) -> tuple[str, ...] | None:
         return None if self.labels == "sorted" else tuple(self.labels.split(","))
 
+    def cut_sizes(
+        self, rows: int, cut_val: bool, cut_test: bool
+    ) -> tuple[int | float, int | float, int | float | None]:
+        """``(train, val, test)`` sizes for cutting ``rows`` rows: a split that comes
+        from elsewhere (its own file, the dataset's own split) gets 0; ``test`` None is
+        the rest; with neither cut, a fractional --train-size trains on every row."""
+        test_size = None if self.test_size == "rest" else self.test_size
+        assert not isinstance(test_size, str)  # DataConfig allows no other word
+        train_size = self.train_size
+        if not (cut_val or cut_test) and isinstance(train_size, float):
+            train_size = rows  # validation and test come from elsewhere: train on all
+        return train_size, self.val_size if cut_val else 0, test_size if cut_test else 0
+
     def holdout_row(self) -> int | None:
         """Where validation and test are cut from the shuffle: with the default
         --val-size and --test-size, at the default train size's row (the lab's layout),

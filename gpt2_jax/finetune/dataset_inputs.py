@@ -42,10 +42,7 @@ def read_dataset_data(d: DataConfig, seed: int) -> LabelledData:
     splits = _cut(d, seed, df, cut_val="val" not in read.given, cut_test="test" not in read.given)
     given = {k: splitting.add_class_ids(v, classes) for k, v in read.given.items()}
     splits = dataclasses.replace(splits, **given)
-    duplicates = checks.duplicate_texts(splits)
-    dropped: dict[str, int] = {}
-    if d.drop_duplicates:
-        splits, dropped = checks.drop_duplicate_texts(splits)
+    splits, duplicates, dropped = checks.count_duplicates(splits, drop=d.drop_duplicates)
     files = {
         role: f"{source} split {read.splits.get(role, read.splits['train'])}"
         for role in ("train", "val", "test")
@@ -57,16 +54,9 @@ def read_dataset_data(d: DataConfig, seed: int) -> LabelledData:
 def _cut(d: DataConfig, seed: int, df, *, cut_val: bool, cut_test: bool) -> splitting.Splits:
     """The train / validation / test cut of ``df``, as ``read_data`` cuts a file's rows
     (a split the dataset has is not cut)."""
-    test_size = None if d.test_size == "rest" else d.test_size
-    assert not isinstance(test_size, str)  # DataConfig allows no other word
-    train_size = d.train_size
-    if not (cut_val or cut_test) and isinstance(train_size, float):
-        train_size = len(df)  # validation and test are splits of their own: train on all
     return splitting.split(
         df,
-        train_size,
-        d.val_size if cut_val else 0,
-        test_size if cut_test else 0,
+        *d.cut_sizes(len(df), cut_val, cut_test),
         seed,
         d.balance,
         d.stratify,

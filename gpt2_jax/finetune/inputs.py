@@ -104,16 +104,9 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
         )
     df = splitting.add_class_ids(df, classes, what="training")
     cut_val, cut_test = d.val_file is None, d.test_file is None
-    test_size = None if d.test_size == "rest" else d.test_size
-    assert not isinstance(test_size, str)  # DataConfig allows no other word
-    train_size = d.train_size
-    if not (cut_val or cut_test) and isinstance(train_size, float):
-        train_size = len(df)  # validation and test have files of their own: train on all
     splits = splitting.split(
         df,
-        train_size,
-        d.val_size if cut_val else 0,
-        test_size if cut_test else 0,
+        *d.cut_sizes(len(df), cut_val, cut_test),
         seed,
         d.balance,
         d.stratify,
@@ -125,10 +118,7 @@ def read_data(d: DataConfig, seed: int, offline: bool = False) -> LabelledData:
             frame = read(Path(file), "auto" if d.data_format == "auto" else fmt)
             extra[name] = splitting.add_class_ids(frame, classes, what="training")
     splits = dataclasses.replace(splits, **extra)
-    duplicates = checks.duplicate_texts(splits)
-    dropped: dict[str, int] = {}
-    if d.drop_duplicates:
-        splits, dropped = checks.drop_duplicate_texts(splits)
+    splits, duplicates, dropped = checks.count_duplicates(splits, drop=d.drop_duplicates)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     joined = df.attrs.get("joined", [])
     return LabelledData(splits, classes, files, len(df), joined, duplicates, dropped)

@@ -65,11 +65,7 @@ def read_label_data(d: DataConfig, seed: int):
     labels = label_order(df, explicit, source=str(path), column=d.label_column)
     label_matrix(df, labels)  # every name known, before the cut
     cut_val, cut_test = d.val_file is None, d.test_file is None
-    test_size = None if d.test_size == "rest" else d.test_size
-    train_size = d.train_size
-    if not (cut_val or cut_test) and isinstance(train_size, float):
-        train_size = len(df)
-    sizes = (train_size, d.val_size if cut_val else 0, test_size if cut_test else 0)
+    sizes = d.cut_sizes(len(df), cut_val, cut_test)
     splits = split_label_sets(
         df, sizes, seed, holdout_at=d.holdout_row() if cut_val and cut_test else None
     )
@@ -79,10 +75,7 @@ def read_label_data(d: DataConfig, seed: int):
             fmt = "auto" if d.data_format == "auto" else d.data_format
             extra[name] = read(Path(file), fmt).assign(y=0)
     splits = dataclasses.replace(splits, **extra)
-    duplicates = checks.duplicate_texts(splits)
-    dropped: dict[str, int] = {}
-    if d.drop_duplicates:
-        splits, dropped = checks.drop_duplicate_texts(splits)
+    splits, duplicates, dropped = checks.count_duplicates(splits, drop=d.drop_duplicates)
     files = {"train": str(path), "val": d.val_file or str(path), "test": d.test_file or str(path)}
     return splits, labels, files, len(df), duplicates, dropped
 
