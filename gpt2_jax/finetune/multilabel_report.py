@@ -17,6 +17,7 @@ from gpt2_jax.finetune.report import (
     _series,
     _split_lines,
     short_names,
+    step_loss_line,
 )
 
 
@@ -61,13 +62,7 @@ def label_set_table(record: dict, names: Sequence[str]) -> list[str]:
 
 def label_set_plots(history: list[dict], names: Sequence[str]) -> list[Plot]:
     """Loss, subset accuracy, micro-F1, macro-F1 per split, and each label's F1."""
-    epochs = [r["epoch"] for r in history]
-    step_loss = (
-        "train (during epoch)",
-        epochs,
-        [r.get("train_step_loss", float("nan")) for r in history],
-        {"linestyle": "--"},
-    )
+    step_loss = step_loss_line(history)
     split = _recall_split(history)
     per_label = []
     if split is not None:

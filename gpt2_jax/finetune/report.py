@@ -268,6 +268,13 @@ def _save_plot(plot: Plot, out_dir: Path, epochs: list) -> Path:
     return path
 
 
+def step_loss_line(history: list[dict]) -> tuple[str, list, list, dict]:
+    """The training steps' mean loss per epoch, dashed, for the loss plot."""
+    epochs = [r["epoch"] for r in history]
+    losses = [r.get("train_step_loss", float("nan")) for r in history]
+    return ("train (during epoch)", epochs, losses, {"linestyle": "--"})
+
+
 def _recall_split(history: list[dict]) -> str | None:
     """The split whose per-class recall is plotted: validation, else test, else train."""
     return next((s for s in ("val", "test", "train") if any(s in r for r in history)), None)
@@ -282,13 +289,7 @@ def history_plots(
     names = list(class_names)
     if history and sets.is_multi_label(history[-1]):
         return _finish(sets.label_set_plots(history, names), selected)
-    epochs = [r["epoch"] for r in history]
-    step_loss = (
-        "train (during epoch)",
-        epochs,
-        [r.get("train_step_loss", float("nan")) for r in history],
-        {"linestyle": "--"},
-    )
+    step_loss = step_loss_line(history)
     plots = [
         Plot(
             "loss.png",
