@@ -23,8 +23,9 @@ from typing import Any
 
 # 1: the record as written since the lab (no version key); 2: the same keys plus this one;
 # 3: plus ``fingerprints`` (an older reader would refuse the new key, so it is told to update);
-# 4: plus ``machine``, label sets (multi-label data and decisions) and chunks (``data``)
-RECORD_VERSION = 4
+# 4: plus ``machine``, label sets (multi-label data and decisions) and chunks (``data``);
+# 5: plus ``compile_seconds``
+RECORD_VERSION = 5
 METRICS_FILE = "metrics.json"
 
 
@@ -62,6 +63,7 @@ class RunRecord:
     decisions: dict[str, Any] | None = None  # --calibrate, --decision-threshold: fitted on val
     stopped_early: bool | None = None
     total_seconds: float | None = None
+    compile_seconds: dict[str, Any] | None = None  # util.compile_clock.CompileTime
     peak_memory_gib: float | None = None
     record_version: int = RECORD_VERSION
 
@@ -137,6 +139,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "decisions": dict,
     "stopped_early": bool,
     "total_seconds": (int, float),
+    "compile_seconds": dict,
     "peak_memory_gib": (int, float),
     "record_version": int,
 }

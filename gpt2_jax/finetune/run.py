@@ -49,6 +49,7 @@ from gpt2_jax.training.memory import (
 )
 from gpt2_jax.training.partition import Partition
 from gpt2_jax.training.train import best_epoch, epoch_score
+from gpt2_jax.util.compile_clock import CompileClock
 from gpt2_jax.util.logs import RUN_LOG, run_log
 from gpt2_jax.util.machine import run_machine
 from gpt2_jax.weights.openai import load_weights
@@ -232,23 +233,25 @@ def run(
             "host sees): the default name holds the time, which differs"
         )
     need_trackers(cfg.output.log_to)
-    inputs = read_inputs(cfg)
-    run_dir, lock = claim_folder(cfg, resume, main)
-    stop_on_sigterm = sigterm_as_interrupt()
-    try:
-        n_train = len(inputs.plan.encoded["train"])
-        with (
-            run_log(run_dir / RUN_LOG if main else None, log, main),
-            open_tracking(cfg, run_dir, n_train, resume) as tracking,
-        ):
-            here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
-            return _steps(here, started, Hooks(on_epoch=on_epoch, on_step=on_step))
-    finally:
-        lock.release()
-        stop_on_sigterm()
+    with CompileClock() as clock:  # what JAX spends making programs, for the record
+        inputs = read_inputs(cfg)
+        run_dir, lock = claim_folder(cfg, resume, main)
+        stop_on_sigterm = sigterm_as_interrupt()
+        try:
+            n_train = len(inputs.plan.encoded["train"])
+            with (
+                run_log(run_dir / RUN_LOG if main else None, log, main),
+                open_tracking(cfg, run_dir, n_train, resume) as tracking,
+            ):
+                here = RunContext(cfg, inputs, run_dir, main, resume, tracking)
+                hooks = Hooks(on_epoch=on_epoch, on_step=on_step)
+                return _steps(here, started, hooks, clock)
+        finally:
+            lock.release()
+            stop_on_sigterm()
 
 
-def _steps(here: RunContext, started: float, caller: Hooks) -> dict:
+def _steps(here: RunContext, started: float, caller: Hooks, clock: CompileClock) -> dict:
     """``run``'s steps once its folder is claimed: describe the inputs (a dry run stops
     there), load the backbone, start the record, train, select, save, finish."""
     cfg, inputs, run_dir, main = here.cfg, here.inputs, here.run_dir, here.main
@@ -280,6 +283,10 @@ def _steps(here: RunContext, started: float, caller: Hooks) -> dict:
     report.status = "finished"
     report.total_seconds = time.perf_counter() - started
     report.peak_memory_gib = peak_memory_bytes() / GIB
+    making = clock.time()
+    if making is not None:
+        report.compile_seconds = making.to_dict()
+        logger.info(making.line(report.total_seconds))
     if main:
         write_json(run_dir / METRICS_FILE, report.to_dict())
     logger.info(

@@ -47,6 +47,9 @@ def test_every_writer_reads_back_through_the_type(tiny_model_dir, tmp_path):
             figures = result_of(run_dir)  # the grid's reader
             assert figures is not None and _json(figures["metrics"]) == _json(returned)
             assert figures["test_acc"] == 100 * record.epochs[0]["test"]["accuracy"]
+            making = record.compile_seconds  # a fresh process compiles the run's programs
+            assert making is not None and making["programs"] > 0
+            assert 0 < making["total"] < record.total_seconds
         else:
             assert record.status.startswith("checked") and record.seed is None
             assert result_of(run_dir) is None  # not a finished run: no row figures
