@@ -5,7 +5,8 @@ environment variable ``GPT2_JAX_DATA_BUDGET_GIB``, or half the memory available 
 container's cgroup limit counted where there is one). CSV, TSV and JSON Lines files are
 read a block at a time and only the kept cells stay, so reading stops with a one-line
 error as soon as the rows kept pass the budget; the SMS format and Parquet are read
-whole, so their file size is checked against the budget before reading.
+whole, so their file size is checked against the budget before reading (texts to
+classify from Parquet are read a row group at a time: its size is checked instead).
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def check_whole_file(path: Path, fmt: str, memory_budget: int | None = None) -> 
     need = path.stat().st_size * WHOLE_FILE_FACTOR[fmt]
     if limit is not None and need > limit:
         raise _over(path, f"reading it whole takes about {size_words(need)}", limit, source)
+
+
+def check_read_at_once(path: Path, need: int, what: str, memory_budget: int | None = None) -> None:
+    """Refuse, before reading, a part of ``path`` read at once that needs ``need`` bytes
+    over the budget; ``what`` says which part, with ``{size}`` where ``need`` goes."""
+    limit, source = data_budget(memory_budget)
+    if limit is not None and need > limit:
+        raise _over(path, what.format(size=size_words(need)), limit, source)
 
 
 class Budget:

@@ -4,11 +4,14 @@ string or an integer. Used by ``data.tables``' readers, which name the place."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from gpt2_jax.data.records import Problems
+
+CellCheck = Callable[..., "tuple | None"]  # (problems, place, columns, *cells): see check_cells
 
 
 def check_cells(

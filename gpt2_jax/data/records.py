@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 SMS_FILE_NAME = "SMSSpamCollection"  # the one extension-less name ``fmt="auto"`` knows
@@ -123,3 +123,21 @@ def _not_utf8(path: Path) -> ValueError:
                     "is not UTF-8 (save the file as UTF-8)"
                 )
     return ValueError(f"{path}: not UTF-8 (save the file as UTF-8)")
+
+
+def require_columns(
+    path: Path, present: Sequence[str], columns: tuple[str, ...], place: str = ""
+) -> None:
+    """Error naming every wanted column that is not in ``present`` and the flag to use."""
+    label_flag = "--label-column" if len(columns) <= 2 else "--label-columns"
+    flags = ("--text-column",) + (label_flag,) * (len(columns) - 1)
+    missing = [(c, flag) for c, flag in zip(columns, flags) if c not in present]
+    if not missing:
+        return
+    what = " and ".join(f"no column {c!r}" for c, _ in missing)
+    use = " / ".join(flag for _, flag in missing)
+    there = ", ".join(repr(c) for c in present) or "none"
+    raise ValueError(
+        f"{path}{' ' + place if place else ''}: {what} (columns: {there}); "
+        f"name the right one with {use}"
+    )

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from gpt2_jax.data import sms
 from gpt2_jax.data.budget import Budget, check_whole_file
-from gpt2_jax.data.cells import check_cells
+from gpt2_jax.data.cells import CellCheck, check_cells
+from gpt2_jax.data.parquet import ParquetColumns, checked_rows, has_pyarrow, parquet_rows
 from gpt2_jax.data.records import (
     FORMATS,
     SMS_FILE_NAME,
@@ -34,6 +35,7 @@ from gpt2_jax.data.records import (
     CsvRecordError,
     Problems,
     iter_csv_records,
+    require_columns,
     text_lines,
 )
 
@@ -126,9 +128,18 @@ def iter_rows(
     reading reaches them; an empty file raises its error at the end).
 
     CSV, TSV and JSON Lines are read a block at a time and nothing is kept, so memory
-    does not grow with the file; SMS and Parquet files are read whole (their size checked
-    first, as in ``read_table``)."""
+    does not grow with the file; Parquet a row group at a time where pyarrow is installed
+    (the largest group's text column checked against the budget first, ``data.parquet``);
+    SMS files, and Parquet without pyarrow, are read whole (their size checked first, as
+    in ``read_table``)."""
     path, fmt = _file_and_format(path, fmt, "pandas")
+    if fmt == "parquet" and has_pyarrow():  # a row group at a time
+        parquet = ParquetColumns(path)
+        require_columns(path, parquet.names, (text_column,))
+        parquet.check_budget((text_column,), memory_budget)
+        rows = checked_rows(path, parquet.values((text_column,)), (text_column,), check_cells)
+        yield from ((place, text) for place, (text,) in _counted(rows, path, text_column))
+        return
     if fmt in ("sms", "parquet"):
         frame = read_table(
             path, fmt=fmt, text_column=text_column, label_column=None, memory_budget=memory_budget
@@ -136,10 +147,16 @@ def iter_rows(
         places = (where.removeprefix(f"{path.name} ") for where in frame["where"].tolist())
         yield from zip(places, frame["text"].tolist())
         return
-    count = 0
-    for place, (text,) in _rows(path, fmt, (text_column,)):
-        count += 1
+    for place, (text,) in _counted(_rows(path, fmt, (text_column,)), path, text_column):
         yield place, text
+
+
+def _counted(rows: Iterator[tuple[str, tuple]], path: Path, text_column: str):
+    """``rows`` as they come; a file without any is refused at the end."""
+    count = 0
+    for row in rows:
+        count += 1
+        yield row
     if not count:
         raise _no_rows(path, (text_column,))
 
@@ -165,9 +182,6 @@ def _file_and_format(path: str | os.PathLike, fmt: str, sms_quoting: str) -> tup
     return path, fmt
 
 
-CellCheck = Callable[..., "tuple | None"]  # (problems, place, columns, *cells): see check_cells
-
-
 def _rows(
     path: Path, fmt: str, columns: tuple[str, ...], check: CellCheck = check_cells
 ) -> Iterator[tuple[str, tuple]]:
@@ -177,7 +191,7 @@ def _rows(
         return _delimited_rows(path, "," if fmt == "csv" else "\t", columns, check)
     if fmt == "jsonl":
         return _jsonl_rows(path, columns, check)
-    return _parquet_rows(path, columns, check)
+    return parquet_rows(path, columns, check)
 
 
 class _Kept:
@@ -301,26 +315,8 @@ def _column_index(path: Path, header: list[str], columns: tuple[str, ...]) -> li
                 f"{path}: the header names column {column!r} "
                 f"{header.count(column)} times; rename all but one"
             )
-    _require_columns(path, header, columns)
+    require_columns(path, header, columns)
     return [header.index(column) for column in columns]
-
-
-def _require_columns(
-    path: Path, present: Sequence[str], columns: tuple[str, ...], place: str = ""
-) -> None:
-    """Error naming every wanted column that is not in ``present`` and the flag to use."""
-    label_flag = "--label-column" if len(columns) <= 2 else "--label-columns"
-    flags = ("--text-column",) + (label_flag,) * (len(columns) - 1)
-    missing = [(c, flag) for c, flag in zip(columns, flags) if c not in present]
-    if not missing:
-        return
-    what = " and ".join(f"no column {c!r}" for c, _ in missing)
-    use = " / ".join(flag for _, flag in missing)
-    there = ", ".join(repr(c) for c in present) or "none"
-    raise ValueError(
-        f"{path}{' ' + place if place else ''}: {what} (columns: {there}); "
-        f"name the right one with {use}"
-    )
 
 
 def _jsonl_rows(
@@ -348,7 +344,7 @@ def _jsonl_rows(
             if not isinstance(record, dict):
                 problems.add(f"{place}: a JSON {type(record).__name__}, not an object")
             elif any(c not in record for c in columns):
-                _require_columns(path, list(record), columns, place)
+                require_columns(path, list(record), columns, place)
             else:
                 checked = check(problems, place, columns, *[record[c] for c in columns])
                 if checked is not None:
@@ -375,30 +371,3 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
                 raise _DuplicateKey(key)
             seen.add(key)
     return out
-
-
-def _parquet_rows(
-    path: Path, columns: tuple[str, ...], check: CellCheck = check_cells
-) -> Iterator[tuple[str, tuple]]:
-    """A parquet file through pandas (needs pyarrow or fastparquet); ``where`` counts
-    rows from 1."""
-    try:
-        import pyarrow  # noqa: F401  (pandas' default engine)
-    except ImportError:
-        try:
-            import fastparquet  # noqa: F401  (pandas' other engine)
-        except ImportError:
-            raise ImportError(
-                f"reading {path.name} needs pyarrow: pip install 'gpt2_jax[parquet]'"
-            ) from None
-    table = pd.read_parquet(path)
-    _require_columns(path, [str(c) for c in table.columns], columns)
-    problems = Problems(path, "fill in or remove these rows")
-    values = zip(*(table[c].tolist() for c in columns))  # tolist: numpy scalars -> Python
-    for number, row in enumerate(values, start=1):
-        checked = check(problems, f"row {number}", columns, *row)
-        if checked is not None:
-            yield f"row {number}", checked
-        if problems.full:
-            problems.raise_if_any(more=True)
-    problems.raise_if_any()

@@ -48,6 +48,9 @@ def texts(n: int, seed: int = 0, words: tuple[int, int] = (1, 60)) -> list[str]:
 def write_input(path, items: list[str]) -> None:
     if path.suffix == ".csv":
         pd.DataFrame({"id": range(len(items)), "text": items}).to_csv(path, index=False)
+    elif path.suffix == ".parquet":  # several row groups: read one at a time
+        frame = pd.DataFrame({"id": range(len(items)), "text": items})
+        frame.to_parquet(path, row_group_size=23)
     else:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps({"text": t}) + "\n" for t in items)
@@ -67,7 +70,9 @@ def cli(*args, **kwargs) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("suffixes", [(".csv", ".jsonl"), (".jsonl", ".csv")])
+@pytest.mark.parametrize(
+    "suffixes", [(".csv", ".jsonl"), (".jsonl", ".csv"), (".parquet", ".jsonl")]
+)
 def test_streamed_predictions_equal_all_at_once(run_dir, tmp_path, capsys, suffixes):
     items = texts(300)
     source, out = tmp_path / f"in{suffixes[0]}", tmp_path / f"out{suffixes[1]}"

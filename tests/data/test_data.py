@@ -301,6 +301,35 @@ def test_parquet_rows_and_integer_labels(tmp_path):
 # --------------------------------------------------------------------------- classes
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed")
+def test_parquet_texts_are_read_a_row_group_at_a_time(tmp_path):
+    """Texts to classify: a budget far below what reading the file whole needs, but above
+    one row group's texts, still reads every row, in order, with the row numbers; a
+    budget below one row group refuses the file before reading, in one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"text number {i} " + "x" * (i % 50) for i in range(3000)]
+    texts[2500] = None
+    path = tmp_path / "x.parquet"
+    table = pa.table({"id": list(range(3000)), "body": texts})
+    pq.write_table(table, path, row_group_size=300, compression="none")
+    group = pq.ParquetFile(path).metadata.row_group(0).column(1).total_uncompressed_size
+    budget = 4 * group  # whole (the file size x 12) would be refused at this budget
+    assert path.stat().st_size * 12 > budget
+    rows = data.iter_rows(path, text_column="body", memory_budget=budget)
+    got = [next(rows) for _ in range(2500)]
+    assert got == [(f"row {i + 1}", t) for i, t in enumerate(texts[:2500])]
+    with pytest.raises(ValueError, match=r"row 2501, column 'body': no text \(null\)"):
+        list(rows)
+    with pytest.raises(ValueError) as err:
+        list(data.iter_rows(path, text_column="body", memory_budget=group))
+    assert str(err.value).startswith(f"{path} (") and "largest row group" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"no column 'text'.*--text-column"):
+        list(data.iter_rows(path, memory_budget=budget))
+
+
 def test_class_order_rule_and_explicit_order():
     assert splitting.class_names(["spam", "ham", "spam"]) == ("ham", "spam")
     assert splitting.class_names(["b", "B", "a"]) == ("B", "a", "b")  # Python's string order
