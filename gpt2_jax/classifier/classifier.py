@@ -21,6 +21,7 @@ is saved and loaded in ``classifier.saved``; this module predicts (``Classifier`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from gpt2_jax.data.texts import check_texts
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
+
+PREDICT_DTYPES = ("float32", "bfloat16")  # Classifier.with_dtype, classify --dtype
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "pool", "multi_label"))
@@ -112,7 +115,16 @@ def _probs(
     if packed and n and not reads_padding(pool, cfg.causal):
         from gpt2_jax.classifier.packed import packed_probs  # the training stack, if needed
 
-        return packed_probs(cfg, params, ids, lengths, pool, batch_size, multi_label=multi_label)
+        return packed_probs(
+            cfg,
+            params,
+            ids,
+            lengths,
+            pool,
+            batch_size,
+            cfg.matmul_dtype,
+            multi_label=multi_label,
+        )
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
         lengths,
@@ -188,6 +200,7 @@ class Classifier:
         # initialised weights) are different jit cache keys.
         self.params = jax.device_put(params, jax.devices()[0])
         self.tokenizer = tokenizer
+        self.dtype = "float32"  # the matmul inputs' type (with_dtype)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Classifier:
@@ -211,15 +224,18 @@ class Classifier:
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
         s = self.spec
+        cfg = dataclasses.replace(
+            s.model, matmul_dtype=None if self.dtype == "float32" else self.dtype
+        )
         if s.chunking is not None:
             from gpt2_jax.classifier.documents import document_probs
 
-            return document_probs(s, self.params, self.tokenizer, texts, batch_size)
+            return document_probs(s, self.params, self.tokenizer, texts, batch_size, cfg)
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
         )
         probs = _probs(
-            s.model,
+            cfg,
             self.params,
             data.ids,
             data.lengths,
@@ -228,6 +244,17 @@ class Classifier:
             multi_label=s.multi_label,
         )
         return probs, truncated
+
+    def with_dtype(self, dtype: str) -> Classifier:
+        """The same classifier (weights shared) with matmul inputs of ``dtype``:
+        "float32" (the default) or "bfloat16" (float32 accumulation, as training's
+        ``--prefix-dtype bfloat16``; faster only on CPUs with bfloat16 units, AMX or
+        AVX512-bf16, and on GPUs; probabilities differ slightly from float32's)."""
+        if dtype not in PREDICT_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(PREDICT_DTYPES)}, got {dtype!r}")
+        other = copy.copy(self)
+        other.dtype = dtype
+        return other
 
     def predict_proba(self, texts, batch_size: int = 16) -> np.ndarray:
         """[N, C] class probabilities (columns in ``labels`` order; calibrated when the

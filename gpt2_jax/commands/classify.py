@@ -26,7 +26,11 @@ and JSONL streamed; Parquet and SMS files read whole), so memory does not grow w
 file; every row is checked first, so a bad one stops the command before any work.
 Predictions go to FILE.partial as they come and become FILE at the end; after a kill
 or Ctrl-C, the same command continues from the last chunk written (a FILE.partial
-started for another input, run or text column is refused).
+started for another input, run, text column or --dtype is refused).
+
+--dtype bfloat16 gives the matmuls bfloat16 inputs and float32 accumulation: faster only
+on CPUs with bfloat16 units (AMX, AVX512-bf16) and on GPUs; probabilities differ
+slightly from float32's.
 """
 
 from __future__ import annotations
@@ -113,6 +117,14 @@ def parser() -> argparse.ArgumentParser:
         help="two classes: the second class when its probability is at least P (0..1), "
         "instead of the threshold the run saved (--decision-threshold in training); "
         "argmax: the most probable class (default: what classifier.json says)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),  # classifier.PREDICT_DTYPES (not imported: JAX)
+        help="matmul inputs: float32 (default) or bfloat16 (bfloat16 matmul inputs, float32 "
+        "accumulation; faster only on CPUs with bfloat16 units (AMX/AVX512-bf16) and GPUs; "
+        "probabilities differ slightly from float32)",
     )
     p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
@@ -209,7 +221,7 @@ def main(argv=None) -> int:
     use_compile_cache(not args.no_compile_cache)
     try:
         # first: a wrong folder fails before stdin is read
-        classifier = with_threshold(load(args.run), args.decision_threshold)
+        classifier = with_threshold(load(args.run), args.decision_threshold).with_dtype(args.dtype)
         if args.input:
             count, truncated = classify_file(classifier, args)
         else:
