@@ -48,6 +48,7 @@ from gpt2_jax.data.texts import check_texts
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
+from gpt2_jax.parallel.mesh import Placement
 
 PREDICT_DTYPES = ("float32", "bfloat16")  # Classifier.with_dtype, classify --dtype
 
@@ -95,6 +96,7 @@ def _probs(
     *,
     packed: bool = True,
     multi_label: bool = False,
+    placement: Placement | None = None,
 ) -> np.ndarray:
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
@@ -104,7 +106,9 @@ def _probs(
     the extra results are dropped), so few shapes compile; pools that read only real
     tokens take rows in length order and cut each batch to ``bucket_length(longest,
     L)``: exact, since under the causal mask nothing after the last real token reaches
-    them. "last" reads position L-1, so its batches keep the full width."""
+    them. "last" reads position L-1, so its batches keep the full width. ``placement``:
+    the rows of each batch are split over its devices (rounded up to a multiple of them;
+    ``params`` already on its mesh)."""
     if not is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
@@ -124,6 +128,7 @@ def _probs(
             batch_size,
             cfg.matmul_dtype,
             multi_label=multi_label,
+            placement=placement,
         )
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
@@ -133,11 +138,13 @@ def _probs(
         bucketed=not reads_padding(pool, cfg.causal),
         step=BUCKET_STEP,
     )
+    devices = 1 if placement is None else placement.rows
     for idx, width in schedule:
-        rows = np.resize(idx, batch_size)
-        got = class_probs(
-            params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool, multi_label=multi_label
-        )
+        rows = np.resize(idx, -(-batch_size // devices) * devices)
+        x, real = ids[rows, :width], lengths[rows]
+        if placement is not None:
+            x, real = placement.batch(x, real)
+        got = class_probs(params, x, real, cfg=cfg, pool=pool, multi_label=multi_label)
         out[idx] = np.asarray(got)[: len(idx)]
     return out
 
@@ -201,6 +208,7 @@ class Classifier:
         self.params = jax.device_put(params, jax.devices()[0])
         self.tokenizer = tokenizer
         self.dtype = "float32"  # the matmul inputs' type (with_dtype)
+        self.placement: Placement | None = None  # the devices sharing each batch (on_mesh)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Classifier:
@@ -242,6 +250,7 @@ class Classifier:
             s.pool,
             batch_size,
             multi_label=s.multi_label,
+            placement=self.placement,
         )
         return probs, truncated
 
@@ -254,6 +263,28 @@ class Classifier:
             raise ValueError(f"dtype must be one of {', '.join(PREDICT_DTYPES)}, got {dtype!r}")
         other = copy.copy(self)
         other.dtype = dtype
+        return other
+
+    def on_mesh(self, mesh) -> Classifier:
+        """The same classifier with each batch's rows split over the devices of
+        ``mesh``'s data axis (``parallel.mesh.make_mesh("data=N")``), the weights copied
+        to each; a mesh of one device: this classifier. ValueError for an fsdp axis, or a
+        classifier that chunks long texts."""
+        if mesh.shape.get("fsdp", 1) != 1:
+            raise ValueError(
+                f"a mesh with fsdp={mesh.shape['fsdp']}: prediction splits rows over the "
+                "data axis only, the weights whole on each device; use data=N"
+            )
+        if self.spec.chunking is not None and mesh.size > 1:
+            raise ValueError(
+                "this classifier chunks long texts, and its predictions run on one device; "
+                "leave out the mesh"
+            )
+        if mesh.size == 1:
+            return self
+        other = copy.copy(self)
+        other.placement = Placement(mesh)
+        other.params = other.placement.tree(self.params)
         return other
 
     def predict_proba(self, texts, batch_size: int = 16) -> np.ndarray:

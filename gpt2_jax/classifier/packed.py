@@ -31,6 +31,7 @@ from gpt2_jax.data.batches import prefix_schedule
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify, pool_logits, single_position
+from gpt2_jax.parallel.mesh import Placement
 from gpt2_jax.training.prefix import (
     Jobs,
     pack_groups,
@@ -53,17 +54,20 @@ def packed_probs(
     matmul_dtype: str | None = None,
     *,
     multi_label: bool = False,
+    placement: Placement | None = None,
 ) -> np.ndarray:
     """[N, C] class probabilities for encoded ids [N, L] with real lengths [N] (>= 1),
     texts packed into rows; a batch holds about ``batch_tokens(batch_size, L)`` token
-    slots. Only for pools that do not read padding."""
+    slots. Only for pools that do not read padding. ``placement``: each batch's rows are
+    split over its devices (rows rounded up to a multiple of them; ``params`` on its
+    mesh already)."""
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     out = np.zeros((len(ids), cfg.num_classes or 0), np.float32)
     first, source = unique_texts(ids, lengths)
     for i in range(0, len(first), CHUNK_TEXTS):
         chunk = first[i : i + CHUNK_TEXTS]
         run_jobs(
-            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out, multi_label),
+            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out, multi_label, placement),
             "classify",
             logged=False,
         )
@@ -99,15 +103,24 @@ def bucketed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
     return sum(batch_size * width for _, width in prefix_schedule(lengths, full, batch_size, True))
 
 
-def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=False) -> Jobs:
+def _on_devices(rows: int, placement: Placement | None) -> int:
+    """``rows`` rounded up to a multiple of the devices that share a batch."""
+    devices = 1 if placement is None else placement.rows
+    return -(-rows // devices) * devices
+
+
+def _jobs(
+    cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=False, placement=None
+) -> Jobs:
     """A job per batch of packed rows: (plan, its arrays, row indices, rows per batch, the
     batch's texts); launching runs the prefix and the tail, storing writes ``out``."""
     mean = not single_position(pool)
-    run = functools.partial(prefix_fn(cfg, cfg.n_layers - (0 if mean else 1), None), params)
+    run = functools.partial(prefix_fn(cfg, cfg.n_layers - (0 if mean else 1), placement), params)
     jobs = []
     for plan, rows in pack_groups(
         texts, lengths, ids.shape[1], tokens=batch_tokens(batch_size, ids.shape[1])
     ):
+        rows = _on_devices(rows, placement)
         arrays = plan.arrays(ids, lengths)
         for r in range(0, plan.rows, rows):
             idx = np.arange(r, min(r + rows, plan.rows))
@@ -115,7 +128,7 @@ def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=F
 
     def launch(job):
         plan, (tokens, positions, segments), idx, rows, members = job
-        take = np.resize(idx, _rows_run(len(idx), rows))
+        take = np.resize(idx, _on_devices(_rows_run(len(idx), rows), placement))
         hidden = run(tokens[take], positions[take], segments[take])
         n = max(MIN_TEXTS, 1 << (len(members) - 1).bit_length())
         where = np.zeros((3, n), np.int32)
