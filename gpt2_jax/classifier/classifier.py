@@ -231,10 +231,7 @@ class Classifier:
 
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
-        s = self.spec
-        cfg = dataclasses.replace(
-            s.model, matmul_dtype=None if self.dtype == "float32" else self.dtype
-        )
+        s, cfg = self.spec, self.computed
         if s.chunking is not None:
             from gpt2_jax.classifier.documents import document_probs
 
@@ -253,6 +250,12 @@ class Classifier:
             placement=self.placement,
         )
         return probs, truncated
+
+    @property
+    def computed(self) -> GPTConfig:
+        """The model config predictions run: the saved one, matmul inputs of ``dtype``."""
+        dtype = None if self.dtype == "float32" else self.dtype
+        return dataclasses.replace(self.spec.model, matmul_dtype=dtype)
 
     def with_dtype(self, dtype: str) -> Classifier:
         """The same classifier (weights shared) with matmul inputs of ``dtype``:

@@ -85,16 +85,18 @@ def _rows_run(rows_left: int, rows: int) -> int:
     return min(rows, 1 << (rows_left - 1).bit_length())
 
 
-def packed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
+def packed_slots(lengths: np.ndarray, full: int, batch_size: int, devices: int = 1) -> int:
     """Token slots the packed path computes in blocks ``0 .. n-2`` for these lengths
-    (distinct texts assumed): what the benchmark compares with the real tokens."""
+    (distinct texts assumed), its rows split over ``devices``: what the benchmark
+    compares with the real tokens."""
     slots = 0
     texts = np.arange(len(lengths))
     for i in range(0, len(texts), CHUNK_TEXTS):
         chunk = texts[i : i + CHUNK_TEXTS]
         for plan, rows in pack_groups(chunk, lengths, full, tokens=batch_tokens(batch_size, full)):
+            rows = _whole(rows, devices)
             for r in range(0, plan.rows, rows):
-                slots += _rows_run(min(rows, plan.rows - r), rows) * plan.width
+                slots += _whole(_rows_run(min(rows, plan.rows - r), rows), devices) * plan.width
     return slots
 
 
@@ -103,9 +105,8 @@ def bucketed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
     return sum(batch_size * width for _, width in prefix_schedule(lengths, full, batch_size, True))
 
 
-def _on_devices(rows: int, placement: Placement | None) -> int:
+def _whole(rows: int, devices: int) -> int:
     """``rows`` rounded up to a multiple of the devices that share a batch."""
-    devices = 1 if placement is None else placement.rows
     return -(-rows // devices) * devices
 
 
@@ -116,11 +117,12 @@ def _jobs(
     batch's texts); launching runs the prefix and the tail, storing writes ``out``."""
     mean = not single_position(pool)
     run = functools.partial(prefix_fn(cfg, cfg.n_layers - (0 if mean else 1), placement), params)
+    devices = 1 if placement is None else placement.rows
     jobs = []
     for plan, rows in pack_groups(
         texts, lengths, ids.shape[1], tokens=batch_tokens(batch_size, ids.shape[1])
     ):
-        rows = _on_devices(rows, placement)
+        rows = _whole(rows, devices)
         arrays = plan.arrays(ids, lengths)
         for r in range(0, plan.rows, rows):
             idx = np.arange(r, min(r + rows, plan.rows))
@@ -128,7 +130,7 @@ def _jobs(
 
     def launch(job):
         plan, (tokens, positions, segments), idx, rows, members = job
-        take = np.resize(idx, _on_devices(_rows_run(len(idx), rows), placement))
+        take = np.resize(idx, _whole(_rows_run(len(idx), rows), devices))
         hidden = run(tokens[take], positions[take], segments[take])
         n = max(MIN_TEXTS, 1 << (len(members) - 1).bit_length())
         where = np.zeros((3, n), np.int32)
