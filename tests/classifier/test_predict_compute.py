@@ -76,6 +76,12 @@ def test_a_bad_dtype_is_one_line(bpe_dir, capsys):
     assert exit_info.value.code == 2 and "--dtype: invalid choice: 'float16'" in err
 
 
+def test_cli_help_names_dtype_and_mesh():
+    text = " ".join(classify.parser().format_help().split())
+    assert "--dtype {float32,bfloat16}" in text and "--mesh data=N" in text
+    assert "float32 accumulation" in text and "(AMX/AVX512-bf16)" in text
+
+
 @pytest.mark.parametrize(
     "mesh, message",
     [
