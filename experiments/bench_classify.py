@@ -12,7 +12,12 @@ size alike, float32:
 * transformers' ``pipeline`` on the folder ``experiments.export`` writes;
 * onnxruntime on the graph ``experiments.export --to onnx`` writes (``OnnxClassifier``).
 
-Each is timed cold (first call, compiles included) and warm. Then the start-up of
+Two more rows: the packed path with bfloat16 matmul inputs (``Classifier.with_dtype``;
+``--no-bfloat16`` skips it), and with ``--devices N`` (N > 1: N CPU devices, XLA_FLAGS
+set before JAX starts) the packed path on a ``data=N`` mesh (``Classifier.on_mesh``).
+Each path is timed cold (first call, compiles included), then warm ``--repeats`` times,
+the paths taken in turn (packed, buckets, pipeline, onnx, packed, ...) so that a drift of
+the machine's speed touches all alike; the least warm time is given. Then the start-up of
 ``python -m experiments.classify --run DIR "one text"`` in fresh processes: with an empty
 compilation cache, and with the cache that call wrote (the least of ``--startup-runs``
 each; ``--startup-runs 0`` skips it). Token slots: what blocks
@@ -30,6 +35,7 @@ import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,7 +94,6 @@ def _startup(run_dir: Path, tmp: Path, runs: int) -> dict:
     """Seconds of ``experiments.classify`` of one text in a fresh process, cold (an empty
     compilation cache) and warm (the cache a cold call wrote): the least of ``runs``."""
     import subprocess
-    import sys
 
     command = [sys.executable, "-m", "experiments.classify", "--run", str(run_dir), "a text"]
 
@@ -115,7 +120,8 @@ def _timed(f) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def _pipeline(hf_dir: Path, texts: list[str], batch: int) -> dict:
+def _pipeline(hf_dir: Path, texts: list[str], batch: int):
+    """A call of transformers' ``pipeline`` on all texts -> probabilities [N, 2]."""
     import torch
     import transformers
 
@@ -123,24 +129,63 @@ def _pipeline(hf_dir: Path, texts: list[str], batch: int) -> dict:
 
     def run():
         with torch.inference_mode():
-            return pipe(texts, truncation=True, batch_size=batch)
+            results = pipe(texts, truncation=True, batch_size=batch)
+        return np.array(
+            [[{r["label"]: r["score"] for r in res}[k] for k in ("ham", "spam")] for res in results]
+        )
 
-    cold, _ = _timed(run)
-    warm, results = _timed(run)
-    probs = np.array(
-        [[{r["label"]: r["score"] for r in res}[k] for k in ("ham", "spam")] for res in results]
-    )
-    return {"cold_s": cold, "warm_s": warm, "probs": probs}
+    return run
 
 
-def _onnx(run_dir: Path, out: Path, texts: list[str], batch: int) -> dict:
+def _onnx(run_dir: Path, out: Path, texts: list[str], batch: int):
     """The ONNX export run by onnxruntime, batches in the texts' order as the pipeline's."""
     from gpt2_jax.classifier.onnx_export import OnnxClassifier, export_onnx
 
     model = OnnxClassifier.load(export_onnx(run_dir, out))
-    cold, _ = _timed(lambda: model.predict_proba(texts, batch))
-    warm, probs = _timed(lambda: model.predict_proba(texts, batch))
-    return {"cold_s": cold, "warm_s": warm, "probs": probs}
+    return lambda: model.predict_proba(texts, batch)
+
+
+def _ours(model, data, args) -> dict:
+    """The gpt2_jax paths: name -> a call giving probabilities [N, C]."""
+    from gpt2_jax.classifier import classifier as clf
+
+    def probs(which, packed=True):
+        s = which.spec
+        return functools.partial(
+            clf._probs,
+            which.computed,
+            which.params,
+            data.ids,
+            data.lengths,
+            s.pool,
+            args.batch_size,
+            packed=packed,
+            placement=which.placement,
+        )
+
+    calls = {"packed": probs(model), "buckets": probs(model, packed=False)}
+    if not args.no_bfloat16:
+        calls["bfloat16"] = probs(model.with_dtype("bfloat16"))
+    if args.devices > 1:
+        from gpt2_jax.parallel.mesh import make_mesh
+
+        calls["mesh"] = probs(model.on_mesh(make_mesh(f"data={args.devices}")))
+    return calls
+
+
+def _time_in_turn(calls: dict, repeats: int) -> dict:
+    """Each call once cold, then ``repeats`` warm rounds taking the calls in turn:
+    name -> cold_s, warm_s (the least), warm_all_s, probs."""
+    rows = {}
+    for name, call in calls.items():
+        cold, probs = _timed(call)
+        rows[name] = {"cold_s": cold, "warm_all_s": [], "probs": np.asarray(probs)}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            rows[name]["warm_all_s"].append(_timed(call)[0])
+    for r in rows.values():
+        r["warm_s"] = min(r["warm_all_s"])
+    return rows
 
 
 def measure(args) -> dict:
@@ -157,39 +202,28 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, hf_dir = _classifier(Path(tmp), args.size, full, bpe_dir)
         model = clf.Classifier.load(run_dir)
-        s = model.spec
-        data, _ = clf._encode_texts(model.tokenizer, texts, full, s.model.vocab_size)
-        rows: dict[str, dict] = {}
-        for name, packed in (("packed", True), ("buckets", False)):
-            f = functools.partial(
-                clf._probs,
-                s.model,
-                model.params,
-                data.ids,
-                data.lengths,
-                s.pool,
-                args.batch_size,
-                packed=packed,
-            )
-            cold, _ = _timed(f)
-            warm, probs = _timed(f)
-            rows[name] = {"cold_s": cold, "warm_s": warm, "probs": probs}
+        data, _ = clf._encode_texts(model.tokenizer, texts, full, model.spec.model.vocab_size)
+        calls = _ours(model, data, args)
         if not args.no_pipeline:
-            rows["pipeline"] = _pipeline(hf_dir, texts, args.batch_size)
+            calls["pipeline"] = _pipeline(hf_dir, texts, args.batch_size)
         if not args.no_onnx:
-            rows["onnx"] = _onnx(run_dir, Path(tmp) / "onnx", texts, args.batch_size)
+            calls["onnx"] = _onnx(run_dir, Path(tmp) / "onnx", texts, args.batch_size)
+        rows = _time_in_turn(calls, args.repeats)
         startup = _startup(run_dir, Path(tmp), args.startup_runs) if args.startup_runs else None
     first, _ = unique_texts(data.ids, data.lengths)
     lengths = data.lengths
     chunks = [lengths[i : i + args.batch_size] for i in range(0, len(lengths), args.batch_size)]
     slots = {
         "packed": packed_slots(lengths[first], full, args.batch_size),
+        "bfloat16": packed_slots(lengths[first], full, args.batch_size),
+        "mesh": packed_slots(lengths[first], full, args.batch_size, args.devices),
         "buckets": bucketed_slots(lengths, full, args.batch_size),
         "pipeline": int(sum(len(c) * c.max() for c in chunks)),
         "onnx": int(sum(len(c) * c.max() for c in chunks)),
     }
     e, layers, _ = SIZES[args.size]
     rate = matmul_rate(None, 4096, e)
+    rate_bf16 = None if args.no_bfloat16 else matmul_rate("bfloat16", 4096, e)
     real = int(lengths.sum())
     for name, r in rows.items():
         r["slots"] = slots[name]
@@ -210,6 +244,9 @@ def measure(args) -> dict:
         "max_length": full,
         "batch_size": args.batch_size,
         "matmul_gflops": rate,
+        "matmul_gflops_bfloat16": rate_bf16,
+        "repeats": args.repeats,
+        "devices": args.devices,
         "rows": rows,
         "startup": startup,
     }
@@ -221,13 +258,26 @@ def table(res: dict) -> str:
         "buckets": "gpt2_jax before: 32-token length buckets",
         "pipeline": "transformers `pipeline` on the exported folder",
         "onnx": "onnxruntime on `experiments.export --to onnx` (`OnnxClassifier`)",
+        "bfloat16": "gpt2_jax packed, bfloat16 matmuls",
+        "mesh": f"gpt2_jax packed, rows over a data={res.get('devices')} mesh",
     }
     pipe = res["rows"].get("pipeline", {}).get("warm_s")
+    bf16 = res.get("matmul_gflops_bfloat16")
     lines = [
         f"Machine: {res['machine']}. {res['source']}, {res['real_tokens']:,} real tokens, "
         f"max_length {res['max_length']}, a random {res['size']} classifier "
-        f"(`--pool last-real`), batch size {res['batch_size']}, float32, one process. "
-        f"Matmul rate measured here: {res['matmul_gflops']:.0f} GFLOP/s.",
+        f"(`--pool last-real`), batch size {res['batch_size']}, float32 but where a row "
+        f"says bfloat16, one process"
+        + (
+            f" with {res['devices']} CPU devices (XLA_FLAGS), which every row shares"
+            if res.get("devices", 1) > 1
+            else ""
+        )
+        + f". Matmul rate measured here: {res['matmul_gflops']:.0f} GFLOP/s"
+        + (f" (bfloat16 inputs: {bf16:.0f})" if bf16 else "")
+        + f". Warm s: the least of {res.get('repeats', 1)} warm calls, the paths taken in "
+        "turn (packed, buckets, ..., packed, ...), so that a drift of the machine's speed "
+        "touches them alike.",
         "",
         "| path | token slots (× real) | cold s | warm s | texts/s | × vs pipeline "
         "| real-token GFLOP/s (share of matmul rate) | max prob. diff vs packed |",
@@ -278,9 +328,32 @@ def main(argv=None) -> None:
         metavar="N",
         help="times classify of one text is started cold and warm (the least is given; 0: none)",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="R",
+        help="warm calls of each path, the paths taken in turn (the least is given)",
+    )
+    p.add_argument("--no-bfloat16", action="store_true", help="skip the bfloat16 row")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N > 1: this process gets N CPU devices (XLA_FLAGS, set before JAX starts) and "
+        "a row of the packed path on a data=N mesh",
+    )
     p.add_argument("--out", default="bench_classify")
     p.add_argument("--docs", type=Path, help="markdown file to write the table into")
     args = p.parse_args(argv)
+    if args.repeats < 1 or args.devices < 1:
+        p.error("--repeats and --devices must be at least 1")
+    if args.devices > 1:
+        if "jax" in sys.modules:
+            p.error("--devices: JAX is already imported here; run the benchmark as a command")
+        flag = f"--xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     res = measure(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ is saved and loaded in ``classifier.saved``; this module predicts (``Classifier`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ from gpt2_jax.data.texts import check_texts
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import check_pool, classify, reads_padding
+from gpt2_jax.parallel.mesh import Placement
+
+PREDICT_DTYPES = ("float32", "bfloat16")  # Classifier.with_dtype, classify --dtype
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "pool", "multi_label"))
@@ -92,6 +96,7 @@ def _probs(
     *,
     packed: bool = True,
     multi_label: bool = False,
+    placement: Placement | None = None,
 ) -> np.ndarray:
     """[N, C] probabilities for encoded ids [N, L] (L = max_length).
 
@@ -101,7 +106,9 @@ def _probs(
     the extra results are dropped), so few shapes compile; pools that read only real
     tokens take rows in length order and cut each batch to ``bucket_length(longest,
     L)``: exact, since under the causal mask nothing after the last real token reaches
-    them. "last" reads position L-1, so its batches keep the full width."""
+    them. "last" reads position L-1, so its batches keep the full width. ``placement``:
+    the rows of each batch are split over its devices (rounded up to a multiple of them;
+    ``params`` already on its mesh)."""
     if not is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(ids)
@@ -112,7 +119,17 @@ def _probs(
     if packed and n and not reads_padding(pool, cfg.causal):
         from gpt2_jax.classifier.packed import packed_probs  # the training stack, if needed
 
-        return packed_probs(cfg, params, ids, lengths, pool, batch_size, multi_label=multi_label)
+        return packed_probs(
+            cfg,
+            params,
+            ids,
+            lengths,
+            pool,
+            batch_size,
+            cfg.matmul_dtype,
+            multi_label=multi_label,
+            placement=placement,
+        )
     out = np.zeros((n, cfg.num_classes), np.float32)
     schedule = prefix_schedule(
         lengths,
@@ -121,11 +138,13 @@ def _probs(
         bucketed=not reads_padding(pool, cfg.causal),
         step=BUCKET_STEP,
     )
+    devices = 1 if placement is None else placement.rows
     for idx, width in schedule:
-        rows = np.resize(idx, batch_size)
-        got = class_probs(
-            params, ids[rows, :width], lengths[rows], cfg=cfg, pool=pool, multi_label=multi_label
-        )
+        rows = np.resize(idx, -(-batch_size // devices) * devices)
+        x, real = ids[rows, :width], lengths[rows]
+        if placement is not None:
+            x, real = placement.batch(x, real)
+        got = class_probs(params, x, real, cfg=cfg, pool=pool, multi_label=multi_label)
         out[idx] = np.asarray(got)[: len(idx)]
     return out
 
@@ -188,6 +207,8 @@ class Classifier:
         # initialised weights) are different jit cache keys.
         self.params = jax.device_put(params, jax.devices()[0])
         self.tokenizer = tokenizer
+        self.dtype = "float32"  # the matmul inputs' type (with_dtype)
+        self.placement: Placement | None = None  # the devices sharing each batch (on_mesh)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Classifier:
@@ -210,24 +231,64 @@ class Classifier:
 
     def _run(self, texts, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         texts = check_texts(texts)  # special tokens: the tokenizer names them (encoding)
-        s = self.spec
+        s, cfg = self.spec, self.computed
         if s.chunking is not None:
             from gpt2_jax.classifier.documents import document_probs
 
-            return document_probs(s, self.params, self.tokenizer, texts, batch_size)
+            return document_probs(s, self.params, self.tokenizer, texts, batch_size, cfg)
         data, truncated = _encode_texts(
             self.tokenizer, texts, s.max_length, s.model.vocab_size, s.truncate
         )
         probs = _probs(
-            s.model,
+            cfg,
             self.params,
             data.ids,
             data.lengths,
             s.pool,
             batch_size,
             multi_label=s.multi_label,
+            placement=self.placement,
         )
         return probs, truncated
+
+    @property
+    def computed(self) -> GPTConfig:
+        """The model config predictions run: the saved one, matmul inputs of ``dtype``."""
+        dtype = None if self.dtype == "float32" else self.dtype
+        return dataclasses.replace(self.spec.model, matmul_dtype=dtype)
+
+    def with_dtype(self, dtype: str) -> Classifier:
+        """The same classifier (weights shared) with matmul inputs of ``dtype``:
+        "float32" (the default) or "bfloat16" (float32 accumulation, as training's
+        ``--prefix-dtype bfloat16``; faster only on CPUs with bfloat16 units, AMX or
+        AVX512-bf16, and on GPUs; probabilities differ slightly from float32's)."""
+        if dtype not in PREDICT_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(PREDICT_DTYPES)}, got {dtype!r}")
+        other = copy.copy(self)
+        other.dtype = dtype
+        return other
+
+    def on_mesh(self, mesh) -> Classifier:
+        """The same classifier with each batch's rows split over the devices of
+        ``mesh``'s data axis (``parallel.mesh.make_mesh("data=N")``), the weights copied
+        to each; a mesh of one device: this classifier. ValueError for an fsdp axis, or a
+        classifier that chunks long texts."""
+        if mesh.shape.get("fsdp", 1) != 1:
+            raise ValueError(
+                f"a mesh with fsdp={mesh.shape['fsdp']}: prediction splits rows over the "
+                "data axis only, the weights whole on each device; use data=N"
+            )
+        if self.spec.chunking is not None and mesh.size > 1:
+            raise ValueError(
+                "this classifier chunks long texts, and its predictions run on one device; "
+                "leave out the mesh"
+            )
+        if mesh.size == 1:
+            return self
+        other = copy.copy(self)
+        other.placement = Placement(mesh)
+        other.params = other.placement.tree(self.params)
+        return other
 
     def predict_proba(self, texts, batch_size: int = 16) -> np.ndarray:
         """[N, C] class probabilities (columns in ``labels`` order; calibrated when the

@@ -10,18 +10,26 @@ import numpy as np
 from gpt2_jax.classifier.classifier import checked_tokens
 from gpt2_jax.classifier.spec import ClassifierConfig, is_int
 from gpt2_jax.data.chunks import encode_chunks
+from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.pooling import reads_padding
 from gpt2_jax.training.chunked import chunked_logits
 
 
 def document_probs(
-    spec: ClassifierConfig, params, tokenizer, texts: list[str], batch_size: int
+    spec: ClassifierConfig,
+    params,
+    tokenizer,
+    texts: list[str],
+    batch_size: int,
+    cfg: GPTConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(probabilities [N, C], truncated [N] bool)`` for checked ``texts``; truncated: a
-    text longer than its ``max_chunks`` chunks hold (only those were read)."""
+    text longer than its ``max_chunks`` chunks hold (only those were read). ``cfg``: the
+    model config computed (``spec.model`` with another ``matmul_dtype``), default
+    ``spec.model``."""
     if not is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    c, cfg = spec.chunking, spec.model
+    c, cfg = spec.chunking, cfg or spec.model
     assert c is not None
     tokens = checked_tokens(tokenizer, texts, cfg.vocab_size)
     data = encode_chunks(tokens, np.zeros(len(texts)), c)

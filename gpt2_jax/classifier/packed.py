@@ -31,6 +31,7 @@ from gpt2_jax.data.batches import prefix_schedule
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import GPTModel
 from gpt2_jax.model.pooling import classify, pool_logits, single_position
+from gpt2_jax.parallel.mesh import Placement
 from gpt2_jax.training.prefix import (
     Jobs,
     pack_groups,
@@ -53,17 +54,20 @@ def packed_probs(
     matmul_dtype: str | None = None,
     *,
     multi_label: bool = False,
+    placement: Placement | None = None,
 ) -> np.ndarray:
     """[N, C] class probabilities for encoded ids [N, L] with real lengths [N] (>= 1),
     texts packed into rows; a batch holds about ``batch_tokens(batch_size, L)`` token
-    slots. Only for pools that do not read padding."""
+    slots. Only for pools that do not read padding. ``placement``: each batch's rows are
+    split over its devices (rows rounded up to a multiple of them; ``params`` on its
+    mesh already)."""
     cfg = dataclasses.replace(cfg, matmul_dtype=matmul_dtype)
     out = np.zeros((len(ids), cfg.num_classes or 0), np.float32)
     first, source = unique_texts(ids, lengths)
     for i in range(0, len(first), CHUNK_TEXTS):
         chunk = first[i : i + CHUNK_TEXTS]
         run_jobs(
-            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out, multi_label),
+            _jobs(cfg, params, ids, lengths, chunk, pool, batch_size, out, multi_label, placement),
             "classify",
             logged=False,
         )
@@ -81,16 +85,18 @@ def _rows_run(rows_left: int, rows: int) -> int:
     return min(rows, 1 << (rows_left - 1).bit_length())
 
 
-def packed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
+def packed_slots(lengths: np.ndarray, full: int, batch_size: int, devices: int = 1) -> int:
     """Token slots the packed path computes in blocks ``0 .. n-2`` for these lengths
-    (distinct texts assumed): what the benchmark compares with the real tokens."""
+    (distinct texts assumed), its rows split over ``devices``: what the benchmark
+    compares with the real tokens."""
     slots = 0
     texts = np.arange(len(lengths))
     for i in range(0, len(texts), CHUNK_TEXTS):
         chunk = texts[i : i + CHUNK_TEXTS]
         for plan, rows in pack_groups(chunk, lengths, full, tokens=batch_tokens(batch_size, full)):
+            rows = _whole(rows, devices)
             for r in range(0, plan.rows, rows):
-                slots += _rows_run(min(rows, plan.rows - r), rows) * plan.width
+                slots += _whole(_rows_run(min(rows, plan.rows - r), rows), devices) * plan.width
     return slots
 
 
@@ -99,15 +105,24 @@ def bucketed_slots(lengths: np.ndarray, full: int, batch_size: int) -> int:
     return sum(batch_size * width for _, width in prefix_schedule(lengths, full, batch_size, True))
 
 
-def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=False) -> Jobs:
+def _whole(rows: int, devices: int) -> int:
+    """``rows`` rounded up to a multiple of the devices that share a batch."""
+    return -(-rows // devices) * devices
+
+
+def _jobs(
+    cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=False, placement=None
+) -> Jobs:
     """A job per batch of packed rows: (plan, its arrays, row indices, rows per batch, the
     batch's texts); launching runs the prefix and the tail, storing writes ``out``."""
     mean = not single_position(pool)
-    run = functools.partial(prefix_fn(cfg, cfg.n_layers - (0 if mean else 1), None), params)
+    run = functools.partial(prefix_fn(cfg, cfg.n_layers - (0 if mean else 1), placement), params)
+    devices = 1 if placement is None else placement.rows
     jobs = []
     for plan, rows in pack_groups(
         texts, lengths, ids.shape[1], tokens=batch_tokens(batch_size, ids.shape[1])
     ):
+        rows = _whole(rows, devices)
         arrays = plan.arrays(ids, lengths)
         for r in range(0, plan.rows, rows):
             idx = np.arange(r, min(r + rows, plan.rows))
@@ -115,7 +130,7 @@ def _jobs(cfg, params, ids, lengths, texts, pool, batch_size, out, multi_label=F
 
     def launch(job):
         plan, (tokens, positions, segments), idx, rows, members = job
-        take = np.resize(idx, _rows_run(len(idx), rows))
+        take = np.resize(idx, _whole(_rows_run(len(idx), rows), devices))
         hidden = run(tokens[take], positions[take], segments[take])
         n = max(MIN_TEXTS, 1 << (len(members) - 1).bit_length())
         where = np.zeros((3, n), np.int32)

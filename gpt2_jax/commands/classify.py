@@ -26,7 +26,12 @@ and JSONL streamed; Parquet and SMS files read whole), so memory does not grow w
 file; every row is checked first, so a bad one stops the command before any work.
 Predictions go to FILE.partial as they come and become FILE at the end; after a kill
 or Ctrl-C, the same command continues from the last chunk written (a FILE.partial
-started for another input, run or text column is refused).
+started for another input, run, text column or --dtype is refused).
+
+--dtype bfloat16 gives the matmuls bfloat16 inputs and float32 accumulation: faster only
+on CPUs with bfloat16 units (AMX, AVX512-bf16) and on GPUs; probabilities differ
+slightly from float32's. --mesh data=N splits the packed rows of every batch over N
+devices (the weights copied to each); the probabilities are one device's (within 1e-5).
 """
 
 from __future__ import annotations
@@ -114,6 +119,20 @@ def parser() -> argparse.ArgumentParser:
         "instead of the threshold the run saved (--decision-threshold in training); "
         "argmax: the most probable class (default: what classifier.json says)",
     )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),  # classifier.PREDICT_DTYPES (not imported: JAX)
+        help="matmul inputs: float32 (default) or bfloat16 (bfloat16 matmul inputs, float32 "
+        "accumulation; faster only on CPUs with bfloat16 units (AMX/AVX512-bf16) and GPUs; "
+        "probabilities differ slightly from float32)",
+    )
+    p.add_argument(
+        "--mesh",
+        metavar="data=N",
+        help="split the rows of each batch over N devices (the weights copied to each; "
+        "on a CPU, N devices need XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    )
     p.add_argument("--no-compile-cache", action="store_true", help=FLAG_HELP)
     return p
 
@@ -130,6 +149,31 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--batch-size must be positive, got {args.batch_size}")
     if args.chunk_size <= 0:
         p.error(f"--chunk-size must be positive, got {args.chunk_size}")
+
+
+def check_mesh(p: argparse.ArgumentParser, args) -> None:
+    """``--mesh``: data=N only (an argparse error otherwise). After ``prefetch_run``: the
+    mesh module imports JAX."""
+    if args.mesh is None:
+        return
+    from gpt2_jax.parallel.mesh import parse_mesh
+
+    try:
+        sizes = parse_mesh(args.mesh)
+    except ValueError as err:
+        p.error(str(err))
+    if set(sizes) != {"data"}:
+        p.error(f"--mesh {args.mesh}: classify splits rows over the data axis only; give data=N")
+
+
+def computing(classifier, args):
+    """``classifier`` with ``--dtype`` and on ``--mesh`` (a bad mesh: ValueError)."""
+    classifier = classifier.with_dtype(args.dtype)
+    if args.mesh is None:
+        return classifier
+    from gpt2_jax.parallel.mesh import make_mesh
+
+    return classifier.on_mesh(make_mesh(args.mesh))
 
 
 def read_texts(args) -> list[str]:
@@ -206,10 +250,11 @@ def main(argv=None) -> int:
     check_args(p, args)
     keep_freed_memory()
     prefetch_run(args.run)  # the weights are read while JAX is imported
+    check_mesh(p, args)
     use_compile_cache(not args.no_compile_cache)
     try:
         # first: a wrong folder fails before stdin is read
-        classifier = with_threshold(load(args.run), args.decision_threshold)
+        classifier = computing(with_threshold(load(args.run), args.decision_threshold), args)
         if args.input:
             count, truncated = classify_file(classifier, args)
         else:

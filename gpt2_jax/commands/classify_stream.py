@@ -10,7 +10,8 @@ Parquet files are read whole (their size checked first, see ``data.budget``).
 
 With ``--output OUT`` the rows go to ``OUT.partial``; ``OUT.partial.json`` records what
 they belong to (the input's path, size and SHA-256, ``--format``, ``--text-column``,
-the run folder and its ``classifier.json``'s SHA-256) and how many rows and bytes are
+the run folder and its ``classifier.json``'s SHA-256, ``--decision-threshold`` and
+``--dtype``) and how many rows and bytes are
 complete, updated after each chunk is on disk. Rerunning the same command continues
 from there (bytes past the record, half a chunk, are dropped); a record that does not
 match is refused, so two inputs are never mixed. At the end the file is renamed to OUT.
@@ -48,7 +49,9 @@ STAMP_WORDS = {  # what differs, in the user's words
     "run": "--run folder",
     "classifier": "classifier (classifier.json)",
     "threshold": "--decision-threshold",
+    "dtype": "--dtype",
 }
+STAMP_BEFORE = {"dtype": "float32"}  # what records written before a key was added mean
 
 
 def input_texts(args) -> Iterator[tuple[str, str]]:
@@ -95,6 +98,7 @@ def stamp(args) -> dict:
         "run": str(Path(args.run).resolve()),
         "classifier": file_sha256(Path(args.run) / "classifier.json"),
         "threshold": getattr(args, "decision_threshold", None),
+        "dtype": getattr(args, "dtype", "float32"),
     }
 
 
@@ -127,12 +131,14 @@ class Partial:
                 f"--output {self.out}: {self.path} has no readable record of what it "
                 f"holds ({self.record}); {start_over}"
             ) from None
-        differ = [STAMP_WORDS[k] for k in self.stamp if old.get(k) != self.stamp[k]]
+        differ = [
+            STAMP_WORDS[k] for k in self.stamp if old.get(k, STAMP_BEFORE.get(k)) != self.stamp[k]
+        ]
         if differ:
             raise InputError(
                 f"--output {self.out}: {self.path} holds predictions for another "
                 f"{', '.join(differ)}; give the same --input, --run, --format, "
-                f"--text-column and --decision-threshold to continue it, or {start_over}"
+                f"--text-column, --decision-threshold and --dtype to continue it, or {start_over}"
             )
         if not self.path.is_file() or self.path.stat().st_size < size:
             raise InputError(

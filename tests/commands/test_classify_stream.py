@@ -143,6 +143,7 @@ def test_killed_run_resumes_to_the_same_output(run_dir, tmp_path, suffix=".csv")
     [
         ("content", "another input size, input content;"),
         ("column", "another --text-column"),
+        ("dtype", "another --dtype"),
         ("record", "has no readable record"),
     ],
 )
@@ -163,6 +164,8 @@ def test_partial_output_of_another_input_is_refused(run_dir, tmp_path, capsys, c
             f.write(json.dumps({"text": "one more", "body": "one more"}) + "\n")
     elif change == "column":
         argv += ["--text-column", "body"]
+    elif change == "dtype":
+        argv += ["--dtype", "bfloat16"]
     else:
         (tmp_path / "out.jsonl.partial.json").write_text("{not json")
     capsys.readouterr()
@@ -171,6 +174,23 @@ def test_partial_output_of_another_input_is_refused(run_dir, tmp_path, capsys, c
     assert err.startswith(f"error: --output {out}: {out}.partial ") and what in err
     assert err.count("\n") == 1 and "to start over" in err
     assert (tmp_path / "out.jsonl.partial").read_bytes() == complete  # left as it was
+
+
+def test_a_record_from_before_dtype_resumes_as_float32(run_dir, tmp_path, capsys):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, texts(30, seed=4))
+    argv = ["--run", str(run_dir), "--input", str(source), "--output", str(out)]
+    assert classify.main(argv) == 0
+    complete = out.read_bytes()
+    out.rename(tmp_path / "out.jsonl.partial")  # killed before the rename, by an older version
+    stamp = classify_stream.stamp(classify.parser().parse_args(argv))
+    del stamp["dtype"]
+    record = {"stamp": stamp, "rows": 30, "bytes": len(complete), "truncated": 0}
+    (tmp_path / "out.jsonl.partial.json").write_text(json.dumps(record))
+    assert classify.main([*argv, "--dtype", "bfloat16"]) == 1
+    assert "another --dtype;" in capsys.readouterr().err
+    assert classify.main(argv) == 0
+    assert out.read_bytes() == complete
 
 
 def test_bad_rows_stop_before_any_output(run_dir, tmp_path, capsys):
