@@ -22,8 +22,9 @@ shown as \\t and \\n). On a terminal the text is cut with "..." to fit the line
 truncated.
 
 --input FILE is read, classified and written --chunk-size texts at a time (CSV, TSV
-and JSONL streamed; Parquet and SMS files read whole), so memory does not grow with the
-file; every row is checked first, so a bad one stops the command before any work.
+and JSONL streamed, Parquet a row group at a time; SMS files read whole), so memory does
+not grow with the file; every row is checked first, so a bad one stops the command before
+any work.
 Predictions go to FILE.partial as they come and become FILE at the end; after a kill
 or Ctrl-C, the same command continues from the last chunk written (a FILE.partial
 started for another input, run, text column or --dtype is refused).

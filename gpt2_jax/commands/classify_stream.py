@@ -5,8 +5,9 @@ Two passes over the file. The first checks every row (as ``data.tables.read_tabl
 does, plus ``data.texts.text_problem``) and counts them, keeping nothing: a bad row
 stops the command before anything is classified, as when the file was read whole. The
 second reads ``--chunk-size`` texts at a time, classifies them and writes their
-predictions at once, in the file's order. CSV, TSV and JSON Lines are streamed; SMS and
-Parquet files are read whole (their size checked first, see ``data.budget``).
+predictions at once, in the file's order. CSV, TSV and JSON Lines are streamed, Parquet
+a row group at a time (``data.parquet``); SMS files are read whole (their size checked
+first, see ``data.budget``).
 
 With ``--output OUT`` the rows go to ``OUT.partial``; ``OUT.partial.json`` records what
 they belong to (the input's path, size and SHA-256, ``--format``, ``--text-column``,
