@@ -87,8 +87,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--warm-up",
-        action="store_true",
-        help="compile every batch shape before serving (slower start, no slow first requests)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile every program the batched calls can need before serving (the "
+        "default; with the compilation cache warm a restart loads them); --no-warm-up: "
+        "start at once, and the first requests of each shape wait for XLA",
     )
     p.add_argument(
         "--max-connections",
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_args(p, args)
     keep_freed_memory()
-    use_compile_cache(not args.no_compile_cache)
+    use_compile_cache(not args.no_compile_cache, min_compile_secs=0.0)  # the warm-up's, all
     try:
         from gpt2_jax.serve.app import Limits, listen, make_app, run_facts
         from gpt2_jax.serve.batcher import MicroBatcher
@@ -176,10 +179,16 @@ def _serve(args, classifier, sock, app, batcher) -> int:
     from gpt2_jax.serve.app import uvicorn_server, warm_up
 
     if args.warm_up:
+        print(
+            f"warming up: compiling what calls of up to {args.max_batch} texts need "
+            "(--no-warm-up starts at once) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         started = time.perf_counter()
         shapes = warm_up(classifier, args.max_batch)
         print(
-            f"compiled {shapes} batch shapes in {time.perf_counter() - started:.1f} s",
+            f"compiled {shapes} shapes in {time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
     host, port = sock.getsockname()[:2]

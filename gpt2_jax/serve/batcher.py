@@ -4,11 +4,12 @@ A jitted forward pass over 8 texts costs far less than 8 passes over one text (t
 weights are read once, the matrix products are wider), so a server that runs one call
 per request wastes most of its time under load. ``MicroBatcher`` keeps one worker
 thread: it takes the first waiting request, collects more until ``wait_ms``
-milliseconds after that request arrived or until ``max_batch`` texts are waiting, and runs one call over all of
-them. The call (``classify(texts, batch_size)``, normally ``Classifier.predict``) pads
-the rows to ``batch_size`` and the width to the length bucket of the longest text, so
-the results equal those of each text alone; ``batch_size`` is rounded up to a power of
-two so that few shapes are ever compiled.
+milliseconds after that request arrived or until ``max_batch`` texts are waiting, and
+runs one call over all of them (a request of more than ``max_batch`` texts runs as
+calls of ``max_batch``). The call (``classify(texts, batch_size)``, normally
+``Classifier.predict``) gives the results of each text alone; ``batch_size`` is
+rounded up to a power of two so that few shapes are ever compiled, and the server's
+warm-up compiles them all (``server.warm_up``).
 
 The worker never dies on a failed call: if a combined call raises, each request is
 retried alone, so one bad request cannot fail the others it was batched with.
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from gpt2_jax.classifier.classifier import Predictions
 
@@ -170,7 +173,7 @@ class MicroBatcher:
             return
         texts = [t for r in pending for t in r.texts]
         try:
-            pred = self._classify(texts, batch_rows(len(texts), self.max_batch))
+            pred = self._calls(texts)
         except Exception as err:  # noqa: BLE001 - the worker must survive any request
             if len(pending) > 1:  # find the request at fault: each alone
                 for request in pending:
@@ -178,10 +181,10 @@ class MicroBatcher:
             else:
                 _settle(pending[0].future, error=err)
             return
-        self.stats.calls += 1
+        self.stats.calls += -(-len(texts) // self.max_batch)
         self.stats.requests += len(pending)
         self.stats.texts += len(texts)
-        self.stats.largest = max(self.stats.largest, len(texts))
+        self.stats.largest = max(self.stats.largest, min(len(texts), self.max_batch))
         start = 0
         for request in pending:
             end = start + len(request.texts)
@@ -196,6 +199,24 @@ class MicroBatcher:
                 ),
             )
             start = end
+
+    def _calls(self, texts: list[str]) -> Predictions:
+        """One call per ``max_batch`` texts (a request alone may hold more), so no call
+        needs a shape that the warm-up of calls up to ``max_batch`` texts did not compile."""
+        parts = []
+        for i in range(0, len(texts), self.max_batch):
+            part = texts[i : i + self.max_batch]
+            parts.append(self._classify(part, batch_rows(len(part), self.max_batch)))
+        if len(parts) == 1:
+            return parts[0]
+        sets = [p.sets for p in parts if p.sets is not None]
+        return Predictions(
+            [label for p in parts for label in p.labels],
+            np.concatenate([p.probs for p in parts]),
+            np.concatenate([p.truncated for p in parts]),
+            parts[0].class_names,
+            np.concatenate(sets) if sets else None,
+        )
 
     def _fail_queued(self) -> None:
         while True:

@@ -18,28 +18,17 @@ if TYPE_CHECKING:
 
 
 def warm_up(classifier, max_batch: int) -> int:
-    """Compile every batch shape the batcher can use before the first request needs it
-    (else the first requests of each shape wait for XLA): rows 1, 2, 4 .. ``max_batch``
-    times each length bucket up to ``max_length``. Returns the number of shapes."""
-    from gpt2_jax.data.batches import bucket_length
-    from gpt2_jax.model.pooling import reads_padding
+    """Compile every program the batcher's calls can need before the first request does
+    (else the first requests of each shape wait for XLA): calls of 1 .. ``max_batch``
+    texts of any lengths, repeats included, each with its ``batch_rows``. The shapes come
+    from the classifier's own planning (``classifier.warm_shapes``): packed rows per row
+    width, rows computed and texts read; full-width rows; chunked documents' groups.
+    Returns the number of shapes."""
+    from gpt2_jax.classifier.warm_shapes import warm_up as compile_shapes
 
-    spec = classifier.spec
-    widths: dict[int, str] = {}  # bucket width -> a text that needs it
-    for n in range(1, spec.max_length + 1):
-        text = "a" + " a" * (n - 1)
-        tokens = len(classifier.tokenizer.encode(text))
-        width = (
-            spec.max_length
-            if reads_padding(spec.pool, spec.model.causal)
-            else bucket_length(min(tokens, spec.max_length), spec.max_length)
-        )
-        widths.setdefault(width, text)
-    rows = sorted({batch_rows(n, max_batch) for n in range(1, max_batch + 1)})
-    for r in rows:
-        for text in widths.values():
-            classifier.predict([text] * r, batch_size=r)
-    return len(rows) * len(widths)
+    return compile_shapes(
+        classifier, {n: batch_rows(n, max_batch) for n in range(1, max_batch + 1)}
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -62,11 +62,15 @@ def compile_cache_folder(environ: Mapping[str, str] = os.environ) -> Path | None
     return root / f"cpu-{digest}"
 
 
-def use_compile_cache(enabled: bool = True) -> Path | None:
+def use_compile_cache(
+    enabled: bool = True, min_compile_secs: float = MIN_COMPILE_SECS
+) -> Path | None:
     """Switch JAX's persistent compilation cache on (the folder above) or, when not
     ``enabled`` or ``GPT2_JAX_COMPILE_CACHE=off``, off. Call it before the first compile
-    (a later call only affects programs compiled after it). Returns the folder in use,
-    or None. A folder that cannot be made is one warning line, and no cache."""
+    (a later call only affects programs compiled after it). Programs that compile in less
+    than ``min_compile_secs`` are not written (the server writes all: its warm-up is a
+    few dozen small ones). Returns the folder in use, or None. A folder that cannot be
+    made is one warning line, and no cache."""
     import jax
 
     folder = compile_cache_folder() if enabled else None
@@ -96,5 +100,5 @@ def use_compile_cache(enabled: bool = True) -> Path | None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECS)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
     return folder

@@ -432,7 +432,7 @@ def test_cli_refuses_bad_flags_and_folders(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_serves_on_localhost_and_stops(run_dir):
-    served = ServeProcess(run_dir, ("--max-texts", "2"), start_timeout=120)
+    served = ServeProcess(run_dir, ("--max-texts", "2", "--max-batch", "2"), start_timeout=120)
     with served as url:
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "/health", timeout=30) as res:
