@@ -192,9 +192,7 @@ def run_cached(args, pool, prefix_dtype):
     plan = TrainingPlan(
         data, ("ham", "spam"), TrainConfig(epochs=args.epochs), speed, pool, weights
     )
-    _, history = train_classifier(
-        TrainingJob(plan, GPTModel(cfg), partition), tree, log=lambda s: None
-    )
+    _, history = train_classifier(TrainingJob(plan, GPTModel(cfg), partition), tree)
     total = time.perf_counter() - t0
     work = prefix_work(cfg, data, pool == "last-real")
     prefix_s = history[0]["prefix_seconds"]
