@@ -152,7 +152,7 @@ def _words(tokenizer, vocab_size: int, need: int) -> tuple[int, ...]:
                 return tuple(words)
     raise ValueError(
         f"the tokenizer has {len(words)} single-token words below id {vocab_size}, and the "
-        f"warm-up needs {need} distinct one-token texts; serve without the warm-up"
+        f"warm-up needs {need} distinct one-token texts; serve with --no-warm-up"
     )
 
 

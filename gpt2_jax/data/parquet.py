@@ -18,9 +18,9 @@ from gpt2_jax.data.cells import CellCheck, check_cells
 from gpt2_jax.data.records import Problems, require_columns
 
 BATCH_ROWS = 4096  # rows converted to Python values at a time
-# memory per uncompressed byte of a text column once its values are Python strings
-# (the str object's 49-byte header per value, on short texts, more than doubles it)
-STRING_FACTOR = 3
+# memory per uncompressed byte of a row group's column while pyarrow holds it decoded
+# (its values and offsets; the Python strings exist only for one batch of rows)
+ARROW_FACTOR = 1.5
 
 
 def has_pyarrow() -> bool:
@@ -33,7 +33,8 @@ def has_pyarrow() -> bool:
 
 class ParquetColumns:
     """An open Parquet file: its column names (``names``) and, after ``check_budget``,
-    the values of chosen columns row by row (``values``)."""
+    the values of chosen columns row by row (``values``, which closes the file at the
+    end)."""
 
     def __init__(self, path: Path):
         import pyarrow.parquet as pq
@@ -46,21 +47,35 @@ class ParquetColumns:
         """Refuse, before reading, a file whose largest row group would take more than the
         budget for these columns (a row group is the least pyarrow reads at once)."""
         meta = self.file.metadata
-        index = [self.names.index(c) for c in columns]
+        paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        leaves = [  # the leaf columns under these names (a struct or a list has its own)
+            i for i, path in enumerate(paths) if any(_under(path, c) for c in columns)
+        ]
         largest = max(
             (
-                sum(meta.row_group(g).column(i).total_uncompressed_size for i in index)
+                sum(meta.row_group(g).column(i).total_uncompressed_size for i in leaves)
                 for g in range(meta.num_row_groups)
             ),
             default=0,
         )
-        what = f"its largest row group takes about {{size}} ({meta.num_row_groups} groups)"
-        check_read_at_once(self.path, largest * STRING_FACTOR, what, memory_budget)
+        what = (
+            f"its largest row group takes about {{size}} ({meta.num_row_groups} groups; "
+            "rewriting it with smaller row groups also helps)"
+        )
+        check_read_at_once(self.path, int(largest * ARROW_FACTOR), what, memory_budget)
 
     def values(self, columns: tuple[str, ...]) -> Iterator[tuple]:
         """Each row's values of ``columns`` as Python objects (nulls as None)."""
-        for batch in self.file.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
-            yield from zip(*(batch.column(c).to_pylist() for c in columns))
+        try:
+            for batch in self.file.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+                yield from zip(*(batch.column(c).to_pylist() for c in columns))
+        finally:
+            self.file.close()
+
+
+def _under(path: str, column: str) -> bool:
+    """Whether the leaf column at ``path`` ("a", "a.b", "a.list.element") is ``column``'s."""
+    return path == column or path.startswith(column + ".")
 
 
 def parquet_rows(

@@ -29,7 +29,7 @@ from gpt2_jax.serve.request_checks import (
     read_body,
     results,
 )
-from gpt2_jax.serve.server import ServerThread, listen, uvicorn_server, warm_up
+from gpt2_jax.serve.server import BACKLOG, ServerThread, bind, listen, uvicorn_server, warm_up
 
 __all__ = [  # names the tests, commands and experiments import from here
     "EXAMPLES",
@@ -38,6 +38,8 @@ __all__ = [  # names the tests, commands and experiments import from here
     "ServerThread",
     "check_content_type",
     "listen",
+    "bind",
+    "BACKLOG",
     "make_app",
     "page_examples",
     "page_html",

@@ -31,11 +31,28 @@ def warm_up(classifier, max_batch: int) -> int:
     )
 
 
+BACKLOG = 2048  # connections the kernel queues before the app takes them
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` but not yet listening (``port`` 0: a free one,
+    see ``getsockname()``): a port in use fails here, at once, while clients are refused
+    until ``sock.listen(BACKLOG)`` (the server listens only once it can answer)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as create_server does
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket (``port`` 0: a free one, see ``getsockname()``)."""
-    return socket.create_server(
-        (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=2048
-    )
+    sock = bind(host, port)
+    sock.listen(BACKLOG)
+    return sock
 
 
 def uvicorn_server(

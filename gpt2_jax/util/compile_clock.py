@@ -10,6 +10,7 @@ the sum of their lengths.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class CompileClock:
         self._spans: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES.values()}
         self._hits = 0
         self._lock = threading.Lock()
+        self._open = False
 
     def _on_span(self, event: str, start_time: float, end_time: float, **_: str | int) -> None:
         phase = PHASES.get(event)
@@ -84,14 +86,22 @@ class CompileClock:
                 self._hits += 1
 
     def __enter__(self) -> CompileClock:
+        if self._open:
+            raise RuntimeError("this CompileClock is already open; use a new one")
+        self._open = True
         if SPANS:
             jax.monitoring.register_event_time_span_listener(self._on_span)
             jax.monitoring.register_event_listener(self._on_event)
         return self
 
     def __exit__(self, *exc) -> None:
-        if SPANS:
+        self._open = False
+        if not SPANS:
+            return
+        # gone already if something called jax.monitoring.clear_event_listeners()
+        with contextlib.suppress(AssertionError, ValueError):
             jax.monitoring.unregister_event_time_span_listener(self._on_span)
+        with contextlib.suppress(AssertionError, ValueError):
             jax.monitoring.unregister_event_listener(self._on_event)
 
     def time(self) -> CompileTime | None:

@@ -302,7 +302,7 @@ def test_parquet_rows_and_integer_labels(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed")
-def test_parquet_texts_are_read_a_row_group_at_a_time(tmp_path):
+def test_parquet_texts_are_read_a_row_group_at_a_time(tmp_path, monkeypatch):
     """Texts to classify: a budget far below what reading the file whole needs, but above
     one row group's texts, still reads every row, in order, with the row numbers; a
     budget below one row group refuses the file before reading, in one line."""
@@ -312,11 +312,17 @@ def test_parquet_texts_are_read_a_row_group_at_a_time(tmp_path):
     texts = [f"text number {i} " + "x" * (i % 50) for i in range(3000)]
     texts[2500] = None
     path = tmp_path / "x.parquet"
-    table = pa.table({"id": list(range(3000)), "body": texts})
-    pq.write_table(table, path, row_group_size=300, compression="none")
-    group = pq.ParquetFile(path).metadata.row_group(0).column(1).total_uncompressed_size
-    budget = 4 * group  # whole (the file size x 12) would be refused at this budget
-    assert path.stat().st_size * 12 > budget
+    extra = [{"a": i, "b": f"{i:05d}" + "y" * 400} for i in range(3000)]  # a struct: 2 leaves
+    table = pa.table({"extra": extra, "id": list(range(3000)), "body": texts})
+    pq.write_table(table, path, row_group_size=300, compression="none", use_dictionary=False)
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.schema.column(i).path for i in range(4)] == ["extra.a", "extra.b", "id", "body"]
+    group = meta.row_group(0).column(3).total_uncompressed_size
+    budget = 4 * group  # whole (the file size x 12) would be refused at this budget,
+    assert path.stat().st_size * 12 > budget  # and so would the struct's larger leaves
+    assert meta.row_group(0).column(1).total_uncompressed_size > budget
+    monkeypatch.setattr(pq.ParquetFile, "read", None)  # reading the whole file would fail
+    monkeypatch.setattr(pq, "read_table", None)
     rows = data.iter_rows(path, text_column="body", memory_budget=budget)
     got = [next(rows) for _ in range(2500)]
     assert got == [(f"row {i + 1}", t) for i, t in enumerate(texts[:2500])]

@@ -447,6 +447,27 @@ def test_cli_serves_on_localhost_and_stops(run_dir):
     assert "Traceback" not in served.log and time.monotonic() - started < 60
 
 
+def test_the_port_refuses_connections_until_the_server_listens():
+    """serve binds its port first (a port in use fails at once) and listens only after
+    the warm-up, so clients are refused meanwhile instead of hanging."""
+    from gpt2_jax.serve.server import BACKLOG, bind, listen
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.listen(BACKLOG)
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with pytest.raises(OSError):  # a port another server listens on
+            bind("127.0.0.1", port).close()
+    finally:
+        sock.close()
+    other = listen("127.0.0.1", 0)
+    with other, pytest.raises(OSError):
+        bind("127.0.0.1", other.getsockname()[1]).close()
+
+
 def test_connections_over_the_limit_get_503_and_the_server_goes_on(classifier, run_dir):
     import socket
 
