@@ -95,9 +95,10 @@ def parser() -> argparse.ArgumentParser:
         "--warm-up",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="compile every program the batched calls can need before serving (the "
-        "default; with the compilation cache warm a restart loads them); --no-warm-up: "
-        "start at once, and the first requests of each shape wait for XLA",
+        help="compile every program the batched calls can need before listening (with "
+        "the compilation cache warm a restart loads them; connections are refused "
+        "meanwhile); --no-warm-up: start at once, and the first requests of each shape "
+        "wait for XLA",
     )
     p.add_argument(
         "--max-connections",
