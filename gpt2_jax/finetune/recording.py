@@ -43,10 +43,12 @@ def recording_hooks(
             after_epoch=restored.meta["epoch"],
             skipped=[{"epoch": e, "why": why} for e, why in restored.skipped],
         )
-        report.epochs = restored.meta["history"]
+        report.epochs = list(restored.meta["history"])
 
     def on_epoch(history):
-        report.epochs = history
+        # a copy: the loop appends the next epoch to its list before that epoch's state
+        # is saved, and a stop then must not record it
+        report.epochs = list(history)
         if main:
             write_json(run_dir / METRICS_FILE, report.to_dict())
             plot_history(history, run_dir, classes)

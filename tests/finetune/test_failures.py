@@ -146,6 +146,29 @@ def test_full_disk_gives_one_line_and_a_true_status(
     assert f"--resume {run_dir}" in status and f"--resume {run_dir}" in err
 
 
+def test_a_stop_records_only_the_epochs_whose_state_was_saved(
+    tiny_model_dir, sms_file, tmp_path, monkeypatch, capsys
+):
+    """Stopped while epoch 2's state is being saved (a full disk here, SIGTERM in the
+    grid's test): metrics.json lists epoch 1 alone, the epoch --resume goes on from."""
+    from gpt2_jax.training.checkpoints import EpochCheckpoints
+
+    save = EpochCheckpoints.save
+
+    def full_at_epoch_2(self, epoch, state, meta):
+        if epoch == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, epoch, state, meta)
+
+    monkeypatch.setattr(EpochCheckpoints, "save", full_at_epoch_2)
+    run_dir = tmp_path / "r"
+    assert spam.main(_args(tiny_model_dir, sms_file, run_dir)) == 1
+    assert "No space left on device" in _one_error_line(capsys.readouterr().err)
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert "the last good state (epoch 1)" in report["status"]
+    assert [e["epoch"] for e in report["epochs"]] == [1]
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     args = ["--data-file", str(tmp_path / "missing.csv"), "--format", "csv"]
     assert spam.main(args) == 1
