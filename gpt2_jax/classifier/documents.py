@@ -4,7 +4,6 @@ each text is cut as in training (``data.chunks``), its chunks are pooled and com
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from gpt2_jax.classifier.classifier import checked_tokens
@@ -37,5 +36,12 @@ def document_probs(
     if not len(texts):
         return np.zeros((0, spec.num_classes), np.float32), truncated
     padded = reads_padding(spec.pool, cfg.causal)
-    logits = chunked_logits(cfg, params, data, spec.pool, c.pool, batch_size, padded)
-    return np.asarray(jax.nn.softmax(logits, axis=-1)), truncated
+    logits = np.asarray(chunked_logits(cfg, params, data, spec.pool, c.pool, batch_size, padded))
+    return _softmax(logits), truncated
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax on the host (in JAX, run op by op, it compiled once per number of
+    texts, which a server's warm-up would have to cover count by count)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -9,14 +9,17 @@ token lengths of its distinct texts (repeats are computed once):
   power of two, at least ``MIN_TEXTS``);
 * full-width rows (pools that read padding, ``"last"``): the batch's rows;
 * documents cut into chunks (``classifier.documents``): per group of documents, its
-  chunk rows, width and document slots; and per count of texts, the softmax.
+  chunk rows, width and document slots.
 
 ``call_shapes`` plans a call with the functions prediction plans with (``pack_groups``,
 ``prefix_schedule``, ``document_groups``) without running the model. ``warm_calls``
-plans small families of lengths for every text count a server's calls can have, and
+plans small families of lengths for the text counts a server's calls can have, and
 keeps the calls that add a shape; ``warm_up`` runs them on generated distinct texts of
-those lengths. A test (tests/serve/test_warm_up.py) checks that varied calls after it
-compile nothing, so a change in the planning shows there.
+those lengths. Trying every count is cubic in the largest (minutes at 512), so counts
+are sampled (``counts``): all up to 16, then those next to each power of two, where the
+rounding that makes shapes changes. Tests (tests/serve/test_warm_up.py) check that the
+sampled plan finds every shape the exhaustive one finds, and that varied calls after
+the warm-up compile nothing, so a change in the planning shows there.
 """
 
 from __future__ import annotations
@@ -47,9 +50,7 @@ def call_shapes(spec: ClassifierConfig, lengths: list[int], batch_size: int) -> 
     as tokenized, before truncation) with ``batch_size``."""
     if spec.chunking is not None:
         padded = reads_padding(spec.pool, spec.model.causal)
-        shapes = _document_shapes(lengths, spec.chunking, batch_size, padded)
-        # and the softmax over [texts, classes], run op by op: compiled per text count
-        return shapes | {("document probs", len(lengths))}
+        return _document_shapes(lengths, spec.chunking, batch_size, padded)
     cut = np.minimum(np.asarray(lengths, np.int64), spec.max_length)
     if reads_padding(spec.pool, spec.model.causal):
         schedule = prefix_schedule(cut, spec.max_length, batch_size, False, BUCKET_STEP)
@@ -90,17 +91,35 @@ def _chunks(n: int, c: Chunking) -> int:
     return len(chunk_starts(n, c))
 
 
-def candidates(spec: ClassifierConfig, n: int) -> Iterator[list[int]]:
+DENSE = 16  # counts up to this are all tried
+
+
+def counts(top: int, exhaustive: bool = False) -> list[int]:
+    """The counts ``1 .. top`` the planner tries: all of them if ``exhaustive``, else all
+    up to ``DENSE``, ``2^k - 1``, ``2^k`` and ``2^k + 1``, and ``top`` (the batch's rows,
+    the tail's texts and the power-of-two rounding of both change only there)."""
+    if exhaustive:
+        return list(range(1, top + 1))
+    picked = set(range(1, min(top, DENSE) + 1)) | {top}
+    k = 2
+    while k <= top:
+        picked |= {k - 1, k, k + 1}
+        k *= 2
+    return sorted(v for v in picked if v <= top)
+
+
+def candidates(spec: ClassifierConfig, n: int, exhaustive: bool = False) -> Iterator[list[int]]:
     """Token lengths of ``n`` texts in families that reach every shape of the path:
     packed, ``rows`` anchors per row width with the rest one-token texts in their slack;
-    chunks, ``a`` documents of ``q`` chunks with full single chunks after them."""
+    chunks, ``a`` documents of ``q`` chunks with full single chunks after them (``rows``
+    and ``a`` sampled as by ``counts``)."""
     full = spec.max_length
     if spec.chunking is not None:
         c = spec.chunking
         for width in range(BUCKET_STEP, c.length + BUCKET_STEP, BUCKET_STEP):
             yield [min(width, c.length)] * n
         for q in range(2, c.max_chunks + 1):
-            for a in range(1, n + 1):
+            for a in counts(n, exhaustive):
                 yield [c.length + (q - 1) * c.stride] * a + [c.length] * (n - a)
         return
     if reads_padding(spec.pool, spec.model.causal):
@@ -109,27 +128,29 @@ def candidates(spec: ClassifierConfig, n: int) -> Iterator[list[int]]:
     yield [1] * n
     for width in sorted({w for w in PACK_WIDTHS if w < full} | {full}):
         yield [width] * n
-        for rows in range(1, n + 1):
+        for rows in counts(n, exhaustive):
             anchor = width - -(-(n - rows) // rows)  # the rest fit in the rows' slack
             if anchor >= 1:
                 yield [anchor] * rows + [1] * (n - rows)
 
 
 def warm_calls(
-    spec: ClassifierConfig, batch_sizes: Mapping[int, int]
+    spec: ClassifierConfig, batch_sizes: Mapping[int, int], exhaustive: bool = False
 ) -> tuple[list[tuple[list[int], int]], set[Shape]]:
     """``(calls, shapes)``: calls ``(token lengths, batch_size)`` that together compute
     every shape of ``shapes``, those of any call of at most ``max(batch_sizes)`` texts
     where ``batch_sizes[n]`` is the batch size of a call of ``n`` texts. A call's
-    distinct texts may be fewer than ``n`` (repeats), with the same batch size."""
+    distinct texts may be fewer than ``n`` (repeats), with the same batch size. Text
+    counts are sampled (``counts``); ``exhaustive`` tries every one (the tests'
+    reference)."""
     most: dict[int, int] = {}  # batch size -> most texts a call with it holds
     for n, size in batch_sizes.items():
         most[size] = max(most.get(size, 0), n)
     calls: list[tuple[list[int], int]] = []
     shapes: set[Shape] = set()
     for size, top in sorted(most.items()):
-        for n in range(1, top + 1):
-            for lengths in candidates(spec, n):
+        for n in counts(top, exhaustive):
+            for lengths in candidates(spec, n, exhaustive):
                 new = call_shapes(spec, lengths, size) - shapes
                 if new:
                     calls.append((lengths, size))

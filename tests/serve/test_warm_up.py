@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpt2_jax.classifier.classifier import Classifier, ClassifierConfig, Predictions
-from gpt2_jax.classifier.warm_shapes import call_shapes, texts_of_lengths, warm_calls
+from gpt2_jax.classifier.warm_shapes import call_shapes, counts, texts_of_lengths, warm_calls
 from gpt2_jax.data.chunks import Chunking
 from gpt2_jax.data.tokenizer import get_tokenizer
 from gpt2_jax.model.config import GPTConfig
@@ -138,3 +138,27 @@ def test_a_request_of_more_than_max_batch_texts_runs_as_calls_of_max_batch():
     np.testing.assert_array_equal(pred.probs[:, 0], np.arange(1, 12) / 100)
     assert pred.truncated.tolist() == [k > 5 for k in range(1, 12)]
     assert pred.sets.shape == (11, 2) and pred.sets[:, 0].tolist() == pred.truncated.tolist()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"pool": "last-real", "max_length": 66},
+        {"pool": "mean", "max_length": 200},
+        {"pool": "last", "max_length": 40},
+        {"pool": "mean", "max_length": 32, "chunking": Chunking(32, 24, "mean", 12)},
+        {"pool": "last-real", "max_length": 16, "chunking": Chunking(16, 8, "max", 4)},
+    ],
+    ids=["packed-66", "packed-200", "last", "chunked-mean", "chunked-max"],
+)
+def test_the_sampled_counts_find_every_shape_of_the_exhaustive_plan(spec):
+    """The planner tries only some text counts (``counts``); every count up to 48 gives no
+    shape it misses."""
+    cfg = GPTConfig(vocab_size=50257, context_length=1024, emb_dim=8, n_heads=2, n_layers=1,
+                    num_classes=2)  # fmt: skip
+    s = ClassifierConfig(cfg, ("a", "b"), **spec)
+    sizes = {n: batch_rows(n, 48) for n in range(1, 49)}
+    _, sampled = warm_calls(s, sizes)
+    _, every = warm_calls(s, sizes, exhaustive=True)
+    assert sampled == every
+    assert counts(48) != counts(48, exhaustive=True)  # the sample is a sample
