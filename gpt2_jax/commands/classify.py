@@ -10,7 +10,9 @@ with the highest probability (argmax over the classes), or, for two classes with
 decision threshold (saved by the run, or given with --decision-threshold), the second
 label when its probability reaches the threshold. Texts longer than the
 classifier's max_length tokens are cut as in training (their first max_length
-tokens, or the part --truncate chose); stderr says how many were. Texts must be
+tokens, or the part --truncate chose; a classifier trained with --long-texts chunk
+reads up to --max-chunks chunks of each text and leaves the rest); stderr says how many
+were. Texts must be
 UTF-8 (arguments, stdin, --input); a byte that is not, or an empty text, stops with
 where it is (TEXT argument N, stdin line N, file line N). Stdin lines may end in \\n or \\r\\n; blank ones are skipped.
 
@@ -274,14 +276,24 @@ def main(argv=None) -> int:
         again = "; run the same command again to continue" if args.output and args.input else ""
         print(f"interrupted{again}", file=sys.stderr)
         return 130
-    spec = classifier.spec
-    print(
+    print(truncation_words(classifier.spec, truncated, count), file=sys.stderr)
+    return 0
+
+
+def truncation_words(spec, truncated: int, count: int) -> str:
+    """How many texts were cut, and to what, as the classifier cuts them."""
+    c = spec.chunking
+    if c is not None:  # chunks of max_length tokens every stride, at most max_chunks
+        return (
+            f"{truncated} of {count} texts were longer than the {c.covered} tokens that "
+            f"{c.max_chunks} chunks of {c.length} (every {c.stride}) hold, and only their "
+            f"first {c.max_chunks} chunks were read, as in training"
+        )
+    return (
         f"{truncated} of {count} texts were longer than "
         f"{spec.max_length} tokens and were truncated to "
-        f"{kept_words(spec.max_length, spec.truncate)}, as in training",
-        file=sys.stderr,
+        f"{kept_words(spec.max_length, spec.truncate)}, as in training"
     )
-    return 0
 
 
 if __name__ == "__main__":

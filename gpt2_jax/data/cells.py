@@ -12,6 +12,16 @@ import pandas as pd
 from gpt2_jax.data.records import Problems
 
 CellCheck = Callable[..., "tuple | None"]  # (problems, place, columns, *cells): see check_cells
+SHOWN = 60  # characters of a bad cell's repr quoted in a message
+
+
+def shown(value) -> str:
+    """``repr(value)``, cut to ``SHOWN`` characters with its full length said (a cell
+    of megabytes must not become a message of megabytes)."""
+    text = repr(value)
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[:SHOWN]}... ({len(text):,} characters)"
 
 
 def check_cells(
@@ -35,7 +45,7 @@ def text_cell(value) -> tuple[str | None, str | None]:
     if is_null(value):
         return None, "no text (null)"
     if not isinstance(value, str):
-        return None, f"text {value!r} is not a string ({type(value).__name__})"
+        return None, f"text {shown(value)} is not a string ({type(value).__name__})"
     if not value.strip():
         return None, "empty text"
     return value, None
@@ -48,15 +58,20 @@ def label_cell(value) -> tuple[str | None, str | None]:
     if is_null(value):
         return None, "no label (null)"
     if isinstance(value, (bool, np.bool_)):
-        return None, f"label {value!r} is a boolean; write a name or an integer"
+        return None, f"label {shown(value)} is a boolean; write a name or an integer"
     if isinstance(value, (int, np.integer)):
         return str(int(value)), None
     if isinstance(value, (float, np.floating)):
-        return None, f"label {value!r} is a float; write a name or an integer"
+        return None, f"label {shown(value)} is a float; write a name or an integer"
     if isinstance(value, (list, tuple)):
-        return None, f"label {value!r} is a list; for several labels per text add --multi-label"
+        return (
+            None,
+            f"label {shown(value)} is a list; for several labels per text add --multi-label",
+        )
     if not isinstance(value, str):
-        return None, (f"label {value!r} is neither a name nor an integer ({type(value).__name__})")
+        return None, (
+            f"label {shown(value)} is neither a name nor an integer ({type(value).__name__})"
+        )
     if not value.strip():
         return None, "empty label"
     return value, None

@@ -25,7 +25,7 @@ import pandas as pd
 
 from gpt2_jax.data import tables
 from gpt2_jax.data.budget import Budget, check_whole_file
-from gpt2_jax.data.cells import is_null, label_cell, text_cell
+from gpt2_jax.data.cells import is_null, label_cell, shown, text_cell
 from gpt2_jax.data.checks import check_labels
 from gpt2_jax.data.records import Problems
 from gpt2_jax.data.splits import Splits, split
@@ -106,7 +106,7 @@ def label_set(value, sep: str | None) -> tuple[tuple[str, ...], str | None]:
         pieces = [piece.strip() for piece in value.split(sep)]
         if not all(pieces):
             return (), (
-                f"{value!r} has an empty name between the separators {sep!r}; "
+                f"{shown(value)} has an empty name between the separators {sep!r}; "
                 "remove the extra separator"
             )
         value = pieces
@@ -118,7 +118,7 @@ def label_set(value, sep: str | None) -> tuple[tuple[str, ...], str | None]:
     for item in value:
         name, problem = label_cell(item)
         if problem is not None:
-            return (), f"{problem} (in the label set {value!r})"
+            return (), f"{problem} (in the label set {shown(value)})"
         assert name is not None
         names.append(name)
     return tuple(dict.fromkeys(names)), None
@@ -141,7 +141,7 @@ def _indicator_check(names: tuple[str, ...]):
                 value = int(value)
             if not any(value == v and type(value) is type(v) for v in ONE + ZERO):
                 problems.add(
-                    f"{place}, column {name!r}: {flag!r} is not 0 or 1; write 1 where the "
+                    f"{place}, column {name!r}: {shown(flag)} is not 0 or 1; write 1 where the "
                     "text has this label and 0 where it has not"
                 )
                 return None

@@ -271,6 +271,18 @@ def test_bad_jsonl_lines_are_named(tmp_path, line, message):
     assert str(path) in str(err.value)
 
 
+def test_a_huge_bad_cell_is_quoted_in_part(tmp_path):
+    """A bad cell of megabytes gives a message of a line, with the cell's size."""
+    big = json.dumps({"text": {"a": "x" * 1_000_000}, "label": "a"})
+    path = _write(tmp_path / "j.jsonl", '{"text": "fine", "label": "b"}\n' + big + "\n")
+    with pytest.raises(ValueError) as err:
+        data.read_table(path)
+    message = str(err.value)
+    assert len(message) < 400, message[:400]
+    assert "line 2, column 'text': text {'a': 'xxx" in message
+    assert "is not a string (dict)" in message
+
+
 # --------------------------------------------------------------------------- parquet
 
 

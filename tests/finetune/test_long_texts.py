@@ -78,3 +78,13 @@ def test_chunking_flags_are_checked_before_anything_is_read(capsys):
     with pytest.raises(SystemExit):
         finetune.main(args + ["--stride", "20"])
     assert "error: --stride 20 > --chunk-length 16 would skip" in capsys.readouterr().err
+
+
+def test_classify_says_what_a_chunking_classifier_left_out(run_dir, capsys):
+    """Chunks of 16 every 8, at most 2: 24 tokens are read. A text of 20 tokens is longer
+    than max_length but whole; one of 30 loses its end."""
+    texts = [" ".join(["goal"] * n) for n in (20, 30, 3)]
+    assert classify.main(["--run", str(run_dir), *texts]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 texts were longer than the 24 tokens that 2 chunks of 16" in err
+    assert "first 2 chunks were read" in err and "truncated to" not in err
