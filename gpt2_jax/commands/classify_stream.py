@@ -136,12 +136,19 @@ class Partial:
             STAMP_WORDS[k] for k in self.stamp if old.get(k, STAMP_BEFORE.get(k)) != self.stamp[k]
         ]
         if differ:
+            dtype = old.get("dtype", STAMP_BEFORE.get("dtype"))
+            made = f" (it was made with --dtype {dtype})" if dtype != self.stamp["dtype"] else ""
             raise InputError(
                 f"--output {self.out}: {self.path} holds predictions for another "
-                f"{', '.join(differ)}; give the same --input, --run, --format, "
+                f"{', '.join(differ)}{made}; give the same --input, --run, --format, "
                 f"--text-column, --decision-threshold and --dtype to continue it, or {start_over}"
             )
-        if not self.path.is_file() or self.path.stat().st_size < size:
+        if not self.path.is_file():
+            raise InputError(
+                f"--output {self.out}: {self.path} is missing, though {self.record.name} "
+                f"says it holds {rows} rows; delete {self.record.name} to start over"
+            )
+        if self.path.stat().st_size < size:
             raise InputError(
                 f"--output {self.out}: {self.path} is shorter than its record; {start_over}"
             )

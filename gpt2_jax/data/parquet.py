@@ -59,7 +59,7 @@ class ParquetColumns:
             default=0,
         )
         what = (
-            f"its largest row group takes about {{size}} ({meta.num_row_groups} groups; "
+            f"its largest row group takes about {{size}} ({_groups(meta.num_row_groups)}; "
             "rewriting it with smaller row groups also helps)"
         )
         check_read_at_once(self.path, int(largest * ARROW_FACTOR), what, memory_budget)
@@ -110,3 +110,7 @@ def checked_rows(
         if problems.full:
             problems.raise_if_any(more=True)
     problems.raise_if_any()
+
+
+def _groups(n: int) -> str:
+    return "1 group" if n == 1 else f"{n} groups"

@@ -67,10 +67,18 @@ def make_mesh(text: str | None = None, devices=None) -> Mesh:
     shape = tuple(sizes.get(axis, 1) for axis in AXES)
     n = math.prod(shape)
     if n > len(devices) or (n < len(devices) and jax.process_count() > 1):
+        platform = devices[0].platform
+        hint = (
+            f"; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n} set before "
+            "JAX starts makes that many devices (they share its cores)"
+            if platform == "cpu" and n > len(devices)
+            else ""
+        )
         raise ValueError(
-            f"--mesh {text}: {' x '.join(map(str, shape))} = {n} devices, but "
-            f"there are {len(devices)} ({devices[0].platform}); make the sizes "
-            f"multiply to {len(devices)}" + (" or fewer" if jax.process_count() == 1 else "")
+            f"--mesh {text}: needs {n} devices, but there are {len(devices)} "
+            f"({platform}); make the sizes multiply to {len(devices)}"
+            + (" or fewer" if jax.process_count() == 1 else "")
+            + hint
         )
     return Mesh(np.array(devices[:n]).reshape(shape), AXES)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -101,4 +102,35 @@ def use_compile_cache(
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    _report_damaged_entries(folder)
     return folder
+
+
+DAMAGED = "Error reading persistent compilation cache entry"  # JAX's UserWarning
+
+
+def _report_damaged_entries(folder: Path) -> None:
+    """JAX warns, with its own source line, for every cache entry it cannot read, on
+    every run (it compiles the program again but leaves the entry): say it once, in one
+    line, with what to do."""
+    shown = warnings.showwarning
+    if getattr(shown, "_gpt2_jax_cache", None) == folder:
+        return
+    said = False
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        nonlocal said
+        if issubclass(category, UserWarning) and str(message).startswith(DAMAGED):
+            if not said:
+                said = True
+                why = str(message).partition(": ")[2] or str(message)
+                print(
+                    f"warning: compilation cache {folder}: an entry cannot be read ({why}); "
+                    "its program is compiled afresh each run: delete the folder to rebuild it",
+                    file=sys.stderr,
+                )
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    show._gpt2_jax_cache = folder  # type: ignore[attr-defined]
+    warnings.showwarning = show

@@ -143,7 +143,7 @@ def test_killed_run_resumes_to_the_same_output(run_dir, tmp_path, suffix=".csv")
     [
         ("content", "another input size, input content;"),
         ("column", "another --text-column"),
-        ("dtype", "another --dtype"),
+        ("dtype", "another --dtype (it was made with --dtype float32);"),
         ("record", "has no readable record"),
     ],
 )
@@ -188,9 +188,22 @@ def test_a_record_from_before_dtype_resumes_as_float32(run_dir, tmp_path, capsys
     record = {"stamp": stamp, "rows": 30, "bytes": len(complete), "truncated": 0}
     (tmp_path / "out.jsonl.partial.json").write_text(json.dumps(record))
     assert classify.main([*argv, "--dtype", "bfloat16"]) == 1
-    assert "another --dtype;" in capsys.readouterr().err
+    assert "another --dtype (it was made with --dtype float32);" in capsys.readouterr().err
     assert classify.main(argv) == 0
     assert out.read_bytes() == complete
+
+
+def test_a_record_whose_partial_file_is_gone_says_so(run_dir, tmp_path, capsys):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, texts(10, seed=5))
+    argv = ["--run", str(run_dir), "--input", str(source), "--output", str(out)]
+    stamp = classify_stream.stamp(classify.parser().parse_args(argv))
+    record = {"stamp": stamp, "rows": 4, "bytes": 100, "truncated": 0}
+    (tmp_path / "out.jsonl.partial.json").write_text(json.dumps(record))
+    assert classify.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{out}.partial is missing, though out.jsonl.partial.json says it holds 4 rows" in err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_bad_rows_stop_before_any_output(run_dir, tmp_path, capsys):

@@ -134,6 +134,19 @@ def test_cache_written_by_one_process_and_read_by_the_next(run_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_damaged_cache_entry_is_one_line_that_says_what_to_do(run_dir, tmp_path):
+    folder = tmp_path / "xdg" / "gpt2_jax" / "jax"
+    first = classify(run_dir, tmp_path)
+    for entry in entries(folder):  # as a disk that filled up might leave them
+        (folder / entry).write_bytes(b"not a compressed program")
+    second = classify(run_dir, tmp_path)
+    assert second.stdout == first.stdout
+    said = [line for line in second.stderr.splitlines() if "compilation cache" in line]
+    assert len(said) == 1 and said[0].startswith("warning: compilation cache ")
+    assert "delete the folder" in said[0] and "UserWarning" not in second.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, env",
     [
