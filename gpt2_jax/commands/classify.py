@@ -159,12 +159,12 @@ def check_mesh(p: argparse.ArgumentParser, args) -> None:
     mesh module imports JAX."""
     if args.mesh is None:
         return
-    from gpt2_jax.parallel.mesh import parse_mesh
+    from gpt2_jax.parallel.mesh import MESH_PAIRS, parse_mesh
 
     try:
         sizes = parse_mesh(args.mesh)
-    except ValueError as err:
-        p.error(str(err))
+    except ValueError as err:  # its example names fsdp too, which classify refuses
+        p.error(str(err).replace(MESH_PAIRS, "expected data=N (N devices)"))
     if set(sizes) != {"data"}:
         p.error(f"--mesh {args.mesh}: classify splits rows over the data axis only; give data=N")
 

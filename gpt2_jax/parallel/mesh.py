@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH_AXES = AXES  # rows of a batch are split over both axes
+MESH_PAIRS = f"expected AXIS=N pairs with AXIS in {', '.join(AXES)}, e.g. data=4,fsdp=2"
 MIN_SHARDED_ELEMENTS = 2**14  # smaller leaves (biases, norms) are copied to every device
 
 
@@ -40,10 +41,7 @@ def parse_mesh(text: str | None) -> dict[str, int]:
     for part in text.split(","):
         name, eq, value = part.strip().partition("=")
         if name not in AXES or not eq:
-            raise ValueError(
-                f"--mesh {text!r}: expected AXIS=N pairs with AXIS in "
-                f"{', '.join(AXES)}, e.g. data=4,fsdp=2"
-            )
+            raise ValueError(f"--mesh {text!r}: {MESH_PAIRS}")
         if name in sizes:
             raise ValueError(f"--mesh {text!r}: axis {name!r} given twice")
         try:

@@ -87,7 +87,7 @@ def test_cli_help_names_dtype_and_mesh():
     [
         ("fsdp=2", "classify splits rows over the data axis only; give data=N"),
         ("data=2,fsdp=1", "classify splits rows over the data axis only"),
-        ("model=2", "expected AXIS=N pairs"),
+        ("model=2", "--mesh 'model=2': expected data=N (N devices)"),
     ],
 )
 def test_cli_refuses_a_mesh_other_than_data(mesh, message, capsys):
