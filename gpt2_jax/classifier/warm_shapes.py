@@ -16,10 +16,17 @@ token lengths of its distinct texts (repeats are computed once):
 plans small families of lengths for the text counts a server's calls can have, and
 keeps the calls that add a shape; ``warm_up`` runs them on generated distinct texts of
 those lengths. Trying every count is cubic in the largest (minutes at 512), so counts
-are sampled (``counts``): all up to 16, then those next to each power of two, where the
-rounding that makes shapes changes. Tests (tests/serve/test_warm_up.py) check that the
-sampled plan finds every shape the exhaustive one finds, and that varied calls after
-the warm-up compile nothing, so a change in the planning shows there.
+are sampled (``counts``): all up to 16, then ``2^k - 1``, ``2^k`` and ``2^k + 1``. Why
+that suffices today: a batch of ``batch_size × max_length`` token slots holds any call
+of at most ``batch_size`` texts in one packed group, so a shape is set by how many rows
+and texts that group has, each rounded up to a power of two (at least 8 texts); every
+class ``(2^(k-1), 2^k]`` holds the sampled ``2^(k-1) + 1`` and ``2^k``, and the small
+classes, where ``max(8, .)`` and ``_rows_run`` round, are tried in full. The rows a
+family of lengths fills do not change only at powers of two, so this is an argument
+about the rounding, not a proof: tests (tests/serve/test_warm_up.py) check that the
+sampled plan finds every shape the exhaustive one finds, that random calls' shapes are
+among them, and that varied calls after the warm-up compile nothing, so a change in the
+rounding or the planning shows there.
 """
 
 from __future__ import annotations
@@ -96,8 +103,8 @@ DENSE = 16  # counts up to this are all tried
 
 def counts(top: int, exhaustive: bool = False) -> list[int]:
     """The counts ``1 .. top`` the planner tries: all of them if ``exhaustive``, else all
-    up to ``DENSE``, ``2^k - 1``, ``2^k`` and ``2^k + 1``, and ``top`` (the batch's rows,
-    the tail's texts and the power-of-two rounding of both change only there)."""
+    up to ``DENSE``, ``2^k - 1``, ``2^k`` and ``2^k + 1``, and ``top`` (each power-of-two
+    class of rows and texts is reached; see the module's docstring)."""
     if exhaustive:
         return list(range(1, top + 1))
     picked = set(range(1, min(top, DENSE) + 1)) | {top}

@@ -144,8 +144,9 @@ class Partial:
                 f"--text-column, --decision-threshold and --dtype to continue it, or {start_over}"
             )
         if not self.path.is_file():
+            what = "is not a file" if self.path.exists() else "is missing"
             raise InputError(
-                f"--output {self.out}: {self.path} is missing, though {self.record.name} "
+                f"--output {self.out}: {self.path} {what}, though {self.record.name} "
                 f"says it holds {rows} rows; delete {self.record.name} to start over"
             )
         if self.path.stat().st_size < size:

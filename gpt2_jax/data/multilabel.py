@@ -172,7 +172,7 @@ def label_order(
         if missing:
             first = where[flat.index(missing[0])]
             raise ValueError(
-                f"{first}: label {missing[0]!r} is not in the label list {list(order)}; "
+                f"{first}: label {shown(missing[0])} is not in the label list {list(order)}; "
                 "add it to --labels"
             )
     else:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 # (data imports this module only inside read_table)
+from gpt2_jax.data.cells import shown
 from gpt2_jax.data.records import SMS_FILE_NAME, SMS_QUOTING, CsvRecordError, Problems, csv_records
 from gpt2_jax.util.fetch import fetch
 from gpt2_jax.util.files import write_bytes_atomic
@@ -133,9 +134,9 @@ def _line_problem(number: int, line: bytes, quoting: str) -> str | None:
             f"(got {text[:40]!r})"
         )
     if label not in SMS_LABELS:
-        return f"line {number}: label {label!r}; expected one of {SMS_LABELS}"
+        return f"line {number}: label {shown(label)}; expected one of {SMS_LABELS}"
     if not message.strip():
-        return f"line {number}: empty message after the {label!r} label"
+        return f"line {number}: empty message after the {shown(label)} label"
     if quoting == "none" and "\t" in message:
         return (
             f"line {number}: {message.count(chr(9)) + 2} tab-separated fields, expected 2 "

@@ -67,8 +67,8 @@ def make_mesh(text: str | None = None, devices=None) -> Mesh:
     if n > len(devices) or (n < len(devices) and jax.process_count() > 1):
         platform = devices[0].platform
         hint = (
-            f"; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n} set before "
-            "JAX starts makes that many devices (they share its cores)"
+            f"; on a CPU, --xla_force_host_platform_device_count={n} added to XLA_FLAGS "
+            "before JAX starts makes that many devices (they share its cores)"
             if platform == "cpu" and n > len(devices)
             else ""
         )

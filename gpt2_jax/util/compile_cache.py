@@ -87,6 +87,7 @@ def use_compile_cache(
     own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if own:
         jax.config.update("jax_compilation_cache_dir", own)
+        _report_damaged_entries(Path(own))
         return Path(own)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,7 @@ def _report_damaged_entries(folder: Path) -> None:
     shown = warnings.showwarning
     if getattr(shown, "_gpt2_jax_cache", None) == folder:
         return
+    shown = getattr(shown, "_gpt2_jax_inner", shown)  # replace an earlier one, not wrap it
     said = False
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -133,4 +135,5 @@ def _report_damaged_entries(folder: Path) -> None:
         shown(message, category, filename, lineno, file, line)
 
     show._gpt2_jax_cache = folder  # type: ignore[attr-defined]
+    show._gpt2_jax_inner = shown  # type: ignore[attr-defined]
     warnings.showwarning = show

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -14,7 +16,13 @@ import gpt2_jax
 from gpt2_jax.classifier.classifier import ClassifierConfig, save_classifier
 from gpt2_jax.model.config import GPTConfig
 from gpt2_jax.model.gpt import init_params
-from gpt2_jax.util.compile_cache import CACHE_VAR, compile_cache_root, use_compile_cache
+from gpt2_jax.util.compile_cache import (
+    CACHE_VAR,
+    DAMAGED,
+    _report_damaged_entries,
+    compile_cache_root,
+    use_compile_cache,
+)
 
 TRAINING_STACK = ("optax", "tensorflow")  # orbax reads a classifier's weights too
 CFG = GPTConfig(
@@ -144,6 +152,18 @@ def test_a_damaged_cache_entry_is_one_line_that_says_what_to_do(run_dir, tmp_pat
     said = [line for line in second.stderr.splitlines() if "compilation cache" in line]
     assert len(said) == 1 and said[0].startswith("warning: compilation cache ")
     assert "delete the folder" in said[0] and "UserWarning" not in second.stderr
+
+
+def test_the_damaged_entry_report_is_replaced_not_stacked(monkeypatch, capsys):
+    original = warnings.showwarning
+    monkeypatch.setattr(warnings, "showwarning", original)  # put back after the test
+    _report_damaged_entries(Path("a"))
+    _report_damaged_entries(Path("b"))  # another folder: replaces the first report
+    assert warnings.showwarning._gpt2_jax_inner is original
+    for name in ("f", "g"):
+        warnings.showwarning(UserWarning(f"{DAMAGED} for {name!r}: bad"), UserWarning, "x", 1)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: compilation cache b: ")
 
 
 @pytest.mark.slow

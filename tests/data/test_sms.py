@@ -92,6 +92,10 @@ def test_split_sizes_and_balance(tmp_path):
     "content, message",
     [
         (b"ham\thello\nspam\tWIN\nmaybe\twhat\n", r"line 3: label 'maybe'; expected one of"),
+        (
+            b"ham\thello\n" + b"x" * 100_000 + b"\tlate tab\n",
+            r"line 2: label 'xxx\S*\.\.\. \(100,002 characters\); expected",
+        ),
         (b"ham\thello\nspam WIN now\n", r"line 2: no tab; expected 'ham' or 'spam', a tab"),
         (b"ham\thello\nspam\t  \nham\tok\n", r"line 2: empty message after the 'spam' label"),
         (b"ham\thello\nspam\tWIN \xa3100\n", r"line 2, byte 10: 0xa3 is not UTF-8"),
